@@ -1,0 +1,90 @@
+//! The closed set of aggregate types and event types the hub understands.
+//!
+//! `type` strings are matched against the table of their own aggregate type only, so a
+//! `bds.ticket.created` sent with `aggregateType: "kds"` is unknown rather than silently
+//! rerouted to another aggregate.
+
+/// The `aggregateType` of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregateKind {
+    Order,
+    Kds,
+    Bds,
+    Inventory,
+    /// Reserved: payments are recorded by `order.paid` on the order for now.
+    Payment,
+}
+
+/// Every `aggregateType` string, for messages.
+pub const AGGREGATE_TYPES: [&str; 5] = ["order", "kds", "bds", "inventory", "payment"];
+
+impl AggregateKind {
+    /// The aggregate type named `s`, if the hub knows it (names are case-sensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "order" => Some(Self::Order),
+            "kds" => Some(Self::Kds),
+            "bds" => Some(Self::Bds),
+            "inventory" => Some(Self::Inventory),
+            "payment" => Some(Self::Payment),
+            _ => None,
+        }
+    }
+
+    /// The event types of this aggregate type, with their parsed form.
+    pub fn event_types(self) -> &'static [(&'static str, EventKind)] {
+        use EventKind::*;
+        match self {
+            Self::Order => &[
+                ("order.created", OrderCreated),
+                ("order.updated", OrderUpdated),
+                ("order.parked", OrderParked),
+                ("order.reparked", OrderReparked),
+                ("order.paid", OrderPaid),
+                ("order.cancelled", OrderCancelled),
+                ("order.locked", OrderLocked),
+                ("order.lock.renew", OrderLockRenew),
+                ("order.lock.released", OrderLockReleased),
+            ],
+            Self::Kds => &[
+                ("kds.ticket.created", KdsTicketCreated),
+                ("kds.ticket.ack", KdsTicketAck),
+                ("kds.ticket.done", KdsTicketDone),
+            ],
+            Self::Bds => &[
+                ("bds.ticket.created", BdsTicketCreated),
+                ("bds.ticket.done", BdsTicketDone),
+            ],
+            Self::Inventory => &[("inventory.adjusted", InventoryAdjusted)],
+            Self::Payment => &[],
+        }
+    }
+
+    /// The event kind named `event_type`, if it belongs to this aggregate type.
+    pub fn event_kind(self, event_type: &str) -> Option<EventKind> {
+        self.event_types()
+            .iter()
+            .find(|(name, _)| *name == event_type)
+            .map(|(_, kind)| *kind)
+    }
+}
+
+/// A known event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    OrderCreated,
+    OrderUpdated,
+    OrderParked,
+    OrderReparked,
+    OrderPaid,
+    OrderCancelled,
+    OrderLocked,
+    OrderLockRenew,
+    OrderLockReleased,
+    KdsTicketCreated,
+    KdsTicketAck,
+    KdsTicketDone,
+    BdsTicketCreated,
+    BdsTicketDone,
+    InventoryAdjusted,
+}

@@ -1,0 +1,51 @@
+//! The domain: pure, synchronous rules that decide what each event does.
+//!
+//! Layout:
+//! - `event`: the envelope (`Event`, `Realm`, `Actor`, `Clock`);
+//! - `outcome`: `Outcome` and the stable `RejectCode`s;
+//! - `state`: the `State` trait `apply` works on, and `MemState`;
+//! - `order`, `ticket`, `inventory`, `lock`: one read model and its rules per file;
+//! - `apply`: the single entry point, dispatching on the event type;
+//! - `kind`, `payload`, `version`: the known event types, payload validation, and the
+//!   version/force rules shared by orders and tickets.
+//!
+//! Nothing here does I/O, reads a clock, draws a random number or iterates a hash map:
+//! every node replays the same log through `apply` and must reach the same state. The only
+//! time `apply` knows is the leader-stamped `hub_time_ms` passed in with the event.
+
+mod apply;
+pub mod event;
+pub mod inventory;
+pub mod kind;
+pub mod lock;
+pub mod order;
+pub mod outcome;
+pub mod payload;
+pub mod state;
+pub mod ticket;
+mod version;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use apply::apply;
+pub use event::{Actor, Clock, Event, Realm};
+pub use outcome::{Outcome, RejectCode};
+pub use state::{MemState, State};
+
+/// What every versioned aggregate (order, ticket) remembers of its last accepted event:
+/// its version for optimistic concurrency, and `(lamport, eventId)` for forced writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Head {
+    pub version: u64,
+    pub lamport: u64,
+    pub event_id: Uuid,
+    /// Seq of the last accepted event on this aggregate.
+    pub seq: u64,
+}

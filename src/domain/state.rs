@@ -1,0 +1,126 @@
+//! The state `apply` reads and writes, as a trait so that the same rules run over the
+//! sled state machine (`store/`), over plain maps in tests, and later in the client SDK.
+//!
+//! Contract: `apply` calls the `put_*` methods only after it has decided to accept an
+//! event, and then calls `put_event` last, exactly once. A rejected or duplicate event
+//! performs no `put_*` call at all, so nothing is ever half-applied.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use super::event::{Event, Realm};
+use super::inventory::Stock;
+use super::order::Order;
+use super::ticket::{Ticket, TicketKind};
+
+pub trait State {
+    /// Failure to read or buffer state (I/O in the sled store; `Infallible` in memory).
+    type Error;
+
+    /// The realm this log belongs to; events of any other realm are rejected.
+    fn realm(&self) -> &Realm;
+    /// The seq of the last accepted event, 0 when the log is empty.
+    fn last_seq(&self) -> u64;
+    /// The seq at which this eventId was accepted, if it was.
+    fn seq_of(&self, event_id: &Uuid) -> Result<Option<u64>, Self::Error>;
+    fn order(&self, order_id: &str) -> Result<Option<Order>, Self::Error>;
+    fn ticket(&self, kind: TicketKind, ticket_id: &str) -> Result<Option<Ticket>, Self::Error>;
+    fn stock(&self, sku: &str) -> Result<Option<Stock>, Self::Error>;
+
+    fn put_order(&mut self, order: Order) -> Result<(), Self::Error>;
+    fn put_ticket(&mut self, ticket: Ticket) -> Result<(), Self::Error>;
+    fn put_stock(&mut self, stock: Stock) -> Result<(), Self::Error>;
+    /// Appends an accepted event: `event.seq` is `last_seq() + 1` and `event.hub_time`
+    /// is set. Afterwards `last_seq()` is that seq and `seq_of(event_id)` finds it.
+    fn put_event(&mut self, event_id: Uuid, event: Event) -> Result<(), Self::Error>;
+}
+
+/// The whole state in ordered maps: used by tests and property tests, and as the
+/// reference the sled store must agree with. `BTreeMap` everywhere, so that equality and
+/// iteration never depend on hashing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemState {
+    pub realm: Realm,
+    pub events: Vec<Event>,
+    pub event_ids: BTreeMap<Uuid, u64>,
+    pub orders: BTreeMap<String, Order>,
+    pub tickets: BTreeMap<(TicketKind, String), Ticket>,
+    pub stock: BTreeMap<String, Stock>,
+}
+
+impl MemState {
+    pub fn new(realm: Realm) -> Self {
+        Self {
+            realm,
+            events: Vec::new(),
+            event_ids: BTreeMap::new(),
+            orders: BTreeMap::new(),
+            tickets: BTreeMap::new(),
+            stock: BTreeMap::new(),
+        }
+    }
+
+    /// Applies one event; in memory nothing can fail.
+    pub fn apply(&mut self, event: &Event, hub_time_ms: u64) -> super::Outcome {
+        match super::apply(self, event, hub_time_ms) {
+            Ok(outcome) => outcome,
+            Err(never) => match never {},
+        }
+    }
+}
+
+impl State for MemState {
+    type Error = std::convert::Infallible;
+
+    fn realm(&self) -> &Realm {
+        &self.realm
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.events.len() as u64
+    }
+
+    fn seq_of(&self, event_id: &Uuid) -> Result<Option<u64>, Self::Error> {
+        Ok(self.event_ids.get(event_id).copied())
+    }
+
+    fn order(&self, order_id: &str) -> Result<Option<Order>, Self::Error> {
+        Ok(self.orders.get(order_id).cloned())
+    }
+
+    fn ticket(&self, kind: TicketKind, ticket_id: &str) -> Result<Option<Ticket>, Self::Error> {
+        Ok(self.tickets.get(&(kind, ticket_id.to_owned())).cloned())
+    }
+
+    fn stock(&self, sku: &str) -> Result<Option<Stock>, Self::Error> {
+        Ok(self.stock.get(sku).cloned())
+    }
+
+    fn put_order(&mut self, order: Order) -> Result<(), Self::Error> {
+        self.orders.insert(order.id.clone(), order);
+        Ok(())
+    }
+
+    fn put_ticket(&mut self, ticket: Ticket) -> Result<(), Self::Error> {
+        self.tickets
+            .insert((ticket.kind, ticket.id.clone()), ticket);
+        Ok(())
+    }
+
+    fn put_stock(&mut self, stock: Stock) -> Result<(), Self::Error> {
+        self.stock.insert(stock.sku.clone(), stock);
+        Ok(())
+    }
+
+    fn put_event(&mut self, event_id: Uuid, event: Event) -> Result<(), Self::Error> {
+        debug_assert_eq!(
+            event.seq,
+            Some(self.last_seq() + 1),
+            "events are appended in seq order"
+        );
+        self.event_ids.insert(event_id, self.last_seq() + 1);
+        self.events.push(event);
+        Ok(())
+    }
+}
