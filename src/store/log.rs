@@ -1,0 +1,216 @@
+//! The Raft log and vote in sled.
+//!
+//! Durability: an append is acknowledged to openraft (the `LogFlushed` callback) only after
+//! one `flush_async` has made the whole batch durable — one fsync per batch, not per entry
+//! (group commit). The vote is flushed before `save_vote` returns, because a node that
+//! forgets its vote after a crash can vote twice in one term.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{RaftLogReader, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId};
+
+use super::keys::{self, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, TREE_LOG, TREE_RAFT_META};
+use super::{StoreError, decode, encode, storage_error};
+use crate::raft::TypeConfig;
+use crate::raft::typ::{Entry, LogFlushed, LogId, LogState, StorageError, Vote};
+
+/// openraft's log storage over two sled trees. Cloning shares the same trees, which is how
+/// openraft gets a concurrent reader (`get_log_reader`).
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl LogStore {
+    pub(super) fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        Ok(Self {
+            db: db.clone(),
+            log: db.open_tree(TREE_LOG)?,
+            meta: db.open_tree(TREE_RAFT_META)?,
+        })
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &'static [u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.meta.get(key)? {
+            Some(bytes) => Ok(Some(decode("raft metadata", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>, StoreError> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let mut entries = Vec::new();
+        for item in self.log.range(keys::log_key(start)..) {
+            let (key, bytes) = item?;
+            let index = keys::log_index(&key)
+                .ok_or_else(|| StoreError::corrupt("log key", format!("{key:?}")))?;
+            if !range.contains(&index) {
+                break;
+            }
+            let entry: Entry = decode("log entry", &bytes)?;
+            // Pair assertion with `append`: the key and the entry's own index agree.
+            if entry.get_log_id().index != index {
+                return Err(StoreError::corrupt(
+                    "log entry",
+                    format!("key says index {index}, entry says {}", entry.get_log_id()),
+                ));
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
+        match self.log.last()? {
+            Some((_, bytes)) => Ok(Some(*decode::<Entry>("log entry", &bytes)?.get_log_id())),
+            None => Ok(None),
+        }
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+fn read_logs_error(err: StoreError) -> StorageError {
+    storage_error(ErrorVerb::Read, ErrorSubject::Logs, &err)
+}
+
+fn write_logs_error(err: StoreError) -> StorageError {
+    storage_error(ErrorVerb::Write, ErrorSubject::Logs, &err)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.entries(range).map_err(read_logs_error)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState, StorageError> {
+        let last_purged_log_id: Option<LogId> =
+            self.read_meta(KEY_LAST_PURGED).map_err(read_logs_error)?;
+        let last_log_id = self
+            .last_log_id()
+            .map_err(read_logs_error)?
+            .or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let write = async {
+            self.meta.insert(KEY_VOTE, encode("vote", vote)?)?;
+            // The vote must be on disk before we answer: forgetting it could mean voting twice.
+            self.flush().await
+        };
+        write
+            .await
+            .map_err(|e| storage_error(ErrorVerb::Write, ErrorSubject::Vote, &e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.read_meta(KEY_VOTE)
+            .map_err(|e| storage_error(ErrorVerb::Read, ErrorSubject::Vote, &e))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not flushed: losing it in a crash only means learning it again from the leader
+        // (or, alone, re-committing); it lets a restarted node re-apply without waiting.
+        let write = || -> Result<(), StoreError> {
+            match committed {
+                Some(log_id) => self
+                    .meta
+                    .insert(KEY_COMMITTED, encode("committed", &log_id)?)?,
+                None => self.meta.remove(KEY_COMMITTED)?,
+            };
+            Ok(())
+        };
+        write().map_err(|e| storage_error(ErrorVerb::Write, ErrorSubject::Store, &e))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.read_meta(KEY_COMMITTED)
+            .map_err(|e| storage_error(ErrorVerb::Read, ErrorSubject::Store, &e))
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let write = async {
+            let mut batch = sled::Batch::default();
+            for entry in entries {
+                let index = entry.get_log_id().index;
+                batch.insert(&keys::log_key(index), encode("log entry", &entry)?);
+            }
+            self.log.apply_batch(batch)?;
+            // Group commit: one flush makes the whole batch durable before openraft hears of it.
+            self.flush().await
+        };
+        match write.await {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(err) => {
+                callback.log_io_completed(Err(std::io::Error::other(err.to_string())));
+                Err(write_logs_error(err))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let write = async {
+            let mut batch = sled::Batch::default();
+            for key in self.log.range(keys::log_key(log_id.index)..).keys() {
+                batch.remove(key?);
+            }
+            self.log.apply_batch(batch)?;
+            // Durable before later appends reuse these indexes: a conflicting entry must
+            // not come back after a crash.
+            self.flush().await
+        };
+        write.await.map_err(write_logs_error)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let write = async {
+            // Record the purge point first: if we crash half-way, `get_log_state` still
+            // reports it, and the left-over entries are merely removed again next time.
+            self.meta
+                .insert(KEY_LAST_PURGED, encode("last purged", &log_id)?)?;
+            let mut batch = sled::Batch::default();
+            for key in self.log.range(..=keys::log_key(log_id.index)).keys() {
+                batch.remove(key?);
+            }
+            self.log.apply_batch(batch)?;
+            self.flush().await
+        };
+        write.await.map_err(write_logs_error)
+    }
+}

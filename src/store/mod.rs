@@ -1,0 +1,106 @@
+//! Durable storage for one node: the Raft log, the Raft vote, and the state machine (the
+//! store's event log with its read models), all in one sled database, plus snapshot files.
+//!
+//! Layout:
+//! - `keys`: tree names and key encodings (big-endian integers, so sled iterates in order);
+//! - `log`: `LogStore`, openraft's `RaftLogStorage` (log entries, vote, committed);
+//! - `state_machine`: `StateMachine`, openraft's `RaftStateMachine`, and `SledState`, the
+//!   domain's `State` over sled with a write overlay so one apply is one atomic batch;
+//! - `snapshot`: the snapshot file format, its builder and its installer.
+//!
+//! See `DESIGN.md` beside this file for why it is laid out this way.
+
+pub mod keys;
+mod log;
+mod snapshot;
+mod state_machine;
+
+use std::path::{Path, PathBuf};
+
+pub use log::LogStore;
+pub use state_machine::{StateMachine, StateReader};
+
+use crate::domain::Realm;
+
+/// Operational failures of the store. Rejections of events are not errors: they are
+/// `Outcome`s decided by the domain.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sled database: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        source: bincode::Error,
+    },
+    #[error("corrupt {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("this data dir holds the log of realm {stored}, not {requested}")]
+    RealmMismatch { stored: Realm, requested: Realm },
+    #[error("snapshot {snapshot_id}: {detail}")]
+    Snapshot { snapshot_id: String, detail: String },
+}
+
+impl StoreError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    fn corrupt(what: &'static str, detail: impl std::fmt::Display) -> Self {
+        StoreError::Corrupt {
+            what,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// Opens (or creates) the storage of one node in `data_dir` for `realm`.
+///
+/// A data dir belongs to one realm for its whole life: opening it for another realm fails
+/// rather than mixing two stores' events in one log.
+pub async fn open(data_dir: &Path, realm: &Realm) -> Result<(LogStore, StateMachine), StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| StoreError::io(data_dir, e))?;
+    let db_path = data_dir.join("db");
+    let db = sled::Config::new()
+        .path(&db_path)
+        // Durability comes from explicit flushes at the points that need them (see log.rs);
+        // the background flush only bounds how much un-acknowledged work a crash can lose.
+        .flush_every_ms(Some(500))
+        .open()?;
+    let log = LogStore::open(&db)?;
+    let state_machine = StateMachine::open(db, data_dir.join("snapshots"), realm).await?;
+    Ok((log, state_machine))
+}
+
+/// Bincode-encodes a record for a tree.
+fn encode<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
+    bincode::serialize(value).map_err(|source| StoreError::Encode { what, source })
+}
+
+/// Bincode-decodes a record read from a tree; a failure means the bytes on disk are bad.
+fn decode<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    bincode::deserialize(bytes).map_err(|e| StoreError::corrupt(what, e))
+}
+
+/// Turns a store failure into the error type openraft's storage traits return.
+fn storage_error(
+    verb: openraft::ErrorVerb,
+    subject: openraft::ErrorSubject<u64>,
+    err: &StoreError,
+) -> crate::raft::typ::StorageError {
+    openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(err)).into()
+}
+
+#[cfg(test)]
+mod tests;

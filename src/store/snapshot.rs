@@ -1,0 +1,437 @@
+//! Snapshots: a file per snapshot, streamed in both directions so that a log of any length
+//! needs only one event's worth of memory to build, send or install.
+//!
+//! File format (all integers little-endian):
+//! ```text
+//! MAGIC (16 bytes) | record(header) | record(event 1) … record(event last_seq) | crc32 (4 bytes)
+//! record = u32 length | bytes
+//! ```
+//! The header is bincode `SnapshotHeader`; events are protobuf `pos.v1.Event` with their seq
+//! and hub time; the CRC-32 covers every byte before it.
+//!
+//! A snapshot holds the events only. The read models (orders, tickets, stock) are a pure
+//! function of the accepted events, so installing replays the events through the domain
+//! rules into a fresh state machine generation and checks that each is accepted at its
+//! seq again. That keeps the format small and makes every install a consistency check.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use openraft::storage::RaftSnapshotBuilder;
+use openraft::{ErrorSubject, ErrorVerb};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::OwnedRwLockReadGuard;
+
+use super::keys;
+use super::state_machine::{Applied, SledState};
+use super::{StoreError, decode, encode, storage_error};
+use crate::domain::{Outcome, Realm};
+use crate::proto::pb;
+use crate::raft::TypeConfig;
+use crate::raft::typ::{Snapshot, SnapshotMeta, StorageError};
+
+const MAGIC: &[u8; 16] = b"pos-hub snap v1\n";
+/// The live snapshot. Others in the directory are work in progress (`*.tmp`).
+const CURRENT: &str = "current.snap";
+const BUILDING: &str = "building.tmp";
+const INSTALLING: &str = "installing.tmp";
+/// A record longer than this is corruption, not an event: refuse before allocating it.
+const SNAPSHOT_RECORD_BYTES_MAX: u32 = 64 << 20;
+/// Replayed events are written to sled in batches of this many during an install.
+const INSTALL_BATCH_EVENTS: u64 = 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SnapshotHeader {
+    meta: SnapshotMeta,
+    realm: Realm,
+    last_seq: u64,
+    hub_time_ms: u64,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |e| StoreError::io(path, e)
+}
+
+/// Removes snapshot files left half-written by a crash.
+pub(super) fn remove_temp_files(dir: &Path) -> Result<(), StoreError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let path = entry.map_err(io_err(dir))?.path();
+        if path.extension().is_some_and(|ext| ext == "tmp") {
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes a rename or a new file in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+struct CrcWriter<W: Write> {
+    inner: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> CrcWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.crc.update(bytes);
+        self.inner.write_all(bytes)
+    }
+
+    fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(bytes.len())
+            .ok()
+            .filter(|len| *len <= SNAPSHOT_RECORD_BYTES_MAX)
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "a {}-byte record is too large for a snapshot",
+                    bytes.len()
+                ))
+            })?;
+        self.write(&len.to_le_bytes())?;
+        self.write(bytes)
+    }
+}
+
+struct CrcReader<R: Read> {
+    inner: R,
+    crc: crc32fast::Hasher,
+}
+
+impl<R: Read> CrcReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
+        self.inner
+            .read_exact(buf)
+            .map_err(|e| StoreError::corrupt("snapshot", format!("truncated: {e}")))?;
+        self.crc.update(buf);
+        Ok(())
+    }
+
+    fn record(&mut self) -> Result<Vec<u8>, StoreError> {
+        let mut len = [0u8; 4];
+        self.read(&mut len)?;
+        let len = u32::from_le_bytes(len);
+        if len > SNAPSHOT_RECORD_BYTES_MAX {
+            return Err(StoreError::corrupt(
+                "snapshot",
+                format!("record of {len} bytes"),
+            ));
+        }
+        let mut bytes = vec![0u8; len as usize];
+        self.read(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Checks the trailing CRC and that nothing follows it.
+    fn finish(mut self) -> Result<(), StoreError> {
+        let computed = self.crc.clone().finalize();
+        let mut stored = [0u8; 4];
+        self.inner
+            .read_exact(&mut stored)
+            .map_err(|e| StoreError::corrupt("snapshot", format!("no checksum: {e}")))?;
+        if u32::from_le_bytes(stored) != computed {
+            return Err(StoreError::corrupt("snapshot", "checksum mismatch"));
+        }
+        let mut extra = [0u8; 1];
+        match self.inner.read(&mut extra) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(StoreError::corrupt("snapshot", "bytes after the checksum")),
+            Err(e) => Err(StoreError::corrupt("snapshot", e)),
+        }
+    }
+}
+
+fn open_reader(path: &Path) -> Result<(CrcReader<BufReader<File>>, SnapshotHeader), StoreError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let mut reader = CrcReader {
+        inner: BufReader::new(file),
+        crc: crc32fast::Hasher::new(),
+    };
+    let mut magic = [0u8; 16];
+    reader.read(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(StoreError::corrupt(
+            "snapshot",
+            format!("{} is not a pos-hub snapshot", path.display()),
+        ));
+    }
+    let header = decode("snapshot header", &reader.record()?)?;
+    Ok((reader, header))
+}
+
+/// Writes the events 1..=last_seq of `tree` as a snapshot and makes it the current one.
+fn write_snapshot(
+    dir: &Path,
+    tree: &sled::Tree,
+    header: &SnapshotHeader,
+) -> Result<(), StoreError> {
+    let tmp = dir.join(BUILDING);
+    let file = File::create(&tmp).map_err(io_err(&tmp))?;
+    let mut out = CrcWriter {
+        inner: BufWriter::new(file),
+        crc: crc32fast::Hasher::new(),
+    };
+    out.write(MAGIC).map_err(io_err(&tmp))?;
+    out.record(&encode("snapshot header", header)?)
+        .map_err(io_err(&tmp))?;
+    let mut next = 1;
+    // Events up to last_seq never change once written, so streaming them while the state
+    // machine keeps applying later entries still yields a consistent snapshot.
+    for item in tree.range(keys::event_key(1)..=keys::event_key(header.last_seq)) {
+        let (key, bytes) = item?;
+        if keys::event_seq(&key) != Some(next) {
+            return Err(StoreError::corrupt(
+                "event log",
+                format!("expected seq {next}, found key {key:?}"),
+            ));
+        }
+        out.record(&bytes).map_err(io_err(&tmp))?;
+        next += 1;
+    }
+    if next != header.last_seq + 1 {
+        return Err(StoreError::corrupt(
+            "event log",
+            format!("{} events for last seq {}", next - 1, header.last_seq),
+        ));
+    }
+    let crc = out.crc.finalize();
+    let mut inner = out
+        .inner
+        .into_inner()
+        .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
+    inner.write_all(&crc.to_le_bytes()).map_err(io_err(&tmp))?;
+    inner.sync_all().map_err(io_err(&tmp))?;
+    let current = dir.join(CURRENT);
+    fs::rename(&tmp, &current).map_err(io_err(&current))?;
+    sync_dir(dir)
+}
+
+/// The current snapshot, opened for reading from its start.
+pub(super) async fn open_current(dir: &Path) -> Result<Option<Snapshot>, StoreError> {
+    let path = dir.join(CURRENT);
+    if !tokio::fs::try_exists(&path).await.map_err(io_err(&path))? {
+        return Ok(None);
+    }
+    let header_path = path.clone();
+    let header =
+        tokio::task::spawn_blocking(move || open_reader(&header_path).map(|(_, header)| header))
+            .await
+            .map_err(|e| StoreError::corrupt("snapshot", format!("reader task failed: {e}")))??;
+    let file = tokio::fs::File::open(&path).await.map_err(io_err(&path))?;
+    Ok(Some(Snapshot {
+        meta: header.meta,
+        snapshot: Box::new(file),
+    }))
+}
+
+/// A fresh file for openraft to write a snapshot into as its chunks arrive.
+pub(super) async fn create_receiving_file(
+    dir: &Path,
+) -> Result<(PathBuf, tokio::fs::File), StoreError> {
+    let path = dir.join(format!("receiving-{}.tmp", uuid::Uuid::now_v7()));
+    let file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .await
+        .map_err(io_err(&path))?;
+    Ok((path, file))
+}
+
+/// The result of an install: the new generation's tree and what it has applied.
+pub(super) struct Installed {
+    pub tree: sled::Tree,
+    pub applied: Applied,
+}
+
+/// Copies the received snapshot, verifies it and replays it into generation `generation`.
+/// The caller switches to that generation; on error the half-filled tree is dropped and
+/// the live state machine was never touched.
+pub(super) async fn install(
+    db: sled::Db,
+    realm: Realm,
+    dir: PathBuf,
+    generation: u64,
+    meta: SnapshotMeta,
+    mut received: tokio::fs::File,
+) -> Result<Installed, StoreError> {
+    use tokio::io::AsyncSeekExt;
+    received
+        .seek(SeekFrom::Start(0))
+        .await
+        .map_err(io_err(&dir))?;
+    let received = received.into_std().await;
+    tokio::task::spawn_blocking(move || {
+        let copy = dir.join(INSTALLING);
+        copy_durably(received, &copy)?;
+        let name = keys::state_machine_tree(generation);
+        db.drop_tree(name.as_bytes())?;
+        let tree = db.open_tree(name.as_bytes())?;
+        match replay(&tree, &realm, &meta, &copy) {
+            Ok(applied) => {
+                // Everything replayed is durable before the caller switches to it.
+                db.flush()?;
+                Ok(Installed { tree, applied })
+            }
+            Err(err) => {
+                drop(tree);
+                let _ = db.drop_tree(name.as_bytes());
+                let _ = fs::remove_file(&copy);
+                Err(err)
+            }
+        }
+    })
+    .await
+    .map_err(|e| StoreError::corrupt("snapshot", format!("install task failed: {e}")))?
+}
+
+fn copy_durably(mut from: File, to: &Path) -> Result<(), StoreError> {
+    from.seek(SeekFrom::Start(0)).map_err(io_err(to))?;
+    let mut out = File::create(to).map_err(io_err(to))?;
+    io::copy(&mut BufReader::new(from), &mut out).map_err(io_err(to))?;
+    out.sync_all().map_err(io_err(to))
+}
+
+fn replay(
+    tree: &sled::Tree,
+    realm: &Realm,
+    meta: &SnapshotMeta,
+    path: &Path,
+) -> Result<Applied, StoreError> {
+    let refuse = |detail: String| StoreError::Snapshot {
+        snapshot_id: meta.snapshot_id.clone(),
+        detail,
+    };
+    let (mut reader, header) = open_reader(path)?;
+    if &header.realm != realm {
+        return Err(refuse(format!(
+            "it belongs to realm {}, this node to {realm}",
+            header.realm
+        )));
+    }
+    if header.meta.last_log_id != meta.last_log_id
+        || header.meta.last_membership != meta.last_membership
+    {
+        return Err(refuse(format!(
+            "its header ({:?}) does not match what the leader announced",
+            header.meta
+        )));
+    }
+    let mut state = SledState::new(tree, realm, 0);
+    for seq in 1..=header.last_seq {
+        let event = pb::Event::decode(reader.record()?.as_slice())
+            .map_err(|e| StoreError::corrupt("snapshot event", e))?;
+        if event.seq != seq {
+            return Err(StoreError::corrupt(
+                "snapshot event",
+                format!("expected seq {seq}, found {}", event.seq),
+            ));
+        }
+        let outcome = state.apply_pb(&event, event.hub_time)?;
+        if outcome != (Outcome::Accepted { seq }) {
+            return Err(refuse(format!(
+                "event {} at seq {seq} replays as {outcome:?}",
+                event.event_id
+            )));
+        }
+        if seq % INSTALL_BATCH_EVENTS == 0 {
+            tree.apply_batch(state.take_batch())?;
+        }
+    }
+    reader.finish()?;
+    let applied = Applied {
+        last_applied: meta.last_log_id,
+        last_membership: meta.last_membership.clone(),
+        last_seq: header.last_seq,
+        hub_time_ms: header.hub_time_ms,
+    };
+    let mut batch = state.take_batch();
+    batch.insert(&keys::applied_key(), encode("applied state", &applied)?);
+    tree.apply_batch(batch)?;
+    Ok(applied)
+}
+
+/// After the switch: the installed copy becomes the current snapshot.
+pub(super) fn promote_installed(dir: &Path) -> Result<(), StoreError> {
+    let current = dir.join(CURRENT);
+    fs::rename(dir.join(INSTALLING), &current).map_err(io_err(&current))?;
+    sync_dir(dir)
+}
+
+/// Builds a snapshot of the state machine as of the moment `get_snapshot_builder` ran.
+pub struct SnapshotBuilder {
+    db: sled::Db,
+    tree: sled::Tree,
+    header: SnapshotHeader,
+    dir: PathBuf,
+    _generation: OwnedRwLockReadGuard<()>,
+}
+
+impl SnapshotBuilder {
+    pub(super) fn new(
+        db: sled::Db,
+        tree: sled::Tree,
+        realm: Realm,
+        applied: Applied,
+        dir: PathBuf,
+        generation: OwnedRwLockReadGuard<()>,
+    ) -> Self {
+        let snapshot_id = match &applied.last_applied {
+            Some(log_id) => format!("{}-{}-{}", log_id.leader_id, log_id.index, applied.last_seq),
+            None => format!("empty-{}", applied.last_seq),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.last_membership,
+            snapshot_id,
+        };
+        let header = SnapshotHeader {
+            meta,
+            realm,
+            last_seq: applied.last_seq,
+            hub_time_ms: applied.hub_time_ms,
+        };
+        Self {
+            db,
+            tree,
+            header,
+            dir,
+            _generation: generation,
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let subject = ErrorSubject::Snapshot(Some(self.header.meta.signature()));
+        let fail = |e: StoreError| storage_error(ErrorVerb::Write, subject.clone(), &e);
+        // The state machine must be durable up to this snapshot before openraft purges the
+        // log entries the snapshot covers.
+        self.db.flush_async().await.map_err(|e| fail(e.into()))?;
+        let (dir, tree, header) = (self.dir.clone(), self.tree.clone(), self.header.clone());
+        tokio::task::spawn_blocking(move || write_snapshot(&dir, &tree, &header))
+            .await
+            .map_err(|e| {
+                fail(StoreError::corrupt(
+                    "snapshot",
+                    format!("builder task failed: {e}"),
+                ))
+            })?
+            .map_err(fail)?;
+        tracing::info!(snapshot = %self.header.meta.snapshot_id, last_seq = self.header.last_seq, "built snapshot");
+        match open_current(&self.dir).await.map_err(fail)? {
+            Some(snapshot) => Ok(snapshot),
+            None => Err(fail(StoreError::corrupt(
+                "snapshot",
+                "the snapshot just written is gone",
+            ))),
+        }
+    }
+}

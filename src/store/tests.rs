@@ -1,0 +1,442 @@
+//! The store under openraft's own storage suite, then our own checks of what the suite does
+//! not cover: applying real events, snapshots of them, restarts, corruption, realms.
+
+// openraft's suite returns its (large) `StorageError`; boxing it in tests would only add noise.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership};
+use tempfile::TempDir;
+
+use super::*;
+use crate::domain::{Event, Outcome, Realm, RejectCode};
+use crate::proto::{convert, pb};
+use crate::raft::typ::{Entry, StorageError};
+use crate::raft::{Command, Response, TypeConfig};
+
+fn realm() -> Realm {
+    Realm::new("t-demo", "s-001")
+}
+
+/// Builds a store in a fresh temporary directory, removed when the guard drops.
+struct TempStore;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for TempStore {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
+        let dir = tempfile::tempdir()
+            .map_err(|e| storage_error_of(StoreError::io(Path::new("tempdir"), e)))?;
+        let (log, sm) = open(dir.path(), &realm()).await.map_err(storage_error_of)?;
+        Ok((dir, log, sm))
+    }
+}
+
+fn storage_error_of(err: StoreError) -> StorageError {
+    storage_error(
+        openraft::ErrorVerb::Write,
+        openraft::ErrorSubject::Store,
+        &err,
+    )
+}
+
+type StoreSuite = Suite<TypeConfig, LogStore, StateMachine, TempStore, TempDir>;
+
+/// One `#[test]` per case of openraft's storage suite, so each shows by name.
+macro_rules! openraft_suite {
+    ($($case:ident),* $(,)?) => {
+        mod openraft_suite {
+            use super::*;
+            $(
+                #[test]
+                fn $case() -> Result<(), StorageError> {
+                    let runtime = tokio::runtime::Runtime::new().map_err(|e| storage_error_of(StoreError::io(Path::new("runtime"), e)))?;
+                    runtime.block_on(async {
+                        let (_dir, log, sm) = TempStore.build().await?;
+                        StoreSuite::$case(log, sm).await
+                    })
+                }
+            )*
+
+            #[test]
+            fn transfer_snapshot() -> Result<(), StorageError> {
+                let runtime = tokio::runtime::Runtime::new().map_err(|e| storage_error_of(StoreError::io(Path::new("runtime"), e)))?;
+                runtime.block_on(StoreSuite::transfer_snapshot(&TempStore))
+            }
+        }
+    };
+}
+
+openraft_suite!(
+    last_membership_in_log_initial,
+    last_membership_in_log,
+    last_membership_in_log_multi_step,
+    get_membership_initial,
+    get_membership_from_log_and_empty_sm,
+    get_membership_from_empty_log_and_sm,
+    get_membership_from_log_le_sm_last_applied,
+    get_membership_from_log_gt_sm_last_applied_1,
+    get_membership_from_log_gt_sm_last_applied_2,
+    get_initial_state_without_init,
+    get_initial_state_membership_from_log_and_sm,
+    get_initial_state_with_state,
+    get_initial_state_last_log_gt_sm,
+    get_initial_state_last_log_lt_sm,
+    get_initial_state_log_ids,
+    get_initial_state_re_apply_committed,
+    save_vote,
+    get_log_entries,
+    limited_get_log_entries,
+    try_get_log_entry,
+    initial_logs,
+    get_log_state,
+    get_log_id,
+    last_id_in_log,
+    last_applied_state,
+    purge_logs_upto_0,
+    purge_logs_upto_5,
+    purge_logs_upto_20,
+    delete_logs_since_11,
+    delete_logs_since_0,
+    append_to_log,
+    snapshot_meta,
+    apply_single,
+    apply_multiple,
+);
+
+// ---- our own checks ----
+
+const ORDER_FLOW: &str = include_str!("../../examples/order-flow.jsonl");
+
+fn example_events() -> Vec<pb::Event> {
+    ORDER_FLOW
+        .lines()
+        .map(|line| {
+            let event: Event = serde_json::from_str(line).expect("example line is an event");
+            convert::event_to_pb(&event).expect("example converts")
+        })
+        .collect()
+}
+
+/// `count` inventory adjustments from three devices over two SKUs.
+fn adjustments(count: u64) -> Vec<pb::Event> {
+    (0..count)
+        .map(|i| {
+            let sku = if i % 2 == 0 { "FRIES" } else { "LEMONADE" };
+            let device = format!("till-{}", i % 3);
+            let line = serde_json::json!({
+                "eventId": uuid::Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0000 + u128::from(i)).to_string(),
+                "tenantId": "t-demo", "storeId": "s-001",
+                "aggregateType": "inventory", "aggregateId": sku, "version": 1,
+                "type": "inventory.adjusted", "at": "2026-11-24T12:00:00Z",
+                "actor": { "deviceId": device }, "clock": { "lamport": i + 1, "deviceId": device },
+                "payload": { "sku": sku, "delta": if i % 5 == 0 { -1 } else { 2 } }
+            });
+            let event: Event = serde_json::from_value(line).expect("an event");
+            convert::event_to_pb(&event).expect("converts")
+        })
+        .collect()
+}
+
+fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload,
+    }
+}
+
+fn command_entry(index: u64, hub_time_ms: u64, events: Vec<pb::Event>) -> Entry {
+    entry(
+        index,
+        EntryPayload::Normal(Command {
+            hub_time_ms,
+            events,
+        }),
+    )
+}
+
+fn membership_entry(index: u64) -> Entry {
+    entry(
+        index,
+        EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1])], None)),
+    )
+}
+
+/// Applies `events` in entries of `per_entry`, starting at log index `first_index`;
+/// returns every outcome and the next free index.
+async fn apply_events(
+    sm: &mut StateMachine,
+    events: Vec<pb::Event>,
+    per_entry: usize,
+    first_index: u64,
+) -> (Vec<Outcome>, u64) {
+    let mut index = first_index;
+    let mut outcomes = Vec::new();
+    for chunk in events.chunks(per_entry) {
+        let replies: Vec<Response> = sm
+            .apply([command_entry(
+                index,
+                1_764_000_000_000 + index,
+                chunk.to_vec(),
+            )])
+            .await
+            .expect("applies");
+        outcomes.extend(replies.into_iter().flat_map(|r| r.outcomes));
+        index += 1;
+    }
+    (outcomes, index)
+}
+
+/// Everything a reader can see, for comparing two state machines.
+fn contents(
+    reader: &StateReader,
+) -> (
+    Vec<pb::Event>,
+    Vec<crate::domain::order::Order>,
+    Vec<crate::domain::inventory::Stock>,
+    u64,
+) {
+    let events = reader.events_after(0, usize::MAX).expect("events");
+    (
+        events,
+        reader.orders().expect("orders"),
+        reader.stocks().expect("stocks"),
+        reader.applied().expect("applied").last_seq,
+    )
+}
+
+#[tokio::test]
+async fn applying_the_example_flow_assigns_seqs_and_builds_read_models() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_log, mut sm) = open(dir.path(), &realm()).await.expect("opens");
+    let (outcomes, next) = apply_events(&mut sm, example_events(), 4, 1).await;
+    let expected: Vec<Outcome> = (1..=15).map(|seq| Outcome::Accepted { seq }).collect();
+    assert_eq!(outcomes, expected);
+
+    let reader = sm.reader();
+    let order = reader
+        .order("o-1001")
+        .expect("reads")
+        .expect("order exists");
+    assert_eq!(order.status, crate::domain::order::OrderStatus::Paid);
+    assert_eq!(order.total, 3750);
+    assert_eq!(
+        reader
+            .stock("BURGER-CLASSIC")
+            .expect("reads")
+            .expect("stock exists")
+            .total(),
+        22
+    );
+    let events = reader.events_after(0, 100).expect("events");
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=15).collect::<Vec<_>>()
+    );
+    assert!(
+        events.iter().all(|e| e.hub_time >= 1_764_000_000_000),
+        "every event carries its hub time"
+    );
+
+    // The same events again, in one entry: all duplicates with their first seq, nothing new.
+    let before = contents(&reader);
+    let (again, _) = apply_events(&mut sm, example_events(), 15, next).await;
+    let expected: Vec<Outcome> = (1..=15).map(|seq| Outcome::Duplicate { seq }).collect();
+    assert_eq!(again, expected);
+    assert_eq!(contents(&reader), before);
+}
+
+#[tokio::test]
+async fn a_later_event_in_the_same_entry_sees_the_earlier_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_log, mut sm) = open(dir.path(), &realm()).await.expect("opens");
+    let mut events = example_events();
+    events.truncate(3); // created, locked, updated: each depends on the one before
+    let duplicate = events[0].clone();
+    events.push(duplicate);
+    let (outcomes, _) = apply_events(&mut sm, events, 4, 1).await;
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Accepted { seq: 1 },
+            Outcome::Accepted { seq: 2 },
+            Outcome::Accepted { seq: 3 },
+            Outcome::Duplicate { seq: 1 }
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_payload_number_that_json_cannot_hold_is_rejected_in_apply() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_log, mut sm) = open(dir.path(), &realm()).await.expect("opens");
+    let mut event = adjustments(1).remove(0);
+    let payload = event.payload.get_or_insert_with(Default::default);
+    payload.fields.insert(
+        "delta".into(),
+        prost_types::Value {
+            kind: Some(prost_types::value::Kind::NumberValue(f64::INFINITY)),
+        },
+    );
+    let (outcomes, _) = apply_events(&mut sm, vec![event], 1, 1).await;
+    assert!(
+        matches!(&outcomes[..], [Outcome::Rejected { code: RejectCode::MalformedPayload, message }] if message.contains("delta")),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        sm.reader().applied().expect("applied").last_seq,
+        0,
+        "nothing was appended"
+    );
+}
+
+#[tokio::test]
+async fn state_survives_reopening_the_data_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let before = {
+        let (_log, mut sm) = open(dir.path(), &realm()).await.expect("opens");
+        apply_events(&mut sm, example_events(), 5, 1).await;
+        apply_events(&mut sm, adjustments(50), 7, 10).await;
+        contents(&sm.reader())
+    };
+    let (_log, mut sm) = open(dir.path(), &realm()).await.expect("reopens");
+    assert_eq!(contents(&sm.reader()), before);
+    let (last_applied, _) = sm.applied_state().await.expect("applied state");
+    assert!(last_applied.is_some_and(|id| id.index > 10));
+}
+
+#[tokio::test]
+async fn a_data_dir_refuses_another_realm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(dir.path(), &realm()).await.expect("opens"));
+    let err = open(dir.path(), &Realm::new("t-other", "s-001"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(err, StoreError::RealmMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("t-demo/s-001"), "{err}");
+}
+
+/// Builds a snapshot of `events` on one state machine and installs it on a fresh one.
+async fn build_and_install(events: u64) -> (TempDir, StateMachine, TempDir, StateMachine) {
+    let dir_a = tempfile::tempdir().expect("tempdir");
+    let (_log, mut a) = open(dir_a.path(), &realm()).await.expect("opens");
+    a.apply([membership_entry(1)]).await.expect("membership");
+    apply_events(&mut a, example_events(), 3, 2).await;
+    apply_events(&mut a, adjustments(events), 256, 100).await;
+    let snapshot = a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("builds");
+    assert_eq!(
+        snapshot.meta.last_log_id,
+        a.applied_state().await.expect("state").0
+    );
+
+    let dir_b = tempfile::tempdir().expect("tempdir");
+    let (_log, mut b) = open(dir_b.path(), &realm()).await.expect("opens");
+    let mut receiving = b.begin_receiving_snapshot().await.expect("receives");
+    let current = a
+        .get_current_snapshot()
+        .await
+        .expect("reads")
+        .expect("has one");
+    *receiving = *current.snapshot;
+    b.install_snapshot(&current.meta, receiving)
+        .await
+        .expect("installs");
+    (dir_a, a, dir_b, b)
+}
+
+#[tokio::test]
+async fn a_snapshot_of_thousands_of_events_installs_into_an_identical_state() {
+    let (_da, a, dir_b, mut b) = build_and_install(5_000).await;
+    let installed = contents(&b.reader());
+    assert_eq!(installed, contents(&a.reader()));
+    assert_eq!(installed.3, 5_015);
+    assert_eq!(
+        b.applied_state().await.expect("state"),
+        a.reader()
+            .applied()
+            .map(|ap| (ap.last_applied, ap.last_membership))
+            .expect("applied")
+    );
+    assert!(
+        b.get_current_snapshot().await.expect("reads").is_some(),
+        "the installed snapshot is now current"
+    );
+
+    // The installed state is durable: it is what a restart finds.
+    drop(b);
+    let (_log, reopened) = open(dir_b.path(), &realm()).await.expect("reopens");
+    assert_eq!(contents(&reopened.reader()), installed);
+}
+
+#[tokio::test]
+async fn a_corrupt_snapshot_is_refused_and_leaves_the_state_machine_untouched() {
+    let (_da, mut a, _db, _b) = build_and_install(100).await;
+    let current = a
+        .get_current_snapshot()
+        .await
+        .expect("reads")
+        .expect("has one");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_log, mut c) = open(dir.path(), &realm()).await.expect("opens");
+    apply_events(&mut c, adjustments(3), 1, 1).await;
+    let before = contents(&c.reader());
+
+    // Flip one bit in the middle of a copy of the snapshot.
+    let path = dir.path().join("corrupt.snap");
+    let mut bytes = Vec::new();
+    {
+        use tokio::io::AsyncReadExt;
+        let mut file = *current.snapshot;
+        file.read_to_end(&mut bytes).await.expect("reads");
+    }
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&path, &bytes).expect("writes");
+    let file = tokio::fs::File::open(&path).await.expect("opens");
+    let err = c
+        .install_snapshot(&current.meta, Box::new(file))
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("corrupt") || err.to_string().contains("snapshot"),
+        "{err}"
+    );
+    assert_eq!(
+        contents(&c.reader()),
+        before,
+        "the live state machine is unchanged"
+    );
+    assert_eq!(
+        c.applied_state().await.expect("state").0.map(|id| id.index),
+        Some(3)
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_of_another_realm_is_refused() {
+    let (_da, mut a, _db, _b) = build_and_install(10).await;
+    let current = a
+        .get_current_snapshot()
+        .await
+        .expect("reads")
+        .expect("has one");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_log, mut other) = open(dir.path(), &Realm::new("t-other", "s-009"))
+        .await
+        .expect("opens");
+    let err = other
+        .install_snapshot(&current.meta, current.snapshot)
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("realm"), "{err}");
+    assert_eq!(other.reader().applied().expect("applied").last_seq, 0);
+}
