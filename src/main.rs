@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    pos_hub::cli::main()
+}

@@ -1,0 +1,158 @@
+//! `pos-hub log append` / `log dump` on the example dinner order, through the real binary.
+
+mod common;
+
+use common::*;
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/order-flow.jsonl");
+
+#[test]
+fn the_example_flow_is_accepted_once_and_then_only_duplicated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    tracing_phase("--- append the 15 example events to an empty log");
+    let first = log(dir.path(), &["append", EXAMPLE]);
+    assert!(first.status.success(), "append failed: {}", stderr(&first));
+    let lines: Vec<String> = stdout(&first).lines().map(str::to_owned).collect();
+    for (i, line) in lines[..15].iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("ACCEPTED  seq={} ", i + 1)),
+            "line {}: {line}",
+            i + 1
+        );
+    }
+    assert_eq!(lines[15], "15 events: 15 accepted, 0 duplicate, 0 rejected");
+
+    let dump = log(dir.path(), &["dump"]);
+    assert!(dump.status.success(), "dump failed: {}", stderr(&dump));
+    let text = stdout(&dump);
+    assert!(
+        text.contains("order o-1001 paid total=3750 version=8"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tickets=[kds:kt-5001=done bds:bt-7001=done]"),
+        "{text}"
+    );
+    assert!(text.contains("stock BURGER-CLASSIC +22"), "{text}");
+    let events = dump_json(dir.path());
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (1..=15).collect::<Vec<_>>());
+
+    tracing_phase("--- the same file again: 15 duplicates with their first seqs, nothing changes");
+    let again = log(dir.path(), &["append", EXAMPLE]);
+    assert!(again.status.success(), "append failed: {}", stderr(&again));
+    let lines: Vec<String> = stdout(&again).lines().map(str::to_owned).collect();
+    for (i, line) in lines[..15].iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("DUPLICATE seq={} ", i + 1)),
+            "line {}: {line}",
+            i + 1
+        );
+    }
+    assert_eq!(lines[15], "15 events: 0 accepted, 15 duplicate, 0 rejected");
+    assert_eq!(
+        stdout(&log(dir.path(), &["dump"])),
+        text,
+        "the log and read models are unchanged"
+    );
+}
+
+#[test]
+fn a_file_with_one_bad_line_appends_nothing_and_names_the_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.jsonl");
+    let good = event(
+        "0193a1f0-0001-7000-8000-0000000000aa",
+        ("inventory", "FRIES"),
+        1,
+        "inventory.adjusted",
+        "till-1",
+        1,
+        serde_json::json!({"sku": "FRIES", "delta": 3}),
+    );
+    let mut bad = good.clone();
+    bad.as_object_mut().expect("object").remove("version");
+    write_jsonl(&file, &[good, bad]);
+    let output = log(dir.path(), &["append", file.to_str().expect("utf-8 path")]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("bad.jsonl:2") && err.contains("version"),
+        "{err}"
+    );
+    assert!(dump_json(dir.path()).is_empty(), "nothing was appended");
+}
+
+#[test]
+fn rejected_events_are_reported_with_their_code_and_exit_non_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("stale.jsonl");
+    let created = event(
+        "0193a1f0-0001-7000-8000-0000000000b1",
+        ("order", "o-1"),
+        1,
+        "order.created",
+        "till-1",
+        1,
+        serde_json::json!({"items": []}),
+    );
+    let stale = event(
+        "0193a1f0-0001-7000-8000-0000000000b2",
+        ("order", "o-1"),
+        1,
+        "order.parked",
+        "till-1",
+        2,
+        serde_json::json!({}),
+    );
+    write_jsonl(&file, &[created, stale]);
+    let output = log(dir.path(), &["append", file.to_str().expect("utf-8 path")]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(
+        text.contains("REJECTED  0193a1f0-0001-7000-8000-0000000000b2 order.parked STALE_VERSION"),
+        "{text}"
+    );
+    assert_eq!(
+        dump_json(dir.path()).len(),
+        1,
+        "only the accepted event is in the log"
+    );
+}
+
+#[test]
+fn a_batch_size_out_of_range_is_refused_before_touching_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = log(dir.path(), &["append", EXAMPLE, "--batch", "0"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("--batch must be between 1 and 1024, got 0"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !dir.path().join("db").exists(),
+        "the data dir was not even opened"
+    );
+}
+
+#[test]
+fn a_data_dir_of_one_realm_refuses_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(log(dir.path(), &["append", EXAMPLE]).status.success());
+    let output = log(dir.path(), &["--tenant", "t-other", "dump"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("realm t-demo/s-001, not t-other/s-001"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+fn tracing_phase(phase: &str) {
+    eprintln!("{phase}");
+}
