@@ -113,30 +113,19 @@ async fn append_batches(
         }
         // Each line is printed only once its entry is durable, committed and applied.
         for (event, outcome) in chunk.iter().zip(&outcomes) {
+            let (id, kind) = (&event.event_id, &event.r#type);
             match outcome {
-                Outcome::Accepted { seq } => {
-                    accepted += 1;
-                    writeln!(
-                        stdout,
-                        "ACCEPTED  seq={seq} {} {}",
-                        event.event_id, event.r#type
-                    )?;
-                }
-                Outcome::Duplicate { seq } => {
-                    duplicate += 1;
-                    writeln!(
-                        stdout,
-                        "DUPLICATE seq={seq} {} {}",
-                        event.event_id, event.r#type
-                    )?;
+                Outcome::Accepted { seq } | Outcome::Duplicate { seq } => {
+                    if matches!(outcome, Outcome::Accepted { .. }) {
+                        accepted += 1;
+                    } else {
+                        duplicate += 1;
+                    }
+                    writeln!(stdout, "{:<9} seq={seq} {id} {kind}", outcome.status())?;
                 }
                 Outcome::Rejected { code, message } => {
                     rejected += 1;
-                    writeln!(
-                        stdout,
-                        "REJECTED  {} {} {code}: {message}",
-                        event.event_id, event.r#type
-                    )?;
+                    writeln!(stdout, "REJECTED  {id} {kind} {code}: {message}")?;
                 }
             }
         }

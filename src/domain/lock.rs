@@ -87,24 +87,18 @@ pub fn check_renew(
     device_id: &str,
     hub_time_ms: u64,
 ) -> Result<(), Rejection> {
-    match lock {
-        None => Err(not_holder(format!(
-            "order {order_id} has no lock for {device_id} to renew"
-        ))),
-        Some(l) if l.holder != device_id => Err(not_holder(format!(
-            "order {order_id} is locked by {} (until hub time {} ms), not by {device_id}",
-            l.holder, l.expires_at_ms
-        ))),
-        Some(l) if !l.is_held_at(hub_time_ms) => Err(Rejection::new(
+    let own = held_by(order_id, lock, device_id, "renew")?;
+    if !own.is_held_at(hub_time_ms) {
+        return Err(Rejection::new(
             RejectCode::LockExpired,
             format!(
                 "the lock of {device_id} on order {order_id} expired at hub time {} ms \
                  (now {hub_time_ms} ms); take it again with order.locked",
-                l.expires_at_ms
+                own.expires_at_ms
             ),
-        )),
-        Some(_) => Ok(()),
+        ));
     }
+    Ok(())
 }
 
 /// `order.lock.released`: only the holder may release its lock, expired or not.
@@ -113,15 +107,26 @@ pub fn check_release(
     lock: Option<&Lock>,
     device_id: &str,
 ) -> Result<(), Rejection> {
+    held_by(order_id, lock, device_id, "release").map(|_| ())
+}
+
+/// The lock, if `device_id` holds it (expired or not); else `NOT_LOCK_HOLDER` naming who
+/// does, for a message about what the device tried to `action`.
+fn held_by<'a>(
+    order_id: &str,
+    lock: Option<&'a Lock>,
+    device_id: &str,
+    action: &str,
+) -> Result<&'a Lock, Rejection> {
     match lock {
         None => Err(not_holder(format!(
-            "order {order_id} has no lock for {device_id} to release"
+            "order {order_id} has no lock for {device_id} to {action}"
         ))),
         Some(l) if l.holder != device_id => Err(not_holder(format!(
             "order {order_id} is locked by {} (until hub time {} ms), not by {device_id}",
             l.holder, l.expires_at_ms
         ))),
-        Some(_) => Ok(()),
+        Some(l) => Ok(l),
     }
 }
 
