@@ -2,11 +2,21 @@
 //! needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/pos/v1/events.proto"];
+    let protos = [
+        "proto/pos/v1/events.proto",
+        "proto/pos/v1/hub.proto",
+        "proto/pos/v1/peer.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(protos, ["proto"])?;
+    // The encoded descriptors serve gRPC server reflection, so stock tools can list the API.
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("pos_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -8,8 +8,12 @@
 //! - `raft`: openraft type configuration and the local node runner;
 //! - `cli`: command-line parsing and commands; `main.rs` only calls it.
 
+pub mod api;
+pub mod app;
 pub mod cli;
 pub mod domain;
+pub mod http;
+pub mod metrics;
 pub mod proto;
 pub mod raft;
 pub mod store;

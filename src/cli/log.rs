@@ -52,7 +52,7 @@ pub async fn run(args: LogArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Reads and checks every line before anything is appended, so a bad file changes nothing.
-fn read_events(file: &Path) -> anyhow::Result<Vec<pb::Event>> {
+pub(super) fn read_events(file: &Path) -> anyhow::Result<Vec<pb::Event>> {
     let mut text = String::new();
     if file == Path::new("-") {
         std::io::stdin()
@@ -75,35 +75,55 @@ fn read_events(file: &Path) -> anyhow::Result<Vec<pb::Event>> {
     Ok(events)
 }
 
-async fn append(store: &StoreArgs, file: &Path, batch: usize) -> anyhow::Result<ExitCode> {
+/// Checks a `--batch` value against the bound of one Raft entry.
+pub(super) fn check_batch(batch: usize) -> anyhow::Result<()> {
     if !(1..=APPEND_BATCH_EVENTS_MAX).contains(&batch) {
         bail!("--batch must be between 1 and {APPEND_BATCH_EVENTS_MAX}, got {batch}");
     }
-    let events = read_events(file)?;
-    let node = LocalNode::start(&store.data_dir, &store.realm(), store.snapshot_every).await?;
-    let result = append_batches(&node, events, batch).await;
-    node.shutdown().await;
-    let (accepted, duplicate, rejected) = result?;
+    Ok(())
+}
+
+/// Prints the summary line; exit code 1 when any event was rejected.
+pub(super) fn summarize((accepted, duplicate, rejected): (usize, usize, usize)) -> ExitCode {
     println!(
         "{} events: {accepted} accepted, {duplicate} duplicate, {rejected} rejected",
         accepted + duplicate + rejected
     );
-    Ok(if rejected == 0 {
+    if rejected == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }
 
-async fn append_batches(
-    node: &LocalNode,
+async fn append(store: &StoreArgs, file: &Path, batch: usize) -> anyhow::Result<ExitCode> {
+    check_batch(batch)?;
+    let events = read_events(file)?;
+    let node = LocalNode::start(&store.data_dir, &store.realm(), store.snapshot_every).await?;
+    let result = append_batches(events, batch, |chunk| async {
+        Ok(node.append(chunk).await?)
+    })
+    .await;
+    node.shutdown().await;
+    Ok(summarize(result?))
+}
+
+/// Sends the events in batches through `send` and prints one line per outcome as each
+/// batch is answered; returns (accepted, duplicate, rejected). Shared by `log append`
+/// (local group) and `client append` (a hub over gRPC).
+pub(super) async fn append_batches<F, Fut>(
     events: Vec<pb::Event>,
     batch: usize,
-) -> anyhow::Result<(usize, usize, usize)> {
+    mut send: F,
+) -> anyhow::Result<(usize, usize, usize)>
+where
+    F: FnMut(Vec<pb::Event>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<Outcome>>>,
+{
     let (mut accepted, mut duplicate, mut rejected) = (0, 0, 0);
-    let mut stdout = std::io::stdout().lock();
     for chunk in events.chunks(batch) {
-        let outcomes = node.append(chunk.to_vec()).await?;
+        let outcomes = send(chunk.to_vec()).await?;
+        let mut stdout = std::io::stdout().lock();
         if outcomes.len() != chunk.len() {
             bail!(
                 "the state machine answered {} outcomes for {} events",

@@ -1,6 +1,9 @@
 //! The command line: clap parsing, then calls into the library. `anyhow` lives here only.
 
+mod client;
+mod cluster;
 mod log;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,12 +19,27 @@ use crate::domain::Realm;
     about = "The in-store hub of an offline-first point of sale"
 )]
 struct Cli {
+    /// Log format on stderr: `text` for people, `json` for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a hub node (`--dev`: one node on this machine).
+    Serve(serve::ServeArgs),
+    /// Talk to a hub over its client API: append, tail, orders, status.
+    Client(client::ClientArgs),
+    /// Look at and change the group's membership and leadership.
+    Cluster(cluster::ClusterArgs),
     /// Append events to, or read, the event log in a data dir (through a one-node Raft group).
     Log(log::LogArgs),
 }
@@ -62,14 +80,30 @@ impl StoreArgs {
 
 /// Parses the command line, runs the command, and turns its result into an exit code.
 pub fn main() -> ExitCode {
+    // Die quietly when the reader of our output goes away (`pos-hub … | head`), as shell
+    // tools do, instead of panicking on the failed write.
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; resetting a signal's
+    // disposition to its default has no other effect on the program.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    // A node reports what it does; one-shot commands only what goes wrong.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "pos_hub=info,warn",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -79,6 +113,9 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Client(args) => client::run(args).await,
+            Command::Cluster(args) => cluster::run(args).await,
             Command::Log(args) => log::run(args).await,
         }
     });

@@ -5,6 +5,9 @@
 
 pub mod command;
 pub mod local;
+pub mod network;
+pub mod node;
+pub mod peer;
 pub mod typ;
 
 use std::fmt;

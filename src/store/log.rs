@@ -7,6 +7,8 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId};
@@ -23,15 +25,28 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    /// The last committed log index as openraft last saved it, for status reports.
+    committed: Arc<AtomicU64>,
 }
 
 impl LogStore {
     pub(super) fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(Self {
+        let store = Self {
             db: db.clone(),
             log: db.open_tree(TREE_LOG)?,
             meta: db.open_tree(TREE_RAFT_META)?,
-        })
+            committed: Arc::new(AtomicU64::new(0)),
+        };
+        let committed: Option<LogId> = store.read_meta(KEY_COMMITTED)?;
+        store
+            .committed
+            .store(committed.map_or(0, |id| id.index), Ordering::Relaxed);
+        Ok(store)
+    }
+
+    /// A live view of the committed log index (0 before anything is committed).
+    pub fn committed_index(&self) -> Arc<AtomicU64> {
+        self.committed.clone()
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -147,6 +162,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     .insert(KEY_COMMITTED, encode("committed", &log_id)?)?,
                 None => self.meta.remove(KEY_COMMITTED)?,
             };
+            self.committed
+                .store(committed.map_or(0, |id| id.index), Ordering::Relaxed);
             Ok(())
         };
         write().map_err(|e| storage_error(ErrorVerb::Write, ErrorSubject::Store, &e))

@@ -18,7 +18,7 @@ mod state_machine;
 use std::path::{Path, PathBuf};
 
 pub use log::LogStore;
-pub use state_machine::{StateMachine, StateReader};
+pub use state_machine::{Applied, EventBatch, StateMachine, StateReader};
 
 use crate::domain::Realm;
 

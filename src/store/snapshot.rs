@@ -324,7 +324,7 @@ fn replay(
             header.meta
         )));
     }
-    let mut state = SledState::new(tree, realm, 0);
+    let mut state = SledState::new(tree, realm, 0, 0);
     for seq in 1..=header.last_seq {
         let event = pb::Event::decode(reader.record()?.as_slice())
             .map_err(|e| StoreError::corrupt("snapshot event", e))?;
@@ -343,6 +343,7 @@ fn replay(
         }
         if seq % INSTALL_BATCH_EVENTS == 0 {
             tree.apply_batch(state.take_batch())?;
+            state.take_accepted();
         }
     }
     reader.finish()?;
@@ -351,6 +352,7 @@ fn replay(
         last_membership: meta.last_membership.clone(),
         last_seq: header.last_seq,
         hub_time_ms: header.hub_time_ms,
+        lamport: state.lamport(),
     };
     let mut batch = state.take_batch();
     batch.insert(&keys::applied_key(), encode("applied state", &applied)?);

@@ -15,7 +15,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogId};
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, broadcast};
 use uuid::Uuid;
 
 use super::keys::{self, KEY_GENERATION, KEY_REALM, TREE_SM_META};
@@ -39,7 +39,17 @@ pub struct Applied {
     /// The latest hub time applied. Entries' hub times are clamped to never go below it,
     /// so lock expiry never runs backwards when a new leader's clock is behind.
     pub hub_time_ms: u64,
+    /// The highest Lamport clock among accepted events; devices bump theirs past it.
+    pub lamport: u64,
 }
+
+/// What the state machine publishes after each apply: the events it just accepted, in seq
+/// order. An empty batch means "the log moved in a way you could not follow" (a snapshot
+/// was installed): subscribers then read from storage.
+pub type EventBatch = Arc<Vec<pb::Event>>;
+
+/// Batches buffered per subscriber of the feed before it lags and must read storage.
+pub const EVENT_FEED_BATCHES: usize = 1024;
 
 /// The domain's `State` over one state machine tree, with this apply's writes buffered in
 /// `pending` (read back before the tree) until `into_batch`.
@@ -47,17 +57,31 @@ pub(super) struct SledState<'a> {
     tree: &'a sled::Tree,
     realm: &'a Realm,
     last_seq: u64,
+    lamport: u64,
     pending: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The events accepted since the last `take_accepted`, for the feed.
+    accepted: Vec<pb::Event>,
 }
 
 impl<'a> SledState<'a> {
-    pub(super) fn new(tree: &'a sled::Tree, realm: &'a Realm, last_seq: u64) -> Self {
+    pub(super) fn new(tree: &'a sled::Tree, realm: &'a Realm, last_seq: u64, lamport: u64) -> Self {
         Self {
             tree,
             realm,
             last_seq,
+            lamport,
             pending: BTreeMap::new(),
+            accepted: Vec::new(),
         }
+    }
+
+    pub(super) fn lamport(&self) -> u64 {
+        self.lamport
+    }
+
+    /// The events accepted since the last call, in seq order.
+    pub(super) fn take_accepted(&mut self) -> Vec<pb::Event> {
+        std::mem::take(&mut self.accepted)
     }
 
     fn get<T: serde::de::DeserializeOwned>(
@@ -191,17 +215,18 @@ impl State for SledState<'_> {
                 format!("expected event seq {seq}, got {:?}", event.seq),
             ));
         }
-        let bytes = convert::event_to_pb(&event)
-            .map_err(|e| {
-                StoreError::corrupt("event", format!("seq {seq} does not convert back: {e}"))
-            })?
-            .encode_to_vec();
-        self.pending.insert(keys::event_key(seq).to_vec(), bytes);
+        let stored = convert::event_to_pb(&event).map_err(|e| {
+            StoreError::corrupt("event", format!("seq {seq} does not convert back: {e}"))
+        })?;
+        self.pending
+            .insert(keys::event_key(seq).to_vec(), stored.encode_to_vec());
         self.pending.insert(
             keys::event_id_key(&event_id).to_vec(),
             seq.to_be_bytes().to_vec(),
         );
         self.last_seq = seq;
+        self.lamport = self.lamport.max(event.clock.lamport);
+        self.accepted.push(stored);
         Ok(())
     }
 }
@@ -226,6 +251,7 @@ pub(super) fn read_applied(tree: &sled::Tree) -> Result<Applied, StoreError> {
 pub struct StateReader {
     tree: Arc<StdRwLock<sled::Tree>>,
     realm: Realm,
+    feed: broadcast::Sender<EventBatch>,
 }
 
 impl StateReader {
@@ -239,6 +265,16 @@ impl StateReader {
 
     pub fn realm(&self) -> &Realm {
         &self.realm
+    }
+
+    /// Every batch of events the state machine accepts from now on (see `EventBatch`).
+    pub fn subscribe(&self) -> broadcast::Receiver<EventBatch> {
+        self.feed.subscribe()
+    }
+
+    /// Every ticket, by kind then id.
+    pub fn tickets(&self) -> Result<Vec<Ticket>, StoreError> {
+        self.scan(keys::PREFIX_TICKET, "ticket")
     }
 
     pub fn applied(&self) -> Result<Applied, StoreError> {
@@ -268,17 +304,17 @@ impl StateReader {
 
     pub fn order(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
         let tree = self.tree();
-        SledState::new(&tree, &self.realm, 0).order(order_id)
+        SledState::new(&tree, &self.realm, 0, 0).order(order_id)
     }
 
     pub fn ticket(&self, kind: TicketKind, ticket_id: &str) -> Result<Option<Ticket>, StoreError> {
         let tree = self.tree();
-        SledState::new(&tree, &self.realm, 0).ticket(kind, ticket_id)
+        SledState::new(&tree, &self.realm, 0, 0).ticket(kind, ticket_id)
     }
 
     pub fn stock(&self, sku: &str) -> Result<Option<Stock>, StoreError> {
         let tree = self.tree();
-        SledState::new(&tree, &self.realm, 0).stock(sku)
+        SledState::new(&tree, &self.realm, 0, 0).stock(sku)
     }
 
     /// Every order, by id.
@@ -322,6 +358,7 @@ pub struct StateMachine {
     generation_guard: Arc<RwLock<()>>,
     /// Files handed out by `begin_receiving_snapshot`, removed once an install is done.
     receiving: Vec<PathBuf>,
+    feed: broadcast::Sender<EventBatch>,
 }
 
 impl StateMachine {
@@ -373,6 +410,7 @@ impl StateMachine {
             snapshot_dir,
             generation_guard: Arc::new(RwLock::new(())),
             receiving: Vec::new(),
+            feed: broadcast::channel(EVENT_FEED_BATCHES).0,
         })
     }
 
@@ -381,6 +419,7 @@ impl StateMachine {
         StateReader {
             tree: self.shared_tree.clone(),
             realm: self.realm.clone(),
+            feed: self.feed.clone(),
         }
     }
 
@@ -389,7 +428,7 @@ impl StateMachine {
         entries: impl IntoIterator<Item = Entry>,
     ) -> Result<Vec<Response>, StoreError> {
         let mut applied = self.applied.clone();
-        let mut state = SledState::new(&self.tree, &self.realm, applied.last_seq);
+        let mut state = SledState::new(&self.tree, &self.realm, applied.last_seq, applied.lamport);
         let mut replies = Vec::new();
         for entry in entries {
             let log_id = *entry.get_log_id();
@@ -412,6 +451,8 @@ impl StateMachine {
             }
         }
         applied.last_seq = state.last_seq();
+        applied.lamport = state.lamport();
+        let accepted = state.take_accepted();
         let mut batch = state.take_batch();
         batch.insert(&keys::applied_key(), encode("applied state", &applied)?);
         // One atomic batch: events, eventId index, read models and last-applied together.
@@ -419,6 +460,10 @@ impl StateMachine {
         // earlier entry that openraft re-applies.
         self.tree.apply_batch(batch)?;
         self.applied = applied;
+        if !accepted.is_empty() {
+            // No receiver is fine: nobody is subscribed.
+            let _ = self.feed.send(Arc::new(accepted));
+        }
         Ok(replies)
     }
 }
@@ -516,6 +561,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for path in self.receiving.drain(..) {
             let _ = std::fs::remove_file(path);
         }
+        // Subscribers cannot follow a jump: an empty batch tells them to read storage.
+        let _ = self.feed.send(Arc::new(Vec::new()));
         tracing::info!(snapshot = %meta.snapshot_id, last_seq = self.applied.last_seq, "installed snapshot");
         Ok(())
     }

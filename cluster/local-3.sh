@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# A local 3-node pos-hub group on loopback, for trying failover on one machine.
+#   cluster/local-3.sh start   # builds, starts nodes 1-3 (data in cluster/.local-3/)
+#   cluster/local-3.sh status  # the group as node 1 sees it
+#   cluster/local-3.sh stop    # stops all three (SIGTERM)
+# Client ports 5101-5103, peer ports 5201-5203. Logs: cluster/.local-3/node-N.log
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=cluster/.local-3
+bin=target/release/pos-hub
+members="1=127.0.0.1:5201/127.0.0.1:5101,2=127.0.0.1:5202/127.0.0.1:5102,3=127.0.0.1:5203/127.0.0.1:5103"
+
+case "${1:-}" in
+  start)
+    cargo build --release --locked
+    mkdir -p "$dir"
+    for n in 1 2 3; do
+      "$bin" serve --node-id "$n" --data-dir "$dir/node-$n" \
+        --listen "127.0.0.1:510$n" --peer-listen "127.0.0.1:520$n" \
+        --initial-cluster "$members" --tenant "${TENANT_ID:-t-demo}" --store "${STORE_ID:-s-001}" \
+        >"$dir/node-$n.log" 2>&1 &
+      echo $! >"$dir/node-$n.pid"
+    done
+    for _ in $(seq 1 50); do
+      if curl -fsS http://127.0.0.1:5101/healthz >/dev/null 2>&1; then
+        "$bin" client --hub http://127.0.0.1:5101 status
+        exit 0
+      fi
+      sleep 0.2
+    done
+    echo "the group did not elect a leader within 10 s; see $dir/node-*.log" >&2
+    exit 1
+    ;;
+  status)
+    "$bin" client --hub http://127.0.0.1:5101 status
+    ;;
+  stop)
+    for n in 1 2 3; do
+      [ -f "$dir/node-$n.pid" ] && kill "$(cat "$dir/node-$n.pid")" 2>/dev/null || true
+      rm -f "$dir/node-$n.pid"
+    done
+    ;;
+  *)
+    echo "usage: $0 start|status|stop" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,117 @@
+//! Read models to their wire form (the events' own conversion is in `proto::convert`).
+
+use crate::domain::inventory::Stock;
+use crate::domain::order::{Order, OrderStatus};
+use crate::domain::ticket::{Ticket, TicketKind, TicketStatus};
+use crate::proto::pb;
+
+pub fn order_status(status: OrderStatus) -> pb::OrderStatus {
+    match status {
+        OrderStatus::Active => pb::OrderStatus::Active,
+        OrderStatus::Parked => pb::OrderStatus::Parked,
+        OrderStatus::Paid => pb::OrderStatus::Paid,
+        OrderStatus::Cancelled => pb::OrderStatus::Cancelled,
+    }
+}
+
+pub fn ticket_kind(kind: TicketKind) -> pb::TicketKind {
+    match kind {
+        TicketKind::Kds => pb::TicketKind::Kds,
+        TicketKind::Bds => pb::TicketKind::Bds,
+    }
+}
+
+pub fn ticket_status(status: TicketStatus) -> pb::TicketStatus {
+    match status {
+        TicketStatus::Created => pb::TicketStatus::Created,
+        TicketStatus::Acked => pb::TicketStatus::Acked,
+        TicketStatus::Done => pb::TicketStatus::Done,
+    }
+}
+
+pub fn order(order: Order) -> pb::Order {
+    pb::Order {
+        id: order.id,
+        status: order_status(order.status) as i32,
+        table_number: order.table_number.unwrap_or_default(),
+        guest_count: order.guest_count.unwrap_or_default(),
+        currency: order.currency.unwrap_or_default(),
+        items: order
+            .items
+            .into_iter()
+            .map(|item| pb::LineItem {
+                id: item.id,
+                sku: item.sku,
+                name: item.name,
+                unit_price: item.unit_price,
+                quantity: item.quantity,
+                category: item.category.unwrap_or_default(),
+                modifiers: item
+                    .modifiers
+                    .into_iter()
+                    .map(|m| pb::Modifier {
+                        id: m.id.unwrap_or_default(),
+                        name: m.name,
+                        price: m.price,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        total: order.total,
+        payments: order
+            .payments
+            .into_iter()
+            .map(|p| pb::Payment {
+                method: p.method,
+                amount: p.amount,
+            })
+            .collect(),
+        version: order.head.version,
+        lamport: order.head.lamport,
+        lock: order.lock.map(|l| pb::Lock {
+            holder: l.holder,
+            user_id: l.user_id.unwrap_or_default(),
+            expires_at_ms: l.expires_at_ms,
+        }),
+        tickets: order
+            .tickets
+            .into_iter()
+            .map(|t| pb::TicketRef {
+                kind: ticket_kind(t.kind) as i32,
+                id: t.id,
+                status: ticket_status(t.status) as i32,
+            })
+            .collect(),
+        last_seq: order.head.seq,
+    }
+}
+
+pub fn ticket(ticket: Ticket) -> pb::Ticket {
+    pb::Ticket {
+        kind: ticket_kind(ticket.kind) as i32,
+        id: ticket.id,
+        order_id: ticket.order_id,
+        station: ticket.station.unwrap_or_default(),
+        items: ticket
+            .items
+            .into_iter()
+            .map(|i| pb::TicketItem {
+                sku: i.sku.unwrap_or_default(),
+                name: i.name,
+                quantity: i.quantity,
+                notes: i.notes.unwrap_or_default(),
+            })
+            .collect(),
+        status: ticket_status(ticket.status) as i32,
+        version: ticket.head.version,
+    }
+}
+
+pub fn stock(stock: Stock) -> pb::Stock {
+    pb::Stock {
+        total: stock.total(),
+        sku: stock.sku,
+        increments: stock.increments.into_iter().collect(),
+        decrements: stock.decrements.into_iter().collect(),
+    }
+}

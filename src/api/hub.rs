@@ -1,0 +1,236 @@
+//! `pos.v1.Hub`: what tills, kitchen and bar screens call.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use openraft::ServerState;
+use tonic::{Request, Response, Status};
+
+use super::{APPEND_EVENTS_MAX, convert, store_status, subscribe};
+use crate::domain::ticket::{TicketKind, TicketStatus};
+use crate::proto::pb;
+use crate::proto::pb::hub_server::Hub;
+use crate::raft::local::now_ms;
+use crate::raft::node::{Node, outcome_to_result};
+
+pub struct HubService {
+    pub node: Arc<Node>,
+}
+
+/// The members of the group with their roles, as Hello and cluster status report them.
+pub fn node_infos(node: &Node) -> Vec<pb::NodeInfo> {
+    let metrics = node.raft_metrics();
+    let membership = metrics.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, member)| {
+            let role = if metrics.current_leader == Some(*id) {
+                if *id == node.id && metrics.state == ServerState::Candidate {
+                    pb::Role::Candidate
+                } else {
+                    pb::Role::Leader
+                }
+            } else if *id == node.id && metrics.state == ServerState::Candidate {
+                pb::Role::Candidate
+            } else if voters.contains(id) {
+                pb::Role::Follower
+            } else {
+                pb::Role::Learner
+            };
+            pb::NodeInfo {
+                id: *id,
+                client_addr: member.client_addr.clone(),
+                peer_addr: member.peer_addr.clone(),
+                role: role as i32,
+            }
+        })
+        .collect()
+}
+
+impl HubService {
+    /// Waits for a linearizable view when asked for one; LOCAL reads answer at once.
+    async fn read_barrier(&self, consistency: i32) -> Result<(), Status> {
+        match pb::Consistency::try_from(consistency) {
+            Ok(pb::Consistency::Local) => Ok(()),
+            Ok(pb::Consistency::Linearizable) => Ok(self.node.read_barrier().await?),
+            Err(_) => Err(Status::invalid_argument(format!(
+                "unknown consistency {consistency}"
+            ))),
+        }
+    }
+}
+
+fn ticket_kind_filter(kind: i32) -> Result<Option<TicketKind>, Status> {
+    match pb::TicketKind::try_from(kind) {
+        Ok(pb::TicketKind::Unspecified) => Ok(None),
+        Ok(pb::TicketKind::Kds) => Ok(Some(TicketKind::Kds)),
+        Ok(pb::TicketKind::Bds) => Ok(Some(TicketKind::Bds)),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "unknown ticket kind {kind}"
+        ))),
+    }
+}
+
+fn ticket_status_filter(status: i32) -> Result<Option<TicketStatus>, Status> {
+    match pb::TicketStatus::try_from(status) {
+        Ok(pb::TicketStatus::Unspecified) => Ok(None),
+        Ok(pb::TicketStatus::Created) => Ok(Some(TicketStatus::Created)),
+        Ok(pb::TicketStatus::Acked) => Ok(Some(TicketStatus::Acked)),
+        Ok(pb::TicketStatus::Done) => Ok(Some(TicketStatus::Done)),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "unknown ticket status {status}"
+        ))),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Hub for HubService {
+    async fn hello(
+        &self,
+        request: Request<pb::HelloRequest>,
+    ) -> Result<Response<pb::HelloResponse>, Status> {
+        let request = request.into_inner();
+        let applied = self.node.reader.applied().map_err(store_status)?;
+        Ok(Response::new(pb::HelloResponse {
+            leader_id: self.node.raft_metrics().current_leader.unwrap_or(0),
+            nodes: node_infos(&self.node),
+            last_seq: applied.last_seq,
+            lamport: applied.lamport,
+            hub_time: now_ms(),
+            snapshot_needed: request.cursor > applied.last_seq,
+        }))
+    }
+
+    async fn append(
+        &self,
+        request: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendResponse>, Status> {
+        let events = request.into_inner().events;
+        if events.is_empty() {
+            return Err(Status::invalid_argument("Append needs at least one event"));
+        }
+        if events.len() > APPEND_EVENTS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "Append carries {} events; at most {APPEND_EVENTS_MAX} are allowed per call",
+                events.len()
+            )));
+        }
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let outcomes = self.node.append(events).await?;
+        if outcomes.len() != ids.len() {
+            return Err(Status::internal(format!(
+                "{} outcomes for {} events",
+                outcomes.len(),
+                ids.len()
+            )));
+        }
+        let results = ids
+            .iter()
+            .zip(&outcomes)
+            .map(|(id, o)| outcome_to_result(id, o))
+            .collect();
+        Ok(Response::new(pb::AppendResponse { results }))
+    }
+
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let outbound = subscribe::start(self.node.clone(), request.into_inner().cursor);
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(outbound),
+        )))
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::GetOrderResponse>, Status> {
+        let request = request.into_inner();
+        self.read_barrier(request.consistency).await?;
+        match self
+            .node
+            .reader
+            .order(&request.order_id)
+            .map_err(store_status)?
+        {
+            Some(order) => Ok(Response::new(pb::GetOrderResponse {
+                order: Some(convert::order(order)),
+            })),
+            None => Err(Status::not_found(format!(
+                "order {:?} does not exist",
+                request.order_id
+            ))),
+        }
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        let request = request.into_inner();
+        let wanted = pb::OrderStatus::try_from(request.status).map_err(|_| {
+            Status::invalid_argument(format!("unknown order status {}", request.status))
+        })?;
+        self.read_barrier(request.consistency).await?;
+        let orders = self
+            .node
+            .reader
+            .orders()
+            .map_err(store_status)?
+            .into_iter()
+            .filter(|o| {
+                wanted == pb::OrderStatus::Unspecified || convert::order_status(o.status) == wanted
+            })
+            .map(convert::order)
+            .collect();
+        Ok(Response::new(pb::ListOrdersResponse { orders }))
+    }
+
+    async fn get_inventory(
+        &self,
+        request: Request<pb::GetInventoryRequest>,
+    ) -> Result<Response<pb::GetInventoryResponse>, Status> {
+        let request = request.into_inner();
+        self.read_barrier(request.consistency).await?;
+        let stocks = if request.sku.is_empty() {
+            self.node.reader.stocks().map_err(store_status)?
+        } else {
+            self.node
+                .reader
+                .stock(&request.sku)
+                .map_err(store_status)?
+                .into_iter()
+                .collect()
+        };
+        Ok(Response::new(pb::GetInventoryResponse {
+            stocks: stocks.into_iter().map(convert::stock).collect(),
+        }))
+    }
+
+    async fn list_tickets(
+        &self,
+        request: Request<pb::ListTicketsRequest>,
+    ) -> Result<Response<pb::ListTicketsResponse>, Status> {
+        let request = request.into_inner();
+        let kind = ticket_kind_filter(request.kind)?;
+        let status = ticket_status_filter(request.status)?;
+        self.read_barrier(request.consistency).await?;
+        let tickets = self
+            .node
+            .reader
+            .tickets()
+            .map_err(store_status)?
+            .into_iter()
+            .filter(|t| kind.is_none_or(|k| t.kind == k) && status.is_none_or(|s| t.status == s))
+            .map(convert::ticket)
+            .collect();
+        Ok(Response::new(pb::ListTicketsResponse { tickets }))
+    }
+}

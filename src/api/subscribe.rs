@@ -1,0 +1,125 @@
+//! Subscribe: every committed event after the cursor, in seq order, once each — first
+//! from storage in pages, then live from the state machine's feed. A subscriber that
+//! falls behind the feed (or sees a gap, e.g. after a snapshot install) reads storage
+//! again instead of being dropped or dropping events.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{broadcast, mpsc};
+use tonic::Status;
+
+use crate::proto::pb;
+use crate::raft::node::Node;
+
+/// Events per message while catching up from storage.
+pub const SUBSCRIBE_PAGE_EVENTS: usize = 512;
+/// Messages buffered towards one client before its stream applies backpressure.
+pub const SUBSCRIBE_BUFFER_MESSAGES: usize = 16;
+
+pub type Outbound = mpsc::Receiver<Result<pb::SubscribeResponse, Status>>;
+
+/// Starts streaming to a new subscriber from `cursor`.
+pub fn start(node: Arc<Node>, cursor: u64) -> Outbound {
+    let (tx, rx) = mpsc::channel(SUBSCRIBE_BUFFER_MESSAGES);
+    // Subscribe to the feed before reading storage, so nothing falls between the two.
+    let feed = node.reader.subscribe();
+    tokio::spawn(async move {
+        node.metrics.subscribers.fetch_add(1, Ordering::Relaxed);
+        if let Err(err) = stream(&node, cursor, feed, &tx).await {
+            let _ = tx.send(Err(err)).await;
+        }
+        node.metrics.subscribers.fetch_sub(1, Ordering::Relaxed);
+    });
+    rx
+}
+
+/// Why streaming stopped without an error for the client.
+enum Stop {
+    ClientGone,
+}
+
+async fn send(
+    tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    events: Vec<pb::Event>,
+) -> Result<(), Stop> {
+    tx.send(Ok(pb::SubscribeResponse { events }))
+        .await
+        .map_err(|_| Stop::ClientGone)
+}
+
+/// Sends everything in storage after `*cursor`, advancing it.
+async fn catch_up(
+    node: &Node,
+    cursor: &mut u64,
+    tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+) -> Result<Result<(), Stop>, Status> {
+    loop {
+        let page = node
+            .reader
+            .events_after(*cursor, SUBSCRIBE_PAGE_EVENTS)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let Some(last) = page.last() else {
+            return Ok(Ok(()));
+        };
+        let last_seq = last.seq;
+        if let Err(stop) = send(tx, page).await {
+            return Ok(Err(stop));
+        }
+        *cursor = last_seq;
+    }
+}
+
+async fn stream(
+    node: &Node,
+    mut cursor: u64,
+    mut feed: broadcast::Receiver<crate::store::EventBatch>,
+    tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+) -> Result<(), Status> {
+    if catch_up(node, &mut cursor, tx).await?.is_err() {
+        return Ok(());
+    }
+    loop {
+        let batch = tokio::select! {
+            received = feed.recv() => received,
+            () = tx.closed() => return Ok(()),
+        };
+        match batch {
+            Ok(batch) => {
+                let fresh: Vec<pb::Event> =
+                    batch.iter().filter(|e| e.seq > cursor).cloned().collect();
+                match fresh.first() {
+                    // Contiguous with what the client has: send straight from memory.
+                    Some(first) if first.seq == cursor + 1 => {
+                        let last_seq = fresh.last().map_or(cursor, |e| e.seq);
+                        if send(tx, fresh).await.is_err() {
+                            return Ok(());
+                        }
+                        cursor = last_seq;
+                    }
+                    // Already sent (read from storage before it was published).
+                    None if !batch.is_empty() => {}
+                    // A gap, or a snapshot install: storage has the truth.
+                    _ => {
+                        if catch_up(node, &mut cursor, tx).await?.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::debug!(
+                    missed,
+                    cursor,
+                    "subscriber fell behind the feed; reading storage"
+                );
+                if catch_up(node, &mut cursor, tx).await?.is_err() {
+                    return Ok(());
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                return Err(Status::unavailable("the node is shutting down"));
+            }
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! The only place that wires the parts of a node together:
+//! config → store → raft → peer service and client services → serve until shutdown.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue, Method};
+use openraft::{Config, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::api::CLIENT_MESSAGE_BYTES_MAX;
+use crate::api::cluster::ClusterService;
+use crate::api::hub::HubService;
+use crate::domain::Realm;
+use crate::metrics::Metrics;
+use crate::proto::pb;
+use crate::raft::network::{PeerClients, PeerNetwork};
+use crate::raft::node::{Node, Timing};
+use crate::raft::typ::Raft;
+use crate::raft::{HubNode, NodeId, peer};
+use crate::store::{self, StoreError};
+
+/// Encoded protobuf descriptors, for gRPC server reflection.
+const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("pos_descriptor");
+/// Snapshot chunks sent to a catching-up node, in bytes.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
+/// How long a follower may take to store one snapshot chunk.
+pub const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
+/// Log entries per AppendEntries message.
+pub const REPLICATION_ENTRIES_MAX: u64 = 64;
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub peer_listen: SocketAddr,
+    /// How the other nodes and the devices reach this node.
+    pub advertise: HubNode,
+    /// The group to bootstrap; empty, or without this node: wait to be added.
+    pub initial_cluster: BTreeMap<NodeId, HubNode>,
+    pub realm: Realm,
+    pub timing: Timing,
+    pub snapshot_every_log_entries: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("raft configuration: {0}")]
+    Config(#[from] openraft::ConfigError),
+    #[error("raft: {0}")]
+    Raft(#[from] openraft::error::Fatal<NodeId>),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the {what} server failed: {detail}")]
+    Server { what: &'static str, detail: String },
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Browsers on the shop's LAN may call the client port (gRPC-web). An origin counts as LAN
+/// when its host is localhost, a `.local` name, or a private, loopback or link-local IP.
+pub fn is_lan_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => rest.split(':').next().unwrap_or(""),
+    };
+    if host == "localhost" || host.ends_with(".local") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_private() || ip.is_loopback() || ip.is_link_local(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback()
+                || (ip.segments()[0] & 0xfe00) == 0xfc00
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+        Err(_) => false,
+    }
+}
+
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(|origin: &HeaderValue, _| {
+            origin.to_str().is_ok_and(is_lan_origin)
+        }))
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            HeaderName::from_static("content-type"),
+            HeaderName::from_static("x-grpc-web"),
+            HeaderName::from_static("x-user-agent"),
+            HeaderName::from_static("grpc-timeout"),
+            HeaderName::from_static("authorization"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("grpc-status"),
+            HeaderName::from_static("grpc-message"),
+            HeaderName::from_static("grpc-status-details-bin"),
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, what, source })
+}
+
+/// Runs a node until `shutdown` resolves.
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    let (log, state_machine) = store::open(&config.data_dir, &config.realm).await?;
+    let committed = log.committed_index();
+    let reader = state_machine.reader();
+    let raft_config = Config {
+        cluster_name: format!("pos-hub {}", config.realm),
+        heartbeat_interval: config.timing.heartbeat_ms,
+        election_timeout_min: config.timing.election_timeout_min_ms,
+        election_timeout_max: config.timing.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_log_entries),
+        // Keep as many entries after a snapshot as between two snapshots: a follower that
+        // is briefly behind catches up from the log, one that is far behind gets the snapshot.
+        max_in_snapshot_log_to_keep: config.snapshot_every_log_entries,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
+        max_payload_entries: REPLICATION_ENTRIES_MAX,
+        ..Default::default()
+    }
+    .validate()?;
+    let peers = PeerClients::default();
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(raft_config),
+        PeerNetwork {
+            peers: peers.clone(),
+        },
+        log,
+        state_machine,
+    )
+    .await?;
+    let node = Arc::new(Node {
+        id: config.node_id,
+        raft: raft.clone(),
+        reader,
+        committed,
+        peers,
+        metrics: Arc::new(Metrics::default()),
+        timing: config.timing,
+    });
+
+    let peer_listener = bind(config.peer_listen, "peer port").await?;
+    let client_listener = bind(config.listen, "client port").await?;
+    bootstrap(&raft, &config).await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let peer_server = tonic::transport::Server::builder()
+        .add_service(peer::server(node.clone()))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), stopped());
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let grpc = tonic::service::Routes::new(
+        pb::hub_server::HubServer::new(HubService { node: node.clone() })
+            .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX),
+    )
+    .add_service(pb::cluster_server::ClusterServer::new(ClusterService {
+        node: node.clone(),
+    }))
+    .add_service(reflection)
+    .prepare();
+    // Plain HTTP routes first; everything else is gRPC, or gRPC-web translated to gRPC.
+    let app = crate::http::routes(node.clone())
+        .fallback_service(
+            tower::ServiceBuilder::new()
+                .layer(tonic_web::GrpcWebLayer::new())
+                .service(grpc),
+        )
+        .layer(cors());
+    let client_server = axum::serve(client_listener, app).with_graceful_shutdown(stopped());
+
+    tracing::info!(
+        node = config.node_id,
+        client = %config.listen,
+        peer = %config.peer_listen,
+        realm = %config.realm,
+        "serving"
+    );
+    let peer_task = tokio::spawn(peer_server);
+    let client_task = tokio::spawn(client_server.into_future());
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let peer_result = peer_task.await;
+    let client_result = client_task.await;
+    if let Err(err) = raft.shutdown().await {
+        tracing::warn!(%err, "raft did not shut down cleanly");
+    }
+    match peer_result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(AppError::Server {
+                what: "peer",
+                detail: e.to_string(),
+            });
+        }
+        Err(e) => {
+            return Err(AppError::Server {
+                what: "peer",
+                detail: e.to_string(),
+            });
+        }
+    }
+    match client_result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(AppError::Server {
+            what: "client",
+            detail: e.to_string(),
+        }),
+        Err(e) => Err(AppError::Server {
+            what: "client",
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Initializes the group the first time a listed node starts. Every node of the initial
+/// cluster makes the same call with the same membership, so whichever runs first, the
+/// result is one group; a node that already has state (a restart) skips it.
+async fn bootstrap(raft: &Raft, config: &ServeConfig) -> Result<(), AppError> {
+    if !config.initial_cluster.contains_key(&config.node_id) {
+        tracing::info!(
+            node = config.node_id,
+            "not in the initial cluster: waiting to be added with `pos-hub cluster add-node`"
+        );
+        return Ok(());
+    }
+    if raft.is_initialized().await? {
+        return Ok(());
+    }
+    match raft.initialize(config.initial_cluster.clone()).await {
+        Ok(()) => {
+            tracing::info!(members = ?config.initial_cluster.keys().collect::<Vec<_>>(), "initialized the group")
+        }
+        // Another node's vote or log reached us first: the group already exists.
+        Err(err) => tracing::info!(%err, "the group was already initialized"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_lan_origin;
+
+    #[test]
+    fn only_lan_origins_may_call_from_a_browser() {
+        for ok in [
+            "http://192.168.1.20:5173",
+            "http://10.0.0.7",
+            "https://172.20.1.1:443",
+            "http://localhost:3000",
+            "http://till-3.local",
+            "http://127.0.0.1:8080",
+            "http://[::1]:4001",
+            "http://[fd00::5]:80",
+        ] {
+            assert!(is_lan_origin(ok), "{ok} is a LAN origin");
+        }
+        for no in [
+            "https://example.com",
+            "http://8.8.8.8",
+            "http://172.32.0.1",
+            "null",
+            "file://",
+            "http://[2001:db8::1]",
+        ] {
+            assert!(!is_lan_origin(no), "{no} is not a LAN origin");
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! `pos-hub serve`: run one node of a store's group.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use crate::app::{self, ServeConfig};
+use crate::domain::Realm;
+use crate::raft::node::Timing;
+use crate::raft::{HubNode, NodeId};
+
+/// Raft timing for a store LAN. openraft 0.9 refuses votes while the leader's lease (the
+/// maximum election timeout, twice this minimum) holds, so a dead leader is replaced after
+/// lease + timeout: measured 0.7–0.9 s typically and 1.6 s at worst (a candidate with a
+/// shorter log losing a round) on loopback, within the 2 s a till may wait. Heartbeats at a
+/// quarter of the timeout keep a briefly slow Wi-Fi link from starting elections.
+pub const HEARTBEAT_MS: u64 = 50;
+pub const ELECTION_TIMEOUT_MS: u64 = 200;
+pub const APPEND_TIMEOUT_MS: u64 = 5_000;
+pub const DEV_CLIENT_ADDR: &str = "127.0.0.1:4001";
+pub const DEV_PEER_ADDR: &str = "127.0.0.1:4002";
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// One node on this machine for development: node 1, realm t-demo/s-001, data in
+    /// ./data, client port 127.0.0.1:4001, peer port 127.0.0.1:4002. Plaintext.
+    #[arg(long, conflicts_with_all = ["node_id", "initial_cluster", "join"])]
+    dev: bool,
+    /// This node's id in the group (1, 2, 3, …).
+    #[arg(long)]
+    node_id: Option<NodeId>,
+    /// Directory holding this node's database and snapshots.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Client port (gRPC, gRPC-web, HTTP). Defaults to 127.0.0.1:$PORT, or :4001.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// The client port's number when --listen is not given (the spec's PORT).
+    #[arg(long, env = "PORT", default_value_t = 4001)]
+    port: u16,
+    /// Peer port: Raft between the nodes of the group only.
+    #[arg(long, default_value = DEV_PEER_ADDR)]
+    peer_listen: SocketAddr,
+    /// How devices reach this node, when it differs from --listen (e.g. listening on 0.0.0.0).
+    #[arg(long)]
+    advertise_client: Option<String>,
+    /// How the other nodes reach this node's peer port, when it differs from --peer-listen.
+    #[arg(long)]
+    advertise_peer: Option<String>,
+    /// The group to bootstrap, the same on every node: `ID=PEER_ADDR[/CLIENT_ADDR],…`,
+    /// e.g. `1=10.0.0.2:4002/10.0.0.2:4001,2=…`. Omitted: a group of this node alone.
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// Start empty and wait to be added with `pos-hub cluster add-node`.
+    #[arg(long)]
+    join: bool,
+    #[arg(long = "tenant", env = "TENANT_ID", default_value = "t-demo")]
+    tenant_id: String,
+    #[arg(long = "store", env = "STORE_ID", default_value = "s-001")]
+    store_id: String,
+    /// Raft heartbeat interval.
+    #[arg(long, default_value_t = HEARTBEAT_MS)]
+    heartbeat_ms: u64,
+    /// Minimum election timeout; the maximum is twice this.
+    #[arg(long, default_value_t = ELECTION_TIMEOUT_MS)]
+    election_timeout_ms: u64,
+    /// How long an append may wait for a leader and a commit before answering UNAVAILABLE.
+    #[arg(long, default_value_t = APPEND_TIMEOUT_MS)]
+    append_timeout_ms: u64,
+    /// Take a Raft snapshot every N log entries.
+    #[arg(long, default_value_t = crate::raft::local::SNAPSHOT_EVERY_LOG_ENTRIES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_every: u64,
+}
+
+/// Parses `ID=PEER[/CLIENT],…`.
+pub fn parse_initial_cluster(spec: &str) -> anyhow::Result<BTreeMap<NodeId, HubNode>> {
+    let mut members = BTreeMap::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addrs) = part.split_once('=').with_context(|| {
+            format!("--initial-cluster entry {part:?} is not ID=PEER_ADDR[/CLIENT_ADDR]")
+        })?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .with_context(|| format!("--initial-cluster: node id {id:?} is not a number"))?;
+        if id == 0 {
+            bail!("--initial-cluster: node ids start at 1");
+        }
+        let (peer, client) = match addrs.split_once('/') {
+            Some((peer, client)) => (peer.trim(), client.trim()),
+            None => (addrs.trim(), ""),
+        };
+        if peer.is_empty() || !peer.contains(':') {
+            bail!("--initial-cluster: node {id} needs a peer address HOST:PORT, got {peer:?}");
+        }
+        if members
+            .insert(
+                id,
+                HubNode {
+                    peer_addr: peer.to_owned(),
+                    client_addr: client.to_owned(),
+                },
+            )
+            .is_some()
+        {
+            bail!("--initial-cluster names node {id} twice");
+        }
+    }
+    if members.is_empty() {
+        bail!("--initial-cluster is empty");
+    }
+    Ok(members)
+}
+
+fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
+    let timing = Timing {
+        heartbeat_ms: args.heartbeat_ms,
+        election_timeout_min_ms: args.election_timeout_ms,
+        election_timeout_max_ms: args.election_timeout_ms * 2,
+        append_timeout_ms: args.append_timeout_ms,
+    };
+    if args.dev {
+        let advertise = HubNode {
+            peer_addr: DEV_PEER_ADDR.into(),
+            client_addr: DEV_CLIENT_ADDR.into(),
+        };
+        return Ok(ServeConfig {
+            node_id: 1,
+            data_dir: PathBuf::from("data"),
+            listen: DEV_CLIENT_ADDR.parse()?,
+            peer_listen: DEV_PEER_ADDR.parse()?,
+            initial_cluster: BTreeMap::from([(1, advertise.clone())]),
+            advertise,
+            realm: Realm::new("t-demo", "s-001"),
+            timing,
+            snapshot_every_log_entries: args.snapshot_every,
+        });
+    }
+    let Some(node_id) = args.node_id else {
+        bail!("serve needs --node-id (or --dev for a one-node dev hub)")
+    };
+    if node_id == 0 {
+        bail!("--node-id: node ids start at 1");
+    }
+    if args.election_timeout_ms <= args.heartbeat_ms {
+        bail!(
+            "--election-timeout-ms ({}) must exceed --heartbeat-ms ({})",
+            args.election_timeout_ms,
+            args.heartbeat_ms
+        );
+    }
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], args.port)));
+    let advertise = HubNode {
+        peer_addr: args
+            .advertise_peer
+            .unwrap_or_else(|| args.peer_listen.to_string()),
+        client_addr: args.advertise_client.unwrap_or_else(|| listen.to_string()),
+    };
+    let initial_cluster = match (&args.initial_cluster, args.join) {
+        (_, true) => BTreeMap::new(),
+        (Some(spec), false) => {
+            let mut members = parse_initial_cluster(spec)?;
+            // This node knows its own client address even if the list leaves it out.
+            if let Some(me) = members.get_mut(&node_id)
+                && me.client_addr.is_empty()
+            {
+                me.client_addr = advertise.client_addr.clone();
+            }
+            members
+        }
+        (None, false) => BTreeMap::from([(node_id, advertise.clone())]),
+    };
+    Ok(ServeConfig {
+        node_id,
+        data_dir: args.data_dir,
+        listen,
+        peer_listen: args.peer_listen,
+        advertise,
+        initial_cluster,
+        realm: Realm::new(args.tenant_id, args.store_id),
+        timing,
+        snapshot_every_log_entries: args.snapshot_every,
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let dev = args.dev;
+    let config = config(args)?;
+    if dev {
+        tracing::warn!(
+            "DEV MODE: one node, PLAINTEXT client and peer ports on {} and {}, no authentication. \
+             Never run a shop on this.",
+            DEV_CLIENT_ADDR,
+            DEV_PEER_ADDR
+        );
+    }
+    app::serve(config, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_cluster_entries_parse_with_and_without_client_addresses() {
+        let members = parse_initial_cluster("1=127.0.0.1:5002/127.0.0.1:5001, 2=10.0.0.3:4002")
+            .expect("parses");
+        assert_eq!(
+            members[&1],
+            HubNode {
+                peer_addr: "127.0.0.1:5002".into(),
+                client_addr: "127.0.0.1:5001".into()
+            }
+        );
+        assert_eq!(
+            members[&2],
+            HubNode {
+                peer_addr: "10.0.0.3:4002".into(),
+                client_addr: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_initial_clusters_are_refused_with_the_reason() {
+        for (spec, reason) in [
+            ("", "is empty"),
+            ("1", "is not ID=PEER_ADDR"),
+            ("x=1.2.3.4:5", "is not a number"),
+            ("0=1.2.3.4:5", "start at 1"),
+            ("1=nowhere", "needs a peer address"),
+            ("1=a:1,1=b:2", "twice"),
+        ] {
+            let err = parse_initial_cluster(spec).expect_err(spec).to_string();
+            assert!(err.contains(reason), "{spec:?}: {err}");
+        }
+    }
+}

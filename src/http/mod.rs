@@ -1,0 +1,167 @@
+//! Plain HTTP on the client port: `/healthz`, `/status` (JSON) and `/metrics`
+//! (Prometheus text), for operators, load balancers and the spec's runbooks.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use openraft::ServerState;
+use serde_json::json;
+
+use crate::raft::node::Node;
+
+pub fn routes(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(node)
+}
+
+/// 200 while the node serves: it runs and knows a leader (so appends can be served).
+async fn healthz(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let metrics = node.raft_metrics();
+    match (&metrics.running_state, metrics.current_leader) {
+        (Ok(()), Some(_)) => (StatusCode::OK, "ok\n".to_owned()),
+        (Ok(()), None) => (StatusCode::SERVICE_UNAVAILABLE, "no leader\n".to_owned()),
+        (Err(fatal), _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("raft stopped: {fatal}\n"),
+        ),
+    }
+}
+
+fn role(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Learner => "learner",
+        ServerState::Candidate => "candidate",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+async fn status(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let metrics = node.raft_metrics();
+    let applied = node.reader.applied();
+    let last_log_index = metrics.last_log_index.unwrap_or(0);
+    let peers: Vec<_> = metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .filter(|(id, _)| **id != node.id)
+        .map(|(id, member)| {
+            // Replication progress is known only on the leader.
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id))
+                .and_then(|m| m.map(|l| l.index));
+            json!({
+                "id": id,
+                "peerAddr": member.peer_addr,
+                "clientAddr": member.client_addr,
+                "matchedIndex": matched,
+                "lag": matched.map(|m| last_log_index.saturating_sub(m)),
+            })
+        })
+        .collect();
+    let body = json!({
+        "nodeId": node.id,
+        "role": role(metrics.state),
+        "term": metrics.current_term,
+        "leaderId": metrics.current_leader,
+        "lastLogIndex": last_log_index,
+        "commitIndex": node.committed_index(),
+        "appliedIndex": metrics.last_applied.map_or(0, |id| id.index),
+        "lastSeq": applied.as_ref().map(|a| a.last_seq).ok(),
+        "peers": peers,
+        "subscribers": node.metrics.subscribers.load(Ordering::Relaxed),
+        "version": env!("CARGO_PKG_VERSION"),
+        "realm": node.reader.realm().to_string(),
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let raft = node.raft_metrics();
+    let last_seq = node.reader.applied().map(|a| a.last_seq).unwrap_or(0);
+    let m = &node.metrics;
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, value: String| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    gauge(
+        "pos_hub_term",
+        "Current Raft term.",
+        "gauge",
+        raft.current_term.to_string(),
+    );
+    gauge(
+        "pos_hub_is_leader",
+        "1 if this node leads.",
+        "gauge",
+        u8::from(raft.state == ServerState::Leader).to_string(),
+    );
+    gauge(
+        "pos_hub_last_log_index",
+        "Last Raft log index on this node.",
+        "gauge",
+        raft.last_log_index.unwrap_or(0).to_string(),
+    );
+    gauge(
+        "pos_hub_commit_index",
+        "Last committed Raft log index known here.",
+        "gauge",
+        node.committed_index().to_string(),
+    );
+    gauge(
+        "pos_hub_applied_index",
+        "Last Raft log index applied here.",
+        "gauge",
+        raft.last_applied.map_or(0, |l| l.index).to_string(),
+    );
+    gauge(
+        "pos_hub_last_seq",
+        "Seq of the last event in the store's log.",
+        "gauge",
+        last_seq.to_string(),
+    );
+    gauge(
+        "pos_hub_append_requests_total",
+        "Append calls served by this node.",
+        "counter",
+        m.append_requests.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
+        "pos_hub_appended_events_total",
+        "Events accepted through this node.",
+        "counter",
+        m.appended_events.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
+        "pos_hub_forwarded_appends_total",
+        "Appends forwarded to the leader.",
+        "counter",
+        m.forwarded_appends.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
+        "pos_hub_subscribers",
+        "Open Subscribe streams.",
+        "gauge",
+        m.subscribers.load(Ordering::Relaxed).to_string(),
+    );
+    m.render_latency("pos_hub_append_latency_seconds", &mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

@@ -1,0 +1,243 @@
+//! The client side of the peer port: openraft's `RaftNetwork` over tonic, one lazily
+//! connected channel per peer, reused across RPCs.
+//!
+//! openraft's requests and responses travel bincode-encoded inside `RaftMessage.data`;
+//! a remote `RaftError` comes back inside the response, so that openraft sees exactly the
+//! error the peer's Raft returned.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{HubNode, NodeId, TypeConfig};
+use crate::proto::pb;
+use crate::proto::pb::peer_client::PeerClient;
+
+/// How long to wait for a TCP connection to a peer before calling it unreachable.
+pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// Largest peer message accepted or sent, in bytes: a batch of log entries or a snapshot
+/// chunk. Bounded so a confused peer cannot make us allocate without limit.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("peer address {addr:?} is not a valid host:port: {detail}")]
+    BadAddress { addr: String, detail: String },
+    #[error("cannot encode {what} for a peer: {source}")]
+    Encode {
+        what: &'static str,
+        source: bincode::Error,
+    },
+    #[error("cannot decode {what} from a peer: {source}")]
+    Decode {
+        what: &'static str,
+        source: bincode::Error,
+    },
+    #[error("peer call failed: {0}")]
+    Status(#[from] tonic::Status),
+    #[error("peer did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A peer's address and the client connected to it.
+type Channels = BTreeMap<NodeId, (String, PeerClient<Channel>)>;
+
+/// Channels to the other nodes, shared by the Raft network and by forwarding.
+#[derive(Clone, Default)]
+pub struct PeerClients {
+    channels: Arc<Mutex<Channels>>,
+}
+
+impl PeerClients {
+    /// A client for node `id` at `addr` (created lazily; replaced if the address changed).
+    pub fn get(&self, id: NodeId, addr: &str) -> Result<PeerClient<Channel>, PeerError> {
+        let mut channels = match self.channels.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((known, client)) = channels.get(&id)
+            && known == addr
+        {
+            return Ok(client.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| PeerError::BadAddress {
+                addr: addr.to_owned(),
+                detail: e.to_string(),
+            })?
+            .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
+            .tcp_nodelay(true);
+        let client = PeerClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+        channels.insert(id, (addr.to_owned(), client.clone()));
+        Ok(client)
+    }
+}
+
+pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<pb::RaftMessage, PeerError> {
+    let data = bincode::serialize(value).map_err(|source| PeerError::Encode { what, source })?;
+    Ok(pb::RaftMessage { data })
+}
+
+pub fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    msg: &pb::RaftMessage,
+) -> Result<T, PeerError> {
+    bincode::deserialize(&msg.data).map_err(|source| PeerError::Decode { what, source })
+}
+
+/// openraft's network factory: one `PeerConnection` per replication target.
+pub struct PeerNetwork {
+    pub peers: PeerClients,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &HubNode) -> PeerConnection {
+        PeerConnection {
+            target,
+            client: self.peers.get(target, &node.peer_addr),
+        }
+    }
+}
+
+pub struct PeerConnection {
+    target: NodeId,
+    client: Result<PeerClient<Channel>, PeerError>,
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+impl PeerConnection {
+    /// Sends one openraft request and decodes the peer's `Result<Resp, RaftError<E>>`.
+    async fn call<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, HubNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = match &self.client {
+            Ok(client) => client.clone(),
+            Err(err) => return Err(RPCError::Unreachable(Unreachable::new(err))),
+        };
+        let message = encode("raft request", request)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let ttl = option.hard_ttl();
+        let mut client = client;
+        let call = async {
+            match rpc {
+                Rpc::AppendEntries => client.append_entries(message).await,
+                Rpc::Vote => client.vote(message).await,
+                Rpc::InstallSnapshot => client.install_snapshot(message).await,
+            }
+        };
+        let reply = match tokio::time::timeout(ttl, call).await {
+            Err(_) => {
+                return Err(RPCError::Network(NetworkError::new(&PeerError::Timeout(
+                    ttl,
+                ))));
+            }
+            Ok(Err(status)) => {
+                let err = PeerError::Status(status);
+                return Err(match &err {
+                    PeerError::Status(s) if s.code() == tonic::Code::Unavailable => {
+                        RPCError::Unreachable(Unreachable::new(&err))
+                    }
+                    _ => RPCError::Network(NetworkError::new(&err)),
+                });
+            }
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> = decode("raft response", &reply)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, HubNode, RaftError<NodeId>>> {
+        self.call(Rpc::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, HubNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(Rpc::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, HubNode, RaftError<NodeId>>> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::error::Fatal;
+
+    use super::*;
+
+    #[test]
+    fn raft_results_survive_the_peer_encoding() {
+        let failed: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
+            Err(RaftError::Fatal(Fatal::Panicked));
+        let back: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
+            decode("vote", &encode("vote", &failed).expect("encodes")).expect("decodes");
+        assert_eq!(back, failed);
+        let snapshot_err: Result<
+            InstallSnapshotResponse<NodeId>,
+            RaftError<NodeId, InstallSnapshotError>,
+        > = Err(RaftError::Fatal(Fatal::Stopped));
+        let back: Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> =
+            decode(
+                "snapshot",
+                &encode("snapshot", &snapshot_err).expect("encodes"),
+            )
+            .expect("decodes");
+        assert_eq!(back, snapshot_err);
+    }
+
+    #[test]
+    fn a_bad_peer_address_is_reported_by_name() {
+        let Err(err) = PeerClients::default().get(2, "not an address") else {
+            panic!("a bad address is refused");
+        };
+        assert!(err.to_string().contains("not an address"), "{err}");
+    }
+}

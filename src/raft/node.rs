@@ -1,0 +1,337 @@
+//! A running node of the group and the paths every write and linearizable read takes:
+//! on the leader, propose (stamped with the leader's hub time); elsewhere, forward to the
+//! leader over the peer port. Both the client API and the peer service call these, and
+//! `WriteError` maps to a gRPC status in one place (`From<WriteError> for Status`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+
+use super::local::now_ms;
+use super::network::{PeerClients, PeerError};
+use super::typ::Raft;
+use super::{Command, HubNode, NodeId};
+use crate::domain::{Outcome, RejectCode};
+use crate::metrics::Metrics;
+use crate::proto::pb;
+use crate::store::StateReader;
+
+/// Timeouts of one node, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// How long an append may wait for a leader and a commit before it answers UNAVAILABLE.
+    pub append_timeout_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("no leader: a majority of the group is not reachable from node {node}")]
+    NoLeader { node: NodeId },
+    #[error("node {node} leads but has not heard from a majority for {silent_ms} ms: no quorum")]
+    NoQuorum { node: NodeId, silent_ms: u64 },
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        leader: Option<NodeId>,
+        leader_client_addr: Option<String>,
+    },
+    #[error("not committed within {0:?}; the outcome is unknown: retry with the same eventIds")]
+    Timeout(Duration),
+    #[error("forwarding to leader {leader}: {source}")]
+    Forward { leader: NodeId, source: PeerError },
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("the node is shutting down")]
+    Stopped,
+}
+
+impl From<WriteError> for tonic::Status {
+    fn from(err: WriteError) -> Self {
+        let message = err.to_string();
+        match err {
+            WriteError::NoLeader { .. }
+            | WriteError::NoQuorum { .. }
+            | WriteError::Timeout(_)
+            | WriteError::Stopped => tonic::Status::unavailable(message),
+            WriteError::Forward {
+                source: PeerError::Status(status),
+                ..
+            } => tonic::Status::new(status.code(), message),
+            WriteError::Forward { .. } => tonic::Status::unavailable(message),
+            WriteError::NotLeader {
+                leader_client_addr, ..
+            } => {
+                let mut status = tonic::Status::failed_precondition(match &leader_client_addr {
+                    Some(addr) => format!("{message}; the leader serves clients at {addr}"),
+                    None => message,
+                });
+                if let Some(addr) = leader_client_addr
+                    && let Ok(value) = addr.parse()
+                {
+                    status.metadata_mut().insert(LEADER_METADATA, value);
+                }
+                status
+            }
+            WriteError::Raft(_) => tonic::Status::internal(message),
+        }
+    }
+}
+
+/// Metadata key naming the leader's client address on a FAILED_PRECONDITION "not leader".
+pub const LEADER_METADATA: &str = "x-pos-hub-leader";
+
+/// Everything a request handler needs of its node.
+pub struct Node {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub reader: StateReader,
+    pub committed: Arc<AtomicU64>,
+    pub peers: PeerClients,
+    pub metrics: Arc<Metrics>,
+    pub timing: Timing,
+}
+
+impl Node {
+    pub fn raft_metrics(&self) -> openraft::RaftMetrics<NodeId, HubNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    pub fn committed_index(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
+    /// The member `id` as the membership records it.
+    pub fn member(&self, id: NodeId) -> Option<HubNode> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+    }
+
+    /// The current leader, waiting up to `wait` for one to be elected.
+    async fn leader(&self, wait: Duration) -> Option<NodeId> {
+        if let Some(leader) = self.raft_metrics().current_leader {
+            return Some(leader);
+        }
+        self.raft
+            .wait(Some(wait))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .ok()
+            .and_then(|m| m.current_leader)
+    }
+
+    fn not_leader(&self, leader: Option<NodeId>) -> WriteError {
+        let leader_client_addr = leader.and_then(|id| self.member(id)).map(|n| n.client_addr);
+        WriteError::NotLeader {
+            leader,
+            leader_client_addr,
+        }
+    }
+
+    /// Appends through whichever node leads: proposes here when this node leads, else
+    /// forwards. Retries while leadership moves, until `append_timeout_ms`.
+    pub async fn append(&self, events: Vec<pb::Event>) -> Result<Vec<Outcome>, WriteError> {
+        let started = Instant::now();
+        let budget = Duration::from_millis(self.timing.append_timeout_ms);
+        // Without a leader, wait about two elections for one, not the whole budget: a group
+        // that cannot elect in that time has no majority, and the till should hear so fast.
+        let leader_wait = Duration::from_millis(self.timing.election_timeout_max_ms * 4);
+        let result = loop {
+            let left = budget.saturating_sub(started.elapsed()).min(leader_wait);
+            let Some(leader) = self.leader(left).await else {
+                break Err(WriteError::NoLeader { node: self.id });
+            };
+            let attempt = if leader == self.id {
+                self.propose(events.clone()).await
+            } else {
+                self.forward(leader, events.clone()).await
+            };
+            match attempt {
+                // Leadership moved under us: look again, while time is left.
+                Err(WriteError::NotLeader { .. } | WriteError::Forward { .. })
+                    if started.elapsed() + Duration::from_millis(self.timing.heartbeat_ms)
+                        < budget =>
+                {
+                    tokio::time::sleep(Duration::from_millis(self.timing.heartbeat_ms)).await;
+                }
+                other => break other,
+            }
+        };
+        self.metrics.append_requests.fetch_add(1, Ordering::Relaxed);
+        if let Ok(outcomes) = &result {
+            self.metrics.observe_append(started.elapsed());
+            let accepted = outcomes
+                .iter()
+                .filter(|o| matches!(o, Outcome::Accepted { .. }))
+                .count();
+            self.metrics
+                .appended_events
+                .fetch_add(accepted as u64, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        events: Vec<pb::Event>,
+    ) -> Result<Vec<Outcome>, WriteError> {
+        let addr = self.member(leader).map(|n| n.peer_addr).unwrap_or_default();
+        let fail = |source| WriteError::Forward { leader, source };
+        let mut client = self.peers.get(leader, &addr).map_err(fail)?;
+        self.metrics
+            .forwarded_appends
+            .fetch_add(1, Ordering::Relaxed);
+        let budget = Duration::from_millis(self.timing.append_timeout_ms);
+        let reply = tokio::time::timeout(budget, client.forward(pb::AppendRequest { events }))
+            .await
+            .map_err(|_| fail(PeerError::Timeout(budget)))?
+            .map_err(|status| match status.code() {
+                // The leader stepped down between our look and its answer.
+                tonic::Code::FailedPrecondition => self.not_leader(None),
+                _ => fail(PeerError::Status(status)),
+            })?;
+        Ok(reply
+            .into_inner()
+            .results
+            .iter()
+            .map(outcome_from_result)
+            .collect())
+    }
+
+    /// Proposes the events as one log entry stamped with this leader's clock; answers once
+    /// it is committed on a majority and applied here.
+    pub async fn propose(&self, events: Vec<pb::Event>) -> Result<Vec<Outcome>, WriteError> {
+        let metrics = self.raft_metrics();
+        if metrics.current_leader != Some(self.id) || metrics.state != ServerState::Leader {
+            return Err(self.not_leader(metrics.current_leader));
+        }
+        // Fail fast instead of queueing writes that cannot commit: a leader cut off from
+        // the majority notices it through missing heartbeat acknowledgements.
+        let voters = metrics.membership_config.membership().voter_ids().count();
+        if voters > 1 {
+            let silent_ms = metrics.millis_since_quorum_ack.unwrap_or(u64::MAX);
+            if silent_ms > self.timing.election_timeout_max_ms {
+                return Err(WriteError::NoQuorum {
+                    node: self.id,
+                    silent_ms,
+                });
+            }
+        }
+        let budget = Duration::from_millis(self.timing.append_timeout_ms);
+        let write = self.raft.client_write(Command {
+            hub_time_ms: now_ms(),
+            events,
+        });
+        match tokio::time::timeout(budget, write).await {
+            Err(_) => Err(WriteError::Timeout(budget)),
+            Ok(Ok(response)) => Ok(response.data.outcomes),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))) => {
+                Err(self.not_leader(to.leader_id))
+            }
+            Ok(Err(RaftError::Fatal(_))) => Err(WriteError::Stopped),
+            Ok(Err(err)) => Err(WriteError::Raft(err.to_string())),
+        }
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the log index a
+    /// linearizable read must see applied.
+    pub async fn read_index_as_leader(&self) -> Result<u64, WriteError> {
+        let budget = Duration::from_millis(self.timing.append_timeout_ms);
+        match tokio::time::timeout(budget, self.raft.get_read_log_id()).await {
+            Err(_) => Err(WriteError::NoQuorum {
+                node: self.id,
+                silent_ms: budget.as_millis() as u64,
+            }),
+            Ok(Ok((read_log_id, _applied))) => Ok(read_log_id.map_or(0, |id| id.index)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to)))) => {
+                Err(self.not_leader(to.leader_id))
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
+                Err(WriteError::Raft(e.to_string()))
+            }
+            Ok(Err(RaftError::Fatal(_))) => Err(WriteError::Stopped),
+        }
+    }
+
+    /// Waits until this node has applied everything committed before the call (as
+    /// confirmed by the leader), so that a local read after it is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), WriteError> {
+        let budget = Duration::from_millis(self.timing.append_timeout_ms);
+        let Some(leader) = self.leader(budget).await else {
+            return Err(WriteError::NoLeader { node: self.id });
+        };
+        let index = if leader == self.id {
+            self.read_index_as_leader().await?
+        } else {
+            let addr = self.member(leader).map(|n| n.peer_addr).unwrap_or_default();
+            let fail = |source| WriteError::Forward { leader, source };
+            let mut client = self.peers.get(leader, &addr).map_err(fail)?;
+            tokio::time::timeout(budget, client.read_index(pb::ReadIndexRequest {}))
+                .await
+                .map_err(|_| fail(PeerError::Timeout(budget)))?
+                .map_err(|status| fail(PeerError::Status(status)))?
+                .into_inner()
+                .index
+        };
+        if index > 0 {
+            self.raft
+                .wait(Some(budget))
+                .applied_index_at_least(Some(index), "linearizable read")
+                .await
+                .map_err(|_| WriteError::Timeout(budget))?;
+        }
+        Ok(())
+    }
+}
+
+/// The one conversion of an outcome to its wire form.
+pub fn outcome_to_result(event_id: &str, outcome: &Outcome) -> pb::AppendResult {
+    let mut result = pb::AppendResult {
+        event_id: event_id.to_owned(),
+        ..Default::default()
+    };
+    match outcome {
+        Outcome::Accepted { seq } => {
+            result.status = pb::AppendStatus::Accepted as i32;
+            result.seq = *seq;
+        }
+        Outcome::Duplicate { seq } => {
+            result.status = pb::AppendStatus::Duplicate as i32;
+            result.seq = *seq;
+        }
+        Outcome::Rejected { code, message } => {
+            result.status = pb::AppendStatus::Rejected as i32;
+            result.code = code.as_str().to_owned();
+            result.message = message.clone();
+        }
+    }
+    result
+}
+
+/// The inverse of `outcome_to_result`, for answers forwarded from the leader.
+pub fn outcome_from_result(result: &pb::AppendResult) -> Outcome {
+    match pb::AppendStatus::try_from(result.status) {
+        Ok(pb::AppendStatus::Accepted) => Outcome::Accepted { seq: result.seq },
+        Ok(pb::AppendStatus::Duplicate) => Outcome::Duplicate { seq: result.seq },
+        _ => {
+            let code = RejectCode::ALL
+                .into_iter()
+                .find(|c| c.as_str() == result.code)
+                .unwrap_or(RejectCode::MalformedEvent);
+            Outcome::Rejected {
+                code,
+                message: result.message.clone(),
+            }
+        }
+    }
+}

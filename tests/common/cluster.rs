@@ -1,0 +1,980 @@
+//! A harness for networked pos-hub groups: spawns real `pos-hub serve` processes on free
+//! loopback ports, each with its own data dir and log file inside one temp dir, and waits
+//! on conditions (Hello, /healthz, /status) with deadlines, never on fixed sleeps.
+//!
+//! Every child is SIGKILLed when the `Cluster` is dropped; when that happens during a
+//! panic, the tail of every node's log is printed. The cluster tests of one test binary
+//! run one at a time (`serial()`): the machine has two cores, and parallel groups would
+//! starve each other's elections.
+//!
+//! Set `POS_HUB_TEST_RUST_LOG` (e.g. `info,openraft=debug`) to change what the nodes log;
+//! the default is `warn`. Set `POS_HUB_TEST_KEEP=1` to keep the data dirs and logs.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use pos_hub::proto::pb;
+use pos_hub::proto::pb::cluster_client::ClusterClient;
+use pos_hub::proto::pb::hub_client::HubClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint};
+
+use super::BIN;
+
+/// Serializes the clusters (and the dev node) of one test binary.
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// Takes the global test lock, recovering it if an earlier test panicked while holding it.
+pub fn serial() -> MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How long a whole group gets to elect a leader that everybody agrees on.
+pub const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Polling interval of every wait loop.
+pub const POLL: Duration = Duration::from_millis(50);
+/// The largest message a test client accepts (Subscribe batches may be large).
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+/// Lines of a node's log printed when a test fails.
+const LOG_TAIL_LINES: usize = 60;
+/// Characters kept of each log line printed (openraft's errors repeat their sources).
+const LOG_LINE_CHARS: usize = 400;
+
+pub const TENANT: &str = "t-demo";
+pub const STORE: &str = "s-001";
+pub const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/order-flow.jsonl");
+
+/// Flags common to every node of a group; `None` leaves the server's default, which is
+/// what the acceptance lines are about.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub snapshot_every: Option<u64>,
+    pub heartbeat_ms: Option<u64>,
+    pub election_timeout_ms: Option<u64>,
+}
+
+/// One `pos-hub serve` process (running or not) and where it lives.
+#[derive(Debug)]
+pub struct Node {
+    pub id: u64,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    /// The `--initial-cluster` this node is started with (the same on every restart).
+    initial_cluster: String,
+    child: Option<Child>,
+    starts: u32,
+}
+
+pub struct Cluster {
+    nodes: BTreeMap<u64, Node>,
+    /// Voters of the group as the test believes it to be (a blank node is not one).
+    members: Vec<u64>,
+    initial_cluster: String,
+    options: Options,
+    dir: tempfile::TempDir,
+    // Last, so that it is released after the children are killed and the dir removed.
+    _serial: MutexGuard<'static, ()>,
+}
+
+/// `count` distinct free loopback ports (all bound at once, then released).
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binds a free loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// The last `lines` lines of a file (or a note that it cannot be read).
+pub fn tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..]
+                .iter()
+                .map(|line| match line.char_indices().nth(LOG_LINE_CHARS) {
+                    Some((cut, _)) => format!("{}…", &line[..cut]),
+                    None => (*line).to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        Err(err) => format!("(cannot read {}: {err})", path.display()),
+    }
+}
+
+impl Cluster {
+    /// Starts `n` voters (ids 1..=n) with default options and waits for an agreed leader.
+    pub async fn start(n: u64) -> Cluster {
+        Self::start_with(n, Options::default()).await
+    }
+
+    pub async fn start_with(n: u64, options: Options) -> Cluster {
+        let serial = serial();
+        let dir = tempfile::tempdir().expect("creates the cluster temp dir");
+        let ports = free_ports(2 * n as usize);
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let i = (id - 1) as usize;
+            let node_dir = dir.path().join(format!("node{id}"));
+            std::fs::create_dir_all(&node_dir).expect("creates the node dir");
+            nodes.insert(
+                id,
+                Node {
+                    id,
+                    client_addr: format!("127.0.0.1:{}", ports[2 * i]),
+                    peer_addr: format!("127.0.0.1:{}", ports[2 * i + 1]),
+                    data_dir: node_dir.join("data"),
+                    log_path: node_dir.join("node.log"),
+                    initial_cluster: String::new(),
+                    child: None,
+                    starts: 0,
+                },
+            );
+        }
+        let initial_cluster = nodes
+            .values()
+            .map(|n| format!("{}={}/{}", n.id, n.peer_addr, n.client_addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        for node in nodes.values_mut() {
+            node.initial_cluster = initial_cluster.clone();
+        }
+        let mut cluster = Cluster {
+            nodes,
+            members: (1..=n).collect(),
+            initial_cluster,
+            options,
+            dir,
+            _serial: serial,
+        };
+        eprintln!(
+            "harness: starting {n} nodes in {} with --initial-cluster {}",
+            cluster.dir.path().display(),
+            cluster.initial_cluster
+        );
+        for id in 1..=n {
+            cluster.spawn(id);
+        }
+        let members = cluster.members.clone();
+        let leader = cluster.wait_leader(&members, LEADER_TIMEOUT).await;
+        eprintln!("harness: {n} nodes up, node {leader} leads");
+        cluster
+    }
+
+    /// Adds a node process that is not in the group: started with the group's
+    /// `--initial-cluster`, which does not contain its id, so it waits to be added.
+    pub fn spawn_blank_node(&mut self, id: u64) {
+        assert!(!self.nodes.contains_key(&id), "node {id} exists already");
+        let ports = free_ports(2);
+        let node_dir = self.dir.path().join(format!("node{id}"));
+        std::fs::create_dir_all(&node_dir).expect("creates the node dir");
+        self.nodes.insert(
+            id,
+            Node {
+                id,
+                client_addr: format!("127.0.0.1:{}", ports[0]),
+                peer_addr: format!("127.0.0.1:{}", ports[1]),
+                data_dir: node_dir.join("data"),
+                log_path: node_dir.join("node.log"),
+                initial_cluster: self.initial_cluster.clone(),
+                child: None,
+                starts: 0,
+            },
+        );
+        self.spawn(id);
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let options = self.options.clone();
+        let cwd = self.dir.path().to_path_buf();
+        let node = self.nodes.get_mut(&id).expect("known node");
+        assert!(node.child.is_none(), "node {id} is running already");
+        node.starts += 1;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .expect("opens the node log");
+        writeln!(log, "=== harness: start #{} of node {id} ===", node.starts).expect("writes log");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .args(["--node-id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--listen", &node.client_addr])
+            .args(["--peer-listen", &node.peer_addr])
+            .args(["--initial-cluster", &node.initial_cluster])
+            .args(["--tenant", TENANT, "--store", STORE]);
+        if let Some(ms) = options.heartbeat_ms {
+            cmd.args(["--heartbeat-ms", &ms.to_string()]);
+        }
+        if let Some(ms) = options.election_timeout_ms {
+            cmd.args(["--election-timeout-ms", &ms.to_string()]);
+        }
+        if let Some(every) = options.snapshot_every {
+            cmd.args(["--snapshot-every", &every.to_string()]);
+        }
+        let rust_log = std::env::var("POS_HUB_TEST_RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
+        cmd.env("RUST_LOG", rust_log)
+            .env("NO_COLOR", "1")
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clones the log handle"))
+            .stderr(log);
+        node.child = Some(cmd.spawn().expect("spawns pos-hub serve"));
+    }
+
+    /// SIGKILLs a node and reaps it.
+    pub fn kill(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let mut child = node
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("node {id} is not running"));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaps the killed node");
+        eprintln!("harness: node {id} killed");
+    }
+
+    /// Starts a stopped node again with the same flags and data dir (does not wait).
+    pub fn restart(&mut self, id: u64) {
+        self.spawn(id);
+        eprintln!("harness: node {id} restarted");
+    }
+
+    /// SIGKILLs every running node.
+    pub fn stop_all(&mut self) {
+        let running: Vec<u64> = self.running();
+        for id in running {
+            self.kill(id);
+        }
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.nodes[&id].child.is_some()
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    pub fn members(&self) -> Vec<u64> {
+        self.members.clone()
+    }
+
+    pub fn set_members(&mut self, members: &[u64]) {
+        self.members = members.to_vec();
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[&id]
+    }
+
+    pub fn client_addr(&self, id: u64) -> String {
+        self.nodes[&id].client_addr.clone()
+    }
+
+    pub fn peer_addr(&self, id: u64) -> String {
+        self.nodes[&id].peer_addr.clone()
+    }
+
+    /// `http://127.0.0.1:P`, the node's client URL as the CLI takes it.
+    pub fn url(&self, id: u64) -> String {
+        format!("http://{}", self.nodes[&id].client_addr)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A gRPC client of the node's `Hub` service (connects lazily, reconnects by itself).
+    pub fn client(&self, id: u64) -> HubClient<Channel> {
+        hub_client(&self.nodes[&id].client_addr)
+    }
+
+    pub fn cluster_client(&self, id: u64) -> ClusterClient<Channel> {
+        ClusterClient::new(channel(&self.nodes[&id].client_addr))
+            .max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    /// The tail of a node's log file (stdout and stderr of all its runs).
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        tail(&self.nodes[&id].log_path, lines)
+    }
+
+    pub fn all_log_tails(&self) -> String {
+        self.nodes
+            .values()
+            .map(|n| {
+                format!(
+                    "----- node {} ({}, {}) log tail:\n{}",
+                    n.id,
+                    n.client_addr,
+                    if n.child.is_some() {
+                        "running"
+                    } else {
+                        "stopped"
+                    },
+                    tail(&n.log_path, LOG_TAIL_LINES)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Panics if a node the harness believes running has exited on its own.
+    pub fn check_alive(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(child) = node.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                node.child = None;
+                panic!(
+                    "node {} exited by itself ({status}); its log:\n{}",
+                    node.id,
+                    tail(&node.log_path, LOG_TAIL_LINES)
+                );
+            }
+        }
+    }
+
+    /// Hello on a node, bounded by 2 s.
+    pub async fn hello(&self, id: u64) -> Result<pb::HelloResponse, String> {
+        hello_at(&self.nodes[&id].client_addr, 0).await
+    }
+
+    /// Waits until every node of `among` answers Hello with the same leader, itself one of
+    /// `among`; returns it.
+    pub async fn wait_leader(&mut self, among: &[u64], within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        let mut view = String::new();
+        for _ in 0..100_000 {
+            self.check_alive();
+            let mut leaders = Vec::new();
+            view.clear();
+            for &id in among {
+                match self.hello(id).await {
+                    Ok(h) => {
+                        leaders.push(h.leader_id);
+                        view.push_str(&format!(" node {id}: leader {};", h.leader_id));
+                    }
+                    Err(err) => {
+                        leaders.push(0);
+                        view.push_str(&format!(" node {id}: {err};"));
+                    }
+                }
+            }
+            if let Some(&first) = leaders.first()
+                && first != 0
+                && among.contains(&first)
+                && leaders.iter().all(|&l| l == first)
+            {
+                return first;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!("no leader agreed by nodes {among:?} within {within:?}; last view:{view}");
+    }
+
+    /// The leader that all running members agree on.
+    pub async fn leader_id(&mut self) -> u64 {
+        let among: Vec<u64> = self
+            .members
+            .iter()
+            .copied()
+            .filter(|&id| self.is_running(id))
+            .collect();
+        self.wait_leader(&among, LEADER_TIMEOUT).await
+    }
+
+    /// Waits until every node of `among` reports the same `last_seq` (Hello), at least
+    /// `at_least`; returns it.
+    pub async fn wait_same_last_seq(
+        &mut self,
+        among: &[u64],
+        at_least: u64,
+        within: Duration,
+    ) -> u64 {
+        let deadline = Instant::now() + within;
+        let mut view = String::new();
+        for _ in 0..100_000 {
+            self.check_alive();
+            let mut seqs = Vec::new();
+            view.clear();
+            for &id in among {
+                match self.hello(id).await {
+                    Ok(h) => {
+                        seqs.push(Some(h.last_seq));
+                        view.push_str(&format!(" node {id}: last_seq {};", h.last_seq));
+                    }
+                    Err(err) => {
+                        seqs.push(None);
+                        view.push_str(&format!(" node {id}: {err};"));
+                    }
+                }
+            }
+            if let Some(&Some(first)) = seqs.first()
+                && first >= at_least
+                && seqs.iter().all(|&s| s == Some(first))
+            {
+                return first;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!(
+            "nodes {among:?} did not agree on a last_seq >= {at_least} within {within:?}; last view:{view}"
+        );
+    }
+
+    /// GET on a node's client port (HTTP/1.0, Connection: close), bounded by 5 s.
+    pub async fn http_get(&self, id: u64, path: &str) -> Result<HttpResponse, String> {
+        http_get(&self.nodes[&id].client_addr, path).await
+    }
+
+    /// Waits until `/healthz` of the node answers 200.
+    pub async fn wait_healthy(&mut self, id: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut last = String::new();
+        for _ in 0..100_000 {
+            self.check_alive();
+            match self.http_get(id, "/healthz").await {
+                Ok(r) if r.status == 200 => return,
+                Ok(r) => last = format!("HTTP {} {}", r.status, r.text()),
+                Err(err) => last = err,
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!("node {id}: /healthz not 200 within {within:?}; last: {last}");
+    }
+
+    /// `/status` of a node as JSON.
+    pub async fn status_json(&self, id: u64) -> serde_json::Value {
+        let response = self
+            .http_get(id, "/status")
+            .await
+            .unwrap_or_else(|e| panic!("node {id}: GET /status: {e}"));
+        assert_eq!(
+            response.status,
+            200,
+            "node {id}: /status: {}",
+            response.text()
+        );
+        serde_json::from_slice(&response.body)
+            .unwrap_or_else(|e| panic!("node {id}: /status is not JSON ({e}): {}", response.text()))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "harness: the test failed; node logs follow\n{}",
+                self.all_log_tails()
+            );
+        }
+        if std::env::var_os("POS_HUB_TEST_KEEP").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("harness: kept {}", self.dir.path().display());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// gRPC helpers
+
+pub fn channel(addr: &str) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a valid URL")
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .connect_lazy()
+}
+
+pub fn hub_client(addr: &str) -> HubClient<Channel> {
+    HubClient::new(channel(addr))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+pub async fn hello_at(addr: &str, cursor: u64) -> Result<pb::HelloResponse, String> {
+    let mut client = hub_client(addr);
+    let request = pb::HelloRequest {
+        device_id: "test-harness".into(),
+        cursor,
+    };
+    match tokio::time::timeout(Duration::from_secs(2), client.hello(request)).await {
+        Err(_) => Err("Hello timed out after 2s".into()),
+        Ok(Err(status)) => Err(format!("Hello failed: {status}")),
+        Ok(Ok(response)) => Ok(response.into_inner()),
+    }
+}
+
+/// Append bounded by `within`; a test-side timeout comes back as `DeadlineExceeded`.
+pub async fn append(
+    client: &mut HubClient<Channel>,
+    events: Vec<pb::Event>,
+    within: Duration,
+) -> Result<Vec<pb::AppendResult>, tonic::Status> {
+    let request = pb::AppendRequest { events };
+    match tokio::time::timeout(within, client.append(request)).await {
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "test-side timeout: no answer to Append within {within:?}"
+        ))),
+        Ok(Err(status)) => Err(status),
+        Ok(Ok(response)) => Ok(response.into_inner().results),
+    }
+}
+
+/// Appends `events`, asserting every one is ACCEPTED; returns their seqs.
+pub async fn append_accepted(
+    client: &mut HubClient<Channel>,
+    events: Vec<pb::Event>,
+    within: Duration,
+) -> Vec<u64> {
+    let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    let results = append(client, events, within)
+        .await
+        .unwrap_or_else(|status| panic!("Append failed: {status:?}"));
+    assert_eq!(results.len(), ids.len(), "one result per event");
+    results
+        .iter()
+        .zip(&ids)
+        .map(|(r, id)| {
+            assert_eq!(&r.event_id, id, "results come in request order");
+            assert_eq!(
+                r.status,
+                pb::AppendStatus::Accepted as i32,
+                "event {id} not accepted: {r:?}"
+            );
+            r.seq
+        })
+        .collect()
+}
+
+/// Appends `events` until they are answered (the same events, hence the same ids, each
+/// time), moving to the next node after every error. Bounded by `attempts` tries of at most
+/// `per_try` each. Returns the results and how many tries it took.
+pub async fn append_retrying(
+    clients: &mut [HubClient<Channel>],
+    next: &mut usize,
+    events: &[pb::Event],
+    attempts: usize,
+    per_try: Duration,
+) -> Result<(Vec<pb::AppendResult>, usize), String> {
+    let mut errors = Vec::new();
+    for attempt in 1..=attempts {
+        let i = *next % clients.len();
+        match append(&mut clients[i], events.to_vec(), per_try).await {
+            Ok(results) => {
+                if results.len() != events.len() {
+                    return Err(format!(
+                        "{} results for {} events",
+                        results.len(),
+                        events.len()
+                    ));
+                }
+                for (r, e) in results.iter().zip(events) {
+                    if r.event_id != e.event_id {
+                        return Err(format!(
+                            "result for {} where {} was expected",
+                            r.event_id, e.event_id
+                        ));
+                    }
+                }
+                return Ok((results, attempt));
+            }
+            Err(status) => {
+                if errors.len() < 8 {
+                    errors.push(format!(
+                        "client #{i}: {:?} {}",
+                        status.code(),
+                        status.message()
+                    ));
+                }
+                *next += 1;
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+    Err(format!(
+        "no answer after {attempts} tries; first errors: {errors:?}"
+    ))
+}
+
+/// `(seq, eventId)` of every event Subscribe streams from `cursor` until seq `up_to`
+/// (inclusive), checking that seqs come in order, each once, without gaps.
+pub async fn subscribe_ids(
+    client: &mut HubClient<Channel>,
+    cursor: u64,
+    up_to: u64,
+    within: Duration,
+) -> Result<Vec<(u64, String)>, String> {
+    let deadline = tokio::time::Instant::now() + within;
+    let stream =
+        tokio::time::timeout_at(deadline, client.subscribe(pb::SubscribeRequest { cursor }))
+            .await
+            .map_err(|_| format!("Subscribe({cursor}) did not answer within {within:?}"))?
+            .map_err(|status| format!("Subscribe({cursor}) failed: {status:?}"))?;
+    collect_stream(stream.into_inner(), cursor, up_to, deadline).await
+}
+
+/// Reads an open Subscribe stream up to seq `up_to` (see `subscribe_ids`).
+pub async fn collect_stream(
+    mut stream: tonic::Streaming<pb::SubscribeResponse>,
+    cursor: u64,
+    up_to: u64,
+    deadline: tokio::time::Instant,
+) -> Result<Vec<(u64, String)>, String> {
+    let mut out = Vec::new();
+    let mut last = cursor;
+    while last < up_to {
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Err(_) => {
+                return Err(format!(
+                    "Subscribe from {cursor}: timed out at seq {last}, waiting for {up_to}"
+                ));
+            }
+            Ok(Err(status)) => {
+                return Err(format!(
+                    "Subscribe from {cursor}: error at seq {last}: {status:?}"
+                ));
+            }
+            Ok(Ok(None)) => {
+                return Err(format!(
+                    "Subscribe from {cursor}: stream ended at seq {last}, before {up_to}"
+                ));
+            }
+            Ok(Ok(Some(batch))) => {
+                for event in batch.events {
+                    if event.seq != last + 1 {
+                        return Err(format!(
+                            "Subscribe from {cursor}: seq {} ({}) after seq {last}; expected {}",
+                            event.seq,
+                            event.event_id,
+                            last + 1
+                        ));
+                    }
+                    last = event.seq;
+                    if event.seq <= up_to {
+                        out.push((event.seq, event.event_id));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Events
+
+/// The spec-shaped JSON of `super::event` as a protobuf event.
+pub fn to_pb(json: &serde_json::Value) -> pb::Event {
+    let event: pos_hub::domain::Event =
+        serde_json::from_value(json.clone()).expect("a domain event");
+    pos_hub::proto::convert::event_to_pb(&event).expect("converts to protobuf")
+}
+
+/// An `inventory.adjusted` event with a fresh UUIDv7 (always acceptable: stock counters
+/// take any number of adjustments at version 1).
+pub fn inventory_event(sku: &str, delta: i64, device: &str, lamport: u64) -> pb::Event {
+    let id = uuid::Uuid::now_v7().to_string();
+    to_pb(&super::event(
+        &id,
+        ("inventory", sku),
+        1,
+        "inventory.adjusted",
+        device,
+        lamport,
+        serde_json::json!({"sku": sku, "delta": delta}),
+    ))
+}
+
+/// The 15 events of `examples/order-flow.jsonl`.
+pub fn example_events() -> Vec<pb::Event> {
+    std::fs::read_to_string(EXAMPLE)
+        .expect("reads the example")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let event: pos_hub::domain::Event =
+                serde_json::from_str(line).expect("an example event");
+            pos_hub::proto::convert::event_to_pb(&event).expect("converts to protobuf")
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw HTTP
+
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// De-chunked.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// `GET path` with HTTP/1.0 and `Connection: close` (so the reply is not chunked).
+pub async fn http_get(addr: &str, path: &str) -> Result<HttpResponse, String> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    http_exchange(addr, request.as_bytes(), Duration::from_secs(5)).await
+}
+
+/// Writes a raw request, reads the reply to EOF, parses it; bounded by `within`.
+pub async fn http_exchange(
+    addr: &str,
+    request: &[u8],
+    within: Duration,
+) -> Result<HttpResponse, String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        stream
+            .write_all(request)
+            .await
+            .map_err(|e| format!("write to {addr}: {e}"))?;
+        let mut raw = Vec::new();
+        // A reset after a complete reply still leaves a parseable reply in `raw`.
+        if let Err(err) = stream.read_to_end(&mut raw).await
+            && raw.is_empty()
+        {
+            return Err(format!("read from {addr}: {err}"));
+        }
+        parse_http_response(&raw)
+    };
+    tokio::time::timeout(within, exchange)
+        .await
+        .map_err(|_| format!("HTTP exchange with {addr} took more than {within:?}"))?
+}
+
+pub fn parse_http_response(raw: &[u8]) -> Result<HttpResponse, String> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers in {:?}", String::from_utf8_lossy(raw)))?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            Some((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        })
+        .collect();
+    let rest = &raw[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)?
+    } else if let Some(len) = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        if rest.len() < len {
+            return Err(format!(
+                "body shorter ({}) than its content-length ({len})",
+                rest.len()
+            ));
+        }
+        rest[..len].to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    for _ in 0..1_000_000 {
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("chunk size line without CRLF")?;
+        let size_text = String::from_utf8_lossy(&rest[..line_end]);
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|e| format!("bad chunk size {size_text:?}: {e}"))?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        if rest.len() < size {
+            return Err("truncated chunk".into());
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = rest.get(size + 2..).unwrap_or_default();
+    }
+    Err("too many chunks".into())
+}
+
+/// A gRPC-web reply: its messages and the trailer frame's text.
+#[derive(Debug, Default)]
+pub struct GrpcWebReply {
+    pub messages: Vec<Vec<u8>>,
+    pub trailers: String,
+}
+
+/// Splits a gRPC-web body into data frames (flag 0x00) and the trailer frame (flag 0x80).
+pub fn parse_grpc_web_frames(mut body: &[u8]) -> Result<GrpcWebReply, String> {
+    let mut reply = GrpcWebReply::default();
+    for _ in 0..10_000 {
+        if body.is_empty() {
+            return Ok(reply);
+        }
+        if body.len() < 5 {
+            return Err(format!("a frame header of {} bytes", body.len()));
+        }
+        let flag = body[0];
+        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        let frame = body
+            .get(5..5 + len)
+            .ok_or_else(|| format!("a frame of {len} bytes, {} left", body.len() - 5))?;
+        if flag & 0x80 != 0 {
+            reply.trailers.push_str(&String::from_utf8_lossy(frame));
+        } else {
+            reply.messages.push(frame.to_vec());
+        }
+        body = &body[5 + len..];
+    }
+    Err("too many frames".into())
+}
+
+/// `POST /pos.v1.Hub/Append` as gRPC-web over HTTP/1.1, with an `Origin` header.
+pub async fn grpc_web_append(
+    addr: &str,
+    request: &pb::AppendRequest,
+    origin: &str,
+) -> Result<(HttpResponse, GrpcWebReply), String> {
+    let message = prost::Message::encode_to_vec(request);
+    let mut body = Vec::with_capacity(message.len() + 5);
+    body.push(0u8);
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    let head = format!(
+        "POST /pos.v1.Hub/Append HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/grpc-web+proto\r\nAccept: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nX-User-Agent: grpc-web-javascript/0.1\r\nOrigin: {origin}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(&body);
+    let response = http_exchange(addr, &raw, Duration::from_secs(15)).await?;
+    let frames = parse_grpc_web_frames(&response.body)?;
+    Ok((response, frames))
+}
+
+// ---------------------------------------------------------------------------------------
+// The CLI
+
+/// Runs `pos-hub ARGS…` (in `cwd`) to completion, killing it after `within`.
+pub fn run_cli(args: &[&str], cwd: &Path, within: Duration) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns pos-hub");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut buf);
+        buf
+    });
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("polls the CLI") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`pos-hub {}` did not finish within {within:?}; stderr so far: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&err_reader.join().unwrap_or_default())
+            );
+        }
+        std::thread::sleep(POLL);
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+/// `run_cli` off the async runtime's worker threads.
+pub async fn run_cli_async(args: Vec<String>, cwd: PathBuf, within: Duration) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_cli(&args, &cwd, within)
+    })
+    .await
+    .expect("the CLI runner does not panic")
+}
