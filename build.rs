@@ -11,11 +11,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(protos, ["proto"])?;
-    // The encoded descriptors serve gRPC server reflection, so stock tools can list the API.
+    // The encoded descriptors serve gRPC server reflection on the client port, so stock
+    // tools can list the API; the peer service is not served there, so it is left out.
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let mut client_port = descriptors.clone();
+    client_port
+        .file
+        .retain(|file| file.name() != "pos/v1/peer.proto");
     std::fs::write(
         out_dir.join("pos_descriptor.bin"),
-        prost::Message::encode_to_vec(&descriptors),
+        prost::Message::encode_to_vec(&client_port),
     )?;
     tonic_prost_build::configure()
         .build_client(true)

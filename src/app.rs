@@ -48,6 +48,8 @@ pub struct ServeConfig {
     pub realm: Realm,
     pub timing: Timing,
     pub snapshot_every_log_entries: u64,
+    /// Recent batches of applied events kept in memory for live subscribers.
+    pub feed_batches: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +131,8 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
-    let (log, state_machine) = store::open(&config.data_dir, &config.realm).await?;
+    let (log, state_machine) =
+        store::open_with_feed(&config.data_dir, &config.realm, config.feed_batches).await?;
     let committed = log.committed_index();
     let reader = state_machine.reader();
     let raft_config = Config {

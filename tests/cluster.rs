@@ -719,6 +719,14 @@ async fn a_fourth_node_catches_up_on_50k_events_by_snapshot_and_is_removed_again
     let log_before_add = c.status_json(leader).await["lastLogIndex"]
         .as_u64()
         .expect("lastLogIndex");
+    // The leader no longer has the head of its log: node 4 can only catch up by snapshot.
+    let purged_before_add = c.status_json(leader).await["purgedIndex"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        purged_before_add > 0,
+        "the leader purged its log head before node 4 joins"
+    );
     let adding = Instant::now();
     let response = tokio::time::timeout(
         Duration::from_secs(300),
@@ -767,6 +775,14 @@ async fn a_fourth_node_catches_up_on_50k_events_by_snapshot_and_is_removed_again
     assert_eq!(from_4.len() as u64, last, "node 4 streams every event");
     assert!(last >= BULK_EVENTS);
     assert_same_list(&from_4, &from_1, "node 4 vs node 1");
+    let status_4 = c.status_json(4).await;
+    assert!(
+        status_4["snapshotIndex"]
+            .as_u64()
+            .is_some_and(|i| i >= purged_before_add),
+        "node 4 holds an installed snapshot covering the purged log head (purged up to \
+         {purged_before_add} on the leader): {status_4}"
+    );
 
     phase("RemoveNode 4 (on the leader); the group keeps 3 voters");
     let response = tokio::time::timeout(

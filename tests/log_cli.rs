@@ -156,3 +156,27 @@ fn a_data_dir_of_one_realm_refuses_another() {
 fn tracing_phase(phase: &str) {
     eprintln!("{phase}");
 }
+
+#[test]
+fn logs_are_json_lines_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = std::process::Command::new(BIN)
+        .args(["--log-format", "json", "log", "--data-dir"])
+        .arg(dir.path())
+        .args(["--snapshot-every", "1", "append", EXAMPLE, "--batch", "1"])
+        .env("RUST_LOG", "pos_hub=info")
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let logs = stderr(&output);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert!(!lines.is_empty(), "snapshots were logged");
+    for line in lines {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert!(
+            entry["level"].is_string() && entry["fields"].is_object(),
+            "{entry}"
+        );
+    }
+}

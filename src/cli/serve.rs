@@ -74,6 +74,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = crate::raft::local::SNAPSHOT_EVERY_LOG_ENTRIES,
           value_parser = clap::value_parser!(u64).range(1..))]
     snapshot_every: u64,
+    /// Recent batches of applied events kept in memory for live subscribers; one that
+    /// falls further behind reads storage instead (memory ≈ this × events per append).
+    #[arg(long, default_value_t = crate::store::EVENT_FEED_BATCHES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    feed_batches: u64,
 }
 
 /// Parses `ID=PEER[/CLIENT],…`.
@@ -138,6 +143,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             realm: Realm::new("t-demo", "s-001"),
             timing,
             snapshot_every_log_entries: args.snapshot_every,
+            feed_batches: args.feed_batches as usize,
         });
     }
     let Some(node_id) = args.node_id else {
@@ -186,6 +192,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         realm: Realm::new(args.tenant_id, args.store_id),
         timing,
         snapshot_every_log_entries: args.snapshot_every,
+        feed_batches: args.feed_batches as usize,
     })
 }
 

@@ -79,6 +79,9 @@ async fn status(State(node): State<Arc<Node>>) -> impl IntoResponse {
         "lastLogIndex": last_log_index,
         "commitIndex": node.committed_index(),
         "appliedIndex": metrics.last_applied.map_or(0, |id| id.index),
+        // The last snapshot taken or installed here, and how far the log was purged.
+        "snapshotIndex": metrics.snapshot.map(|id| id.index),
+        "purgedIndex": metrics.purged.map(|id| id.index),
         "lastSeq": applied.as_ref().map(|a| a.last_seq).ok(),
         "peers": peers,
         "subscribers": node.metrics.subscribers.load(Ordering::Relaxed),

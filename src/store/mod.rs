@@ -18,7 +18,7 @@ mod state_machine;
 use std::path::{Path, PathBuf};
 
 pub use log::LogStore;
-pub use state_machine::{Applied, EventBatch, StateMachine, StateReader};
+pub use state_machine::{Applied, EVENT_FEED_BATCHES, EventBatch, StateMachine, StateReader};
 
 use crate::domain::Realm;
 
@@ -67,6 +67,15 @@ impl StoreError {
 /// A data dir belongs to one realm for its whole life: opening it for another realm fails
 /// rather than mixing two stores' events in one log.
 pub async fn open(data_dir: &Path, realm: &Realm) -> Result<(LogStore, StateMachine), StoreError> {
+    open_with_feed(data_dir, realm, EVENT_FEED_BATCHES).await
+}
+
+/// `open`, keeping `feed_batches` recent batches of applied events for subscribers.
+pub async fn open_with_feed(
+    data_dir: &Path,
+    realm: &Realm,
+    feed_batches: usize,
+) -> Result<(LogStore, StateMachine), StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|e| StoreError::io(data_dir, e))?;
     let db_path = data_dir.join("db");
     let db = sled::Config::new()
@@ -76,7 +85,8 @@ pub async fn open(data_dir: &Path, realm: &Realm) -> Result<(LogStore, StateMach
         .flush_every_ms(Some(500))
         .open()?;
     let log = LogStore::open(&db)?;
-    let state_machine = StateMachine::open(db, data_dir.join("snapshots"), realm).await?;
+    let state_machine =
+        StateMachine::open(db, data_dir.join("snapshots"), realm, feed_batches).await?;
     Ok((log, state_machine))
 }
 

@@ -48,8 +48,9 @@ pub struct Applied {
 /// was installed): subscribers then read from storage.
 pub type EventBatch = Arc<Vec<pb::Event>>;
 
-/// Batches buffered per subscriber of the feed before it lags and must read storage.
-pub const EVENT_FEED_BATCHES: usize = 1024;
+/// Default number of recent batches the feed keeps for subscribers; one behind by more
+/// reads storage instead. Bounded because the feed holds them in memory.
+pub const EVENT_FEED_BATCHES: usize = 256;
 
 /// The domain's `State` over one state machine tree, with this apply's writes buffered in
 /// `pending` (read back before the tree) until `into_batch`.
@@ -366,6 +367,7 @@ impl StateMachine {
         db: sled::Db,
         snapshot_dir: PathBuf,
         realm: &Realm,
+        feed_batches: usize,
     ) -> Result<Self, StoreError> {
         let meta = db.open_tree(TREE_SM_META)?;
         match meta.get(KEY_REALM)? {
@@ -410,7 +412,7 @@ impl StateMachine {
             snapshot_dir,
             generation_guard: Arc::new(RwLock::new(())),
             receiving: Vec::new(),
-            feed: broadcast::channel(EVENT_FEED_BATCHES).0,
+            feed: broadcast::channel(feed_batches.max(1)).0,
         })
     }
 

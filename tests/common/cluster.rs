@@ -57,6 +57,7 @@ pub struct Options {
     pub snapshot_every: Option<u64>,
     pub heartbeat_ms: Option<u64>,
     pub election_timeout_ms: Option<u64>,
+    pub feed_batches: Option<u64>,
 }
 
 /// One `pos-hub serve` process (running or not) and where it lives.
@@ -225,6 +226,9 @@ impl Cluster {
         }
         if let Some(every) = options.snapshot_every {
             cmd.args(["--snapshot-every", &every.to_string()]);
+        }
+        if let Some(batches) = options.feed_batches {
+            cmd.args(["--feed-batches", &batches.to_string()]);
         }
         let rust_log = std::env::var("POS_HUB_TEST_RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
         cmd.env("RUST_LOG", rust_log)
