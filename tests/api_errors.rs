@@ -22,43 +22,11 @@ async fn last_seq(c: &Cluster) -> u64 {
     hello.expect("Hello answers").into_inner().last_seq
 }
 
+/// An inventory adjustment (always acceptable) for `tenant`'s realm.
 fn event(n: u64, tenant: &str) -> pb::Event {
-    pb::Event {
-        event_id: format!("0193e000-0000-7000-8000-{n:012x}"),
-        tenant_id: tenant.into(),
-        store_id: STORE.into(),
-        aggregate_type: "inventory".into(),
-        aggregate_id: "FRIES".into(),
-        version: 1,
-        r#type: "inventory.adjusted".into(),
-        at: "2026-11-25T12:00:00Z".into(),
-        actor: Some(pb::Actor {
-            device_id: "till-1".into(),
-            user_id: String::new(),
-        }),
-        clock: Some(pb::Clock {
-            lamport: n,
-            device_id: "till-1".into(),
-        }),
-        payload: Some(prost_types::Struct {
-            fields: [
-                (
-                    "sku".to_owned(),
-                    prost_types::Value {
-                        kind: Some(prost_types::value::Kind::StringValue("FRIES".into())),
-                    },
-                ),
-                (
-                    "delta".to_owned(),
-                    prost_types::Value {
-                        kind: Some(prost_types::value::Kind::NumberValue(1.0)),
-                    },
-                ),
-            ]
-            .into(),
-        }),
-        ..Default::default()
-    }
+    let mut event = inventory_event("FRIES", 1, "till-1", n);
+    event.tenant_id = tenant.into();
+    event
 }
 
 fn expect_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, words: &str) {

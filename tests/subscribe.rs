@@ -21,38 +21,7 @@ const WINDOW_BYTES: u32 = 65_535;
 const EVENTS: u64 = APPENDS * EVENTS_PER_APPEND;
 
 fn adjustment(n: u64) -> pb::Event {
-    let text = |s: &str| prost_types::Value {
-        kind: Some(prost_types::value::Kind::StringValue(s.into())),
-    };
-    let number = |x: f64| prost_types::Value {
-        kind: Some(prost_types::value::Kind::NumberValue(x)),
-    };
-    pb::Event {
-        event_id: format!("0193f000-0000-7000-8000-{n:012x}"),
-        tenant_id: TENANT.into(),
-        store_id: STORE.into(),
-        aggregate_type: "inventory".into(),
-        aggregate_id: "FRIES".into(),
-        version: 1,
-        r#type: "inventory.adjusted".into(),
-        at: "2026-11-25T12:00:00Z".into(),
-        actor: Some(pb::Actor {
-            device_id: "till-1".into(),
-            user_id: String::new(),
-        }),
-        clock: Some(pb::Clock {
-            lamport: n,
-            device_id: "till-1".into(),
-        }),
-        payload: Some(prost_types::Struct {
-            fields: [
-                ("sku".to_owned(), text("FRIES")),
-                ("delta".to_owned(), number(1.0)),
-            ]
-            .into(),
-        }),
-        ..Default::default()
-    }
+    inventory_event("FRIES", 1, "till-1", n)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use crate::domain::ticket::{TicketKind, TicketStatus};
 use crate::proto::pb;
 use crate::proto::pb::hub_server::Hub;
 use crate::raft::local::now_ms;
-use crate::raft::node::{Node, outcome_to_result};
+use crate::raft::node::{Node, append_response, event_ids};
 
 pub struct HubService {
     pub node: Arc<Node>,
@@ -119,21 +119,10 @@ impl Hub for HubService {
                 events.len()
             )));
         }
-        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let ids = event_ids(&events);
         let outcomes = self.node.append(events).await?;
-        if outcomes.len() != ids.len() {
-            return Err(Status::internal(format!(
-                "{} outcomes for {} events",
-                outcomes.len(),
-                ids.len()
-            )));
-        }
-        let results = ids
-            .iter()
-            .zip(&outcomes)
-            .map(|(id, o)| outcome_to_result(id, o))
-            .collect();
-        Ok(Response::new(pb::AppendResponse { results }))
+        let response = append_response(&ids, &outcomes)?;
+        Ok(Response::new(response))
     }
 
     type SubscribeStream = EventStream;

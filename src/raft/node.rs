@@ -294,6 +294,32 @@ impl Node {
     }
 }
 
+/// The ids of a request's events, kept to label its outcomes.
+pub fn event_ids(events: &[pb::Event]) -> Vec<String> {
+    events.iter().map(|e| e.event_id.clone()).collect()
+}
+
+/// One result per event, in request order. The state machine answers one outcome per
+/// event; anything else is a bug, reported rather than mislabelled.
+pub fn append_response(
+    ids: &[String],
+    outcomes: &[Outcome],
+) -> Result<pb::AppendResponse, tonic::Status> {
+    if outcomes.len() != ids.len() {
+        return Err(tonic::Status::internal(format!(
+            "{} outcomes for {} events",
+            outcomes.len(),
+            ids.len()
+        )));
+    }
+    let results = ids
+        .iter()
+        .zip(outcomes)
+        .map(|(id, o)| outcome_to_result(id, o))
+        .collect();
+    Ok(pb::AppendResponse { results })
+}
+
 /// The one conversion of an outcome to its wire form.
 pub fn outcome_to_result(event_id: &str, outcome: &Outcome) -> pb::AppendResult {
     let mut result = pb::AppendResult {

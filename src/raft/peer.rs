@@ -8,7 +8,7 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tonic::{Request, Response, Status};
 
 use super::network::{decode, encode};
-use super::node::{Node, outcome_to_result};
+use super::node::{Node, append_response, event_ids};
 use super::{NodeId, TypeConfig};
 use crate::proto::pb;
 use crate::proto::pb::peer_server::Peer;
@@ -69,15 +69,10 @@ impl Peer for PeerService {
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
         let events = request.into_inner().events;
-        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let ids = event_ids(&events);
         // Only the leader proposes; a forwarded append is never forwarded again.
         let outcomes = self.node.propose(events).await?;
-        let results = ids
-            .iter()
-            .zip(&outcomes)
-            .map(|(id, o)| outcome_to_result(id, o))
-            .collect();
-        Ok(Response::new(pb::AppendResponse { results }))
+        Ok(Response::new(append_response(&ids, &outcomes)?))
     }
 
     async fn read_index(
