@@ -1356,3 +1356,50 @@ async fn the_readme_flow_on_a_dev_node() {
     );
     drop(dev);
 }
+
+// ---------------------------------------------------------------------------------------
+// 8. Linearizable reads see every acknowledged write, on any node
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linearizable_read_on_any_node_sees_the_write_acknowledged_just_before() {
+    phase("start a 3-node group");
+    let c = Cluster::start(3).await;
+    const ROUNDS: u64 = 30;
+    phase(&format!(
+        "{ROUNDS} rounds: +1 through node A, then read the stock at once on node B ≠ A"
+    ));
+    for round in 0..ROUNDS {
+        let writer = 1 + round % 3;
+        let reader = 1 + (round + 1) % 3;
+        let event = inventory_event("LINEAR", 1, "till-lin", round + 1);
+        let reply = c
+            .client(writer)
+            .append(pb::AppendRequest {
+                events: vec![event],
+            })
+            .await
+            .unwrap_or_else(|s| panic!("round {round}: append on node {writer}: {s:?}"))
+            .into_inner();
+        assert_eq!(
+            reply.results[0].status, ACCEPTED,
+            "round {round}: {:?}",
+            reply.results[0]
+        );
+        let stocks = c
+            .client(reader)
+            .get_inventory(pb::GetInventoryRequest {
+                sku: "LINEAR".into(),
+                consistency: LINEARIZABLE,
+            })
+            .await
+            .unwrap_or_else(|s| panic!("round {round}: read on node {reader}: {s:?}"))
+            .into_inner()
+            .stocks;
+        let total = stocks.first().map_or(0, |s| s.total);
+        assert_eq!(
+            total,
+            (round + 1) as i64,
+            "round {round}: node {reader} read a stock that misses a write acknowledged by node {writer}"
+        );
+    }
+}
