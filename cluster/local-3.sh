@@ -4,6 +4,10 @@
 #   cluster/local-3.sh status  # the group as node 1 sees it
 #   cluster/local-3.sh stop    # stops all three (SIGTERM)
 # Client ports 5101-5103, peer ports 5201-5203. Logs: cluster/.local-3/node-N.log
+# The first start makes a store key (cluster/.local-3/store.*.pem) and an admin token
+# (cluster/.local-3/admin.token); devices need tokens too, e.g.
+#   target/release/pos-hub token issue --key cluster/.local-3/store.key.pem \
+#     --tenant t-demo --store s-001 --device till-1 --role till
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=cluster/.local-3
@@ -14,16 +18,20 @@ case "${1:-}" in
   start)
     cargo build --release --locked
     mkdir -p "$dir"
+    [ -f "$dir/store.key.pem" ] || "$bin" keygen --out-dir "$dir" >/dev/null
+    "$bin" token issue --key "$dir/store.key.pem" --tenant "${TENANT_ID:-t-demo}" \
+      --store "${STORE_ID:-s-001}" --device operator --role admin --ttl 1d >"$dir/admin.token"
     for n in 1 2 3; do
       "$bin" serve --node-id "$n" --data-dir "$dir/node-$n" \
         --listen "127.0.0.1:510$n" --peer-listen "127.0.0.1:520$n" \
         --initial-cluster "$members" --tenant "${TENANT_ID:-t-demo}" --store "${STORE_ID:-s-001}" \
+        --public-key "$dir/store.pub.pem" \
         >"$dir/node-$n.log" 2>&1 &
       echo $! >"$dir/node-$n.pid"
     done
     for _ in $(seq 1 50); do
       if curl -fsS http://127.0.0.1:5101/healthz >/dev/null 2>&1; then
-        "$bin" client --hub http://127.0.0.1:5101 status
+        "$bin" cluster --hub http://127.0.0.1:5101 --token "$(cat "$dir/admin.token")" status
         exit 0
       fi
       sleep 0.2
@@ -32,7 +40,7 @@ case "${1:-}" in
     exit 1
     ;;
   status)
-    "$bin" client --hub http://127.0.0.1:5101 status
+    "$bin" cluster --hub http://127.0.0.1:5101 --token "$(cat "$dir/admin.token")" status
     ;;
   stop)
     for n in 1 2 3; do

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api::CLIENT_MESSAGE_BYTES_MAX;
+use crate::api::auth::AccessPolicy;
 use crate::api::cluster::ClusterService;
 use crate::api::hub::HubService;
 use crate::domain::Realm;
@@ -35,7 +36,7 @@ pub const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
 /// Log entries per AppendEntries message.
 pub const REPLICATION_ENTRIES_MAX: u64 = 64;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeConfig {
     pub node_id: NodeId,
     pub data_dir: PathBuf,
@@ -50,6 +51,8 @@ pub struct ServeConfig {
     pub snapshot_every_log_entries: u64,
     /// Recent batches of applied events kept in memory for live subscribers.
     pub feed_batches: usize,
+    /// The store's public key, to verify device tokens; `None` runs the client API open.
+    pub public_key: Option<ed25519_dalek::VerifyingKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,15 +190,23 @@ pub async fn serve(
         .add_service(peer::server(node.clone()))
         .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), stopped());
 
+    let access = AccessPolicy::new(config.public_key, config.realm.clone());
+    if access.is_open() {
+        tracing::warn!("NO AUTHENTICATION: the client API accepts any caller (no --public-key)");
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let grpc = tonic::service::Routes::new(
-        pb::hub_server::HubServer::new(HubService { node: node.clone() })
-            .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX),
+        pb::hub_server::HubServer::new(HubService {
+            node: node.clone(),
+            access: access.clone(),
+        })
+        .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX),
     )
     .add_service(pb::cluster_server::ClusterServer::new(ClusterService {
         node: node.clone(),
+        access: access.clone(),
     }))
     .add_service(reflection)
     .prepare();

@@ -255,6 +255,17 @@ fn serve_and_client_refuse_bad_flags_with_the_reason() {
         run(&["serve", "--node-id", "1", "--initial-cluster", "1=nowhere"])
             .contains("needs a peer address")
     );
+    assert!(run(&["serve", "--node-id", "1"]).contains("needs the store's public key"));
+    assert!(
+        run(&[
+            "serve",
+            "--node-id",
+            "1",
+            "--public-key",
+            "/nonexistent/store.pub.pem"
+        ])
+        .contains("/nonexistent/store.pub.pem")
+    );
     assert!(run(&["client", "--hub", "not a url", "status"]).contains("not a URL"));
     // Nothing listens on port 1 of loopback.
     assert!(

@@ -10,6 +10,7 @@ use openraft::ServerState;
 use openraft::error::{ClientWriteError, RaftError};
 use tonic::{Request, Response, Status};
 
+use super::auth::AccessPolicy;
 use super::hub::node_infos;
 use super::store_status;
 use crate::proto::pb;
@@ -22,6 +23,7 @@ pub const ADD_NODE_TIMEOUT_MS: u64 = 600_000;
 
 pub struct ClusterService {
     pub node: Arc<Node>,
+    pub access: AccessPolicy,
 }
 
 impl ClusterService {
@@ -142,8 +144,9 @@ impl ClusterService {
 impl Cluster for ClusterService {
     async fn status(
         &self,
-        _: Request<pb::ClusterStatusRequest>,
+        request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        self.access.admin(&request)?;
         Ok(Response::new(ClusterService::status(self)?))
     }
 
@@ -151,6 +154,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        self.access.admin(&request)?;
         let request = request.into_inner();
         if request.id == 0 {
             return Err(Status::invalid_argument("node ids start at 1"));
@@ -214,6 +218,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        self.access.admin(&request)?;
         let id = request.into_inner().id;
         let mut voters = self.require_leader()?;
         let is_member = self.node.member(id).is_some();
@@ -238,6 +243,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        self.access.admin(&request)?;
         let to = request.into_inner().to;
         let voters = self.require_leader()?;
         if !voters.contains(&to) {

@@ -7,6 +7,7 @@ use futures::Stream;
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
+use super::auth::AccessPolicy;
 use super::{APPEND_EVENTS_MAX, convert, store_status, subscribe};
 use crate::domain::ticket::{TicketKind, TicketStatus};
 use crate::proto::pb;
@@ -16,6 +17,7 @@ use crate::raft::node::{Node, append_response, event_ids};
 
 pub struct HubService {
     pub node: Arc<Node>,
+    pub access: AccessPolicy,
 }
 
 /// The members of the group with their roles, as Hello and cluster status report them.
@@ -93,6 +95,7 @@ impl Hub for HubService {
         &self,
         request: Request<pb::HelloRequest>,
     ) -> Result<Response<pb::HelloResponse>, Status> {
+        self.access.caller(&request)?;
         let request = request.into_inner();
         let applied = self.node.reader.applied().map_err(store_status)?;
         Ok(Response::new(pb::HelloResponse {
@@ -109,6 +112,7 @@ impl Hub for HubService {
         &self,
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let events = request.into_inner().events;
         if events.is_empty() {
             return Err(Status::invalid_argument("Append needs at least one event"));
@@ -119,6 +123,7 @@ impl Hub for HubService {
                 events.len()
             )));
         }
+        self.access.check_events(caller.as_ref(), &events)?;
         let ids = event_ids(&events);
         let outcomes = self.node.append(events).await?;
         let response = append_response(&ids, &outcomes)?;
@@ -131,6 +136,7 @@ impl Hub for HubService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        self.access.caller(&request)?;
         let outbound = subscribe::start(self.node.clone(), request.into_inner().cursor);
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(outbound),
@@ -141,6 +147,7 @@ impl Hub for HubService {
         &self,
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
+        self.access.caller(&request)?;
         let request = request.into_inner();
         self.read_barrier(request.consistency).await?;
         match self
@@ -163,6 +170,7 @@ impl Hub for HubService {
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        self.access.caller(&request)?;
         let request = request.into_inner();
         let wanted = pb::OrderStatus::try_from(request.status).map_err(|_| {
             Status::invalid_argument(format!("unknown order status {}", request.status))
@@ -186,6 +194,7 @@ impl Hub for HubService {
         &self,
         request: Request<pb::GetInventoryRequest>,
     ) -> Result<Response<pb::GetInventoryResponse>, Status> {
+        self.access.caller(&request)?;
         let request = request.into_inner();
         self.read_barrier(request.consistency).await?;
         let stocks = if request.sku.is_empty() {
@@ -207,6 +216,7 @@ impl Hub for HubService {
         &self,
         request: Request<pb::ListTicketsRequest>,
     ) -> Result<Response<pb::ListTicketsResponse>, Status> {
+        self.access.caller(&request)?;
         let request = request.into_inner();
         let kind = ticket_kind_filter(request.kind)?;
         let status = ticket_status_filter(request.status)?;

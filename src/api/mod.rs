@@ -2,6 +2,7 @@
 //! (operators). Handlers stay thin: writes and linearizable reads go through
 //! `raft::node::Node`, whose `WriteError` becomes a gRPC status in one `From` impl.
 
+pub mod auth;
 pub mod cluster;
 pub mod convert;
 pub mod hub;

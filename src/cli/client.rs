@@ -17,6 +17,9 @@ pub struct ClientArgs {
     /// The hub's client address.
     #[arg(long, env = "POS_HUB", default_value = "http://127.0.0.1:4001")]
     hub: String,
+    /// This device's token (`pos-hub token issue`), sent as `authorization: Bearer …`.
+    #[arg(long, env = "POS_HUB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: ClientCommand,
 }
@@ -49,6 +52,38 @@ enum ClientCommand {
     Status,
 }
 
+/// Adds `authorization: Bearer <token>` to every call when a token is given.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> anyhow::Result<Self> {
+        match token {
+            None => Ok(Bearer(None)),
+            Some(token) => {
+                let value = format!("Bearer {}", token.trim())
+                    .parse()
+                    .context("--token contains characters a header cannot carry")?;
+                Ok(Bearer(Some(value)))
+            }
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
 pub async fn connect(hub: &str) -> anyhow::Result<Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(hub.to_owned())
         .with_context(|| format!("--hub {hub:?} is not a URL like http://127.0.0.1:4001"))?;
@@ -60,7 +95,8 @@ pub async fn connect(hub: &str) -> anyhow::Result<Channel> {
 
 pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let channel = connect(&args.hub).await?;
-    let mut hub = HubClient::new(channel.clone());
+    let bearer = Bearer::new(args.token.as_deref())?;
+    let mut hub = HubClient::with_interceptor(channel.clone(), bearer.clone());
     match args.command {
         ClientCommand::Append { file, batch } => {
             check_batch(batch)?;
@@ -117,7 +153,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             println!("{}", order_json(&order));
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Status => super::cluster::print_status(channel).await,
+        ClientCommand::Status => super::cluster::print_status(channel, bearer).await,
     }
 }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use tonic::transport::Channel;
 
-use super::client::connect;
+use super::client::{Bearer, connect};
 use crate::proto::pb;
 use crate::proto::pb::cluster_client::ClusterClient;
 use crate::raft::node::LEADER_METADATA;
@@ -17,6 +17,9 @@ pub struct ClusterArgs {
     /// Any node's client address.
     #[arg(long, env = "POS_HUB", default_value = "http://127.0.0.1:4001")]
     hub: String,
+    /// An admin token (`pos-hub token issue --role admin`).
+    #[arg(long, env = "POS_HUB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: ClusterCommand,
 }
@@ -83,8 +86,8 @@ fn print(status: &pb::ClusterStatusResponse) {
     }
 }
 
-pub async fn print_status(channel: Channel) -> anyhow::Result<ExitCode> {
-    let status = ClusterClient::new(channel)
+pub async fn print_status(channel: Channel, bearer: Bearer) -> anyhow::Result<ExitCode> {
+    let status = ClusterClient::with_interceptor(channel, bearer)
         .status(pb::ClusterStatusRequest {})
         .await?
         .into_inner();
@@ -96,12 +99,13 @@ pub async fn print_status(channel: Channel) -> anyhow::Result<ExitCode> {
 const LEADER_HOPS_MAX: usize = 3;
 
 pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
+    let bearer = Bearer::new(args.token.as_deref())?;
     if let ClusterCommand::Status = args.command {
-        return print_status(connect(&args.hub).await?).await;
+        return print_status(connect(&args.hub).await?, bearer).await;
     }
     let mut hub = args.hub.clone();
     for _ in 0..=LEADER_HOPS_MAX {
-        let mut client = ClusterClient::new(connect(&hub).await?);
+        let mut client = ClusterClient::with_interceptor(connect(&hub).await?, bearer.clone());
         let reply = match &args.command {
             ClusterCommand::Status => unreachable!("handled above"),
             ClusterCommand::AddNode {

@@ -4,6 +4,7 @@ mod client;
 mod cluster;
 mod log;
 mod serve;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,10 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Append events to, or read, the event log in a data dir (through a one-node Raft group).
     Log(log::LogArgs),
+    /// Make the store's Ed25519 key pair (PEM) for signing device tokens.
+    Keygen(token::KeygenArgs),
+    /// Issue or inspect device tokens.
+    Token(token::TokenArgs),
 }
 
 /// Which store's log, and where it lives on disk.
@@ -117,6 +122,8 @@ pub fn main() -> ExitCode {
             Command::Client(args) => client::run(args).await,
             Command::Cluster(args) => cluster::run(args).await,
             Command::Log(args) => log::run(args).await,
+            Command::Keygen(args) => token::keygen(args),
+            Command::Token(args) => token::run(args),
         }
     });
     match result {

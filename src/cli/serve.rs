@@ -79,6 +79,28 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = crate::store::EVENT_FEED_BATCHES as u64,
           value_parser = clap::value_parser!(u64).range(1..=65_536))]
     feed_batches: u64,
+    /// The store's public key (PEM) that signs device tokens; every client call then needs
+    /// `authorization: Bearer <token>`.
+    #[arg(long)]
+    public_key: Option<PathBuf>,
+    /// The same key as base64 of the PEM file (the spec's .env variable).
+    #[arg(long, env = "CLUSTER_PUBLIC_KEY_BASE64", hide_env_values = true)]
+    public_key_base64: Option<String>,
+    /// Serve the client API without tokens. Only for trials on a private machine.
+    #[arg(long, conflicts_with_all = ["public_key", "public_key_base64"])]
+    insecure_no_auth: bool,
+}
+
+/// The token-verifying key from the flags, if any.
+fn public_key(args: &ServeArgs) -> anyhow::Result<Option<ed25519_dalek::VerifyingKey>> {
+    use crate::auth::keys;
+    Ok(match (&args.public_key, &args.public_key_base64) {
+        (Some(path), _) => Some(keys::load_verifying_key(path)?),
+        (None, Some(encoded)) if !encoded.trim().is_empty() => {
+            Some(keys::verifying_key_from_base64_pem(encoded)?)
+        }
+        _ => None,
+    })
 }
 
 /// Parses `ID=PEER[/CLIENT],…`.
@@ -128,6 +150,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         election_timeout_max_ms: args.election_timeout_ms * 2,
         append_timeout_ms: args.append_timeout_ms,
     };
+    let public_key = public_key(&args)?;
     if args.dev {
         let advertise = HubNode {
             peer_addr: DEV_PEER_ADDR.into(),
@@ -144,6 +167,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             timing,
             snapshot_every_log_entries: args.snapshot_every,
             feed_batches: args.feed_batches as usize,
+            public_key,
         });
     }
     let Some(node_id) = args.node_id else {
@@ -182,6 +206,12 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         }
         (None, false) => BTreeMap::from([(node_id, advertise.clone())]),
     };
+    if public_key.is_none() && !args.insecure_no_auth {
+        bail!(
+            "serve needs the store's public key to verify device tokens: --public-key FILE or \
+             CLUSTER_PUBLIC_KEY_BASE64 (--insecure-no-auth runs without, never in a shop)"
+        );
+    }
     Ok(ServeConfig {
         node_id,
         data_dir: args.data_dir,
@@ -193,6 +223,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         timing,
         snapshot_every_log_entries: args.snapshot_every,
         feed_batches: args.feed_batches as usize,
+        public_key,
     })
 }
 

@@ -58,6 +58,9 @@ pub struct Options {
     pub heartbeat_ms: Option<u64>,
     pub election_timeout_ms: Option<u64>,
     pub feed_batches: Option<u64>,
+    /// The store's public key: nodes then require device tokens. `None` runs them with
+    /// `--insecure-no-auth`.
+    pub public_key: Option<std::path::PathBuf>,
 }
 
 /// One `pos-hub serve` process (running or not) and where it lives.
@@ -230,6 +233,14 @@ impl Cluster {
         if let Some(batches) = options.feed_batches {
             cmd.args(["--feed-batches", &batches.to_string()]);
         }
+        match &options.public_key {
+            Some(path) => {
+                cmd.arg("--public-key").arg(path);
+            }
+            None => {
+                cmd.arg("--insecure-no-auth");
+            }
+        }
         let rust_log = std::env::var("POS_HUB_TEST_RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
         cmd.env("RUST_LOG", rust_log)
             .env("NO_COLOR", "1")
@@ -373,16 +384,25 @@ impl Cluster {
             let mut leaders = Vec::new();
             view.clear();
             for &id in among {
-                match self.hello(id).await {
-                    Ok(h) => {
-                        leaders.push(h.leader_id);
-                        view.push_str(&format!(" node {id}: leader {};", h.leader_id));
+                // /status needs no token, so this works whether the nodes check tokens or not.
+                let leader = match self.http_get(id, "/status").await {
+                    Ok(response) if response.status == 200 => {
+                        serde_json::from_slice::<serde_json::Value>(&response.body)
+                            .ok()
+                            .and_then(|status| status["leaderId"].as_u64())
+                            .unwrap_or(0)
+                    }
+                    Ok(response) => {
+                        view.push_str(&format!(" node {id}: /status {};", response.status));
+                        0
                     }
                     Err(err) => {
-                        leaders.push(0);
                         view.push_str(&format!(" node {id}: {err};"));
+                        0
                     }
-                }
+                };
+                leaders.push(leader);
+                view.push_str(&format!(" node {id}: leader {leader};"));
             }
             if let Some(&first) = leaders.first()
                 && first != 0

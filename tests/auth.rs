@@ -1,0 +1,467 @@
+//! Device tokens and realms against a running node that has the store's public key: every
+//! reason a call can be refused, over real gRPC, each with its status code, a message that
+//! names the reason, and the log untouched.
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::cluster::*;
+use ed25519_dalek::SigningKey;
+use hmac::{Hmac, Mac};
+use pos_hub::auth::keys;
+use pos_hub::auth::token::{self, AUDIENCE, Claims, Role};
+use pos_hub::proto::pb;
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+fn claims(device: &str, role: Role) -> Claims {
+    Claims {
+        aud: AUDIENCE.into(),
+        sub: device.into(),
+        tenant_id: TENANT.into(),
+        store_id: STORE.into(),
+        role,
+        exp: now() + 3_600,
+        nbf: now() - 60,
+        iat: now() - 60,
+    }
+}
+
+fn b64(json: serde_json::Value) -> String {
+    URL_SAFE_NO_PAD.encode(json.to_string())
+}
+
+fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        let value: MetadataValue<_> = format!("Bearer {token}").parse().expect("header text");
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+struct Store {
+    key: SigningKey,
+    public_pem: String,
+    cluster: Cluster,
+}
+
+impl Store {
+    async fn start() -> Store {
+        let (private_pem, public_pem) = keys::generate().expect("generates");
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let public_path = dir.join("store.pub.pem");
+        std::fs::write(&public_path, &public_pem).expect("writes the key");
+        let options = Options {
+            public_key: Some(public_path),
+            ..Options::default()
+        };
+        let cluster = Cluster::start_with(1, options).await;
+        let key = keys::signing_key_from_pem(&private_pem, "test key").expect("loads");
+        Store {
+            key,
+            public_pem,
+            cluster,
+        }
+    }
+
+    fn token(&self, claims: &Claims) -> String {
+        token::issue(&self.key, claims)
+    }
+
+    async fn last_seq(&self) -> u64 {
+        let token = self.token(&claims("reader", Role::Till));
+        let hello = pb::HelloRequest {
+            device_id: "reader".into(),
+            cursor: 0,
+        };
+        let reply = self
+            .cluster
+            .client(1)
+            .hello(with_token(hello, Some(&token)))
+            .await;
+        reply
+            .expect("Hello with a good token")
+            .into_inner()
+            .last_seq
+    }
+
+    async fn append(
+        &self,
+        token: Option<&str>,
+        events: Vec<pb::Event>,
+    ) -> Result<pb::AppendResponse, tonic::Status> {
+        let request = with_token(pb::AppendRequest { events }, token);
+        self.cluster
+            .client(1)
+            .append(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// The append is refused with `code` and a message containing `reason`; the log stays.
+    async fn refused(&self, token: Option<&str>, events: Vec<pb::Event>, code: Code, reason: &str) {
+        let before = self.last_seq().await;
+        let status = self.append(token, events).await.expect_err("refused");
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(
+            status.message().contains(reason),
+            "message {:?} should name {reason:?}",
+            status.message()
+        );
+        assert_eq!(self.last_seq().await, before, "nothing reached the log");
+    }
+}
+
+fn order_created(device: &str, order: &str) -> pb::Event {
+    let mut event = inventory_event("FRIES", 1, device, 1);
+    event.aggregate_type = "order".into();
+    event.aggregate_id = order.into();
+    event.r#type = "order.created".into();
+    event.payload = Some(prost_types::Struct::default());
+    event
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_token_works_for_every_rpc() {
+    let store = Store::start().await;
+    let token = store.token(&claims("till-1", Role::Till));
+    let reply = store
+        .append(Some(&token), vec![inventory_event("FRIES", 2, "till-1", 1)])
+        .await
+        .expect("appends");
+    assert_eq!(
+        reply.results[0].status,
+        pb::AppendStatus::Accepted as i32,
+        "{reply:?}"
+    );
+    let mut hub = store.cluster.client(1);
+    let inventory = pb::GetInventoryRequest {
+        sku: "FRIES".into(),
+        consistency: 0,
+    };
+    let stocks = hub
+        .get_inventory(with_token(inventory, Some(&token)))
+        .await
+        .expect("reads")
+        .into_inner();
+    assert_eq!(stocks.stocks[0].total, 2);
+    let mut stream = hub
+        .subscribe(with_token(pb::SubscribeRequest { cursor: 0 }, Some(&token)))
+        .await
+        .expect("subscribes")
+        .into_inner();
+    let first = stream.message().await.expect("healthy").expect("an event");
+    assert_eq!(first.events[0].seq, 1);
+    let admin = store.token(&claims("operator", Role::Admin));
+    let status = store
+        .cluster
+        .cluster_client(1)
+        .status(with_token(pb::ClusterStatusRequest {}, Some(&admin)))
+        .await
+        .expect("an admin reads the group")
+        .into_inner();
+    assert_eq!(status.last_seq, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_token_is_refused_with_its_reason() {
+    let store = Store::start().await;
+    let event = || vec![inventory_event("FRIES", 1, "till-1", 1)];
+    let good = claims("till-1", Role::Till);
+
+    eprintln!("--- missing and malformed");
+    store
+        .refused(None, event(), Code::Unauthenticated, "no token")
+        .await;
+    store
+        .refused(
+            Some("not-a-jwt"),
+            event(),
+            Code::Unauthenticated,
+            "three dot-separated parts",
+        )
+        .await;
+    store
+        .refused(
+            Some("a.b.c"),
+            event(),
+            Code::Unauthenticated,
+            "malformed token",
+        )
+        .await;
+
+    eprintln!("--- signed with another key (a forgery)");
+    let forger = SigningKey::from_bytes(&[42u8; 32]);
+    store
+        .refused(
+            Some(&token::issue(&forger, &good)),
+            event(),
+            Code::Unauthenticated,
+            "bad token signature",
+        )
+        .await;
+
+    eprintln!("--- alg none, and HS256 with the public key as the HMAC secret");
+    let claims_json = serde_json::to_value(&good).expect("json");
+    let none = format!(
+        "{}.{}.",
+        b64(serde_json::json!({"alg": "none", "typ": "JWT"})),
+        b64(claims_json.clone())
+    );
+    store
+        .refused(
+            Some(&none),
+            event(),
+            Code::Unauthenticated,
+            "algorithm \"none\"",
+        )
+        .await;
+    let input = format!(
+        "{}.{}",
+        b64(serde_json::json!({"alg": "HS256", "typ": "JWT"})),
+        b64(claims_json)
+    );
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(store.public_pem.as_bytes()).expect("any key length");
+    mac.update(input.as_bytes());
+    let hs256 = format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    );
+    store
+        .refused(
+            Some(&hs256),
+            event(),
+            Code::Unauthenticated,
+            "algorithm \"HS256\"",
+        )
+        .await;
+
+    eprintln!("--- audience, realm, validity window");
+    let wrong_aud = store.token(&Claims {
+        aud: "cloud-api".into(),
+        ..good.clone()
+    });
+    store
+        .refused(Some(&wrong_aud), event(), Code::Unauthenticated, "audience")
+        .await;
+    let other_store = store.token(&Claims {
+        store_id: "s-999".into(),
+        ..good.clone()
+    });
+    store
+        .refused(
+            Some(&other_store),
+            event(),
+            Code::PermissionDenied,
+            "realm t-demo/s-999",
+        )
+        .await;
+    let later = store.token(&Claims {
+        nbf: now() + 3_600,
+        ..good.clone()
+    });
+    store
+        .refused(
+            Some(&later),
+            event(),
+            Code::Unauthenticated,
+            "not valid yet",
+        )
+        .await;
+    let expired = store.token(&Claims {
+        exp: now() - 10,
+        ..good.clone()
+    });
+    store
+        .refused(Some(&expired), event(), Code::Unauthenticated, "expired")
+        .await;
+
+    eprintln!("--- a bad token is refused on reads and Subscribe too");
+    let mut hub = store.cluster.client(1);
+    let read = hub
+        .get_order(with_token(
+            pb::GetOrderRequest {
+                order_id: "o-1".into(),
+                consistency: 0,
+            },
+            None,
+        ))
+        .await;
+    assert_eq!(read.expect_err("refused").code(), Code::Unauthenticated);
+    let sub = hub
+        .subscribe(with_token(
+            pb::SubscribeRequest { cursor: 0 },
+            Some(&expired),
+        ))
+        .await;
+    assert_eq!(sub.expect_err("refused").code(), Code::Unauthenticated);
+    let hello = hub
+        .hello(with_token(pb::HelloRequest::default(), Some(&other_store)))
+        .await;
+    assert_eq!(hello.expect_err("refused").code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_token_writes_only_what_its_device_and_role_may() {
+    let store = Store::start().await;
+
+    eprintln!("--- an event of another realm, even with a valid token");
+    let till = store.token(&claims("till-1", Role::Till));
+    let mut foreign = inventory_event("FRIES", 1, "till-1", 1);
+    foreign.store_id = "s-999".into();
+    store
+        .refused(
+            Some(&till),
+            vec![foreign],
+            Code::PermissionDenied,
+            "realm t-demo/s-999",
+        )
+        .await;
+
+    eprintln!("--- impersonation: an event written as another device");
+    let as_other = vec![
+        inventory_event("FRIES", 1, "till-1", 1),
+        inventory_event("FRIES", 1, "till-2", 2),
+    ];
+    store
+        .refused(
+            Some(&till),
+            as_other,
+            Code::PermissionDenied,
+            "device \"till-2\"",
+        )
+        .await;
+
+    eprintln!("--- kitchen and bar screens write only their tickets");
+    let kds = store.token(&claims("kds-1", Role::Kds));
+    store
+        .refused(
+            Some(&kds),
+            vec![order_created("kds-1", "o-9")],
+            Code::PermissionDenied,
+            "role kds",
+        )
+        .await;
+    let bds = store.token(&claims("bds-1", Role::Bds));
+    let mut kitchen_ticket = order_created("bds-1", "kt-9");
+    kitchen_ticket.aggregate_type = "kds".into();
+    kitchen_ticket.r#type = "kds.ticket.created".into();
+    store
+        .refused(
+            Some(&bds),
+            vec![kitchen_ticket],
+            Code::PermissionDenied,
+            "role bds",
+        )
+        .await;
+
+    eprintln!("--- the group is administered by admins only");
+    let manager = store.token(&claims("boss", Role::Manager));
+    let mut cluster = store.cluster.cluster_client(1);
+    let refused = cluster
+        .remove_node(with_token(pb::RemoveNodeRequest { id: 1 }, Some(&manager)))
+        .await;
+    let status = refused.expect_err("refused");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("role manager"), "{status:?}");
+    let status = cluster
+        .status(with_token(pb::ClusterStatusRequest {}, Some(&till)))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(store.last_seq().await, 0);
+}
+
+#[test]
+fn keygen_and_token_cli_make_a_token_the_node_accepts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args(args)
+            .output()
+            .expect("runs")
+    };
+    let out = run(&["keygen", "--out-dir", dir.path().to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = dir.path().join("store.key.pem");
+    let public = dir.path().join("store.pub.pem");
+    let again = run(&["keygen", "--out-dir", dir.path().to_str().expect("utf-8")]);
+    assert!(
+        !again.status.success(),
+        "keygen never overwrites a store key"
+    );
+
+    let issue = run(&[
+        "token",
+        "issue",
+        "--key",
+        key.to_str().expect("utf-8"),
+        "--tenant",
+        TENANT,
+        "--store",
+        STORE,
+        "--device",
+        "till-7",
+        "--role",
+        "till",
+        "--ttl",
+        "1h",
+    ]);
+    assert!(
+        issue.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issue.stderr)
+    );
+    let token = String::from_utf8(issue.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    let verifying = keys::load_verifying_key(&public).expect("loads");
+    let claims = token::verify(&token, &verifying, now()).expect("a valid token");
+    assert_eq!((claims.sub.as_str(), claims.role), ("till-7", Role::Till));
+    assert!(claims.exp > now() + 3_500 && claims.exp <= now() + 3_600);
+
+    let inspect = run(&[
+        "token",
+        "inspect",
+        &token,
+        "--public-key",
+        public.to_str().expect("utf-8"),
+    ]);
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        inspect.status.success() && text.contains("alg EdDSA") && text.contains("valid: signed by"),
+        "{text}"
+    );
+    let bad_role = run(&[
+        "token",
+        "issue",
+        "--key",
+        key.to_str().expect("utf-8"),
+        "--tenant",
+        TENANT,
+        "--store",
+        STORE,
+        "--device",
+        "x",
+        "--role",
+        "root",
+    ]);
+    assert!(String::from_utf8_lossy(&bad_role.stderr).contains("--role \"root\" is not one of"));
+}
