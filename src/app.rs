@@ -53,6 +53,9 @@ pub struct ServeConfig {
     pub feed_batches: usize,
     /// The store's public key, to verify device tokens; `None` runs the client API open.
     pub public_key: Option<ed25519_dalek::VerifyingKey>,
+    /// Per-device append rate: sustained events per second, and burst.
+    pub rate_events_per_s: u32,
+    pub rate_burst_events: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +197,10 @@ pub async fn serve(
     if access.is_open() {
         tracing::warn!("NO AUTHENTICATION: the client API accepts any caller (no --public-key)");
     }
+    let limiter = Arc::new(crate::api::limits::RateLimiter::new(
+        config.rate_events_per_s,
+        config.rate_burst_events,
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -201,6 +208,7 @@ pub async fn serve(
         pb::hub_server::HubServer::new(HubService {
             node: node.clone(),
             access: access.clone(),
+            limiter: limiter.clone(),
         })
         .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX),
     )

@@ -574,6 +574,16 @@ async fn a_fourth_node_catches_up_on_50k_events_by_snapshot_and_is_removed_again
     phase("start a 3-node group with --snapshot-every 200");
     let options = Options {
         snapshot_every: Some(SNAPSHOT_EVERY),
+        // One bulk-loading "device" writes 50k events here: this test is about catch-up,
+        // not the per-device rate limit (tests/rate_limit.rs), so that limit is lifted.
+        extra_args: [
+            "--rate-events-per-s",
+            "10000000",
+            "--rate-burst-events",
+            "10000000",
+        ]
+        .map(String::from)
+        .to_vec(),
         ..Options::default()
     };
     let mut c = Cluster::start_with(3, options).await;

@@ -8,6 +8,7 @@ use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
 use super::auth::AccessPolicy;
+use super::limits::RateLimiter;
 use super::{APPEND_EVENTS_MAX, convert, store_status, subscribe};
 use crate::domain::ticket::{TicketKind, TicketStatus};
 use crate::proto::pb;
@@ -18,6 +19,7 @@ use crate::raft::node::{Node, append_response, event_ids};
 pub struct HubService {
     pub node: Arc<Node>,
     pub access: AccessPolicy,
+    pub limiter: Arc<RateLimiter>,
 }
 
 /// The members of the group with their roles, as Hello and cluster status report them.
@@ -124,6 +126,16 @@ impl Hub for HubService {
             )));
         }
         self.access.check_events(caller.as_ref(), &events)?;
+        // The token's device; without tokens, the device the first event claims to be.
+        let device = match &caller {
+            Some(claims) => claims.sub.clone(),
+            None => events[0]
+                .actor
+                .as_ref()
+                .map(|a| a.device_id.clone())
+                .unwrap_or_default(),
+        };
+        self.limiter.check(&device, events.len())?;
         let ids = event_ids(&events);
         let outcomes = self.node.append(events).await?;
         let response = append_response(&ids, &outcomes)?;

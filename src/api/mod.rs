@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cluster;
 pub mod convert;
 pub mod hub;
+pub mod limits;
 mod subscribe;
 
 use tonic::Status;

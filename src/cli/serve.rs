@@ -86,6 +86,12 @@ pub struct ServeArgs {
     /// The same key as base64 of the PEM file (the spec's .env variable).
     #[arg(long, env = "CLUSTER_PUBLIC_KEY_BASE64", hide_env_values = true)]
     public_key_base64: Option<String>,
+    /// Per-device append rate limit: sustained events per second.
+    #[arg(long, default_value_t = crate::api::limits::RATE_EVENTS_PER_S)]
+    rate_events_per_s: u32,
+    /// Per-device append rate limit: burst, in events (an outbox flushing after an outage).
+    #[arg(long, default_value_t = crate::api::limits::RATE_BURST_EVENTS)]
+    rate_burst_events: u32,
     /// Serve the client API without tokens. Only for trials on a private machine.
     #[arg(long, conflicts_with_all = ["public_key", "public_key_base64"])]
     insecure_no_auth: bool,
@@ -168,6 +174,8 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             snapshot_every_log_entries: args.snapshot_every,
             feed_batches: args.feed_batches as usize,
             public_key,
+            rate_events_per_s: args.rate_events_per_s,
+            rate_burst_events: args.rate_burst_events,
         });
     }
     let Some(node_id) = args.node_id else {
@@ -224,6 +232,8 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         snapshot_every_log_entries: args.snapshot_every,
         feed_batches: args.feed_batches as usize,
         public_key,
+        rate_events_per_s: args.rate_events_per_s,
+        rate_burst_events: args.rate_burst_events,
     })
 }
 

@@ -215,18 +215,7 @@ impl Node {
         if metrics.current_leader != Some(self.id) || metrics.state != ServerState::Leader {
             return Err(self.not_leader(metrics.current_leader));
         }
-        // Fail fast instead of queueing writes that cannot commit: a leader cut off from
-        // the majority notices it through missing heartbeat acknowledgements.
-        let voters = metrics.membership_config.membership().voter_ids().count();
-        if voters > 1 {
-            let silent_ms = metrics.millis_since_quorum_ack.unwrap_or(u64::MAX);
-            if silent_ms > self.timing.election_timeout_max_ms {
-                return Err(WriteError::NoQuorum {
-                    node: self.id,
-                    silent_ms,
-                });
-            }
-        }
+        self.check_quorum(&metrics).await?;
         let budget = Duration::from_millis(self.timing.append_timeout_ms);
         let write = self.raft.client_write(Command {
             hub_time_ms: now_ms(),
@@ -240,6 +229,44 @@ impl Node {
             }
             Ok(Err(RaftError::Fatal(_))) => Err(WriteError::Stopped),
             Ok(Err(err)) => Err(WriteError::Raft(err.to_string())),
+        }
+    }
+
+    /// Fails fast instead of queueing writes that cannot commit: a leader cut off from the
+    /// majority notices it through missing heartbeat acknowledgements. A leader with no
+    /// acknowledgement yet has just won a majority's votes and passes; a stale one gets
+    /// one election timeout to hear from the majority again (a busy or briefly slow
+    /// network), then the append is refused.
+    async fn check_quorum(
+        &self,
+        metrics: &openraft::RaftMetrics<NodeId, HubNode>,
+    ) -> Result<(), WriteError> {
+        let voters = metrics.membership_config.membership().voter_ids().count();
+        let stale = |m: &openraft::RaftMetrics<NodeId, HubNode>| {
+            m.millis_since_quorum_ack
+                .is_some_and(|ms| ms > self.timing.election_timeout_max_ms)
+        };
+        if voters <= 1 || !stale(metrics) {
+            return Ok(());
+        }
+        let wait = Duration::from_millis(self.timing.election_timeout_max_ms);
+        match self
+            .raft
+            .wait(Some(wait))
+            .metrics(|m| !stale(m), "a quorum acknowledges the leader")
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                let silent_ms = self
+                    .raft_metrics()
+                    .millis_since_quorum_ack
+                    .unwrap_or(u64::MAX);
+                Err(WriteError::NoQuorum {
+                    node: self.id,
+                    silent_ms,
+                })
+            }
         }
     }
 

@@ -61,6 +61,8 @@ pub struct Options {
     /// The store's public key: nodes then require device tokens. `None` runs them with
     /// `--insecure-no-auth`.
     pub public_key: Option<std::path::PathBuf>,
+    /// Further `serve` flags, as given.
+    pub extra_args: Vec<String>,
 }
 
 /// One `pos-hub serve` process (running or not) and where it lives.
@@ -233,6 +235,7 @@ impl Cluster {
         if let Some(batches) = options.feed_batches {
             cmd.args(["--feed-batches", &batches.to_string()]);
         }
+        cmd.args(&options.extra_args);
         match &options.public_key {
             Some(path) => {
                 cmd.arg("--public-key").arg(path);

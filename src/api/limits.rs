@@ -1,0 +1,139 @@
+//! Per-device rate limiting of appends: a token bucket per device, refilled at
+//! `events_per_s` up to `burst`. An Append costs one token per event; one that does not fit
+//! is refused whole with RESOURCE_EXHAUSTED and the delay after which it would fit, so an
+//! outbox backs off instead of hammering the hub. Other devices' buckets are unaffected.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tonic::Status;
+
+/// Default sustained rate per device, in events per second: far above a till's dinner
+/// rush, low enough that one runaway device cannot starve the others.
+pub const RATE_EVENTS_PER_S: u32 = 200;
+/// Default burst per device, in events: an outbox flushing after an outage.
+pub const RATE_BURST_EVENTS: u32 = 2_000;
+/// Devices tracked at most; the least recently seen are forgotten beyond this.
+const DEVICES_MAX: usize = 10_000;
+/// Metadata key carrying the retry delay on RESOURCE_EXHAUSTED, in milliseconds.
+pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+pub struct RateLimiter {
+    events_per_s: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl RateLimiter {
+    pub fn new(events_per_s: u32, burst: u32) -> Self {
+        Self {
+            events_per_s: f64::from(events_per_s.max(1)),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes `events` tokens from `device`'s bucket at `now`, or says how long to wait. An
+    /// Append larger than the burst costs a full bucket, so it can still go through.
+    pub fn take(&self, device: &str, events: usize, now: Instant) -> Result<(), Duration> {
+        let cost = (events as f64).min(self.burst);
+        // A std mutex: the critical section is a few float operations, never an await.
+        let mut buckets = match self.buckets.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if buckets.len() >= DEVICES_MAX && !buckets.contains_key(device) {
+            // Forget the quietest devices; a forgotten device simply starts with a full bucket.
+            let idle = Duration::from_secs_f64(self.burst / self.events_per_s);
+            buckets.retain(|_, b| now.duration_since(b.updated) < idle);
+        }
+        let bucket = buckets.entry(device.to_owned()).or_insert(Bucket {
+            tokens: self.burst,
+            updated: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.events_per_s).min(self.burst);
+        bucket.updated = now;
+        if cost <= bucket.tokens {
+            bucket.tokens -= cost;
+            return Ok(());
+        }
+        let missing = cost - bucket.tokens;
+        Err(Duration::from_secs_f64(
+            (missing / self.events_per_s).max(0.001),
+        ))
+    }
+
+    /// `take`, as the status the client sees.
+    pub fn check(&self, device: &str, events: usize) -> Result<(), Status> {
+        self.take(device, events, Instant::now()).map_err(|wait| {
+            let ms = wait.as_millis().max(1);
+            let mut status = Status::resource_exhausted(format!(
+                "device {device:?} is over its rate limit ({} events/s, bursts of {}); retry after {ms} ms",
+                self.events_per_s, self.burst
+            ));
+            if let Ok(value) = ms.to_string().parse() {
+                status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
+            }
+            status
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_refills_at_its_rate_and_each_device_has_its_own() {
+        let limiter = RateLimiter::new(10, 20);
+        let t0 = Instant::now();
+        assert_eq!(limiter.take("till-1", 20, t0), Ok(()), "a full burst");
+        let wait = limiter.take("till-1", 5, t0).expect_err("empty");
+        assert_eq!(wait, Duration::from_millis(500), "5 events at 10/s");
+        assert_eq!(
+            limiter.take("till-2", 20, t0),
+            Ok(()),
+            "another device is unaffected"
+        );
+        assert_eq!(
+            limiter.take("till-1", 5, t0 + Duration::from_millis(500)),
+            Ok(()),
+            "refilled"
+        );
+        assert!(
+            limiter
+                .take("till-1", 1, t0 + Duration::from_millis(500))
+                .is_err()
+        );
+        assert_eq!(
+            limiter.take("till-1", 20, t0 + Duration::from_secs(60)),
+            Ok(()),
+            "capped at the burst"
+        );
+        assert_eq!(
+            limiter.take("till-3", 500, t0),
+            Ok(()),
+            "larger than the burst: costs a full bucket"
+        );
+    }
+
+    #[test]
+    fn the_refusal_names_the_device_and_carries_the_delay() {
+        let limiter = RateLimiter::new(1, 1);
+        assert!(limiter.check("kds-1", 1).is_ok());
+        let status = limiter.check("kds-1", 1).expect_err("limited");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status.message().contains("\"kds-1\"") && status.message().contains("retry after"),
+            "{status:?}"
+        );
+        assert!(status.metadata().get(RETRY_AFTER_METADATA).is_some());
+    }
+}
