@@ -13,6 +13,11 @@ use crate::domain::{Actor, Clock, Event};
 
 /// The largest integer a double represents exactly, and so the largest a payload may carry.
 pub const PAYLOAD_INTEGER_ABS_MAX: u64 = 1 << 53;
+/// Deepest nesting of objects and lists in a payload (the payload object is level 1). Real
+/// payloads use three or four levels; protobuf decoding stops at 100 wire levels, and each
+/// payload level costs two, so anything deeper than ~48 could be accepted from JSON yet
+/// never decoded again.
+pub const PAYLOAD_DEPTH_MAX: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConvertError {
@@ -22,6 +27,21 @@ pub enum ConvertError {
     InexactNumber { path: String, value: String },
     #[error("payload field `{path}`: {value} is not a finite number")]
     NonFiniteNumber { path: String, value: f64 },
+    #[error("payload field `{path}` is nested deeper than {PAYLOAD_DEPTH_MAX} levels")]
+    TooDeep { path: String },
+}
+
+fn too_deep(path: &str, depth: usize) -> Result<(), ConvertError> {
+    if depth > PAYLOAD_DEPTH_MAX {
+        return Err(ConvertError::TooDeep {
+            path: if path.is_empty() {
+                "payload".into()
+            } else {
+                path.to_owned()
+            },
+        });
+    }
+    Ok(())
 }
 
 /// Domain → wire. Fails only on payload numbers a protobuf `Struct` cannot hold exactly.
@@ -43,7 +63,7 @@ pub fn event_to_pb(event: &Event) -> Result<pb::Event, ConvertError> {
             lamport: event.clock.lamport,
             device_id: event.clock.device_id.clone(),
         }),
-        payload: Some(map_to_struct(&event.payload, "")?),
+        payload: Some(map_to_struct(&event.payload, "", 1)?),
         force: event.force,
         seq: event.seq.unwrap_or(0),
         hub_time: event.hub_time.unwrap_or(0),
@@ -55,7 +75,7 @@ pub fn event_from_pb(event: &pb::Event) -> Result<Event, ConvertError> {
     let actor = event.actor.clone().unwrap_or_default();
     let clock = event.clock.clone().unwrap_or_default();
     let payload = match &event.payload {
-        Some(payload) => struct_to_map(payload, "")?,
+        Some(payload) => struct_to_map(payload, "", 1)?,
         None => Map::new(),
     };
     Ok(Event {
@@ -93,28 +113,38 @@ fn child_path(path: &str, key: &str) -> String {
 fn map_to_struct(
     map: &Map<String, Value>,
     path: &str,
+    depth: usize,
 ) -> Result<prost_types::Struct, ConvertError> {
+    too_deep(path, depth)?;
     let mut fields = std::collections::BTreeMap::new();
     for (key, value) in map {
-        fields.insert(key.clone(), json_to_value(value, &child_path(path, key))?);
+        fields.insert(
+            key.clone(),
+            json_to_value(value, &child_path(path, key), depth)?,
+        );
     }
     Ok(prost_types::Struct { fields })
 }
 
-fn json_to_value(value: &Value, path: &str) -> Result<prost_types::Value, ConvertError> {
+fn json_to_value(
+    value: &Value,
+    path: &str,
+    depth: usize,
+) -> Result<prost_types::Value, ConvertError> {
     let kind = match value {
         Value::Null => Kind::NullValue(0),
         Value::Bool(b) => Kind::BoolValue(*b),
         Value::Number(n) => Kind::NumberValue(number_to_f64(n, path)?),
         Value::String(s) => Kind::StringValue(s.clone()),
         Value::Array(items) => {
+            too_deep(path, depth + 1)?;
             let mut values = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                values.push(json_to_value(item, &format!("{path}[{i}]"))?);
+                values.push(json_to_value(item, &format!("{path}[{i}]"), depth + 1)?);
             }
             Kind::ListValue(prost_types::ListValue { values })
         }
-        Value::Object(map) => Kind::StructValue(map_to_struct(map, path)?),
+        Value::Object(map) => Kind::StructValue(map_to_struct(map, path, depth + 1)?),
     };
     Ok(prost_types::Value { kind: Some(kind) })
 }
@@ -137,28 +167,41 @@ fn number_to_f64(n: &Number, path: &str) -> Result<f64, ConvertError> {
     n.as_f64().ok_or_else(inexact)
 }
 
-fn struct_to_map(s: &prost_types::Struct, path: &str) -> Result<Map<String, Value>, ConvertError> {
+fn struct_to_map(
+    s: &prost_types::Struct,
+    path: &str,
+    depth: usize,
+) -> Result<Map<String, Value>, ConvertError> {
+    too_deep(path, depth)?;
     let mut map = Map::new();
     for (key, value) in &s.fields {
-        map.insert(key.clone(), value_to_json(value, &child_path(path, key))?);
+        map.insert(
+            key.clone(),
+            value_to_json(value, &child_path(path, key), depth)?,
+        );
     }
     Ok(map)
 }
 
-fn value_to_json(value: &prost_types::Value, path: &str) -> Result<Value, ConvertError> {
+fn value_to_json(
+    value: &prost_types::Value,
+    path: &str,
+    depth: usize,
+) -> Result<Value, ConvertError> {
     Ok(match &value.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(*b),
         Some(Kind::NumberValue(x)) => f64_to_json(*x, path)?,
         Some(Kind::StringValue(s)) => Value::String(s.clone()),
         Some(Kind::ListValue(list)) => {
+            too_deep(path, depth + 1)?;
             let mut items = Vec::with_capacity(list.values.len());
             for (i, item) in list.values.iter().enumerate() {
-                items.push(value_to_json(item, &format!("{path}[{i}]"))?);
+                items.push(value_to_json(item, &format!("{path}[{i}]"), depth + 1)?);
             }
             Value::Array(items)
         }
-        Some(Kind::StructValue(s)) => Value::Object(struct_to_map(s, path)?),
+        Some(Kind::StructValue(s)) => Value::Object(struct_to_map(s, path, depth + 1)?),
     })
 }
 
@@ -266,5 +309,56 @@ mod tests {
         event.payload.insert("ratio".into(), serde_json::json!(0.5));
         let back = event_from_pb(&event_to_pb(&event).expect("converts")).expect("converts back");
         assert_eq!(back.payload["ratio"], serde_json::json!(0.5));
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+
+    /// `{"a": {"a": … {"a": 1}}}` with `levels` objects below the payload.
+    fn nested(levels: usize) -> Map<String, Value> {
+        let mut value = serde_json::json!(1);
+        for _ in 0..levels {
+            value = serde_json::json!({ "a": value });
+        }
+        let mut payload = Map::new();
+        payload.insert("a".into(), value);
+        payload
+    }
+
+    #[test]
+    fn payloads_nested_past_the_limit_are_refused_both_ways() {
+        let mut event = Event {
+            payload: nested(PAYLOAD_DEPTH_MAX - 2),
+            ..Event::default()
+        };
+        let ok = event_to_pb(&event).expect("within the limit");
+        assert_eq!(event_from_pb(&ok).expect("back").payload, event.payload);
+
+        event.payload = nested(PAYLOAD_DEPTH_MAX);
+        let err = event_to_pb(&event).expect_err("too deep");
+        assert!(matches!(err, ConvertError::TooDeep { .. }), "{err}");
+        assert!(err.to_string().contains("deeper than 32 levels"), "{err}");
+
+        // The same from the wire: a Struct nested too deep.
+        let mut deep = prost_types::Value {
+            kind: Some(Kind::NumberValue(1.0)),
+        };
+        for _ in 0..PAYLOAD_DEPTH_MAX {
+            deep = prost_types::Value {
+                kind: Some(Kind::ListValue(prost_types::ListValue {
+                    values: vec![deep],
+                })),
+            };
+        }
+        let mut wire = ok;
+        wire.payload = Some(prost_types::Struct {
+            fields: [("a".to_owned(), deep)].into(),
+        });
+        assert!(matches!(
+            event_from_pb(&wire),
+            Err(ConvertError::TooDeep { .. })
+        ));
     }
 }

@@ -63,6 +63,8 @@ pub struct Options {
     pub public_key: Option<std::path::PathBuf>,
     /// Further `serve` flags, as given.
     pub extra_args: Vec<String>,
+    /// The store of the realm (tenant TENANT); `None`: STORE.
+    pub store: Option<String>,
 }
 
 /// One `pos-hub serve` process (running or not) and where it lives.
@@ -87,7 +89,7 @@ pub struct Cluster {
     options: Options,
     dir: tempfile::TempDir,
     // Last, so that it is released after the children are killed and the dir removed.
-    _serial: MutexGuard<'static, ()>,
+    _serial: Option<MutexGuard<'static, ()>>,
 }
 
 /// `count` distinct free loopback ports (all bound at once, then released).
@@ -127,7 +129,19 @@ impl Cluster {
     }
 
     pub async fn start_with(n: u64, options: Options) -> Cluster {
-        let serial = serial();
+        Self::start_inner(n, options, Some(serial())).await
+    }
+
+    /// A second group in a test that already holds one (which holds the test lock).
+    pub async fn start_beside(_first: &Cluster, n: u64, options: Options) -> Cluster {
+        Self::start_inner(n, options, None).await
+    }
+
+    async fn start_inner(
+        n: u64,
+        options: Options,
+        serial: Option<MutexGuard<'static, ()>>,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("creates the cluster temp dir");
         let ports = free_ports(2 * n as usize);
         let mut nodes = BTreeMap::new();
@@ -222,7 +236,12 @@ impl Cluster {
             .args(["--listen", &node.client_addr])
             .args(["--peer-listen", &node.peer_addr])
             .args(["--initial-cluster", &node.initial_cluster])
-            .args(["--tenant", TENANT, "--store", STORE]);
+            .args([
+                "--tenant",
+                TENANT,
+                "--store",
+                options.store.as_deref().unwrap_or(STORE),
+            ]);
         if let Some(ms) = options.heartbeat_ms {
             cmd.args(["--heartbeat-ms", &ms.to_string()]);
         }
