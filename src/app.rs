@@ -53,6 +53,8 @@ pub struct ServeConfig {
     pub feed_batches: usize,
     /// The store's public key, to verify device tokens; `None` runs the client API open.
     pub public_key: Option<ed25519_dalek::VerifyingKey>,
+    /// How long after expiry a known device's token still works, in seconds.
+    pub offline_grace_s: u64,
     /// Per-device append rate: sustained events per second, and burst.
     pub rate_events_per_s: u32,
     pub rate_burst_events: u32,
@@ -193,7 +195,12 @@ pub async fn serve(
         .add_service(peer::server(node.clone()))
         .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), stopped());
 
-    let access = AccessPolicy::new(config.public_key, config.realm.clone());
+    let access = AccessPolicy::new(
+        config.public_key,
+        config.realm.clone(),
+        node.reader.clone(),
+        config.offline_grace_s,
+    );
     if access.is_open() {
         tracing::warn!("NO AUTHENTICATION: the client API accepts any caller (no --public-key)");
     }

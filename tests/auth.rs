@@ -58,6 +58,10 @@ struct Store {
 
 impl Store {
     async fn start() -> Store {
+        Self::start_nodes(1).await
+    }
+
+    async fn start_nodes(n: u64) -> Store {
         let (private_pem, public_pem) = keys::generate().expect("generates");
         let dir = tempfile::tempdir().expect("tempdir").keep();
         let public_path = dir.join("store.pub.pem");
@@ -66,7 +70,7 @@ impl Store {
             public_key: Some(public_path),
             ..Options::default()
         };
-        let cluster = Cluster::start_with(1, options).await;
+        let cluster = Cluster::start_with(n, options).await;
         let key = keys::signing_key_from_pem(&private_pem, "test key").expect("loads");
         Store {
             key,
@@ -464,4 +468,92 @@ fn keygen_and_token_cli_make_a_token_the_node_accepts() {
         "root",
     ]);
     assert!(String::from_utf8_lossy(&bad_role.stderr).contains("--role \"root\" is not one of"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows() {
+    let store = Store::start_nodes(3).await;
+    const DAY: u64 = 86_400;
+    let expired = |device: &str, ago: u64| Claims {
+        exp: now() - ago,
+        nbf: now() - ago - DAY,
+        iat: now() - ago - DAY,
+        ..claims(device, Role::Till)
+    };
+    let append_on = |node: u64, token: String, event: pb::Event| {
+        let mut hub = store.cluster.client(node);
+        async move {
+            hub.append(with_token(
+                pb::AppendRequest {
+                    events: vec![event],
+                },
+                Some(&token),
+            ))
+            .await
+        }
+    };
+
+    eprintln!("--- till-1 appends once with a valid token on node 1: the log now knows it");
+    let valid = store.token(&claims("till-1", Role::Till));
+    let reply = append_on(1, valid, inventory_event("FRIES", 1, "till-1", 1))
+        .await
+        .expect("appends");
+    assert_eq!(
+        reply.into_inner().results[0].status,
+        pb::AppendStatus::Accepted as i32
+    );
+
+    eprintln!("--- its token expired an hour ago: accepted within the 7-day grace, on every node");
+    for node in [2, 3, 1] {
+        let token = store.token(&expired("till-1", 3_600));
+        let event = inventory_event("FRIES", 1, "till-1", 10 + node);
+        // A node learns of till-1 once it has applied its event (a follower may lag the
+        // leader that acknowledged it by a heartbeat): retry a little.
+        let mut reply = append_on(node, token.clone(), event.clone()).await;
+        for _ in 0..200 {
+            match &reply {
+                Err(status) if status.code() == Code::Unauthenticated => {
+                    tokio::time::sleep(POLL).await;
+                    reply = append_on(node, token.clone(), event.clone()).await;
+                }
+                _ => break,
+            }
+        }
+        let reply = reply
+            .unwrap_or_else(|s| panic!("node {node}: within grace: {s:?}"))
+            .into_inner();
+        assert_eq!(
+            reply.results[0].status,
+            pb::AppendStatus::Accepted as i32,
+            "node {node}"
+        );
+    }
+
+    eprintln!("--- expired 8 days ago: beyond the grace, refused");
+    let before = store.last_seq().await;
+    let stale = append_on(
+        1,
+        store.token(&expired("till-1", 8 * DAY)),
+        inventory_event("FRIES", 1, "till-1", 20),
+    )
+    .await;
+    let status = stale.expect_err("beyond grace");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("expired"), "{status:?}");
+
+    eprintln!("--- an unknown device's expired token gets no grace");
+    let unknown = append_on(
+        1,
+        store.token(&expired("till-new", 60)),
+        inventory_event("FRIES", 1, "till-new", 1),
+    )
+    .await;
+    let status = unknown.expect_err("unknown device");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("expired"), "{status:?}");
+    assert_eq!(
+        store.last_seq().await,
+        before,
+        "nothing refused reached the log"
+    );
 }

@@ -1,6 +1,7 @@
 //! The access rules of the client API, applied at the top of every RPC:
 //! - a valid device token for this hub's realm (UNAUTHENTICATED / PERMISSION_DENIED with
-//!   the reason), unless the node runs open (`--dev` or `--insecure-no-auth`);
+//!   the reason), unless the node runs open (`--dev` or `--insecure-no-auth`); an expired
+//!   token still works for the offline grace period if its device is known to the log;
 //! - Append: every event is of the token's realm and written as the token's device (no
 //!   impersonation), and kitchen/bar screens write only their own tickets;
 //! - Cluster calls: role admin.
@@ -15,6 +16,7 @@ use tonic::{Request, Status};
 use crate::auth::token::{self, Claims, Role, TokenError};
 use crate::domain::Realm;
 use crate::proto::pb;
+use crate::store::StateReader;
 
 /// How a node checks callers.
 #[derive(Clone)]
@@ -22,6 +24,10 @@ pub struct AccessPolicy {
     /// `None`: no tokens are checked (dev, or explicitly insecure).
     key: Option<VerifyingKey>,
     realm: Realm,
+    /// The replicated state, asked whether a device is known (offline grace).
+    reader: StateReader,
+    /// How long after expiry a known device's token still works, in seconds.
+    grace_s: u64,
 }
 
 fn now_s() -> u64 {
@@ -41,8 +47,24 @@ impl From<TokenError> for Status {
 }
 
 impl AccessPolicy {
-    pub fn new(key: Option<VerifyingKey>, realm: Realm) -> Self {
-        Self { key, realm }
+    pub fn new(key: Option<VerifyingKey>, realm: Realm, reader: StateReader, grace_s: u64) -> Self {
+        Self {
+            key,
+            realm,
+            reader,
+            grace_s,
+        }
+    }
+
+    /// Whether the device has an accepted event in the log (so it once held a valid token).
+    fn known(&self, device: &str) -> bool {
+        match self.reader.device(device) {
+            Ok(found) => found.is_some(),
+            Err(err) => {
+                tracing::error!(%err, device, "cannot read the known devices; no grace given");
+                false
+            }
+        }
     }
 
     pub fn is_open(&self) -> bool {
@@ -69,7 +91,8 @@ impl AccessPolicy {
             )
             .into());
         };
-        let claims = token::verify(bearer.trim(), key, now_s())?;
+        let claims =
+            token::verify_with_grace(bearer.trim(), key, now_s(), self.grace_s, |d| self.known(d))?;
         token::check_realm(&claims, &self.realm)?;
         Ok(Some(claims))
     }

@@ -140,6 +140,43 @@ pub fn decode_unverified(token: &str) -> Result<(String, Claims), TokenError> {
 /// Verifies a token's form, algorithm, signature, audience and validity window at `now`
 /// (seconds since the Unix epoch). The realm is the caller's check (`check_realm`).
 pub fn verify(token: &str, key: &VerifyingKey, now: u64) -> Result<Claims, TokenError> {
+    verify_with_grace(token, key, now, 0, |_| false)
+}
+
+/// `verify`, except that an expired token is still accepted for `grace_s` seconds after
+/// its expiry when `known(device)` says its device was seen before (spec §6.6: a store
+/// without WAN cannot refresh tokens). Unknown devices get no grace.
+pub fn verify_with_grace(
+    token: &str,
+    key: &VerifyingKey,
+    now: u64,
+    grace_s: u64,
+    known: impl Fn(&str) -> bool,
+) -> Result<Claims, TokenError> {
+    let claims = signed_claims(token, key)?;
+    if claims.aud != AUDIENCE {
+        return Err(TokenError::WrongAudience(claims.aud));
+    }
+    if now < claims.nbf {
+        return Err(TokenError::NotYetValid {
+            nbf: claims.nbf,
+            now,
+        });
+    }
+    if now >= claims.exp {
+        let within_grace = now < claims.exp.saturating_add(grace_s);
+        if !(within_grace && known(&claims.sub)) {
+            return Err(TokenError::Expired {
+                exp: claims.exp,
+                now,
+            });
+        }
+    }
+    Ok(claims)
+}
+
+/// The claims of a well-formed EdDSA token whose signature checks out.
+fn signed_claims(token: &str, key: &VerifyingKey) -> Result<Claims, TokenError> {
     if token.is_empty() {
         return Err(TokenError::Missing);
     }
@@ -171,23 +208,7 @@ pub fn verify(token: &str, key: &VerifyingKey, now: u64) -> Result<Claims, Token
     let signing_input = &token[..token.len() - parts[2].len() - 1];
     key.verify(signing_input.as_bytes(), &signature)
         .map_err(|_| TokenError::BadSignature)?;
-    let claims: Claims = part(claims, "claims")?;
-    if claims.aud != AUDIENCE {
-        return Err(TokenError::WrongAudience(claims.aud));
-    }
-    if now < claims.nbf {
-        return Err(TokenError::NotYetValid {
-            nbf: claims.nbf,
-            now,
-        });
-    }
-    if now >= claims.exp {
-        return Err(TokenError::Expired {
-            exp: claims.exp,
-            now,
-        });
-    }
-    Ok(claims)
+    part(claims, "claims")
 }
 
 /// The token's realm must be this hub's.
@@ -286,6 +307,40 @@ mod tests {
         assert_eq!(
             verify(&none, &public, 1_500),
             Err(TokenError::Algorithm("none".into()))
+        );
+    }
+
+    #[test]
+    fn an_expired_token_gets_grace_only_for_a_known_device_and_only_for_the_grace() {
+        let key = key();
+        let token = issue(&key, &claims());
+        let public = key.verifying_key();
+        let known = |device: &str| device == "till-1";
+        // Expired at 2_000; grace 100 s.
+        assert_eq!(
+            verify_with_grace(&token, &public, 2_050, 100, known),
+            Ok(claims())
+        );
+        assert_eq!(
+            verify_with_grace(&token, &public, 2_100, 100, known),
+            Err(TokenError::Expired {
+                exp: 2_000,
+                now: 2_100
+            })
+        );
+        assert_eq!(
+            verify_with_grace(&token, &public, 2_050, 100, |_| false),
+            Err(TokenError::Expired {
+                exp: 2_000,
+                now: 2_050
+            }),
+            "an unknown device gets no grace"
+        );
+        // Grace never forgives a bad signature.
+        let forged = issue(&SigningKey::from_bytes(&[9u8; 32]), &claims());
+        assert_eq!(
+            verify_with_grace(&forged, &public, 2_050, 100, known),
+            Err(TokenError::BadSignature)
         );
     }
 

@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// The same key as base64 of the PEM file (the spec's .env variable).
     #[arg(long, env = "CLUSTER_PUBLIC_KEY_BASE64", hide_env_values = true)]
     public_key_base64: Option<String>,
+    /// How long after expiry a token of a device known to the log still works, in days: a
+    /// store without internet cannot refresh tokens (spec §6.6). Unknown devices get none.
+    #[arg(long, default_value_t = 7)]
+    offline_grace_days: u64,
     /// Per-device append rate limit: sustained events per second.
     #[arg(long, default_value_t = crate::api::limits::RATE_EVENTS_PER_S)]
     rate_events_per_s: u32,
@@ -174,6 +178,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             snapshot_every_log_entries: args.snapshot_every,
             feed_batches: args.feed_batches as usize,
             public_key,
+            offline_grace_s: args.offline_grace_days.saturating_mul(86_400),
             rate_events_per_s: args.rate_events_per_s,
             rate_burst_events: args.rate_burst_events,
         });
@@ -232,6 +237,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         snapshot_every_log_entries: args.snapshot_every,
         feed_batches: args.feed_batches as usize,
         public_key,
+        offline_grace_s: args.offline_grace_days.saturating_mul(86_400),
         rate_events_per_s: args.rate_events_per_s,
         rate_burst_events: args.rate_burst_events,
     })

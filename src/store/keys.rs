@@ -29,6 +29,8 @@ pub const PREFIX_EVENT_ID: u8 = b'i';
 pub const PREFIX_ORDER: u8 = b'o';
 pub const PREFIX_TICKET: u8 = b't';
 pub const PREFIX_STOCK: u8 = b's';
+/// Devices with an accepted event in the log (for the offline grace of their tokens).
+pub const PREFIX_DEVICE: u8 = b'd';
 
 pub fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()

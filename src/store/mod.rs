@@ -18,7 +18,9 @@ mod state_machine;
 use std::path::{Path, PathBuf};
 
 pub use log::LogStore;
-pub use state_machine::{Applied, EVENT_FEED_BATCHES, EventBatch, StateMachine, StateReader};
+pub use state_machine::{
+    Applied, EVENT_FEED_BATCHES, EventBatch, KnownDevice, StateMachine, StateReader,
+};
 
 use crate::domain::Realm;
 

@@ -43,6 +43,17 @@ pub struct Applied {
     pub lamport: u64,
 }
 
+/// A device that has an accepted event in the log. With tokens checked, an event is
+/// accepted only as the token's own device, so this proves the device was once seen with a
+/// valid token; derived from the events, every node (and every snapshot replay) agrees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownDevice {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Hub time of its last accepted event, ms since the Unix epoch.
+    pub last_hub_time_ms: u64,
+}
+
 /// What the state machine publishes after each apply: the events it just accepted, in seq
 /// order. An empty batch means "the log moved in a way you could not follow" (a snapshot
 /// was installed): subscribers then read from storage.
@@ -227,6 +238,17 @@ impl State for SledState<'_> {
         );
         self.last_seq = seq;
         self.lamport = self.lamport.max(event.clock.lamport);
+        let device_key = keys::prefixed(keys::PREFIX_DEVICE, event.actor.device_id.as_bytes());
+        let first_seq = self
+            .get::<KnownDevice>("device", &device_key)?
+            .map_or(seq, |d| d.first_seq);
+        let hub_time = event.hub_time.unwrap_or(0);
+        let known = KnownDevice {
+            first_seq,
+            last_seq: seq,
+            last_hub_time_ms: hub_time,
+        };
+        self.put("device", device_key, &known)?;
         self.accepted.push(stored);
         Ok(())
     }
@@ -316,6 +338,16 @@ impl StateReader {
     pub fn stock(&self, sku: &str) -> Result<Option<Stock>, StoreError> {
         let tree = self.tree();
         SledState::new(&tree, &self.realm, 0, 0).stock(sku)
+    }
+
+    /// The device, if it has an accepted event in the log.
+    pub fn device(&self, device_id: &str) -> Result<Option<KnownDevice>, StoreError> {
+        let tree = self.tree();
+        let state = SledState::new(&tree, &self.realm, 0, 0);
+        state.get(
+            "device",
+            &keys::prefixed(keys::PREFIX_DEVICE, device_id.as_bytes()),
+        )
     }
 
     /// Every order, by id.
