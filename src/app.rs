@@ -55,6 +55,8 @@ pub struct ServeConfig {
     pub public_key: Option<ed25519_dalek::VerifyingKey>,
     /// How long after expiry a known device's token still works, in seconds.
     pub offline_grace_s: u64,
+    /// Open Subscribe streams allowed per device.
+    pub subscriptions_per_device: usize,
     /// Per-device append rate: sustained events per second, and burst.
     pub rate_events_per_s: u32,
     pub rate_burst_events: u32,
@@ -208,6 +210,9 @@ pub async fn serve(
         config.rate_events_per_s,
         config.rate_burst_events,
     ));
+    let subscriptions = Arc::new(crate::api::limits::SubscriptionSlots::new(
+        config.subscriptions_per_device,
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -216,6 +221,7 @@ pub async fn serve(
             node: node.clone(),
             access: access.clone(),
             limiter: limiter.clone(),
+            subscriptions: subscriptions.clone(),
         })
         .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX),
     )

@@ -557,3 +557,50 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
         "nothing refused reached the log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_may_hold_only_so_many_subscriptions_at_once() {
+    let store = Store::start().await;
+    let kds = store.token(&claims("kds-1", Role::Kds));
+    let open = |token: String| {
+        let mut hub = store.cluster.client(1);
+        async move {
+            hub.subscribe(with_token(pb::SubscribeRequest { cursor: 0 }, Some(&token)))
+                .await
+        }
+    };
+
+    eprintln!("--- kds-1 opens the 4 streams it may hold; the 5th is refused");
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        streams.push(
+            open(kds.clone())
+                .await
+                .expect("within the cap")
+                .into_inner(),
+        );
+    }
+    let status = open(kds.clone()).await.expect_err("over the cap");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("\"kds-1\"") && status.message().contains("at most 4"),
+        "{status:?}"
+    );
+
+    eprintln!("--- another device is unaffected");
+    let bds = store.token(&claims("bds-1", Role::Bds));
+    open(bds).await.expect("bds-1 subscribes");
+
+    eprintln!("--- closing one stream frees its slot");
+    drop(streams.pop());
+    let mut reopened = open(kds.clone()).await;
+    for _ in 0..100 {
+        if reopened.is_ok() {
+            break;
+        }
+        // The node notices the closed stream a moment later.
+        tokio::time::sleep(POLL).await;
+        reopened = open(kds.clone()).await;
+    }
+    reopened.expect("a freed slot can be used again");
+}

@@ -8,7 +8,7 @@ use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
 use super::auth::AccessPolicy;
-use super::limits::RateLimiter;
+use super::limits::{RateLimiter, SubscriptionSlots};
 use super::{APPEND_EVENTS_MAX, convert, store_status, subscribe};
 use crate::domain::ticket::{TicketKind, TicketStatus};
 use crate::proto::pb;
@@ -20,6 +20,7 @@ pub struct HubService {
     pub node: Arc<Node>,
     pub access: AccessPolicy,
     pub limiter: Arc<RateLimiter>,
+    pub subscriptions: Arc<SubscriptionSlots>,
 }
 
 /// The members of the group with their roles, as Hello and cluster status report them.
@@ -148,8 +149,12 @@ impl Hub for HubService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        self.access.caller(&request)?;
-        let outbound = subscribe::start(self.node.clone(), request.into_inner().cursor);
+        // Without tokens there is no device to count by; the cap needs authentication.
+        let slot = match self.access.caller(&request)? {
+            Some(claims) => Some(self.subscriptions.acquire(&claims.sub)?),
+            None => None,
+        };
+        let outbound = subscribe::start(self.node.clone(), request.into_inner().cursor, slot);
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(outbound),
         )))

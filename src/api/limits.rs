@@ -137,3 +137,89 @@ mod tests {
         assert!(status.metadata().get(RETRY_AFTER_METADATA).is_some());
     }
 }
+
+/// Default cap on open Subscribe streams per device: a screen needs one, a reconnecting one
+/// briefly two; beyond that it is a bug or an attack, and each stream costs a task.
+pub const SUBSCRIPTIONS_PER_DEVICE_MAX: usize = 4;
+
+/// Counts open Subscribe streams per device. A slot is held by a `SubscriptionSlot` for
+/// the stream's life and given back when it drops.
+pub struct SubscriptionSlots {
+    max: usize,
+    open: std::sync::Arc<Mutex<HashMap<String, usize>>>,
+}
+
+pub struct SubscriptionSlot {
+    device: String,
+    open: std::sync::Arc<Mutex<HashMap<String, usize>>>,
+}
+
+fn lock_counts(
+    open: &Mutex<HashMap<String, usize>>,
+) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    match open.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl SubscriptionSlots {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            open: Default::default(),
+        }
+    }
+
+    /// A slot for one more stream of `device`, or RESOURCE_EXHAUSTED naming the cap.
+    pub fn acquire(&self, device: &str) -> Result<SubscriptionSlot, Status> {
+        let mut open = lock_counts(&self.open);
+        let count = open.entry(device.to_owned()).or_insert(0);
+        if *count >= self.max {
+            return Err(Status::resource_exhausted(format!(
+                "device {device:?} already has {} open subscriptions (at most {}); close one first",
+                *count, self.max
+            )));
+        }
+        *count += 1;
+        Ok(SubscriptionSlot {
+            device: device.to_owned(),
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        let mut open = lock_counts(&self.open);
+        if let Some(count) = open.get_mut(&self.device) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.device);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_capped_per_device_and_given_back_on_drop() {
+        let slots = SubscriptionSlots::new(2);
+        let a = slots.acquire("kds-1").expect("first");
+        let _b = slots.acquire("kds-1").expect("second");
+        let refused = slots.acquire("kds-1").err().map(|s| s.code());
+        assert_eq!(refused, Some(tonic::Code::ResourceExhausted));
+        assert!(
+            slots.acquire("kds-2").is_ok(),
+            "another device is unaffected"
+        );
+        drop(a);
+        assert!(
+            slots.acquire("kds-1").is_ok(),
+            "a closed stream frees its slot"
+        );
+    }
+}

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
+use super::limits::SubscriptionSlot;
 use crate::proto::pb;
 use crate::raft::node::Node;
 
@@ -19,8 +20,9 @@ pub const SUBSCRIBE_BUFFER_MESSAGES: usize = 16;
 
 pub type Outbound = mpsc::Receiver<Result<pb::SubscribeResponse, Status>>;
 
-/// Starts streaming to a new subscriber from `cursor`.
-pub fn start(node: Arc<Node>, cursor: u64) -> Outbound {
+/// Starts streaming to a new subscriber from `cursor`. `slot` (if any) is held for the
+/// stream's life, so the device's subscription count drops when it ends.
+pub fn start(node: Arc<Node>, cursor: u64, slot: Option<SubscriptionSlot>) -> Outbound {
     let (tx, rx) = mpsc::channel(SUBSCRIBE_BUFFER_MESSAGES);
     // Subscribe to the feed before reading storage, so nothing falls between the two.
     let feed = node.reader.subscribe();
@@ -30,6 +32,7 @@ pub fn start(node: Arc<Node>, cursor: u64) -> Outbound {
             let _ = tx.send(Err(err)).await;
         }
         node.metrics.subscribers.fetch_sub(1, Ordering::Relaxed);
+        drop(slot);
     });
     rx
 }

@@ -90,6 +90,9 @@ pub struct ServeArgs {
     /// store without internet cannot refresh tokens (spec §6.6). Unknown devices get none.
     #[arg(long, default_value_t = 7)]
     offline_grace_days: u64,
+    /// Open Subscribe streams allowed per device (with tokens).
+    #[arg(long, default_value_t = crate::api::limits::SUBSCRIPTIONS_PER_DEVICE_MAX)]
+    subscriptions_per_device: usize,
     /// Per-device append rate limit: sustained events per second.
     #[arg(long, default_value_t = crate::api::limits::RATE_EVENTS_PER_S)]
     rate_events_per_s: u32,
@@ -179,6 +182,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             feed_batches: args.feed_batches as usize,
             public_key,
             offline_grace_s: args.offline_grace_days.saturating_mul(86_400),
+            subscriptions_per_device: args.subscriptions_per_device,
             rate_events_per_s: args.rate_events_per_s,
             rate_burst_events: args.rate_burst_events,
         });
@@ -238,6 +242,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         feed_batches: args.feed_batches as usize,
         public_key,
         offline_grace_s: args.offline_grace_days.saturating_mul(86_400),
+        subscriptions_per_device: args.subscriptions_per_device,
         rate_events_per_s: args.rate_events_per_s,
         rate_burst_events: args.rate_burst_events,
     })
