@@ -55,6 +55,8 @@ pub struct ServeConfig {
     pub public_key: Option<ed25519_dalek::VerifyingKey>,
     /// How long after expiry a known device's token still works, in seconds.
     pub offline_grace_s: u64,
+    /// The peer port's TLS dir (store CA, node certificate): mutual TLS between nodes.
+    pub peer_tls: Option<PathBuf>,
     /// Open Subscribe streams allowed per device.
     pub subscriptions_per_device: usize,
     /// Per-device append rate: sustained events per second, and burst.
@@ -80,6 +82,10 @@ pub enum AppError {
     Server { what: &'static str, detail: String },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("peer TLS: {0}")]
+    Tls(#[from] crate::auth::tls::TlsError),
+    #[error("peer TLS configuration: {0}")]
+    Transport(#[from] tonic::transport::Error),
 }
 
 /// Browsers on the shop's LAN may call the client port (gRPC-web). An origin counts as LAN
@@ -160,7 +166,11 @@ pub async fn serve(
         ..Default::default()
     }
     .validate()?;
-    let peers = PeerClients::default();
+    let peer_client_tls = match &config.peer_tls {
+        Some(dir) => Some(crate::auth::tls::peer_client_config(dir)?),
+        None => None,
+    };
+    let peers = PeerClients::with_tls(peer_client_tls);
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
@@ -193,7 +203,17 @@ pub async fn serve(
         }
     };
 
-    let peer_server = tonic::transport::Server::builder()
+    let mut peer_builder = tonic::transport::Server::builder();
+    if let Some(dir) = &config.peer_tls {
+        // Mutual TLS: a caller without a certificate from the store CA is refused during
+        // the handshake, before any Raft message is read.
+        peer_builder = peer_builder.tls_config(crate::auth::tls::peer_server_config(dir)?)?;
+    } else {
+        tracing::warn!(
+            "the peer port is plaintext (no --peer-tls): keep it off networks guests can reach"
+        );
+    }
+    let peer_server = peer_builder
         .add_service(peer::server(node.clone()))
         .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), stopped());
 

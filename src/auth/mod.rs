@@ -4,6 +4,7 @@
 //! Nothing here does network I/O; `api/` calls it per request.
 
 pub mod keys;
+pub mod tls;
 pub mod token;
 
 pub use token::{Claims, Role, TokenError};

@@ -1,5 +1,6 @@
 //! The command line: clap parsing, then calls into the library. `anyhow` lives here only.
 
+mod certs;
 mod client;
 mod cluster;
 mod log;
@@ -36,7 +37,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a hub node (`--dev`: one node on this machine).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Talk to a hub over its client API: append, tail, orders, status.
     Client(client::ClientArgs),
     /// Look at and change the group's membership and leadership.
@@ -47,6 +48,8 @@ enum Command {
     Keygen(token::KeygenArgs),
     /// Issue or inspect device tokens.
     Token(token::TokenArgs),
+    /// Make the store CA and node certificates for mutual TLS between nodes.
+    Certs(certs::CertsArgs),
 }
 
 /// Which store's log, and where it lives on disk.
@@ -118,12 +121,13 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Client(args) => client::run(args).await,
             Command::Cluster(args) => cluster::run(args).await,
             Command::Log(args) => log::run(args).await,
             Command::Keygen(args) => token::keygen(args),
             Command::Token(args) => token::run(args),
+            Command::Certs(args) => certs::run(args),
         }
     });
     match result {

@@ -90,6 +90,9 @@ pub struct ServeArgs {
     /// store without internet cannot refresh tokens (spec §6.6). Unknown devices get none.
     #[arg(long, default_value_t = 7)]
     offline_grace_days: u64,
+    /// TLS dir for the peer port (`pos-hub certs issue`): mutual TLS with the store CA.
+    #[arg(long)]
+    peer_tls: Option<PathBuf>,
     /// Open Subscribe streams allowed per device (with tokens).
     #[arg(long, default_value_t = crate::api::limits::SUBSCRIPTIONS_PER_DEVICE_MAX)]
     subscriptions_per_device: usize,
@@ -183,6 +186,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             public_key,
             offline_grace_s: args.offline_grace_days.saturating_mul(86_400),
             subscriptions_per_device: args.subscriptions_per_device,
+            peer_tls: args.peer_tls.clone(),
             rate_events_per_s: args.rate_events_per_s,
             rate_burst_events: args.rate_burst_events,
         });
@@ -243,6 +247,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         public_key,
         offline_grace_s: args.offline_grace_days.saturating_mul(86_400),
         subscriptions_per_device: args.subscriptions_per_device,
+        peer_tls: args.peer_tls.clone(),
         rate_events_per_s: args.rate_events_per_s,
         rate_burst_events: args.rate_burst_events,
     })

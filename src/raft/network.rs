@@ -58,9 +58,18 @@ type Channels = BTreeMap<NodeId, (String, PeerClient<Channel>)>;
 #[derive(Clone, Default)]
 pub struct PeerClients {
     channels: Arc<Mutex<Channels>>,
+    /// With TLS, peers are reached over https with this node's certificate.
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl PeerClients {
+    pub fn with_tls(tls: Option<tonic::transport::ClientTlsConfig>) -> Self {
+        Self {
+            channels: Arc::default(),
+            tls,
+        }
+    }
+
     /// A client for node `id` at `addr` (created lazily; replaced if the address changed).
     pub fn get(&self, id: NodeId, addr: &str) -> Result<PeerClient<Channel>, PeerError> {
         let mut channels = match self.channels.lock() {
@@ -72,11 +81,19 @@ impl PeerClients {
         {
             return Ok(client.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| PeerError::BadAddress {
-                addr: addr.to_owned(),
-                detail: e.to_string(),
-            })?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let bad = |detail: String| PeerError::BadAddress {
+            addr: addr.to_owned(),
+            detail,
+        };
+        let mut endpoint =
+            Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| bad(e.to_string()))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
             .tcp_nodelay(true);
         let client = PeerClient::new(endpoint.connect_lazy())

@@ -65,6 +65,9 @@ pub struct Options {
     pub extra_args: Vec<String>,
     /// The store of the realm (tenant TENANT); `None`: STORE.
     pub store: Option<String>,
+    /// A store CA dir (`pos-hub certs init`): each node gets a certificate from it and the
+    /// peer port runs mutual TLS.
+    pub peer_tls_ca: Option<std::path::PathBuf>,
 }
 
 /// One `pos-hub serve` process (running or not) and where it lives.
@@ -255,6 +258,14 @@ impl Cluster {
             cmd.args(["--feed-batches", &batches.to_string()]);
         }
         cmd.args(&options.extra_args);
+        if let Some(ca) = &options.peer_tls_ca {
+            let tls_dir = node.data_dir.with_file_name("tls");
+            if !tls_dir.exists() {
+                pos_hub::auth::tls::issue_node(ca, id, &["127.0.0.1".to_owned()], &tls_dir)
+                    .expect("issues the node certificate");
+            }
+            cmd.arg("--peer-tls").arg(&tls_dir);
+        }
         match &options.public_key {
             Some(path) => {
                 cmd.arg("--public-key").arg(path);
