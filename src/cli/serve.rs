@@ -159,50 +159,40 @@ pub fn parse_initial_cluster(spec: &str) -> anyhow::Result<BTreeMap<NodeId, HubN
     Ok(members)
 }
 
-fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
-    let timing = Timing {
-        heartbeat_ms: args.heartbeat_ms,
-        election_timeout_min_ms: args.election_timeout_ms,
-        election_timeout_max_ms: args.election_timeout_ms * 2,
-        append_timeout_ms: args.append_timeout_ms,
+/// Where a node is and which group it belongs to: the part of the config that `--dev`
+/// fixes and that otherwise comes from the flags.
+struct Placement {
+    node_id: NodeId,
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    peer_listen: SocketAddr,
+    advertise: HubNode,
+    initial_cluster: BTreeMap<NodeId, HubNode>,
+    realm: Realm,
+}
+
+fn dev_placement() -> anyhow::Result<Placement> {
+    let advertise = HubNode {
+        peer_addr: DEV_PEER_ADDR.into(),
+        client_addr: DEV_CLIENT_ADDR.into(),
     };
-    let public_key = public_key(&args)?;
-    if args.dev {
-        let advertise = HubNode {
-            peer_addr: DEV_PEER_ADDR.into(),
-            client_addr: DEV_CLIENT_ADDR.into(),
-        };
-        return Ok(ServeConfig {
-            node_id: 1,
-            data_dir: PathBuf::from("data"),
-            listen: DEV_CLIENT_ADDR.parse()?,
-            peer_listen: DEV_PEER_ADDR.parse()?,
-            initial_cluster: BTreeMap::from([(1, advertise.clone())]),
-            advertise,
-            realm: Realm::new("t-demo", "s-001"),
-            timing,
-            snapshot_every_log_entries: args.snapshot_every,
-            feed_batches: args.feed_batches as usize,
-            public_key,
-            offline_grace_s: args.offline_grace_days.saturating_mul(86_400),
-            subscriptions_per_device: args.subscriptions_per_device,
-            peer_tls: args.peer_tls.clone(),
-            rate_events_per_s: args.rate_events_per_s,
-            rate_burst_events: args.rate_burst_events,
-        });
-    }
+    Ok(Placement {
+        node_id: 1,
+        data_dir: PathBuf::from("data"),
+        listen: DEV_CLIENT_ADDR.parse()?,
+        peer_listen: DEV_PEER_ADDR.parse()?,
+        initial_cluster: BTreeMap::from([(1, advertise.clone())]),
+        advertise,
+        realm: Realm::new("t-demo", "s-001"),
+    })
+}
+
+fn placement(args: &ServeArgs) -> anyhow::Result<Placement> {
     let Some(node_id) = args.node_id else {
         bail!("serve needs --node-id (or --dev for a one-node dev hub)")
     };
     if node_id == 0 {
         bail!("--node-id: node ids start at 1");
-    }
-    if args.election_timeout_ms <= args.heartbeat_ms {
-        bail!(
-            "--election-timeout-ms ({}) must exceed --heartbeat-ms ({})",
-            args.election_timeout_ms,
-            args.heartbeat_ms
-        );
     }
     let listen = args
         .listen
@@ -210,8 +200,12 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
     let advertise = HubNode {
         peer_addr: args
             .advertise_peer
+            .clone()
             .unwrap_or_else(|| args.peer_listen.to_string()),
-        client_addr: args.advertise_client.unwrap_or_else(|| listen.to_string()),
+        client_addr: args
+            .advertise_client
+            .clone()
+            .unwrap_or_else(|| listen.to_string()),
     };
     let initial_cluster = match (&args.initial_cluster, args.join) {
         (_, true) => BTreeMap::new(),
@@ -227,27 +221,57 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         }
         (None, false) => BTreeMap::from([(node_id, advertise.clone())]),
     };
-    if public_key.is_none() && !args.insecure_no_auth {
+    Ok(Placement {
+        node_id,
+        data_dir: args.data_dir.clone(),
+        listen,
+        peer_listen: args.peer_listen,
+        advertise,
+        initial_cluster,
+        realm: Realm::new(args.tenant_id.clone(), args.store_id.clone()),
+    })
+}
+
+fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
+    let place = if args.dev {
+        dev_placement()?
+    } else {
+        placement(&args)?
+    };
+    if args.election_timeout_ms <= args.heartbeat_ms {
+        bail!(
+            "--election-timeout-ms ({}) must exceed --heartbeat-ms ({})",
+            args.election_timeout_ms,
+            args.heartbeat_ms
+        );
+    }
+    let public_key = public_key(&args)?;
+    if public_key.is_none() && !args.insecure_no_auth && !args.dev {
         bail!(
             "serve needs the store's public key to verify device tokens: --public-key FILE or \
              CLUSTER_PUBLIC_KEY_BASE64 (--insecure-no-auth runs without, never in a shop)"
         );
     }
     Ok(ServeConfig {
-        node_id,
-        data_dir: args.data_dir,
-        listen,
-        peer_listen: args.peer_listen,
-        advertise,
-        initial_cluster,
-        realm: Realm::new(args.tenant_id, args.store_id),
-        timing,
+        node_id: place.node_id,
+        data_dir: place.data_dir,
+        listen: place.listen,
+        peer_listen: place.peer_listen,
+        advertise: place.advertise,
+        initial_cluster: place.initial_cluster,
+        realm: place.realm,
+        timing: Timing {
+            heartbeat_ms: args.heartbeat_ms,
+            election_timeout_min_ms: args.election_timeout_ms,
+            election_timeout_max_ms: args.election_timeout_ms * 2,
+            append_timeout_ms: args.append_timeout_ms,
+        },
         snapshot_every_log_entries: args.snapshot_every,
         feed_batches: args.feed_batches as usize,
         public_key,
         offline_grace_s: args.offline_grace_days.saturating_mul(86_400),
         subscriptions_per_device: args.subscriptions_per_device,
-        peer_tls: args.peer_tls.clone(),
+        peer_tls: args.peer_tls,
         rate_events_per_s: args.rate_events_per_s,
         rate_burst_events: args.rate_burst_events,
     })
