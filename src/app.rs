@@ -57,6 +57,8 @@ pub struct ServeConfig {
     pub offline_grace_s: u64,
     /// The peer port's TLS dir (store CA, node certificate): mutual TLS between nodes.
     pub peer_tls: Option<PathBuf>,
+    /// The client port's TLS dir (this node's certificate); `None` serves plaintext.
+    pub client_tls: Option<PathBuf>,
     /// Open Subscribe streams allowed per device.
     pub subscriptions_per_device: usize,
     /// Per-device append rate: sustained events per second, and burst.
@@ -82,7 +84,7 @@ pub enum AppError {
     Server { what: &'static str, detail: String },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    #[error("peer TLS: {0}")]
+    #[error("TLS: {0}")]
     Tls(#[from] crate::auth::tls::TlsError),
     #[error("peer TLS configuration: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -259,17 +261,45 @@ pub async fn serve(
                 .service(grpc),
         )
         .layer(cors());
-    let client_server = axum::serve(client_listener, app).with_graceful_shutdown(stopped());
+    let client_task = match &config.client_tls {
+        Some(dir) => {
+            let tls = crate::auth::tls::client_server_config(dir)?;
+            let listener =
+                crate::auth::tls::TlsListener::new(client_listener, tls).map_err(|source| {
+                    AppError::Bind {
+                        addr: config.listen,
+                        what: "client port",
+                        source,
+                    }
+                })?;
+            tokio::spawn(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped())
+                    .into_future(),
+            )
+        }
+        None => {
+            tracing::warn!(
+                "the client port is plaintext (no --client-tls): tokens cross the network readable"
+            );
+            tokio::spawn(
+                axum::serve(client_listener, app)
+                    .with_graceful_shutdown(stopped())
+                    .into_future(),
+            )
+        }
+    };
 
     tracing::info!(
         node = config.node_id,
         client = %config.listen,
+        client_tls = config.client_tls.is_some(),
         peer = %config.peer_listen,
+        peer_tls = config.peer_tls.is_some(),
         realm = %config.realm,
         "serving"
     );
     let peer_task = tokio::spawn(peer_server);
-    let client_task = tokio::spawn(client_server.into_future());
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);

@@ -1,6 +1,6 @@
 //! `pos-hub client`: try a hub from a shell, over the same gRPC API the tills use.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -20,6 +20,9 @@ pub struct ClientArgs {
     /// This device's token (`pos-hub token issue`), sent as `authorization: Bearer …`.
     #[arg(long, env = "POS_HUB_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The store CA (PEM) to pin when the hub serves TLS (`--hub https://…`).
+    #[arg(long, env = "POS_HUB_CA")]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     command: ClientCommand,
 }
@@ -84,9 +87,24 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-pub async fn connect(hub: &str) -> anyhow::Result<Channel> {
-    let endpoint = tonic::transport::Endpoint::from_shared(hub.to_owned())
+/// A channel to a hub's client port. With `ca` (the store CA, pinned: no other root is
+/// trusted) the hub must be an `https://` URL and TLS is used; without, `http://`.
+pub async fn connect(hub: &str, ca: Option<&Path>) -> anyhow::Result<Channel> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(hub.to_owned())
         .with_context(|| format!("--hub {hub:?} is not a URL like http://127.0.0.1:4001"))?;
+    let https = hub.starts_with("https://");
+    match ca {
+        Some(ca) if https => {
+            endpoint = endpoint
+                .tls_config(crate::auth::tls::device_client_config(ca)?)
+                .context("TLS configuration")?;
+        }
+        Some(_) => bail!("--ca is given, so --hub must be an https:// URL, got {hub:?}"),
+        None if https => {
+            bail!("--hub {hub:?} uses TLS: pin the store CA with --ca FILE (its ca.pem)")
+        }
+        None => {}
+    }
     endpoint
         .connect()
         .await
@@ -94,7 +112,7 @@ pub async fn connect(hub: &str) -> anyhow::Result<Channel> {
 }
 
 pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
-    let channel = connect(&args.hub).await?;
+    let channel = connect(&args.hub, args.ca.as_deref()).await?;
     let bearer = Bearer::new(args.token.as_deref())?;
     let mut hub = HubClient::with_interceptor(channel.clone(), bearer.clone());
     match args.command {

@@ -2,6 +2,7 @@
 //! Changes go to the leader: when a follower answers "not the leader", the command
 //! follows it to the leader's client address.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
@@ -20,6 +21,9 @@ pub struct ClusterArgs {
     /// An admin token (`pos-hub token issue --role admin`).
     #[arg(long, env = "POS_HUB_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The store CA (PEM) to pin when the hub serves TLS (`--hub https://…`).
+    #[arg(long, env = "POS_HUB_CA")]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     command: ClusterCommand,
 }
@@ -101,11 +105,14 @@ const LEADER_HOPS_MAX: usize = 3;
 pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     let bearer = Bearer::new(args.token.as_deref())?;
     if let ClusterCommand::Status = args.command {
-        return print_status(connect(&args.hub).await?, bearer).await;
+        return print_status(connect(&args.hub, args.ca.as_deref()).await?, bearer).await;
     }
     let mut hub = args.hub.clone();
     for _ in 0..=LEADER_HOPS_MAX {
-        let mut client = ClusterClient::with_interceptor(connect(&hub).await?, bearer.clone());
+        let mut client = ClusterClient::with_interceptor(
+            connect(&hub, args.ca.as_deref()).await?,
+            bearer.clone(),
+        );
         let reply = match &args.command {
             ClusterCommand::Status => unreachable!("handled above"),
             ClusterCommand::AddNode {
@@ -143,7 +150,8 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
                     bail!("{}", status.message());
                 };
                 eprintln!("{hub} is not the leader; asking the leader at {leader}");
-                hub = format!("http://{leader}");
+                let scheme = if args.ca.is_some() { "https" } else { "http" };
+                hub = format!("{scheme}://{leader}");
             }
             Err(status) => bail!("{}: {}", status.code(), status.message()),
         }

@@ -27,7 +27,7 @@ pub const DEV_PEER_ADDR: &str = "127.0.0.1:4002";
 pub struct ServeArgs {
     /// One node on this machine for development: node 1, realm t-demo/s-001, data in
     /// ./data, client port 127.0.0.1:4001, peer port 127.0.0.1:4002. Plaintext.
-    #[arg(long, conflicts_with_all = ["node_id", "initial_cluster", "join"])]
+    #[arg(long, conflicts_with_all = ["node_id", "initial_cluster", "join", "peer_tls", "client_tls"])]
     dev: bool,
     /// This node's id in the group (1, 2, 3, …).
     #[arg(long)]
@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// TLS dir for the peer port (`pos-hub certs issue`): mutual TLS with the store CA.
     #[arg(long)]
     peer_tls: Option<PathBuf>,
+    /// TLS dir for the client port (`pos-hub certs issue`, may be the --peer-tls dir): serve
+    /// gRPC, gRPC-web and HTTP over TLS; devices pin the store CA with `--ca`.
+    #[arg(long)]
+    client_tls: Option<PathBuf>,
     /// Open Subscribe streams allowed per device (with tokens).
     #[arg(long, default_value_t = crate::api::limits::SUBSCRIPTIONS_PER_DEVICE_MAX)]
     subscriptions_per_device: usize,
@@ -272,6 +276,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         offline_grace_s: args.offline_grace_days.saturating_mul(86_400),
         subscriptions_per_device: args.subscriptions_per_device,
         peer_tls: args.peer_tls,
+        client_tls: args.client_tls,
         rate_events_per_s: args.rate_events_per_s,
         rate_burst_events: args.rate_burst_events,
     })

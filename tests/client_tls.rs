@@ -1,0 +1,253 @@
+//! With `--client-tls`, the client port serves gRPC, gRPC-web and HTTP over TLS with the
+//! node's certificate from the store CA. A device that pins the store CA gets in; one that
+//! pins another CA, or speaks plaintext, gets nothing. The CLI refuses an https hub
+//! without a pinned CA instead of trusting anything.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::cluster::{free_ports, inventory_event};
+use common::{BIN, stderr, stdout};
+use pos_hub::auth::tls;
+use pos_hub::proto::pb;
+use pos_hub::proto::pb::hub_client::HubClient;
+use prost::Message;
+use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::{Channel, Endpoint};
+
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_tls_node(dir: &Path, tls_dir: &Path, client: u16, peer: u16) -> Node {
+    let log = std::fs::File::create(dir.join("node.log")).expect("log file");
+    let child = Command::new(BIN)
+        .args(["serve", "--node-id", "1", "--insecure-no-auth"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen", &format!("127.0.0.1:{client}")])
+        .args(["--peer-listen", &format!("127.0.0.1:{peer}")])
+        .arg("--client-tls")
+        .arg(tls_dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("spawns pos-hub serve");
+    Node(child)
+}
+
+async fn tls_channel(url: &str, ca: &Path) -> Result<Channel, String> {
+    let config = tls::device_client_config(ca).map_err(|e| e.to_string())?;
+    Endpoint::from_shared(url.to_owned())
+        .map_err(|e| e.to_string())?
+        .tls_config(config)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| format!("{e:?}"))
+}
+
+async fn hello(channel: Channel) -> Result<pb::HelloResponse, String> {
+    let request = pb::HelloRequest {
+        device_id: "till-1".into(),
+        cursor: 0,
+    };
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        HubClient::new(channel).hello(request),
+    )
+    .await
+    {
+        Err(_) => Err("timed out".into()),
+        Ok(Err(status)) => Err(status.to_string()),
+        Ok(Ok(reply)) => Ok(reply.into_inner()),
+    }
+}
+
+/// One HTTP/1.1 request over TLS (ALPN http/1.1 only, like a browser's fetch on an
+/// HTTP/1.1 connection); returns the whole response, read until the server closes.
+async fn https1(addr: &str, ca: &Path, request: Vec<u8>) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).expect("reads the CA") {
+        roots.add(cert.expect("a CA certificate")).expect("adds");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("a server name");
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    tls.write_all(&request).await.expect("writes");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut response))
+        .await
+        .expect("the response within 5 s")
+        .ok(); // a peer closing without close_notify still leaves the bytes read
+    response
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_port_serves_tls_to_devices_that_pin_the_store_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store_ca = dir.path().join("store-ca");
+    let other_ca = dir.path().join("other-ca");
+    let tls_dir = dir.path().join("tls");
+    tls::init_ca(&store_ca).expect("store CA");
+    tls::init_ca(&other_ca).expect("another CA");
+    tls::issue_node(&store_ca, 1, &["127.0.0.1".to_owned()], &tls_dir).expect("node cert");
+    let ca = store_ca.join(tls::CA_CERT);
+    let ports = free_ports(2);
+    let _node = spawn_tls_node(dir.path(), &tls_dir, ports[0], ports[1]);
+    let addr = format!("127.0.0.1:{}", ports[0]);
+    let url = format!("https://{addr}");
+
+    // A device pinning the store CA: Hello, once the node has elected itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let welcome = loop {
+        let attempt = match tls_channel(&url, &ca).await {
+            Ok(channel) => hello(channel).await,
+            Err(err) => Err(err),
+        };
+        match attempt {
+            Ok(reply) if reply.leader_id != 0 => break reply,
+            other if Instant::now() > deadline => panic!(
+                "no TLS Hello within 30 s: {other:?}\n{}",
+                common::cluster::tail(&dir.path().join("node.log"), 40)
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(welcome.leader_id, 1);
+
+    // It appends over TLS.
+    let channel = tls_channel(&url, &ca).await.expect("TLS channel");
+    let reply = HubClient::new(channel)
+        .append(pb::AppendRequest {
+            events: vec![inventory_event("FRIES", 3, "till-1", 1)],
+        })
+        .await
+        .expect("append over TLS")
+        .into_inner();
+    assert_eq!(reply.results.len(), 1);
+    assert_eq!(reply.results[0].status, pb::AppendStatus::Accepted as i32);
+
+    // Pinning another CA: the handshake fails, nothing is answered.
+    let foreign = match tls_channel(&url, &other_ca.join(tls::CA_CERT)).await {
+        Ok(channel) => hello(channel).await.map(|_| ()),
+        Err(err) => Err(err),
+    };
+    assert!(foreign.is_err(), "a device pinning another CA got in");
+
+    // Plaintext gRPC to the TLS port gets nothing.
+    let plain = match Endpoint::from_shared(format!("http://{addr}"))
+        .expect("URL")
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+    {
+        Ok(channel) => hello(channel).await.map(|_| ()),
+        Err(err) => Err(err.to_string()),
+    };
+    assert!(
+        plain.is_err(),
+        "plaintext gRPC got an answer from the TLS port"
+    );
+
+    // gRPC-web over TLS on HTTP/1.1, as a browser sends it.
+    let message = pb::HelloRequest {
+        device_id: "kds-1".into(),
+        cursor: 0,
+    }
+    .encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    let mut request = format!(
+        "POST /pos.v1.Hub/Hello HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/grpc-web+proto\r\n\
+         X-Grpc-Web: 1\r\nOrigin: https://{addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        frame.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&frame);
+    let response = https1(&addr, &ca, request).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "gRPC-web over TLS: {text}"
+    );
+    assert!(
+        contains(&response, b"grpc-status:0") || contains(&response, b"grpc-status: 0"),
+        "gRPC-web over TLS ends with grpc-status 0: {text}"
+    );
+
+    // Plain HTTP routes are on TLS too.
+    let health = https1(
+        &addr,
+        &ca,
+        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").into_bytes(),
+    )
+    .await;
+    let health = String::from_utf8_lossy(&health);
+    assert!(
+        health.starts_with("HTTP/1.1 200"),
+        "/healthz over TLS: {health}"
+    );
+
+    // The CLI: with --ca it works; an https hub without --ca is refused with the reason;
+    // --ca with an http:// hub is refused too.
+    let cli = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("client")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env_remove("POS_HUB_CA")
+            .output()
+            .expect("runs pos-hub client")
+    };
+    let ca_arg = ca.to_str().expect("a UTF-8 path");
+    let status = cli(&["--hub", &url, "--ca", ca_arg, "status"]);
+    assert!(
+        status.status.success(),
+        "client status over TLS: {}",
+        stderr(&status)
+    );
+    assert!(stdout(&status).contains("leader"), "{}", stdout(&status));
+    let unpinned = cli(&["--hub", &url, "status"]);
+    assert!(!unpinned.status.success());
+    assert!(
+        stderr(&unpinned).contains("pin the store CA with --ca"),
+        "{}",
+        stderr(&unpinned)
+    );
+    let mixed = cli(&["--hub", &format!("http://{addr}"), "--ca", ca_arg, "status"]);
+    assert!(!mixed.status.success());
+    assert!(
+        stderr(&mixed).contains("must be an https:// URL"),
+        "{}",
+        stderr(&mixed)
+    );
+}
