@@ -59,6 +59,8 @@ pub struct ServeConfig {
     pub peer_tls: Option<PathBuf>,
     /// The client port's TLS dir (this node's certificate); `None` serves plaintext.
     pub client_tls: Option<PathBuf>,
+    /// Advertise the client port on mDNS (`_poshub._tcp`) for devices to find.
+    pub mdns: bool,
     /// Open Subscribe streams allowed per device.
     pub subscriptions_per_device: usize,
     /// Per-device append rate: sustained events per second, and burst.
@@ -299,9 +301,27 @@ pub async fn serve(
         realm = %config.realm,
         "serving"
     );
+    // Advertised once serving; withdrawn when this is dropped at shutdown.
+    let advertiser = if config.mdns {
+        match crate::discovery::advertise(
+            &config.realm,
+            config.node_id,
+            &config.advertise.client_addr,
+            config.client_tls.is_some(),
+        ) {
+            Ok(advertiser) => Some(advertiser),
+            Err(err) => {
+                tracing::warn!(%err, "not advertising on mDNS; devices need the address");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let peer_task = tokio::spawn(peer_server);
     shutdown.await;
     tracing::info!("shutting down");
+    drop(advertiser);
     let _ = stop_tx.send(true);
     let peer_result = peer_task.await;
     let client_result = client_task.await;

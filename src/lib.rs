@@ -12,6 +12,8 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod client;
+pub mod discovery;
 pub mod domain;
 pub mod http;
 pub mod metrics;

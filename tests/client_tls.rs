@@ -32,7 +32,7 @@ impl Drop for Node {
 fn spawn_tls_node(dir: &Path, tls_dir: &Path, client: u16, peer: u16) -> Node {
     let log = std::fs::File::create(dir.join("node.log")).expect("log file");
     let child = Command::new(BIN)
-        .args(["serve", "--node-id", "1", "--insecure-no-auth"])
+        .args(["serve", "--no-mdns", "--node-id", "1", "--insecure-no-auth"])
         .arg("--data-dir")
         .arg(dir.join("data"))
         .args(["--listen", &format!("127.0.0.1:{client}")])

@@ -1318,8 +1318,8 @@ async fn the_readme_flow_on_a_dev_node() {
     }
     assert_eq!(lines[15], "15 events: 15 accepted, 0 duplicate, 0 rejected");
 
-    phase("`pos-hub client --hub … order o-1001`: paid, total 3750");
-    let output = cli(&["order", "o-1001"]).await;
+    phase("`pos-hub client --hub … order show o-1001 --linearizable`: paid, total 3750");
+    let output = cli(&["order", "show", "o-1001", "--linearizable"]).await;
     let out = common::stdout(&output);
     assert!(
         output.status.success(),

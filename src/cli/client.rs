@@ -14,22 +14,46 @@ use crate::raft::node::outcome_from_result;
 
 #[derive(Debug, clap::Args)]
 pub struct ClientArgs {
-    /// The hub's client address.
-    #[arg(long, env = "POS_HUB", default_value = "http://127.0.0.1:4001")]
-    hub: String,
+    /// Hub client addresses, comma-separated (`http://HOST:PORT`, `https://…` with --ca, or
+    /// `HOST:PORT`). Without, the device commands find hubs by mDNS and the cache, and the
+    /// others ask the dev hub at http://127.0.0.1:4001.
+    #[arg(long, env = "POS_HUB", value_delimiter = ',')]
+    pub hub: Vec<String>,
     /// This device's token (`pos-hub token issue`), sent as `authorization: Bearer …`.
     #[arg(long, env = "POS_HUB_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    pub token: Option<String>,
     /// The store CA (PEM) to pin when the hub serves TLS (`--hub https://…`).
     #[arg(long, env = "POS_HUB_CA")]
-    ca: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    /// This device's id; defaults to the token's subject.
+    #[arg(long, env = "POS_HUB_DEVICE")]
+    pub device: Option<String>,
+    /// The person using the device, stamped into each event's actor.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The device's data dir: its outbox, read model and last good hub addresses.
+    #[arg(long, env = "POS_HUB_DEVICE_DIR", default_value = "device")]
+    pub data_dir: PathBuf,
+    /// The store's realm; defaults to the token's, else t-demo/s-001.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Do not browse mDNS for hubs: use --hub and the cached addresses only.
+    #[arg(long)]
+    pub no_discovery: bool,
+    /// How long a device command waits for the hub to answer before leaving its events
+    /// in the outbox (they are sent by the next command that reaches a hub).
+    #[arg(long, default_value_t = 5)]
+    pub wait_s: u64,
     #[command(subcommand)]
-    command: ClientCommand,
+    pub command: ClientCommand,
 }
 
 #[derive(Debug, clap::Subcommand)]
-enum ClientCommand {
-    /// Append the events of a JSON-lines file (`-`: standard input); one line per outcome.
+pub enum ClientCommand {
+    /// Append the events of a JSON-lines file (`-`: standard input) straight to the hub,
+    /// without the outbox; one line per outcome.
     Append {
         file: PathBuf,
         /// Events per Append call (1..=1024).
@@ -44,15 +68,32 @@ enum ClientCommand {
         #[arg(long)]
         limit: Option<u64>,
     },
-    /// Print one order as JSON.
-    Order {
-        id: String,
-        /// Confirm with the leader first instead of answering from this node's state.
-        #[arg(long)]
-        linearizable: bool,
-    },
     /// Print the group: leader, members, indexes.
     Status,
+    /// Orders, through the device's outbox: new, add, park, recall, pay, cancel, show, list.
+    #[command(subcommand)]
+    Order(super::till::OrderCommand),
+    /// Take an order's lock, hold it (renewing) for --hold-s, then release it.
+    Lock {
+        order: String,
+        #[arg(long, default_value_t = 0)]
+        hold_s: u64,
+    },
+    /// The outbox: queued events and the dead-letter list.
+    Outbox {
+        /// Drop dead letter N after dealing with it.
+        #[arg(long)]
+        resolve: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send the outbox and catch up with the log, waiting up to --wait-s.
+    Sync,
+    /// List the hubs that answer on mDNS (`_poshub._tcp.local.`), of every realm.
+    Discover {
+        #[arg(long, default_value_t = 2000)]
+        wait_ms: u64,
+    },
 }
 
 /// Adds `authorization: Bearer <token>` to every call when a token is given.
@@ -111,8 +152,28 @@ pub async fn connect(hub: &str, ca: Option<&Path>) -> anyhow::Result<Channel> {
         .with_context(|| format!("cannot reach the hub at {hub}"))
 }
 
+/// The one hub the direct commands talk to.
+fn direct_hub(args: &ClientArgs) -> String {
+    args.hub
+        .first()
+        .cloned()
+        .unwrap_or_else(|| format!("http://{}", super::serve::DEV_CLIENT_ADDR))
+}
+
 pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
-    let channel = connect(&args.hub, args.ca.as_deref()).await?;
+    if !matches!(
+        args.command,
+        ClientCommand::Append { .. }
+            | ClientCommand::Tail { .. }
+            | ClientCommand::Status
+            | ClientCommand::Order(super::till::OrderCommand::Show {
+                linearizable: true,
+                ..
+            })
+    ) {
+        return super::till::run(args).await;
+    }
+    let channel = connect(&direct_hub(&args), args.ca.as_deref()).await?;
     let bearer = Bearer::new(args.token.as_deref())?;
     let mut hub = HubClient::with_interceptor(channel.clone(), bearer.clone());
     match args.command {
@@ -155,15 +216,11 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Order { id, linearizable } => {
-            let consistency = if linearizable {
-                pb::Consistency::Linearizable
-            } else {
-                pb::Consistency::Local
-            };
+        ClientCommand::Status => super::cluster::print_status(channel, bearer).await,
+        ClientCommand::Order(super::till::OrderCommand::Show { order, .. }) => {
             let request = pb::GetOrderRequest {
-                order_id: id,
-                consistency: consistency as i32,
+                order_id: order,
+                consistency: pb::Consistency::Linearizable as i32,
             };
             let Some(order) = hub.get_order(request).await?.into_inner().order else {
                 bail!("the hub answered without an order");
@@ -171,7 +228,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             println!("{}", order_json(&order));
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Status => super::cluster::print_status(channel, bearer).await,
+        other => bail!("{other:?} is a device command, not a direct one"),
     }
 }
 

@@ -5,6 +5,7 @@ mod client;
 mod cluster;
 mod log;
 mod serve;
+mod till;
 mod token;
 
 use std::path::PathBuf;

@@ -97,6 +97,10 @@ pub struct ServeArgs {
     /// gRPC, gRPC-web and HTTP over TLS; devices pin the store CA with `--ca`.
     #[arg(long)]
     client_tls: Option<PathBuf>,
+    /// Do not advertise this node on mDNS (`_poshub._tcp.local.`); devices then need its
+    /// address. `--dev` never advertises.
+    #[arg(long)]
+    no_mdns: bool,
     /// Open Subscribe streams allowed per device (with tokens).
     #[arg(long, default_value_t = crate::api::limits::SUBSCRIPTIONS_PER_DEVICE_MAX)]
     subscriptions_per_device: usize,
@@ -277,6 +281,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         subscriptions_per_device: args.subscriptions_per_device,
         peer_tls: args.peer_tls,
         client_tls: args.client_tls,
+        mdns: !args.no_mdns && !args.dev,
         rate_events_per_s: args.rate_events_per_s,
         rate_burst_events: args.rate_burst_events,
     })

@@ -233,6 +233,7 @@ impl Cluster {
         writeln!(log, "=== harness: start #{} of node {id} ===", node.starts).expect("writes log");
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
+            .arg("--no-mdns")
             .args(["--node-id", &id.to_string()])
             .arg("--data-dir")
             .arg(&node.data_dir)

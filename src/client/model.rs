@@ -1,0 +1,328 @@
+//! The device's read model: the committed state (what the hub's log says, up to the
+//! device's cursor) with the device's own not-yet-committed events applied on top.
+//!
+//! Both layers run the hub's own rules (`domain::apply`), so the device decides an event
+//! the way the hub will unless something the device has not seen yet intervenes. The
+//! committed layer is rebuilt from nothing but committed events, each once, in seq
+//! order; the overlay is thrown away and replayed whenever the committed layer moves or
+//! the outbox drops an event, so a rejected local edit disappears from the view and the
+//! committed truth replaces every optimistic guess.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use crate::domain::inventory::Stock;
+use crate::domain::order::Order;
+use crate::domain::ticket::{Ticket, TicketKind};
+use crate::domain::{Event, Outcome, Realm, State};
+
+/// One layer of state in ordered maps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Layer {
+    pub last_seq: u64,
+    pub event_ids: BTreeMap<Uuid, u64>,
+    pub orders: BTreeMap<String, Order>,
+    pub tickets: BTreeMap<(TicketKind, String), Ticket>,
+    pub stock: BTreeMap<String, Stock>,
+}
+
+/// What applying committed events changed, for the device store to persist.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub event_ids: Vec<(Uuid, u64)>,
+    pub orders: Vec<Order>,
+    pub tickets: Vec<Ticket>,
+    pub stock: Vec<Stock>,
+}
+
+/// The committed layer as `State`, recording every write for persistence.
+struct Committed<'a> {
+    realm: &'a Realm,
+    layer: &'a mut Layer,
+    changes: &'a mut Changes,
+}
+
+impl State for Committed<'_> {
+    type Error = std::convert::Infallible;
+
+    fn realm(&self) -> &Realm {
+        self.realm
+    }
+    fn last_seq(&self) -> u64 {
+        self.layer.last_seq
+    }
+    fn seq_of(&self, event_id: &Uuid) -> Result<Option<u64>, Self::Error> {
+        Ok(self.layer.event_ids.get(event_id).copied())
+    }
+    fn order(&self, order_id: &str) -> Result<Option<Order>, Self::Error> {
+        Ok(self.layer.orders.get(order_id).cloned())
+    }
+    fn ticket(&self, kind: TicketKind, ticket_id: &str) -> Result<Option<Ticket>, Self::Error> {
+        Ok(self
+            .layer
+            .tickets
+            .get(&(kind, ticket_id.to_owned()))
+            .cloned())
+    }
+    fn stock(&self, sku: &str) -> Result<Option<Stock>, Self::Error> {
+        Ok(self.layer.stock.get(sku).cloned())
+    }
+    fn put_order(&mut self, order: Order) -> Result<(), Self::Error> {
+        self.changes.orders.push(order.clone());
+        self.layer.orders.insert(order.id.clone(), order);
+        Ok(())
+    }
+    fn put_ticket(&mut self, ticket: Ticket) -> Result<(), Self::Error> {
+        self.changes.tickets.push(ticket.clone());
+        self.layer
+            .tickets
+            .insert((ticket.kind, ticket.id.clone()), ticket);
+        Ok(())
+    }
+    fn put_stock(&mut self, stock: Stock) -> Result<(), Self::Error> {
+        self.changes.stock.push(stock.clone());
+        self.layer.stock.insert(stock.sku.clone(), stock);
+        Ok(())
+    }
+    fn put_event(&mut self, event_id: Uuid, _event: Event) -> Result<(), Self::Error> {
+        self.layer.last_seq += 1;
+        self.layer.event_ids.insert(event_id, self.layer.last_seq);
+        self.changes.event_ids.push((event_id, self.layer.last_seq));
+        Ok(())
+    }
+}
+
+/// The overlay as `State`: reads fall through to the committed layer.
+struct Stacked<'a> {
+    realm: &'a Realm,
+    base: &'a Layer,
+    top: &'a mut Layer,
+}
+
+impl State for Stacked<'_> {
+    type Error = std::convert::Infallible;
+
+    fn realm(&self) -> &Realm {
+        self.realm
+    }
+    fn last_seq(&self) -> u64 {
+        self.top.last_seq
+    }
+    fn seq_of(&self, event_id: &Uuid) -> Result<Option<u64>, Self::Error> {
+        Ok(self
+            .top
+            .event_ids
+            .get(event_id)
+            .or_else(|| self.base.event_ids.get(event_id))
+            .copied())
+    }
+    fn order(&self, order_id: &str) -> Result<Option<Order>, Self::Error> {
+        Ok(self
+            .top
+            .orders
+            .get(order_id)
+            .or_else(|| self.base.orders.get(order_id))
+            .cloned())
+    }
+    fn ticket(&self, kind: TicketKind, ticket_id: &str) -> Result<Option<Ticket>, Self::Error> {
+        let key = (kind, ticket_id.to_owned());
+        Ok(self
+            .top
+            .tickets
+            .get(&key)
+            .or_else(|| self.base.tickets.get(&key))
+            .cloned())
+    }
+    fn stock(&self, sku: &str) -> Result<Option<Stock>, Self::Error> {
+        Ok(self
+            .top
+            .stock
+            .get(sku)
+            .or_else(|| self.base.stock.get(sku))
+            .cloned())
+    }
+    fn put_order(&mut self, order: Order) -> Result<(), Self::Error> {
+        self.top.orders.insert(order.id.clone(), order);
+        Ok(())
+    }
+    fn put_ticket(&mut self, ticket: Ticket) -> Result<(), Self::Error> {
+        self.top
+            .tickets
+            .insert((ticket.kind, ticket.id.clone()), ticket);
+        Ok(())
+    }
+    fn put_stock(&mut self, stock: Stock) -> Result<(), Self::Error> {
+        self.top.stock.insert(stock.sku.clone(), stock);
+        Ok(())
+    }
+    fn put_event(&mut self, event_id: Uuid, _event: Event) -> Result<(), Self::Error> {
+        self.top.last_seq += 1;
+        self.top.event_ids.insert(event_id, self.top.last_seq);
+        Ok(())
+    }
+}
+
+/// A committed event that does not follow from the committed layer: the device's copy
+/// is not a prefix of this log (another store's log, or a hub reset). The caller resets
+/// the model and resubscribes from 0.
+#[derive(Debug, thiserror::Error)]
+#[error("committed event {event_id} at seq {seq} does not follow the device's copy: {detail}")]
+pub struct Diverged {
+    pub event_id: String,
+    pub seq: u64,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadModel {
+    realm: Realm,
+    committed: Layer,
+    overlay: Layer,
+    /// The overlay no longer matches committed + queued events and is rebuilt on the
+    /// next read or append.
+    stale: bool,
+}
+
+impl ReadModel {
+    pub fn new(realm: Realm, committed: Layer) -> Self {
+        let overlay = Layer {
+            last_seq: committed.last_seq,
+            ..Layer::default()
+        };
+        ReadModel {
+            realm,
+            committed,
+            overlay,
+            stale: true,
+        }
+    }
+
+    pub fn realm(&self) -> &Realm {
+        &self.realm
+    }
+
+    /// The seq of the last committed event applied: the device's subscription cursor.
+    pub fn cursor(&self) -> u64 {
+        self.committed.last_seq
+    }
+
+    pub fn committed(&self) -> &Layer {
+        &self.committed
+    }
+
+    /// Applies one committed event (its `seq` and `hub_time` set by the hub) to the
+    /// committed layer, recording what changed.
+    pub fn apply_committed(
+        &mut self,
+        event: &Event,
+        changes: &mut Changes,
+    ) -> Result<(), Diverged> {
+        let seq = event.seq.unwrap_or(0);
+        let diverged = |detail: String| Diverged {
+            event_id: event.event_id.clone(),
+            seq,
+            detail,
+        };
+        if seq != self.committed.last_seq + 1 {
+            return Err(diverged(format!(
+                "expected seq {}",
+                self.committed.last_seq + 1
+            )));
+        }
+        let mut as_sent = event.clone();
+        as_sent.seq = None;
+        as_sent.hub_time = None;
+        let mut state = Committed {
+            realm: &self.realm,
+            layer: &mut self.committed,
+            changes,
+        };
+        let outcome = match crate::domain::apply(&mut state, &as_sent, event.hub_time.unwrap_or(0))
+        {
+            Ok(outcome) => outcome,
+            Err(never) => match never {},
+        };
+        self.stale = true;
+        match outcome {
+            Outcome::Accepted { seq: got } if got == seq => Ok(()),
+            other => Err(diverged(format!("the device's rules say {other:?}"))),
+        }
+    }
+
+    /// Applies a queued event on top of the committed state at device time `now_ms`.
+    /// A rejection leaves the view unchanged.
+    pub fn apply_local(&mut self, event: &Event, now_ms: u64) -> Outcome {
+        let mut state = Stacked {
+            realm: &self.realm,
+            base: &self.committed,
+            top: &mut self.overlay,
+        };
+        match crate::domain::apply(&mut state, event, now_ms) {
+            Ok(outcome) => outcome,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Marks the overlay for a replay before the next read or append.
+    pub fn rebuild_needed(&mut self) {
+        self.stale = true;
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
+
+    /// Replays the queued events, in outbox order, on a fresh overlay.
+    pub fn rebuild<'e>(&mut self, queued: impl IntoIterator<Item = &'e Event>, now_ms: u64) {
+        self.overlay = Layer {
+            last_seq: self.committed.last_seq,
+            ..Layer::default()
+        };
+        for event in queued {
+            self.apply_local(event, now_ms);
+        }
+        self.stale = false;
+    }
+
+    /// An order as the device sees it: committed, with its own queued edits on top.
+    pub fn order(&self, order_id: &str) -> Option<&Order> {
+        self.overlay
+            .orders
+            .get(order_id)
+            .or_else(|| self.committed.orders.get(order_id))
+    }
+
+    pub fn orders(&self) -> Vec<&Order> {
+        let mut all: BTreeMap<&str, &Order> = self
+            .committed
+            .orders
+            .iter()
+            .map(|(id, o)| (id.as_str(), o))
+            .collect();
+        for (id, order) in &self.overlay.orders {
+            all.insert(id.as_str(), order);
+        }
+        all.into_values().collect()
+    }
+
+    pub fn ticket(&self, kind: TicketKind, ticket_id: &str) -> Option<&Ticket> {
+        let key = (kind, ticket_id.to_owned());
+        self.overlay
+            .tickets
+            .get(&key)
+            .or_else(|| self.committed.tickets.get(&key))
+    }
+
+    pub fn stock(&self, sku: &str) -> Option<&Stock> {
+        self.overlay
+            .stock
+            .get(sku)
+            .or_else(|| self.committed.stock.get(sku))
+    }
+
+    /// Forgets everything committed (a diverged copy): the next subscription starts at 0.
+    pub fn reset(&mut self) {
+        *self = ReadModel::new(self.realm.clone(), Layer::default());
+    }
+}

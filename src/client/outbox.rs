@@ -1,0 +1,304 @@
+//! The device's durable store: one sled tree in the device's data dir holding the outbox
+//! (queued events, in the order the app appended them), the dead-letter list, the
+//! committed read model with its cursor, and the Lamport clock.
+//!
+//! Keys, one tree so that every change is one atomic `sled::Batch`:
+//! - `q` + number (u64 BE) → a queued event (JSON) and, once a hub answered, its seq;
+//! - `x` + number → a dead letter: the event, the hub's code and message;
+//! - `o` + order id, `t` + kind + ticket id, `s` + sku → committed aggregates (bincode);
+//! - `e` + event id (16 bytes) → the seq of a committed event;
+//! - `m/cursor`, `m/lamport`, `m/next` → u64 BE.
+//!
+//! Only queueing is flushed to disk before it returns (the app was told "saved"); every
+//! other write may be lost in a crash and is then redone: an unanswered event is sent
+//! again under the same eventId, committed events are received again from the old cursor.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::model::{Changes, Layer};
+use crate::domain::Event;
+use crate::domain::ticket::TicketKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("the device store at {path}: {source}")]
+    Sled { path: String, source: sled::Error },
+    #[error("the device store at {path} is damaged: key {key}: {detail}")]
+    Corrupt {
+        path: String,
+        key: String,
+        detail: String,
+    },
+}
+
+/// An event in the outbox: sent until a hub answers ACCEPTED or DUPLICATE (then `seq`
+/// is set, and the entry is dropped once the committed model has passed that seq) or
+/// REJECTED (then it becomes a dead letter).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Queued {
+    pub number: u64,
+    pub event: Event,
+    /// The seq a hub reported for it; `None` while unanswered.
+    pub seq: Option<u64>,
+}
+
+/// An event the hub refused for good, kept until the app resolves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub number: u64,
+    pub event: Event,
+    /// The hub's reject code (e.g. `STALE_VERSION`), or a gRPC code for a refused request.
+    pub code: String,
+    pub message: String,
+}
+
+const CURSOR: &[u8] = b"m/cursor";
+const LAMPORT: &[u8] = b"m/lamport";
+const NEXT: &[u8] = b"m/next";
+
+fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + rest.len());
+    key.push(prefix);
+    key.extend_from_slice(rest);
+    key
+}
+
+fn ticket_key(kind: TicketKind, id: &str) -> Vec<u8> {
+    let kind = match kind {
+        TicketKind::Kds => b'k',
+        TicketKind::Bds => b'b',
+    };
+    let mut rest = vec![kind];
+    rest.extend_from_slice(id.as_bytes());
+    key(b't', &rest)
+}
+
+/// What the store held when it was opened.
+pub struct Loaded {
+    pub committed: Layer,
+    pub queued: BTreeMap<u64, Queued>,
+    pub dead: BTreeMap<u64, DeadLetter>,
+    pub lamport: u64,
+    pub next: u64,
+}
+
+pub struct Outbox {
+    tree: sled::Db,
+    path: PathBuf,
+}
+
+impl Outbox {
+    pub fn open(dir: &Path) -> Result<(Outbox, Loaded), OutboxError> {
+        let path = dir.join("device.sled");
+        let tree = sled::open(&path).map_err(|source| OutboxError::Sled {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let outbox = Outbox { tree, path };
+        let loaded = outbox.load()?;
+        Ok((outbox, loaded))
+    }
+
+    fn sled(&self, source: sled::Error) -> OutboxError {
+        OutboxError::Sled {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, key: &[u8], detail: impl ToString) -> OutboxError {
+        OutboxError::Corrupt {
+            path: self.path.display().to_string(),
+            key: String::from_utf8_lossy(key).into_owned(),
+            detail: detail.to_string(),
+        }
+    }
+
+    fn u64_at(&self, key: &[u8]) -> Result<u64, OutboxError> {
+        match self.tree.get(key).map_err(|e| self.sled(e))? {
+            None => Ok(0),
+            Some(bytes) => {
+                let raw: [u8; 8] = bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| self.corrupt(key, "not a u64"))?;
+                Ok(u64::from_be_bytes(raw))
+            }
+        }
+    }
+
+    fn number(&self, key: &[u8]) -> Result<u64, OutboxError> {
+        let raw: [u8; 8] = key
+            .get(1..)
+            .and_then(|r| r.try_into().ok())
+            .ok_or_else(|| self.corrupt(key, "not a numbered key"))?;
+        Ok(u64::from_be_bytes(raw))
+    }
+
+    fn load(&self) -> Result<Loaded, OutboxError> {
+        let mut committed = Layer {
+            last_seq: self.u64_at(CURSOR)?,
+            ..Layer::default()
+        };
+        let mut queued = BTreeMap::new();
+        let mut dead = BTreeMap::new();
+        for item in self.tree.iter() {
+            let (k, v) = item.map_err(|e| self.sled(e))?;
+            match k.first() {
+                Some(b'q') => {
+                    let entry: Queued =
+                        serde_json::from_slice(&v).map_err(|e| self.corrupt(&k, e))?;
+                    queued.insert(self.number(&k)?, entry);
+                }
+                Some(b'x') => {
+                    let entry: DeadLetter =
+                        serde_json::from_slice(&v).map_err(|e| self.corrupt(&k, e))?;
+                    dead.insert(self.number(&k)?, entry);
+                }
+                Some(b'o') => {
+                    let order: crate::domain::order::Order =
+                        bincode::deserialize(&v).map_err(|e| self.corrupt(&k, e))?;
+                    committed.orders.insert(order.id.clone(), order);
+                }
+                Some(b't') => {
+                    let ticket: crate::domain::ticket::Ticket =
+                        bincode::deserialize(&v).map_err(|e| self.corrupt(&k, e))?;
+                    committed
+                        .tickets
+                        .insert((ticket.kind, ticket.id.clone()), ticket);
+                }
+                Some(b's') => {
+                    let stock: crate::domain::inventory::Stock =
+                        bincode::deserialize(&v).map_err(|e| self.corrupt(&k, e))?;
+                    committed.stock.insert(stock.sku.clone(), stock);
+                }
+                Some(b'e') => {
+                    let id = k
+                        .get(1..)
+                        .and_then(|r| Uuid::from_slice(r).ok())
+                        .ok_or_else(|| self.corrupt(&k, "not an event id"))?;
+                    let raw: [u8; 8] = v
+                        .as_ref()
+                        .try_into()
+                        .map_err(|_| self.corrupt(&k, "not a seq"))?;
+                    committed.event_ids.insert(id, u64::from_be_bytes(raw));
+                }
+                _ => {}
+            }
+        }
+        Ok(Loaded {
+            committed,
+            queued,
+            dead,
+            lamport: self.u64_at(LAMPORT)?,
+            next: self.u64_at(NEXT)?.max(1),
+        })
+    }
+
+    fn json<T: Serialize>(&self, key: &[u8], value: &T) -> Result<Vec<u8>, OutboxError> {
+        serde_json::to_vec(value).map_err(|e| self.corrupt(key, e))
+    }
+
+    /// Queues events and records the clock and the next number, then waits until it is
+    /// on disk: after this returns, a crash loses none of them.
+    pub fn queue(&self, entries: &[Queued], lamport: u64, next: u64) -> Result<(), OutboxError> {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let k = key(b'q', &entry.number.to_be_bytes());
+            batch.insert(k.clone(), self.json(&k, entry)?);
+        }
+        batch.insert(LAMPORT, &lamport.to_be_bytes());
+        batch.insert(NEXT, &next.to_be_bytes());
+        self.tree.apply_batch(batch).map_err(|e| self.sled(e))?;
+        self.tree.flush().map_err(|e| self.sled(e))?;
+        Ok(())
+    }
+
+    /// Records the hub's answers: seqs of answered events, and events moved to the
+    /// dead-letter list, in one atomic write.
+    pub fn answered(&self, acked: &[Queued], dead: &[DeadLetter]) -> Result<(), OutboxError> {
+        let mut batch = sled::Batch::default();
+        for entry in acked {
+            let k = key(b'q', &entry.number.to_be_bytes());
+            batch.insert(k.clone(), self.json(&k, entry)?);
+        }
+        for letter in dead {
+            batch.remove(key(b'q', &letter.number.to_be_bytes()));
+            let k = key(b'x', &letter.number.to_be_bytes());
+            batch.insert(k.clone(), self.json(&k, letter)?);
+        }
+        self.tree.apply_batch(batch).map_err(|e| self.sled(e))
+    }
+
+    /// Records committed events: the aggregates they changed, their ids, the new cursor
+    /// and clock, and the queued entries they settle, in one atomic write.
+    pub fn committed(
+        &self,
+        changes: &Changes,
+        cursor: u64,
+        lamport: u64,
+        settled: &[u64],
+    ) -> Result<(), OutboxError> {
+        let mut batch = sled::Batch::default();
+        for order in &changes.orders {
+            let k = key(b'o', order.id.as_bytes());
+            let v = bincode::serialize(order).map_err(|e| self.corrupt(&k, e))?;
+            batch.insert(k, v);
+        }
+        for ticket in &changes.tickets {
+            let k = ticket_key(ticket.kind, &ticket.id);
+            let v = bincode::serialize(ticket).map_err(|e| self.corrupt(&k, e))?;
+            batch.insert(k, v);
+        }
+        for stock in &changes.stock {
+            let k = key(b's', stock.sku.as_bytes());
+            let v = bincode::serialize(stock).map_err(|e| self.corrupt(&k, e))?;
+            batch.insert(k, v);
+        }
+        for (id, seq) in &changes.event_ids {
+            batch.insert(key(b'e', id.as_bytes()), &seq.to_be_bytes());
+        }
+        for number in settled {
+            batch.remove(key(b'q', &number.to_be_bytes()));
+        }
+        batch.insert(CURSOR, &cursor.to_be_bytes());
+        batch.insert(LAMPORT, &lamport.to_be_bytes());
+        self.tree.apply_batch(batch).map_err(|e| self.sled(e))
+    }
+
+    /// Forgets the committed model (the device's copy diverged from the hub's log).
+    pub fn reset_committed(&self) -> Result<(), OutboxError> {
+        let mut batch = sled::Batch::default();
+        for item in self.tree.iter() {
+            let (k, _) = item.map_err(|e| self.sled(e))?;
+            if matches!(k.first(), Some(b'o' | b't' | b's' | b'e')) {
+                batch.remove(k);
+            }
+        }
+        batch.insert(CURSOR, &0u64.to_be_bytes());
+        self.tree.apply_batch(batch).map_err(|e| self.sled(e))?;
+        self.tree.flush().map_err(|e| self.sled(e))?;
+        Ok(())
+    }
+
+    /// Drops a dead letter the app has dealt with.
+    pub fn resolve(&self, number: u64) -> Result<bool, OutboxError> {
+        let removed = self
+            .tree
+            .remove(key(b'x', &number.to_be_bytes()))
+            .map_err(|e| self.sled(e))?;
+        self.tree.flush().map_err(|e| self.sled(e))?;
+        Ok(removed.is_some())
+    }
+
+    /// Waits until everything written so far is on disk.
+    pub fn flush(&self) -> Result<(), OutboxError> {
+        self.tree.flush().map_err(|e| self.sled(e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,367 @@
+//! The client SDK against real 3-node groups: the durable outbox takes appends while every
+//! node is down and drains exactly once when they return; a leader SIGKILLed while the
+//! outbox flushes 10,000 events loses and duplicates nothing; order locks refuse a second
+//! device with the holder's id until released; a hub rejection lands in the dead-letter
+//! list and the device's view rolls back to the hub's truth.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::cluster::*;
+use pos_hub::client::{ClientError, Device, DeviceConfig, Draft, Final, HubConfig};
+use pos_hub::domain::Realm;
+use pos_hub::proto::pb;
+use serde_json::json;
+
+fn device(c: &Cluster, dir: &Path, id: &str) -> Device {
+    let addrs = c.members().iter().map(|n| c.client_addr(*n)).collect();
+    Device::open(DeviceConfig {
+        data_dir: dir.join(id),
+        device_id: id.to_owned(),
+        user_id: None,
+        hub: HubConfig {
+            addrs,
+            realm: Realm::new(TENANT, STORE),
+            token: None,
+            tls: None,
+            discovery: false,
+            cache_dir: None,
+        },
+    })
+    .expect("opens the device")
+}
+
+fn items(n: usize) -> serde_json::Value {
+    json!([{ "id": "li-1", "sku": "FRIES", "name": "Fries", "unitPrice": 350, "quantity": n }])
+}
+
+/// Every event of the log from seq 1 to its end (as the given node streams it), checking
+/// it is gap-free; returns `(seq, eventId)`.
+async fn whole_log(c: &mut Cluster, node: u64) -> Vec<(u64, String)> {
+    let last = c.hello(node).await.expect("Hello").last_seq;
+    subscribe_ids(&mut c.client(node), 0, last, Duration::from_secs(60))
+        .await
+        .expect("streams the whole log")
+}
+
+/// Asserts each of `appended` (in the device's append order, with its aggregate) is in
+/// `log` exactly once, and that each aggregate's events are in the device's order.
+fn assert_exactly_once_in_order(log: &[(u64, String)], appended: &[(String, String)]) {
+    let mut seen: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for (seq, id) in log {
+        seen.entry(id.as_str()).or_default().push(*seq);
+    }
+    let mut last_seq_of: BTreeMap<&str, u64> = BTreeMap::new();
+    for (aggregate, id) in appended {
+        let seqs = seen.get(id.as_str()).cloned().unwrap_or_default();
+        assert_eq!(
+            seqs.len(),
+            1,
+            "event {id} of {aggregate} is in the log {} times",
+            seqs.len()
+        );
+        let previous = last_seq_of.insert(aggregate, seqs[0]).unwrap_or(0);
+        assert!(
+            seqs[0] > previous,
+            "{aggregate}: event {id} at seq {} is not after its predecessor at {previous}",
+            seqs[0]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_takes_1000_appends_with_every_node_down_and_drains_them_once() {
+    let mut c = Cluster::start(3).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let till = device(&c, dir.path(), "till-1");
+    let _running = till.start();
+    c.stop_all();
+
+    // 20 orders, each created and then edited 49 times, appended round-robin.
+    let mut appended = Vec::new();
+    for round in 0..50 {
+        for o in 0..20 {
+            let order = format!("o-{o}");
+            let draft = if round == 0 {
+                Draft::order(
+                    &order,
+                    "order.created",
+                    json!({"tableNumber": o.to_string(), "items": []}),
+                )
+            } else {
+                Draft::order(&order, "order.updated", json!({"items": items(round)}))
+            };
+            let a = till
+                .append(draft)
+                .unwrap_or_else(|e| panic!("append {round}/{o} with every node down: {e}"));
+            appended.push((order, a.event_id));
+        }
+    }
+    assert_eq!(appended.len(), 1000);
+    let progress = till.progress().borrow().clone();
+    assert_eq!(
+        progress.unsent, 1000,
+        "nothing can have been sent: {progress:?}"
+    );
+    let view = till.order("o-7").expect("the device sees its own order");
+    assert_eq!(view.head.version, 50);
+    assert_eq!(view.total, 49 * 350);
+
+    for id in 1..=3 {
+        c.restart(id);
+    }
+    c.wait_leader(&[1, 2, 3], LEADER_TIMEOUT).await;
+    assert!(
+        till.settle(Duration::from_secs(120)).await,
+        "the outbox did not drain: {:?}",
+        till.progress().borrow()
+    );
+    let log = whole_log(&mut c, 1).await;
+    assert_eq!(log.len(), 1000, "the log holds exactly the device's events");
+    assert_exactly_once_in_order(&log, &appended);
+
+    // The device's committed view is the hub's.
+    let hub = c
+        .client(2)
+        .get_order(pb::GetOrderRequest {
+            order_id: "o-7".into(),
+            consistency: pb::Consistency::Linearizable as i32,
+        })
+        .await
+        .expect("GetOrder")
+        .into_inner()
+        .order
+        .expect("an order");
+    let committed = till.committed_order("o-7").expect("committed o-7");
+    assert_eq!(
+        (committed.head.version, committed.total),
+        (hub.version, hub.total)
+    );
+    assert!(till.dead_letters().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_while_the_outbox_flushes_10k_events_loses_and_duplicates_nothing() {
+    let mut c = Cluster::start(3).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let till = device(&c, dir.path(), "till-2");
+    let mut appended = Vec::new();
+    for chunk in 0..20 {
+        let drafts: Vec<Draft> = (0..500)
+            .map(|i| {
+                let sku = format!("SKU-{}", (chunk * 500 + i) % 40);
+                Draft::new(
+                    "inventory",
+                    &sku,
+                    "inventory.adjusted",
+                    json!({"sku": sku, "delta": 1}),
+                )
+            })
+            .collect();
+        let skus: Vec<String> = drafts.iter().map(|d| d.aggregate_id.clone()).collect();
+        let done = till.append_all(drafts).expect("queues 500 events");
+        appended.extend(skus.into_iter().zip(done.into_iter().map(|a| a.event_id)));
+    }
+    assert_eq!(appended.len(), 10_000);
+
+    let running = till.start();
+    // Kill the leader once the flush is well under way.
+    let mut progress = till.progress();
+    let started = tokio::time::Instant::now();
+    while progress.borrow_and_update().acked_seq < 2_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the flush did not start: {:?}",
+            progress.borrow()
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(200), progress.changed()).await;
+    }
+    let leader = c.leader_id().await;
+    c.kill(leader);
+    let acked_at_kill = till.progress().borrow().acked_seq;
+    eprintln!("killed leader {leader} with {acked_at_kill} events acked");
+    assert!(
+        acked_at_kill < 10_000,
+        "the flush was over before the kill; nothing was tested"
+    );
+
+    assert!(
+        till.settle(Duration::from_secs(180)).await,
+        "the outbox did not drain after the leader died: {:?}",
+        till.progress().borrow()
+    );
+    drop(running);
+    let survivor = c.running()[0];
+    let log = whole_log(&mut c, survivor).await;
+    assert_eq!(
+        log.len(),
+        10_000,
+        "the log holds each event once and nothing else"
+    );
+    assert_exactly_once_in_order(&log, &appended);
+    assert!(till.dead_letters().is_empty());
+    let total: i64 = (0..40)
+        .map(|s| till.stock(&format!("SKU-{s}")).map_or(0, |st| st.total()))
+        .sum();
+    assert_eq!(
+        total, 10_000,
+        "the device's stock view counts every adjustment once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_order_refuses_the_other_device_with_the_holder_until_released() {
+    let c = Cluster::start(3).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = device(&c, dir.path(), "till-a");
+    let b = device(&c, dir.path(), "till-b");
+    let _ra = a.start();
+    let _rb = b.start();
+    a.append(Draft::order("o-1", "order.created", json!({"items": []})))
+        .expect("creates o-1");
+    assert!(a.settle(Duration::from_secs(30)).await);
+
+    let guard = a
+        .lock("o-1", Duration::from_secs(10))
+        .await
+        .expect("A locks o-1");
+    assert!(a.settle(Duration::from_secs(30)).await);
+    // B catches up with the log, then its edit and its lock are refused, naming A.
+    let lock_seq = a.progress().borrow().acked_seq;
+    wait_cursor(&b, lock_seq).await;
+    let edit = Draft::order("o-1", "order.updated", json!({"items": items(1)}));
+    match b.append(edit.clone()) {
+        Err(ClientError::Refused {
+            code, lock_holder, ..
+        }) => {
+            assert_eq!(code, "LOCKED");
+            assert_eq!(lock_holder.as_deref(), Some("till-a"));
+        }
+        other => panic!("B's edit while A holds the lock: {other:?}"),
+    }
+    match b.lock("o-1", Duration::from_secs(10)).await {
+        Err(ClientError::Refused {
+            code, lock_holder, ..
+        }) => {
+            assert_eq!(code, "LOCKED");
+            assert_eq!(lock_holder.as_deref(), Some("till-a"));
+        }
+        other => panic!(
+            "B's lock while A holds it: {:?}",
+            other.map(|g| g.order_id().to_owned())
+        ),
+    }
+
+    // The hub refuses it too when B's view is behind: a forced-stale device sends anyway.
+    drop(guard);
+    assert!(a.settle(Duration::from_secs(30)).await);
+    let released_seq = a.progress().borrow().acked_seq;
+    wait_cursor(&b, released_seq).await;
+    let _b_lock = b
+        .lock("o-1", Duration::from_secs(10))
+        .await
+        .expect("B locks o-1 after the release");
+    let edited = b.append(edit).expect("B edits o-1");
+    assert_eq!(
+        b.wait_outcome(edited.number, Duration::from_secs(30)).await,
+        Some(Final::Committed {
+            seq: released_seq + 2
+        })
+    );
+}
+
+async fn wait_cursor(device: &Device, seq: u64) {
+    let mut progress = device.progress();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while progress.borrow_and_update().cursor < seq {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} did not reach seq {seq}: {:?}",
+            device.device_id(),
+            progress.borrow()
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(200), progress.changed()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_edit_becomes_a_dead_letter_and_the_view_rolls_back_to_the_hub() {
+    let mut c = Cluster::start(3).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = device(&c, dir.path(), "till-a");
+    let _ra = a.start();
+    a.append(Draft::order("o-9", "order.created", json!({"items": []})))
+        .expect("creates o-9");
+    assert!(a.settle(Duration::from_secs(30)).await);
+
+    // B has seen o-9 at version 1, then edits it while offline (not started).
+    let b = device(&c, dir.path(), "till-b");
+    {
+        let _rb = b.start();
+        wait_cursor(&b, 1).await;
+    }
+    let stale = b
+        .append(Draft::order(
+            "o-9",
+            "order.updated",
+            json!({"items": items(5)}),
+        ))
+        .expect("B's view accepts its edit");
+    assert_eq!(stale.version, 2);
+    assert_eq!(
+        b.order("o-9").expect("o-9").total,
+        5 * 350,
+        "optimistic view"
+    );
+
+    // A edits o-9 first.
+    a.append(Draft::order(
+        "o-9",
+        "order.updated",
+        json!({"items": items(2)}),
+    ))
+    .expect("A edits o-9");
+    assert!(a.settle(Duration::from_secs(30)).await);
+
+    let _rb = b.start();
+    let outcome = b.wait_outcome(stale.number, Duration::from_secs(30)).await;
+    match outcome {
+        Some(Final::Rejected { code, message }) => {
+            assert_eq!(code, "STALE_VERSION", "{message}");
+        }
+        other => panic!("B's stale edit: {other:?}"),
+    }
+    let dead = b.dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].code, "STALE_VERSION");
+    assert_eq!(dead[0].event.event_id, stale.event_id);
+    assert!(dead[0].message.contains("version"), "{}", dead[0].message);
+
+    assert!(b.settle(Duration::from_secs(30)).await);
+    let hub = c
+        .client(3)
+        .get_order(pb::GetOrderRequest {
+            order_id: "o-9".into(),
+            consistency: pb::Consistency::Linearizable as i32,
+        })
+        .await
+        .expect("GetOrder")
+        .into_inner()
+        .order
+        .expect("an order");
+    let view = b.order("o-9").expect("o-9");
+    assert_eq!((view.head.version, view.total), (hub.version, hub.total));
+    assert_eq!(
+        view.total,
+        2 * 350,
+        "B's rejected edit is rolled back in its view"
+    );
+
+    // Resolving the dead letter removes it for good.
+    assert!(b.resolve(dead[0].number).expect("resolves"));
+    assert!(b.dead_letters().is_empty());
+    c.check_alive();
+}
