@@ -272,3 +272,110 @@ fn serve_and_client_refuse_bad_flags_with_the_reason() {
         run(&["client", "--hub", "http://127.0.0.1:1", "status"]).contains("cannot reach the hub")
     );
 }
+
+#[test]
+fn the_till_commands_refuse_bad_flags_and_unknown_orders_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("till");
+    let data = data.to_str().expect("a UTF-8 path");
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(common::BIN)
+            .args([
+                "client",
+                "--no-discovery",
+                "--wait-s",
+                "0",
+                "--data-dir",
+                data,
+            ])
+            .args(args)
+            .env_remove("POS_HUB")
+            .env_remove("POS_HUB_TOKEN")
+            .env_remove("POS_HUB_CA")
+            .env_remove("POS_HUB_DEVICE")
+            .output()
+            .expect("runs");
+        assert!(!output.status.success(), "{args:?} must fail");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let order_list = ["order", "list"];
+    assert!(run(&order_list).contains("--device ID"));
+    let with = |extra: &[&'static str]| {
+        let mut all = vec!["--device", "till-1"];
+        all.extend_from_slice(extra);
+        all
+    };
+    assert!(run(&with(&["--hub", "not a url", "order", "list"])).contains("not a URL"));
+    assert!(
+        run(&with(&[
+            "--hub",
+            "http://127.0.0.1:1,https://127.0.0.1:2",
+            "order",
+            "list"
+        ]))
+        .contains("mixes http:// and https://")
+    );
+    assert!(
+        run(&with(&["--hub", "https://127.0.0.1:1", "order", "list"]))
+            .contains("pin the store CA with --ca")
+    );
+    assert!(
+        run(&with(&[
+            "--hub",
+            "http://127.0.0.1:1",
+            "--ca",
+            "/nonexistent/ca.pem",
+            "order",
+            "list"
+        ]))
+        .contains("must be an https:// URL")
+    );
+    assert!(
+        run(&with(&["--token", "not-a-token", "order", "list"])).contains("not a pos-hub token")
+    );
+    assert!(
+        run(&with(&[
+            "order", "add", "o-404", "--sku", "X", "--name", "X", "--price", "1"
+        ]))
+        .contains("order o-404 is not known to this device")
+    );
+    // With no hub at all a new order is still taken: it waits in the outbox.
+    let queued = std::process::Command::new(common::BIN)
+        .args([
+            "client",
+            "--no-discovery",
+            "--wait-s",
+            "0",
+            "--data-dir",
+            data,
+        ])
+        .args(with(&["order", "new", "--id", "o-1"]))
+        .env_remove("POS_HUB")
+        .output()
+        .expect("runs");
+    let out = String::from_utf8_lossy(&queued.stdout);
+    assert!(queued.status.success() && out.contains("QUEUED"), "{out}");
+    assert!(
+        run(&with(&[
+            "order",
+            "add",
+            "o-1",
+            "--sku",
+            "X",
+            "--name",
+            "X",
+            "--price",
+            "1",
+            "--modifier",
+            "cheese"
+        ]))
+        .contains("is not NAME=PRICE")
+    );
+    assert!(
+        run(&with(&[
+            "order", "pay", "o-1", "--method", "cash", "--amount", "5"
+        ]))
+        .contains("refused (PAYMENT_MISMATCH)")
+    );
+    assert!(run(&with(&["outbox", "--resolve", "9"])).contains("there is no dead letter #9"));
+}

@@ -589,14 +589,12 @@ impl Device {
                     tokio::time::sleep(delay).await;
                 }
                 Err(CallError::Refused(status))
-                    if status.code() == tonic::Code::InvalidArgument && batch.len() > 1 =>
+                    if refuses_the_request(status.code()) && batch.len() > 1 =>
                 {
                     // Find the one event the hub refuses to even decode: send singly.
                     self.state().single = true;
                 }
-                Err(CallError::Refused(status))
-                    if status.code() == tonic::Code::InvalidArgument =>
-                {
+                Err(CallError::Refused(status)) if refuses_the_request(status.code()) => {
                     let code = format!("{:?}", status.code());
                     let why = (&batch[0], code, status.message().to_owned());
                     self.settle_answers(Vec::new(), vec![why]);
@@ -680,6 +678,9 @@ impl Device {
             // Already past it: the model has it, nothing left to settle.
             if seq <= state.model.cursor() {
                 state.queued.remove(&entry.number);
+                if let Ok(id) = Uuid::parse_str(&entry.event.event_id) {
+                    state.by_id.remove(&id);
+                }
                 state.remember(entry.number, Final::Committed { seq });
             } else {
                 state.queued.insert(entry.number, entry);
@@ -836,6 +837,12 @@ impl Device {
     }
 }
 
+/// Codes by which the hub refuses a request for what it carries (it cannot be decoded,
+/// or is too large): sent again unchanged it would be refused again.
+fn refuses_the_request(code: tonic::Code) -> bool {
+    matches!(code, tonic::Code::InvalidArgument | tonic::Code::OutOfRange)
+}
+
 /// The next version for a draft: one past the device's view of the aggregate (1 creates).
 fn next_version(model: &ReadModel, draft: &Draft) -> u64 {
     let current = match draft.aggregate_type.as_str() {
@@ -921,5 +928,37 @@ impl Drop for LockGuard {
             // Paid or cancelled orders drop their lock by themselves; otherwise it lapses.
             tracing::debug!(order = %self.order_id, %err, "order lock not released (it lapses)");
         }
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_holder_is_read_from_the_hubs_message() {
+        let message = "order o-1 is locked by till-a until hub time 1800000045000 ms";
+        assert_eq!(holder_in(message).as_deref(), Some("till-a"));
+        assert_eq!(holder_in("version 2 is stale"), None);
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter_below_the_bound_and_resets() {
+        let mut backoff = Backoff::new();
+        let mut bounds = Vec::new();
+        for _ in 0..12 {
+            let bound = backoff.bound;
+            let delay = backoff.next();
+            assert!(
+                delay <= bound.max(Duration::from_millis(10)),
+                "{delay:?} > {bound:?}"
+            );
+            bounds.push(bound);
+        }
+        assert_eq!(bounds[0], BACKOFF_FIRST);
+        assert_eq!(bounds[1], BACKOFF_FIRST * 2);
+        assert_eq!(*bounds.last().expect("bounds"), BACKOFF_MAX);
+        backoff.reset();
+        assert_eq!(backoff.bound, BACKOFF_FIRST);
     }
 }

@@ -45,3 +45,6 @@ pub enum ClientError {
     #[error("the device's copy of the log diverged: {0}")]
     Diverged(String),
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,314 @@
+//! The SDK without a hub: the read model's layers, the outbox's persistence, and what
+//! `append` refuses. The networked behaviour is tested against real groups in
+//! `tests/device.rs`, `tests/device_kill.rs` and `tests/discovery.rs`.
+
+use serde_json::json;
+
+use super::model::{Changes, Layer, ReadModel};
+use super::outbox::{DeadLetter, Outbox, Queued};
+use super::{ClientError, Device, DeviceConfig, Draft, HubConfig};
+use crate::domain::{Actor, Clock, Event, Realm};
+
+fn realm() -> Realm {
+    Realm::new("t-demo", "s-001")
+}
+
+fn event(
+    id: u128,
+    order: &str,
+    version: u64,
+    event_type: &str,
+    payload: serde_json::Value,
+) -> Event {
+    Event {
+        event_id: uuid::Uuid::from_u128(id).to_string(),
+        tenant_id: "t-demo".into(),
+        store_id: "s-001".into(),
+        aggregate_type: "order".into(),
+        aggregate_id: order.into(),
+        version,
+        event_type: event_type.into(),
+        at: "2026-11-25T12:00:00.000Z".into(),
+        actor: Actor {
+            device_id: "till-1".into(),
+            user_id: None,
+        },
+        clock: Clock {
+            lamport: version,
+            device_id: "till-1".into(),
+        },
+        payload: match payload {
+            serde_json::Value::Object(map) => map,
+            _ => Default::default(),
+        },
+        force: false,
+        seq: None,
+        hub_time: None,
+    }
+}
+
+fn items(quantity: i64) -> serde_json::Value {
+    json!({"items": [{"id": "li-1", "sku": "FRIES", "name": "Fries", "unitPrice": 350, "quantity": quantity}]})
+}
+
+/// As the hub streams it: with its seq and hub time.
+fn committed(mut e: Event, seq: u64) -> Event {
+    e.seq = Some(seq);
+    e.hub_time = Some(1_800_000_000_000);
+    e
+}
+
+#[test]
+fn queued_edits_sit_on_top_of_the_committed_state_and_vanish_when_the_hub_decides_otherwise() {
+    let mut model = ReadModel::new(realm(), Layer::default());
+    let mut changes = Changes::default();
+    let created = event(1, "o-1", 1, "order.created", items(1));
+    model
+        .apply_committed(&committed(created, 1), &mut changes)
+        .expect("applies");
+    assert_eq!(changes.orders.len(), 1);
+    assert_eq!(changes.event_ids.len(), 1);
+
+    // The device's own edit, v2: optimistic view.
+    let mine = event(2, "o-1", 2, "order.updated", items(5));
+    model.rebuild([&mine], 0);
+    assert_eq!(model.order("o-1").map(|o| o.total), Some(5 * 350));
+    assert_eq!(
+        model.committed().orders["o-1"].total,
+        350,
+        "committed is untouched"
+    );
+
+    // Another device's v2 commits first: the replay rejects the device's edit, the view
+    // shows the committed truth.
+    let theirs = event(3, "o-1", 2, "order.updated", items(2));
+    model
+        .apply_committed(&committed(theirs, 2), &mut Changes::default())
+        .expect("applies");
+    assert!(model.is_stale());
+    model.rebuild([&mine], 0);
+    assert_eq!(model.order("o-1").map(|o| o.total), Some(2 * 350));
+    assert_eq!(model.order("o-1").map(|o| o.head.version), Some(2));
+}
+
+#[test]
+fn a_committed_event_that_does_not_continue_the_copy_is_reported() {
+    let mut model = ReadModel::new(realm(), Layer::default());
+    let gap = committed(event(1, "o-1", 1, "order.created", items(1)), 2);
+    let err = model
+        .apply_committed(&gap, &mut Changes::default())
+        .expect_err("seq 2 after nothing");
+    assert!(err.to_string().contains("expected seq 1"), "{err}");
+    // An event the device's rules reject cannot be committed either.
+    let stale = committed(event(1, "o-1", 3, "order.updated", items(1)), 1);
+    let err = model
+        .apply_committed(&stale, &mut Changes::default())
+        .expect_err("an update of a missing order");
+    assert!(err.to_string().contains("Rejected"), "{err}");
+    assert_eq!(model.cursor(), 0, "nothing was applied");
+}
+
+#[test]
+fn the_outbox_keeps_queued_answered_dead_and_committed_state_across_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = event(1, "o-1", 1, "order.created", items(1));
+    let second = event(2, "o-1", 2, "order.updated", items(3));
+    let mut model = ReadModel::new(realm(), Layer::default());
+    {
+        let (outbox, loaded) = Outbox::open(dir.path()).expect("opens");
+        assert!(loaded.queued.is_empty() && loaded.dead.is_empty());
+        assert_eq!(
+            (loaded.lamport, loaded.next, loaded.committed.last_seq),
+            (0, 1, 0)
+        );
+        let q1 = Queued {
+            number: 1,
+            event: first.clone(),
+            seq: None,
+        };
+        let q2 = Queued {
+            number: 2,
+            event: second.clone(),
+            seq: None,
+        };
+        outbox
+            .queue(&[q1.clone(), q2.clone()], 7, 3)
+            .expect("queues");
+        // The first is answered, the second refused.
+        let letter = DeadLetter {
+            number: 2,
+            event: second.clone(),
+            code: "STALE_VERSION".into(),
+            message: "version 2 is stale".into(),
+        };
+        outbox
+            .answered(&[Queued { seq: Some(1), ..q1 }], &[letter])
+            .expect("records answers");
+        let mut changes = Changes::default();
+        model
+            .apply_committed(&committed(first.clone(), 1), &mut changes)
+            .expect("applies");
+        outbox.committed(&changes, 1, 7, &[]).expect("records");
+        outbox.flush().expect("flushes");
+    }
+    let (outbox, loaded) = Outbox::open(dir.path()).expect("reopens");
+    assert_eq!((loaded.lamport, loaded.next), (7, 3));
+    assert_eq!(loaded.queued.len(), 1);
+    assert_eq!(loaded.queued[&1].seq, Some(1));
+    assert_eq!(loaded.queued[&1].event, first);
+    assert_eq!(loaded.dead.len(), 1);
+    assert_eq!(loaded.dead[&2].code, "STALE_VERSION");
+    assert_eq!(
+        &loaded.committed,
+        model.committed(),
+        "the committed layer comes back whole"
+    );
+
+    // Settling the answered entry and resolving the dead letter remove them for good.
+    outbox
+        .committed(&Changes::default(), 1, 7, &[1])
+        .expect("settles");
+    assert!(outbox.resolve(2).expect("resolves"));
+    assert!(!outbox.resolve(2).expect("resolves again"), "only once");
+    outbox.reset_committed().expect("resets");
+    drop(outbox);
+    let (_, loaded) = Outbox::open(dir.path()).expect("reopens");
+    assert!(loaded.queued.is_empty() && loaded.dead.is_empty());
+    assert_eq!(loaded.committed, Layer::default());
+}
+
+fn offline_device(dir: &std::path::Path) -> Device {
+    Device::open(DeviceConfig {
+        data_dir: dir.to_path_buf(),
+        device_id: "till-1".into(),
+        user_id: Some("u-anna".into()),
+        hub: HubConfig {
+            addrs: Vec::new(),
+            realm: realm(),
+            token: None,
+            tls: None,
+            discovery: false,
+            cache_dir: None,
+        },
+    })
+    .expect("opens the device")
+}
+
+#[test]
+fn append_refuses_what_the_devices_view_refuses_and_queues_nothing_of_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let device = offline_device(dir.path());
+    let cases = [
+        (
+            Draft::order("o-1", "order.shipped", json!({})),
+            "UNKNOWN_EVENT_TYPE",
+        ),
+        (
+            Draft::order("o-1", "order.updated", items(1)),
+            "AGGREGATE_NOT_FOUND",
+        ),
+        (
+            Draft::order("o-1", "order.created", json!({"items": "many"})),
+            "MALFORMED_PAYLOAD",
+        ),
+        (
+            Draft::new("menu", "m-1", "menu.changed", json!({})),
+            "UNKNOWN_AGGREGATE_TYPE",
+        ),
+        (
+            Draft::order("", "order.created", json!({"items": []})),
+            "MALFORMED_EVENT",
+        ),
+    ];
+    for (draft, code) in cases {
+        match device.append(draft.clone()) {
+            Err(ClientError::Refused {
+                code: got, message, ..
+            }) => {
+                assert_eq!(got, code, "{draft:?}: {message}");
+                assert!(!message.is_empty());
+            }
+            other => panic!("{draft:?}: {other:?}"),
+        }
+    }
+    assert!(device.queued().is_empty(), "nothing refused was queued");
+
+    // A batch with one bad draft queues none of it.
+    let batch = vec![
+        Draft::order("o-2", "order.created", json!({"items": []})),
+        Draft::order(
+            "o-2",
+            "order.paid",
+            json!({"payments": [{"method": "cash", "amount": 999}], "total": 999}),
+        ),
+    ];
+    assert!(matches!(
+        device.append_all(batch),
+        Err(ClientError::Refused { code, .. }) if code == "PAYMENT_MISMATCH"
+    ));
+    assert!(device.queued().is_empty());
+    assert!(
+        device.order("o-2").is_none(),
+        "the view shows none of the refused batch"
+    );
+}
+
+#[test]
+fn appends_are_durable_stamped_and_numbered_and_the_clock_only_moves_forward() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = {
+        let device = offline_device(dir.path());
+        let a = device
+            .append(Draft::order("o-1", "order.created", json!({"items": []})))
+            .expect("queues");
+        let b = device
+            .append(Draft::order("o-1", "order.updated", items(2)))
+            .expect("queues");
+        assert_eq!((a.version, b.version), (1, 2), "versions follow the view");
+        assert!(b.lamport > a.lamport);
+        let queued = device.queued();
+        assert_eq!(queued.len(), 2);
+        let e = &queued[1].event;
+        assert_eq!(e.actor.device_id, "till-1");
+        assert_eq!(e.actor.user_id.as_deref(), Some("u-anna"));
+        assert_eq!(e.clock.device_id, "till-1");
+        assert_eq!(
+            (e.tenant_id.as_str(), e.store_id.as_str()),
+            ("t-demo", "s-001")
+        );
+        assert!(uuid::Uuid::parse_str(&e.event_id).is_ok());
+        b
+    };
+    // Reopened (a restart): the queue, the view and the clock are back.
+    let device = offline_device(dir.path());
+    assert_eq!(device.queued().len(), 2);
+    assert_eq!(device.order("o-1").map(|o| o.total), Some(700));
+    let c = device
+        .append(Draft::order("o-1", "order.parked", json!({})))
+        .expect("queues");
+    assert_eq!(c.number, first.number + 1);
+    assert_eq!(c.version, 3);
+    assert!(c.lamport > first.lamport, "the clock survived the restart");
+    assert_eq!(device.progress().borrow().unsent, 3);
+}
+
+#[test]
+fn a_device_needs_an_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = Device::open(DeviceConfig {
+        data_dir: dir.path().to_path_buf(),
+        device_id: " ".into(),
+        user_id: None,
+        hub: HubConfig {
+            addrs: Vec::new(),
+            realm: realm(),
+            token: None,
+            tls: None,
+            discovery: false,
+            cache_dir: None,
+        },
+    })
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("device id is empty"), "{err}");
+}
