@@ -278,8 +278,8 @@ fn the_till_commands_refuse_bad_flags_and_unknown_orders_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("till");
     let data = data.to_str().expect("a UTF-8 path");
-    let run = |args: &[&str]| {
-        let output = std::process::Command::new(common::BIN)
+    let till = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
             .args([
                 "client",
                 "--no-discovery",
@@ -294,7 +294,10 @@ fn the_till_commands_refuse_bad_flags_and_unknown_orders_with_the_reason() {
             .env_remove("POS_HUB_CA")
             .env_remove("POS_HUB_DEVICE")
             .output()
-            .expect("runs");
+            .expect("runs")
+    };
+    let run = |args: &[&str]| {
+        let output = till(args);
         assert!(!output.status.success(), "{args:?} must fail");
         String::from_utf8_lossy(&output.stderr).into_owned()
     };
@@ -340,19 +343,7 @@ fn the_till_commands_refuse_bad_flags_and_unknown_orders_with_the_reason() {
         .contains("order o-404 is not known to this device")
     );
     // With no hub at all a new order is still taken: it waits in the outbox.
-    let queued = std::process::Command::new(common::BIN)
-        .args([
-            "client",
-            "--no-discovery",
-            "--wait-s",
-            "0",
-            "--data-dir",
-            data,
-        ])
-        .args(with(&["order", "new", "--id", "o-1"]))
-        .env_remove("POS_HUB")
-        .output()
-        .expect("runs");
+    let queued = till(&with(&["order", "new", "--id", "o-1"]));
     let out = String::from_utf8_lossy(&queued.stdout);
     assert!(queued.status.success() && out.contains("QUEUED"), "{out}");
     assert!(

@@ -34,6 +34,20 @@ fn device(c: &Cluster, dir: &Path, id: &str) -> Device {
     .expect("opens the device")
 }
 
+/// An order as the hub has it, confirmed with the leader.
+async fn hub_order(c: &Cluster, node: u64, order_id: &str) -> pb::Order {
+    c.client(node)
+        .get_order(pb::GetOrderRequest {
+            order_id: order_id.into(),
+            consistency: pb::Consistency::Linearizable as i32,
+        })
+        .await
+        .expect("GetOrder")
+        .into_inner()
+        .order
+        .expect("an order")
+}
+
 fn items(n: usize) -> serde_json::Value {
     json!([{ "id": "li-1", "sku": "FRIES", "name": "Fries", "unitPrice": 350, "quantity": n }])
 }
@@ -124,17 +138,7 @@ async fn the_outbox_takes_1000_appends_with_every_node_down_and_drains_them_once
     assert_exactly_once_in_order(&log, &appended);
 
     // The device's committed view is the hub's.
-    let hub = c
-        .client(2)
-        .get_order(pb::GetOrderRequest {
-            order_id: "o-7".into(),
-            consistency: pb::Consistency::Linearizable as i32,
-        })
-        .await
-        .expect("GetOrder")
-        .into_inner()
-        .order
-        .expect("an order");
+    let hub = hub_order(&c, 2, "o-7").await;
     let committed = till.committed_order("o-7").expect("committed o-7");
     assert_eq!(
         (committed.head.version, committed.total),
@@ -341,17 +345,7 @@ async fn a_stale_edit_becomes_a_dead_letter_and_the_view_rolls_back_to_the_hub()
     assert!(dead[0].message.contains("version"), "{}", dead[0].message);
 
     assert!(b.settle(Duration::from_secs(30)).await);
-    let hub = c
-        .client(3)
-        .get_order(pb::GetOrderRequest {
-            order_id: "o-9".into(),
-            consistency: pb::Consistency::Linearizable as i32,
-        })
-        .await
-        .expect("GetOrder")
-        .into_inner()
-        .order
-        .expect("an order");
+    let hub = hub_order(&c, 3, "o-9").await;
     let view = b.order("o-9").expect("o-9");
     assert_eq!((view.head.version, view.total), (hub.version, hub.total));
     assert_eq!(

@@ -189,6 +189,13 @@ fn known_order(device: &Device, order_id: &str) -> anyhow::Result<Order> {
     })
 }
 
+fn reason_payload(reason: &Option<String>) -> Value {
+    match reason {
+        Some(reason) => json!({ "reason": reason }),
+        None => json!({}),
+    }
+}
+
 /// The events an order command appends.
 fn order_drafts(device: &Device, command: &OrderCommand) -> anyhow::Result<(String, Vec<Draft>)> {
     Ok(match command {
@@ -242,10 +249,7 @@ fn order_drafts(device: &Device, command: &OrderCommand) -> anyhow::Result<(Stri
             (order.clone(), vec![draft])
         }
         OrderCommand::Park { order, reason } => {
-            let payload = match reason {
-                Some(reason) => json!({ "reason": reason }),
-                None => json!({}),
-            };
+            let payload = reason_payload(reason);
             (
                 order.clone(),
                 vec![Draft::order(order, "order.parked", payload)],
@@ -275,10 +279,7 @@ fn order_drafts(device: &Device, command: &OrderCommand) -> anyhow::Result<(Stri
             )
         }
         OrderCommand::Cancel { order, reason } => {
-            let payload = match reason {
-                Some(reason) => json!({ "reason": reason }),
-                None => json!({}),
-            };
+            let payload = reason_payload(reason);
             (
                 order.clone(),
                 vec![Draft::order(order, "order.cancelled", payload)],

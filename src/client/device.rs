@@ -534,6 +534,8 @@ impl Device {
         match self.wait_outcome(appended.number, within).await {
             Some(Final::Committed { .. }) => Ok(LockGuard::new(self.clone(), order_id)),
             Some(Final::Rejected { code, message }) => {
+                // The caller gets the refusal itself: no dead letter to resolve as well.
+                self.resolve(appended.number)?;
                 let lock_holder = holder_in(&message);
                 Err(ClientError::Refused {
                     code,
@@ -762,7 +764,12 @@ impl Device {
                             break;
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        // The node ended the stream (shutting down): another one, after a pause.
+                        self.inner.hub.failed(&subscription.node);
+                        tokio::time::sleep(backoff.next()).await;
+                        break;
+                    }
                     Err(status) => {
                         tracing::debug!(%status, "subscription ended");
                         self.inner.hub.failed(&subscription.node);

@@ -219,12 +219,20 @@ impl HubClient {
     }
 
     /// The node that answers now: the current one, or the first known (then discovered)
-    /// one whose Hello succeeds. Hello's member list joins the known addresses.
-    async fn node(&self, cursor: u64) -> Result<(String, Channel, pb::HelloResponse), CallError> {
+    /// one whose Hello succeeds. Hello's member list joins the known addresses. With
+    /// `hello`, the current node is asked Hello too (a subscription needs its answer).
+    async fn node(
+        &self,
+        cursor: u64,
+        hello: bool,
+    ) -> Result<(String, Channel, Option<pb::HelloResponse>), CallError> {
         let current = self.lock_targets().current.clone();
         if let Some((addr, channel)) = current {
+            if !hello {
+                return Ok((addr, channel, None));
+            }
             match self.hello(&channel, cursor).await {
-                Ok(hello) => return Ok((addr, channel, hello)),
+                Ok(reply) => return Ok((addr, channel, Some(reply))),
                 Err(_) => self.failed(&addr),
             }
         }
@@ -251,9 +259,9 @@ impl HubClient {
                     }
                 };
                 match self.hello(&channel, cursor).await {
-                    Ok(hello) => {
-                        self.adopt(&addr, channel.clone(), &hello);
-                        return Ok((addr, channel, hello));
+                    Ok(reply) => {
+                        self.adopt(&addr, channel.clone(), &reply);
+                        return Ok((addr, channel, Some(reply)));
                     }
                     Err(err) => last_error = format!("{addr}: {err}"),
                 }
@@ -347,7 +355,7 @@ impl HubClient {
 
     /// Appends through the current node; one result per event, in order.
     pub async fn append(&self, events: Vec<pb::Event>) -> Result<Vec<pb::AppendResult>, CallError> {
-        let (addr, channel, _) = self.node(0).await?;
+        let (addr, channel, _) = self.node(0, false).await?;
         let count = events.len();
         let reply = Self::grpc(channel)
             .append(self.request(pb::AppendRequest { events }, APPEND_TIMEOUT))
@@ -376,7 +384,10 @@ impl HubClient {
 
     /// Hello, then Subscribe from `cursor`, on the current node.
     pub async fn subscribe(&self, cursor: u64) -> Result<Subscription, CallError> {
-        let (addr, channel, hello) = self.node(cursor).await?;
+        let (addr, channel, hello) = match self.node(cursor, true).await? {
+            (addr, channel, Some(hello)) => (addr, channel, hello),
+            (addr, _, None) => return Err(CallError::Retry(format!("{addr}: no Hello"))),
+        };
         let mut request = tonic::Request::new(pb::SubscribeRequest { cursor });
         if let Some(value) = &self.bearer {
             request
@@ -405,7 +416,7 @@ impl HubClient {
         order_id: &str,
         linearizable: bool,
     ) -> Result<pb::Order, CallError> {
-        let (addr, channel, _) = self.node(0).await?;
+        let (addr, channel, _) = self.node(0, false).await?;
         let consistency = if linearizable {
             pb::Consistency::Linearizable
         } else {

@@ -177,10 +177,10 @@ fn the_outbox_keeps_queued_answered_dead_and_committed_state_across_reopening() 
     assert_eq!(loaded.committed, Layer::default());
 }
 
-fn offline_device(dir: &std::path::Path) -> Device {
-    Device::open(DeviceConfig {
+fn offline_config(dir: &std::path::Path, device_id: &str) -> DeviceConfig {
+    DeviceConfig {
         data_dir: dir.to_path_buf(),
-        device_id: "till-1".into(),
+        device_id: device_id.into(),
         user_id: Some("u-anna".into()),
         hub: HubConfig {
             addrs: Vec::new(),
@@ -190,8 +190,11 @@ fn offline_device(dir: &std::path::Path) -> Device {
             discovery: false,
             cache_dir: None,
         },
-    })
-    .expect("opens the device")
+    }
+}
+
+fn offline_device(dir: &std::path::Path) -> Device {
+    Device::open(offline_config(dir, "till-1")).expect("opens the device")
 }
 
 #[test]
@@ -295,20 +298,8 @@ fn appends_are_durable_stamped_and_numbered_and_the_clock_only_moves_forward() {
 #[test]
 fn a_device_needs_an_id() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let err = Device::open(DeviceConfig {
-        data_dir: dir.path().to_path_buf(),
-        device_id: " ".into(),
-        user_id: None,
-        hub: HubConfig {
-            addrs: Vec::new(),
-            realm: realm(),
-            token: None,
-            tls: None,
-            discovery: false,
-            cache_dir: None,
-        },
-    })
-    .err()
-    .expect("refused");
+    let err = Device::open(offline_config(dir.path(), " "))
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("device id is empty"), "{err}");
 }
