@@ -1413,3 +1413,21 @@ async fn a_linearizable_read_on_any_node_sees_the_write_acknowledged_just_before
         );
     }
 }
+
+/// Found by the chaos harness: `serve` ran with SIGPIPE's default disposition (set for
+/// the CLI's `| head` use), so a write to a connection the other side had reset — a peer
+/// coming back after a partition, a till hanging up mid-stream — killed the node. A node
+/// must ignore SIGPIPE and see the failed write as an error on that one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_survives_sigpipe() {
+    let mut c = Cluster::start(1).await;
+    let pid = libc::pid_t::try_from(c.pid(1)).expect("a pid");
+    for _ in 0..3 {
+        // SAFETY: kill(2) on the pid of a child the harness started and has not reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGPIPE) }, 0);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.check_alive();
+    let hello = c.hello(1).await.expect("the node still answers");
+    assert_eq!(hello.leader_id, 1);
+}

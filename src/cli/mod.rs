@@ -89,15 +89,24 @@ impl StoreArgs {
 
 /// Parses the command line, runs the command, and turns its result into an exit code.
 pub fn main() -> ExitCode {
-    // Die quietly when the reader of our output goes away (`pos-hub … | head`), as shell
-    // tools do, instead of panicking on the failed write.
-    #[cfg(unix)]
-    // SAFETY: called first thing in main, before any thread exists; resetting a signal's
-    // disposition to its default has no other effect on the program.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // The local one-shot commands die quietly when the reader of their output goes away
+    // (`pos-hub log dump | head`), as shell tools do. Everything that talks over sockets
+    // keeps Rust's default of ignoring SIGPIPE: with the default disposition, a write to a
+    // connection the other side has reset kills the process, which is how the chaos
+    // harness found nodes dying when a partition healed (and a till hanging up mid-stream
+    // could do the same).
+    if matches!(
+        cli.command,
+        Command::Log(_) | Command::Keygen(_) | Command::Token(_) | Command::Certs(_)
+    ) {
+        #[cfg(unix)]
+        // SAFETY: called before the runtime or any other thread exists; resetting a
+        // signal's disposition to its default has no other effect on the program.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // A node reports what it does; one-shot commands only what goes wrong.
     let default_filter = match cli.command {
         Command::Serve(_) => "pos_hub=info,warn",

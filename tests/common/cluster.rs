@@ -285,6 +285,15 @@ impl Cluster {
         node.child = Some(cmd.spawn().expect("spawns pos-hub serve"));
     }
 
+    /// The process id of a running node.
+    pub fn pid(&self, id: u64) -> u32 {
+        self.nodes[&id]
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {id} is not running"))
+            .id()
+    }
+
     /// SIGKILLs a node and reaps it.
     pub fn kill(&mut self, id: u64) {
         let node = self.nodes.get_mut(&id).expect("known node");

@@ -1,0 +1,255 @@
+//! The nemesis: named faults, each a start and an end recorded in the history, run one at a
+//! time on a seeded schedule.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use pos_hub::proto::pb;
+
+use crate::group::{ELECTION_TIMEOUT_MS, Group};
+use crate::history::{Entry, Phase, Recorder};
+use crate::rng::Rng;
+
+/// Every fault this harness can inject.
+pub const FAULTS: [&str; 7] = [
+    "kill",
+    "pause",
+    "partition",
+    "netem",
+    "restart-all",
+    "membership",
+    "slow-node",
+];
+
+/// Faults that need network namespaces.
+pub const NETWORK_FAULTS: [&str; 2] = ["partition", "netem"];
+
+pub fn parse_faults(list: &str) -> anyhow::Result<Vec<String>> {
+    if list.trim() == "all" {
+        return Ok(FAULTS.iter().map(|f| f.to_string()).collect());
+    }
+    let mut faults = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !FAULTS.contains(&name) {
+            bail!(
+                "unknown fault {name:?}; this harness injects: {} (or `all`)",
+                FAULTS.join(", ")
+            );
+        }
+        faults.push(name.to_owned());
+    }
+    if faults.is_empty() {
+        bail!("--faults is empty");
+    }
+    Ok(faults)
+}
+
+pub struct Nemesis {
+    pub recorder: Recorder,
+    pub rng: Rng,
+    /// How long each fault lasts.
+    pub hold: Duration,
+    /// The next free node id, for the membership fault's replacements.
+    pub step: u64,
+}
+
+impl Nemesis {
+    fn start(&self, name: &str, detail: String, majority_up: bool) {
+        tracing::info!(fault = name, %detail, "fault starts");
+        self.recorder.record(Entry::Fault {
+            t: self.recorder.now(),
+            name: name.to_owned(),
+            phase: Phase::Start,
+            detail,
+            majority_up,
+        });
+    }
+
+    fn end(&self, name: &str, detail: String, majority_up: bool) {
+        tracing::info!(fault = name, %detail, "fault ends");
+        self.recorder.record(Entry::Fault {
+            t: self.recorder.now(),
+            name: name.to_owned(),
+            phase: Phase::End,
+            detail,
+            majority_up,
+        });
+    }
+
+    async fn target(
+        &mut self,
+        group: &mut Group,
+        prefer_leader: bool,
+    ) -> anyhow::Result<(u64, bool)> {
+        self.step += 1;
+        if prefer_leader && let Some(leader) = group.leader().await {
+            return Ok((leader, true));
+        }
+        let members = group.members.clone();
+        anyhow::ensure!(!members.is_empty(), "no members");
+        Ok((
+            members[self.rng.below(members.len() as u64) as usize],
+            false,
+        ))
+    }
+
+    /// Runs one fault: start it, hold it, end it (heal).
+    pub async fn run(&mut self, name: &str, group: &mut Group) -> anyhow::Result<()> {
+        let majority =
+            |dead: usize, group: &Group| group.members.len() - dead > group.members.len() / 2;
+        match name {
+            "kill" => {
+                let (victim, leader) = self.target(group, self.step.is_multiple_of(2)).await?;
+                let role = if leader { "leader" } else { "a random node" };
+                let up = majority(1, group);
+                self.start(name, format!("SIGKILL node {victim} ({role})"), up);
+                group.kill(victim);
+                tokio::time::sleep(self.hold).await;
+                group.start(victim)?;
+                self.end(name, format!("node {victim} restarted"), up);
+            }
+            "pause" => {
+                let (victim, _) = self.target(group, true).await?;
+                let up = majority(1, group);
+                self.start(name, format!("SIGSTOP node {victim} (the leader)"), up);
+                group.pause(victim)?;
+                // Well past the election timeout: the others elect a new leader.
+                let hold = self
+                    .hold
+                    .max(Duration::from_millis(ELECTION_TIMEOUT_MS * 10));
+                tokio::time::sleep(hold).await;
+                group.resume(victim)?;
+                self.end(name, format!("SIGCONT node {victim}"), up);
+            }
+            "partition" => {
+                let all = group.members.clone();
+                let groups = if all.len() >= 5 && self.rng.below(2) == 0 {
+                    let mut shuffled = all.clone();
+                    self.rng.shuffle(&mut shuffled);
+                    let (a, b) = shuffled.split_at(all.len() / 2 + 1);
+                    vec![a.to_vec(), b.to_vec()]
+                } else {
+                    let (leader, _) = self.target(group, true).await?;
+                    let rest: Vec<u64> = all.iter().copied().filter(|n| *n != leader).collect();
+                    vec![vec![leader], rest]
+                };
+                self.start(name, format!("partition {groups:?}"), true);
+                group.topology.partition(&groups, &all)?;
+                tokio::time::sleep(self.hold).await;
+                group.topology.heal_partition(&all);
+                self.end(name, "healed".into(), true);
+            }
+            "netem" => {
+                let all = group.members.clone();
+                let links = if self.rng.below(2) == 0 {
+                    all.clone()
+                } else {
+                    vec![all[self.rng.below(all.len() as u64) as usize]]
+                };
+                self.start(
+                    name,
+                    format!("delay 40±20 ms, 10% loss, 25% reordering towards nodes {links:?}"),
+                    true,
+                );
+                group.topology.netem(&links)?;
+                tokio::time::sleep(self.hold).await;
+                group.topology.heal_netem(&links);
+                self.end(name, "healed".into(), true);
+            }
+            "restart-all" => {
+                self.start(name, "SIGKILL every node at once".into(), false);
+                group.kill_all();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for id in group.members.clone() {
+                    group.start(id)?;
+                }
+                self.end(name, "every node restarted".into(), false);
+            }
+            "membership" => self.membership(group).await?,
+            "slow-node" => {
+                let (victim, _) = self.target(group, true).await?;
+                let pid = group.pid(victim).context("the node is not running")?;
+                self.start(
+                    name,
+                    format!("node {victim} capped at 10% of one CPU"),
+                    true,
+                );
+                let cgroup =
+                    crate::cgroup::CpuCap::apply(&format!("pos-hub-chaos-{victim}"), pid, 10)?;
+                tokio::time::sleep(self.hold).await;
+                cgroup.release();
+                self.end(name, format!("node {victim} uncapped"), true);
+            }
+            other => bail!("unknown fault {other:?}"),
+        }
+        Ok(())
+    }
+
+    /// Removes a follower from the group under load, wipes it, and adds it back as a new
+    /// learner that catches up (by snapshot if needed) before it votes again.
+    async fn membership(&mut self, group: &mut Group) -> anyhow::Result<()> {
+        let leader = group
+            .wait_leader(Duration::from_secs(10))
+            .await
+            .context("no leader to change the membership")?;
+        let followers: Vec<u64> = group
+            .members
+            .iter()
+            .copied()
+            .filter(|n| *n != leader)
+            .collect();
+        anyhow::ensure!(!followers.is_empty(), "no follower to remove");
+        let victim = followers[self.rng.below(followers.len() as u64) as usize];
+        self.start(
+            "membership",
+            format!("remove node {victim}, wipe it, add it back"),
+            true,
+        );
+        let mut admin = group.cluster_client(leader);
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            admin.remove_node(pb::RemoveNodeRequest { id: victim }),
+        )
+        .await
+        .context("RemoveNode timed out")?
+        .context("RemoveNode")?;
+        group.members.retain(|n| *n != victim);
+        group.kill(victim);
+        group.add_blank(victim)?;
+        group.start(victim)?;
+        tokio::time::sleep(self.hold / 2).await;
+        let request = pb::AddNodeRequest {
+            id: victim,
+            peer_addr: group.topology.peer_addr(victim),
+            client_addr: group.topology.client_addr(victim),
+        };
+        let mut added = false;
+        let mut last = String::new();
+        for _ in 0..10 {
+            let Some(leader) = group.wait_leader(Duration::from_secs(10)).await else {
+                continue;
+            };
+            let mut admin = group.cluster_client(leader);
+            match tokio::time::timeout(Duration::from_secs(60), admin.add_node(request.clone()))
+                .await
+            {
+                Ok(Ok(_)) => {
+                    added = true;
+                    break;
+                }
+                Ok(Err(status)) => last = status.message().to_owned(),
+                Err(_) => last = "AddNode timed out".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        anyhow::ensure!(added, "could not add node {victim} back: {last}");
+        group.members.push(victim);
+        group.members.sort_unstable();
+        self.end(
+            "membership",
+            format!("node {victim} is a voter again"),
+            true,
+        );
+        Ok(())
+    }
+}

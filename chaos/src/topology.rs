@@ -1,0 +1,261 @@
+//! Where the nodes run. With network namespaces (root, `ip` from iproute2): each node in
+//! its own namespace `<prefix>-n<i>`, joined by a bridge in a switch namespace
+//! `<prefix>-sw` where the harness itself runs, addresses 10.77.0.0/24 that exist only
+//! inside these namespaces. Partitions are packet drops (blackhole
+//! routes in the node's namespace) and netem is real delay, loss and reordering on the
+//! switch's side of each link.
+//! Without namespaces, every node listens on 127.0.0.1 and the network faults are skipped
+//! (the report says so).
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+pub const SUBNET: &str = "10.77.0";
+pub const SWITCH_IP: &str = "10.77.0.254";
+pub const CLIENT_PORT: u16 = 4001;
+pub const PEER_PORT: u16 = 4002;
+
+#[derive(Debug, Clone)]
+pub enum Topology {
+    Netns { prefix: String, nodes: Vec<u64> },
+    Loopback { base_port: u16 },
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running `ip` (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "`ip {}`: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn tc_in(ns: &str, args: &[&str]) -> anyhow::Result<()> {
+    let mut all = vec!["netns", "exec", ns, "tc"];
+    all.extend_from_slice(args);
+    ip(&all)
+}
+
+impl Topology {
+    /// Creates the namespaces, the bridge and one link per node.
+    pub fn create_netns(prefix: &str, nodes: &[u64]) -> anyhow::Result<Topology> {
+        let topology = Topology::Netns {
+            prefix: prefix.to_owned(),
+            nodes: nodes.to_vec(),
+        };
+        topology.destroy();
+        let sw = format!("{prefix}-sw");
+        ip(&["netns", "add", &sw])?;
+        ip(&["-n", &sw, "link", "set", "lo", "up"])?;
+        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
+        ip(&[
+            "-n",
+            &sw,
+            "addr",
+            "add",
+            &format!("{SWITCH_IP}/24"),
+            "dev",
+            "br0",
+        ])?;
+        ip(&["-n", &sw, "link", "set", "br0", "up"])?;
+        for &n in nodes {
+            topology.add_node_link(n)?;
+        }
+        Ok(topology)
+    }
+
+    /// The namespace and link of one node (also for a node added later).
+    pub fn add_node_link(&self, n: u64) -> anyhow::Result<()> {
+        let Topology::Netns { prefix, .. } = self else {
+            return Ok(());
+        };
+        let sw = format!("{prefix}-sw");
+        let ns = format!("{prefix}-n{n}");
+        if Command::new("ip")
+            .args(["netns", "exec", &ns, "true"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Ok(());
+        }
+        ip(&["netns", "add", &ns])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        let veth = format!("v{n}");
+        ip(&[
+            "-n", &sw, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ])?;
+        ip(&["-n", &sw, "link", "set", &veth, "master", "br0", "up"])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{}/24", self.node_ip(n)),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        Ok(())
+    }
+
+    /// Removes every namespace this topology made (and any left by a crashed run).
+    pub fn destroy(&self) {
+        if let Topology::Netns { prefix, nodes } = self {
+            for n in nodes.iter().copied().chain(1..=9) {
+                let _ = Command::new("ip")
+                    .args(["netns", "del", &format!("{prefix}-n{n}")])
+                    .output();
+            }
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("{prefix}-sw")])
+                .output();
+        }
+    }
+
+    pub fn is_netns(&self) -> bool {
+        matches!(self, Topology::Netns { .. })
+    }
+
+    pub fn switch_ns(&self) -> Option<String> {
+        match self {
+            Topology::Netns { prefix, .. } => Some(format!("{prefix}-sw")),
+            Topology::Loopback { .. } => None,
+        }
+    }
+
+    pub fn node_ns(&self, n: u64) -> Option<String> {
+        match self {
+            Topology::Netns { prefix, .. } => Some(format!("{prefix}-n{n}")),
+            Topology::Loopback { .. } => None,
+        }
+    }
+
+    pub fn node_ip(&self, n: u64) -> String {
+        match self {
+            Topology::Netns { .. } => format!("{SUBNET}.{}", 10 + n),
+            Topology::Loopback { .. } => "127.0.0.1".into(),
+        }
+    }
+
+    pub fn client_addr(&self, n: u64) -> String {
+        match self {
+            Topology::Netns { .. } => format!("{}:{CLIENT_PORT}", self.node_ip(n)),
+            Topology::Loopback { base_port } => format!("127.0.0.1:{}", base_port + 2 * n as u16),
+        }
+    }
+
+    pub fn peer_addr(&self, n: u64) -> String {
+        match self {
+            Topology::Netns { .. } => format!("{}:{PEER_PORT}", self.node_ip(n)),
+            Topology::Loopback { base_port } => {
+                format!("127.0.0.1:{}", base_port + 2 * n as u16 + 1)
+            }
+        }
+    }
+
+    /// Splits the nodes into groups that cannot reach each other; clients still reach
+    /// all of them. Each node gets a blackhole route to every node outside its group, so
+    /// its packets to them are dropped (a real partition: no error, just silence).
+    pub fn partition(&self, groups: &[Vec<u64>], all: &[u64]) -> anyhow::Result<()> {
+        if !self.is_netns() {
+            bail!("partitions need network namespaces");
+        }
+        for group in groups {
+            for &n in group {
+                let ns = self.node_ns(n).unwrap_or_default();
+                for other in all.iter().filter(|o| !group.contains(o)) {
+                    let dst = format!("{}/32", self.node_ip(*other));
+                    ip(&["-n", &ns, "route", "add", "blackhole", &dst])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn heal_partition(&self, all: &[u64]) {
+        for &n in all {
+            let Some(ns) = self.node_ns(n) else { continue };
+            for other in all.iter().filter(|o| **o != n) {
+                let dst = format!("{}/32", self.node_ip(*other));
+                let _ = ip(&["-n", &ns, "route", "del", "blackhole", &dst]);
+            }
+        }
+    }
+
+    /// Whether the kernel has `sch_netem` (some VM kernels are built without it).
+    pub fn has_netem(&self) -> bool {
+        let Some(sw) = self.switch_ns() else {
+            return false;
+        };
+        let Topology::Netns { nodes, .. } = self else {
+            return false;
+        };
+        let Some(n) = nodes.first() else { return false };
+        let dev = format!("v{n}");
+        let ok = tc_in(
+            &sw,
+            &["qdisc", "add", "dev", &dev, "root", "netem", "delay", "1ms"],
+        )
+        .is_ok();
+        if ok {
+            let _ = tc_in(&sw, &["qdisc", "del", "dev", &dev, "root"]);
+        }
+        ok
+    }
+
+    /// Delay, loss and reordering on the links of `nodes` (traffic towards them).
+    pub fn netem(&self, nodes: &[u64]) -> anyhow::Result<()> {
+        let Some(sw) = self.switch_ns() else {
+            bail!("netem needs network namespaces");
+        };
+        for n in nodes {
+            tc_in(
+                &sw,
+                &[
+                    "qdisc",
+                    "add",
+                    "dev",
+                    &format!("v{n}"),
+                    "root",
+                    "netem",
+                    "delay",
+                    "40ms",
+                    "20ms",
+                    "loss",
+                    "10%",
+                    "reorder",
+                    "25%",
+                    "50%",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn heal_netem(&self, nodes: &[u64]) {
+        if let Some(sw) = self.switch_ns() {
+            for n in nodes {
+                let _ = tc_in(&sw, &["qdisc", "del", "dev", &format!("v{n}"), "root"]);
+            }
+        }
+    }
+
+    /// The command that runs `program` inside node `n`'s namespace.
+    pub fn command_for(&self, n: u64, program: &std::path::Path) -> Command {
+        match self.node_ns(n) {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &ns]).arg(program);
+                cmd
+            }
+            None => Command::new(program),
+        }
+    }
+}
