@@ -33,6 +33,8 @@ const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("pos_desc
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 /// How long a follower may take to store one snapshot chunk.
 pub const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
+/// How long a stopping node lets open connections finish before it closes them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Log entries per AppendEntries message.
 pub const REPLICATION_ENTRIES_MAX: u64 = 64;
 
@@ -319,14 +321,43 @@ pub async fn serve(
         None
     };
     let peer_task = tokio::spawn(peer_server);
-    shutdown.await;
-    tracing::info!("shutting down");
+    // A node whose Raft core has stopped (a storage error: the disk is full or failing)
+    // must not go on answering from stale state: it stops with the error, and its
+    // supervisor restarts it once the disk is usable again.
+    let fatal = tokio::select! {
+        () = shutdown => None,
+        fatal = raft_stopped(raft.clone()) => Some(fatal),
+    };
+    match &fatal {
+        None => tracing::info!("shutting down"),
+        Some(err) => tracing::error!(%err, "raft stopped: shutting the node down"),
+    }
     drop(advertiser);
     let _ = stop_tx.send(true);
-    let peer_result = peer_task.await;
-    let client_result = client_task.await;
+    // Raft first: its state machine's feed closes, which ends every Subscribe stream
+    // (devices move to another node); then the servers get a bounded grace to finish.
     if let Err(err) = raft.shutdown().await {
         tracing::warn!(%err, "raft did not shut down cleanly");
+    }
+    let (peer_abort, client_abort) = (peer_task.abort_handle(), client_task.abort_handle());
+    let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        (peer_task.await, client_task.await)
+    })
+    .await;
+    let (peer_result, client_result) = match finished {
+        Ok(results) => results,
+        Err(_) => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them");
+            peer_abort.abort();
+            client_abort.abort();
+            if let Some(fatal) = fatal {
+                return Err(AppError::Raft(fatal));
+            }
+            return Ok(());
+        }
+    };
+    if let Some(fatal) = fatal {
+        return Err(AppError::Raft(fatal));
     }
     match peer_result {
         Ok(Ok(())) => {}
@@ -353,6 +384,19 @@ pub async fn serve(
             what: "client",
             detail: e.to_string(),
         }),
+    }
+}
+
+/// Resolves with the error once the Raft core has stopped by itself.
+async fn raft_stopped(raft: Raft) -> openraft::error::Fatal<NodeId> {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            return fatal.clone();
+        }
+        if metrics.changed().await.is_err() {
+            return openraft::error::Fatal::Stopped;
+        }
     }
 }
 

@@ -1431,3 +1431,40 @@ async fn a_node_survives_sigpipe() {
     let hello = c.hello(1).await.expect("the node still answers");
     assert_eq!(hello.leader_id, 1);
 }
+
+/// Found while making a node stop on a storage error: on SIGTERM a node waited for every
+/// open Subscribe stream to end before it exited, so a node with screens connected hung
+/// until its supervisor's SIGKILL. Now Raft stops first (which ends the streams with
+/// UNAVAILABLE, and devices move on) and the servers get a bounded grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_open_subscriptions_stops_promptly_on_sigterm() {
+    let mut c = Cluster::start(1).await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let stream = c
+            .client(1)
+            .subscribe(pb::SubscribeRequest { cursor: 0 })
+            .await
+            .expect("opens a stream")
+            .into_inner();
+        streams.push(stream);
+    }
+    let pid = libc::pid_t::try_from(c.pid(1)).expect("a pid");
+    let asked = std::time::Instant::now();
+    // SAFETY: kill(2) on the pid of a child the harness started and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = c.wait_exit(1, Duration::from_secs(20)).await;
+    let took = asked.elapsed();
+    assert!(status.success(), "a clean stop: {status}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the node took {took:?} to stop with subscribers connected"
+    );
+    for mut stream in streams {
+        let end = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
+        assert!(
+            !matches!(end, Ok(Ok(Some(_)))),
+            "a stream of a stopped node delivered: {end:?}"
+        );
+    }
+}

@@ -40,15 +40,22 @@ pub struct Group {
     pub members: Vec<u64>,
     /// Nodes that exited without the nemesis killing them: (node, exit status).
     pub unexpected_exits: Vec<(u64, String)>,
+    /// The node whose data dir is a small tmpfs (for the disk-full fault), if any.
+    pub tmpfs_node: Option<u64>,
     initial_cluster: String,
 }
 
+/// A channel for the workload's calls: each bounded by 3 s.
 pub fn channel(addr: &str) -> Channel {
+    channel_with_timeout(addr, Duration::from_secs(3))
+}
+
+fn channel_with_timeout(addr: &str, timeout: Duration) -> Channel {
     // A static, well-formed URL: from_shared cannot fail on it.
     Endpoint::from_shared(format!("http://{addr}"))
         .unwrap_or_else(|_| Endpoint::from_static("http://127.0.0.1:1"))
         .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(3))
+        .timeout(timeout)
         .tcp_nodelay(true)
         .connect_lazy()
 }
@@ -82,6 +89,7 @@ impl Group {
             nodes,
             members: ids.to_vec(),
             unexpected_exits: Vec::new(),
+            tmpfs_node: None,
             initial_cluster,
         })
     }
@@ -96,6 +104,39 @@ impl Group {
             paused: false,
             joins: false,
         })
+    }
+
+    /// Puts node `id`'s data dir on a tmpfs of `megabytes` (before it first starts).
+    pub fn mount_tmpfs(&mut self, id: u64, megabytes: u64) -> anyhow::Result<()> {
+        let dir = &self.nodes.get(&id).context("unknown node")?.data_dir;
+        std::fs::create_dir_all(dir)?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .context("running mount")?;
+        if !out.status.success() {
+            bail!(
+                "mounting a tmpfs at {}: {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        self.tmpfs_node = Some(id);
+        Ok(())
+    }
+
+    pub fn log_path(&self, id: u64) -> anyhow::Result<&Path> {
+        Ok(self
+            .nodes
+            .get(&id)
+            .context("unknown node")?
+            .log_path
+            .as_path())
+    }
+
+    pub fn data_dir(&self, id: u64) -> Option<&Path> {
+        self.nodes.get(&id).map(|n| n.data_dir.as_path())
     }
 
     pub fn client_addr(&self, id: u64) -> String {
@@ -280,6 +321,12 @@ impl Group {
         let deadline = tokio::time::Instant::now() + within;
         let mut last = String::new();
         while tokio::time::Instant::now() < deadline {
+            // As a supervisor would: a member that stopped (a storage error) is started again.
+            for id in self.members.clone() {
+                if !self.is_running(id) {
+                    self.start(id)?;
+                }
+            }
             let mut seqs = BTreeMap::new();
             for id in self.members.clone() {
                 if let Some(hello) = self.hello(id).await {
@@ -296,8 +343,12 @@ impl Group {
         bail!("the nodes did not converge within {within:?}: last seqs {last}")
     }
 
+    /// Membership changes wait for a new node to catch up (by snapshot): minutes, not 3 s.
     pub fn cluster_client(&self, id: u64) -> ClusterClient<Channel> {
-        ClusterClient::new(channel(&self.client_addr(id)))
+        ClusterClient::new(channel_with_timeout(
+            &self.client_addr(id),
+            Duration::from_secs(120),
+        ))
     }
 }
 
@@ -309,5 +360,8 @@ impl Drop for Group {
             }
         }
         self.kill_all();
+        if let Some(dir) = self.tmpfs_node.and_then(|id| self.data_dir(id)) {
+            let _ = std::process::Command::new("umount").arg(dir).output();
+        }
     }
 }

@@ -191,6 +191,10 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
     let _ = std::fs::remove_dir_all(&nodes_dir);
     let ids: Vec<u64> = (1..=args.nodes).collect();
     let mut group = Group::new(topology.clone(), hub_bin, &nodes_dir, &ids)?;
+    if faults.iter().any(|f| f == "disk-full") {
+        let last = *ids.last().context("no nodes")?;
+        group.mount_tmpfs(last, nemesis::TMPFS_MEGABYTES)?;
+    }
     for id in &ids {
         group.start(*id)?;
     }

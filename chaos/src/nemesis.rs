@@ -11,7 +11,7 @@ use crate::history::{Entry, Phase, Recorder};
 use crate::rng::Rng;
 
 /// Every fault this harness can inject.
-pub const FAULTS: [&str; 7] = [
+pub const FAULTS: [&str; 9] = [
     "kill",
     "pause",
     "partition",
@@ -19,7 +19,12 @@ pub const FAULTS: [&str; 7] = [
     "restart-all",
     "membership",
     "slow-node",
+    "disk-full",
+    "corrupt",
 ];
+
+/// Size of the tmpfs the disk-full node keeps its data on.
+pub const TMPFS_MEGABYTES: u64 = 512;
 
 /// Faults that need network namespaces.
 pub const NETWORK_FAULTS: [&str; 2] = ["partition", "netem"];
@@ -166,6 +171,7 @@ impl Nemesis {
                 self.end(name, "every node restarted".into(), false);
             }
             "membership" => self.membership(group).await?,
+            "corrupt" => self.corrupt(group).await?,
             "slow-node" => {
                 let (victim, _) = self.target(group, true).await?;
                 let pid = group.pid(victim).context("the node is not running")?;
@@ -180,6 +186,48 @@ impl Nemesis {
                 cgroup.release();
                 self.end(name, format!("node {victim} uncapped"), true);
             }
+            "disk-full" => {
+                let victim = group.tmpfs_node.context("no node is on a tmpfs")?;
+                let dir = group
+                    .data_dir(victim)
+                    .context("unknown node")?
+                    .to_path_buf();
+                self.start(
+                    name,
+                    format!("node {victim}'s data dir filled to the last byte"),
+                    true,
+                );
+                let filler = dir.join("chaos-filler");
+                let before =
+                    std::fs::metadata(group.log_path(victim)?).map_or(0, |m| m.len() as usize);
+                let written = fill(&filler)?;
+                tokio::time::sleep(self.hold).await;
+                std::fs::remove_file(&filler)?;
+                // A node that hit the full disk stops with the storage error, by design;
+                // as its supervisor would, restart it now that there is space.
+                let mut detail = format!("{written} MiB of filler removed from node {victim}");
+                let log = std::fs::read_to_string(group.log_path(victim)?).unwrap_or_default();
+                if log
+                    .get(before..)
+                    .unwrap_or("")
+                    .contains("No space left on device")
+                {
+                    // It hit the full disk: it stops (within its shutdown grace), then its
+                    // supervisor, here the harness, starts it again.
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+                    while group.is_running(victim) && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    if !group.is_running(victim) {
+                        group.unexpected_exits.retain(|(n, _)| *n != victim);
+                        detail.push_str(
+                            "; it had stopped on 'No space left on device' and was restarted",
+                        );
+                        group.start(victim)?;
+                    }
+                }
+                self.end(name, detail, true);
+            }
             other => bail!("unknown fault {other:?}"),
         }
         Ok(())
@@ -188,6 +236,23 @@ impl Nemesis {
     /// Removes a follower from the group under load, wipes it, and adds it back as a new
     /// learner that catches up (by snapshot if needed) before it votes again.
     async fn membership(&mut self, group: &mut Group) -> anyhow::Result<()> {
+        let victim = self.follower(group).await?;
+        self.start(
+            "membership",
+            format!("remove node {victim}, wipe it, add it back"),
+            true,
+        );
+        self.rejoin(group, victim).await?;
+        self.end(
+            "membership",
+            format!("node {victim} is a voter again"),
+            true,
+        );
+        Ok(())
+    }
+
+    /// A random follower of the current leader.
+    async fn follower(&mut self, group: &mut Group) -> anyhow::Result<u64> {
         let leader = group
             .wait_leader(Duration::from_secs(10))
             .await
@@ -198,13 +263,17 @@ impl Nemesis {
             .copied()
             .filter(|n| *n != leader)
             .collect();
-        anyhow::ensure!(!followers.is_empty(), "no follower to remove");
-        let victim = followers[self.rng.below(followers.len() as u64) as usize];
-        self.start(
-            "membership",
-            format!("remove node {victim}, wipe it, add it back"),
-            true,
-        );
+        anyhow::ensure!(!followers.is_empty(), "no follower");
+        Ok(followers[self.rng.below(followers.len() as u64) as usize])
+    }
+
+    /// Removes `victim` from the group, wipes its data, starts it blank with `--join` and
+    /// adds it back: it catches up from its peers (by snapshot if needed) before it votes.
+    async fn rejoin(&mut self, group: &mut Group, victim: u64) -> anyhow::Result<()> {
+        let leader = group
+            .wait_leader(Duration::from_secs(10))
+            .await
+            .context("no leader to change the membership")?;
         let mut admin = group.cluster_client(leader);
         tokio::time::timeout(
             Duration::from_secs(20),
@@ -230,7 +299,7 @@ impl Nemesis {
                 continue;
             };
             let mut admin = group.cluster_client(leader);
-            match tokio::time::timeout(Duration::from_secs(60), admin.add_node(request.clone()))
+            match tokio::time::timeout(Duration::from_secs(120), admin.add_node(request.clone()))
                 .await
             {
                 Ok(Ok(_)) => {
@@ -245,11 +314,107 @@ impl Nemesis {
         anyhow::ensure!(added, "could not add node {victim} back: {last}");
         group.members.push(victim);
         group.members.sort_unstable();
-        self.end(
-            "membership",
-            format!("node {victim} is a voter again"),
-            true,
-        );
         Ok(())
     }
+
+    /// While a follower is down, damages one of its data files (bit flips or a
+    /// truncation), then restarts it. A node that detects the damage and refuses to start
+    /// is rebuilt from its peers; one that starts must hold the same log as the others
+    /// (the final checks compare every node's log and read models).
+    async fn corrupt(&mut self, group: &mut Group) -> anyhow::Result<()> {
+        let victim = self.follower(group).await?;
+        let data = group
+            .data_dir(victim)
+            .context("unknown node")?
+            .to_path_buf();
+        group.kill(victim);
+        let candidates = [
+            data.join("db").join("db"),
+            data.join("snapshots").join("current.snap"),
+        ];
+        let existing: Vec<&std::path::PathBuf> = candidates.iter().filter(|p| p.exists()).collect();
+        anyhow::ensure!(
+            !existing.is_empty(),
+            "node {victim} has no data file to damage"
+        );
+        let file = existing[self.rng.below(existing.len() as u64) as usize].clone();
+        let damage = damage(&file, &mut self.rng)?;
+        let before = std::fs::metadata(group.log_path(victim)?).map_or(0, |m| m.len() as usize);
+        self.start(
+            "corrupt",
+            format!("node {victim} down; {damage}; restarted"),
+            true,
+        );
+        group.start(victim)?;
+        // Give it time to find the damage: it either refuses to start or keeps running.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+        while group.is_running(victim) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let outcome = if group.is_running(victim) {
+            "it started; its log is checked against the others'".to_owned()
+        } else {
+            group.unexpected_exits.retain(|(n, _)| *n != victim);
+            let log = std::fs::read_to_string(group.log_path(victim)?).unwrap_or_default();
+            let said = log
+                .get(before..)
+                .unwrap_or("")
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("error:"))
+                .unwrap_or("(no error line)")
+                .chars()
+                .take(200)
+                .collect::<String>();
+            self.rejoin(group, victim).await?;
+            format!("it refused to start ({said}) and was rebuilt from its peers")
+        };
+        self.end("corrupt", outcome, true);
+        Ok(())
+    }
+}
+
+/// Writes `path` until the file system is full; returns the MiB written.
+fn fill(path: &std::path::Path) -> anyhow::Result<u64> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut written = 0;
+    loop {
+        match file.write_all(&chunk) {
+            Ok(()) => written += 1,
+            Err(err) if err.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    // Also the last partial chunk's worth.
+    let mut small = vec![0u8; 4096];
+    while file.write_all(&small).is_ok() {
+        small.truncate(4096);
+    }
+    Ok(written)
+}
+
+/// Flips eight bytes at seeded offsets, or truncates the file to a seeded fraction.
+fn damage(path: &std::path::Path, rng: &mut Rng) -> anyhow::Result<String> {
+    let mut bytes = std::fs::read(path)?;
+    anyhow::ensure!(!bytes.is_empty(), "{} is empty", path.display());
+    let what = if rng.below(2) == 0 {
+        let mut offsets = Vec::new();
+        for _ in 0..8 {
+            let at = rng.below(bytes.len() as u64) as usize;
+            bytes[at] ^= 1 << rng.below(8);
+            offsets.push(at);
+        }
+        format!(
+            "flipped a bit at 8 offsets of {} ({offsets:?})",
+            path.display()
+        )
+    } else {
+        let keep = bytes.len() as u64 * (1 + rng.below(9)) / 10;
+        bytes.truncate(keep as usize);
+        format!("truncated {} to {keep} bytes", path.display())
+    };
+    std::fs::write(path, &bytes)?;
+    Ok(what)
 }

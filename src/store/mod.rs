@@ -80,15 +80,39 @@ pub async fn open_with_feed(
 ) -> Result<(LogStore, StateMachine), StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|e| StoreError::io(data_dir, e))?;
     let db_path = data_dir.join("db");
-    let db = sled::Config::new()
+    let config = sled::Config::new()
         .path(&db_path)
         // Durability comes from explicit flushes at the points that need them (see log.rs);
         // the background flush only bounds how much un-acknowledged work a crash can lose.
-        .flush_every_ms(Some(500))
-        .open()?;
-    let log = LogStore::open(&db)?;
-    let state_machine =
-        StateMachine::open(db, data_dir.join("snapshots"), realm, feed_batches).await?;
+        .flush_every_ms(Some(500));
+    // sled 0.34 panics on some damaged files instead of returning an error; a node must
+    // refuse to start with an error that says what is wrong, not die with a stack trace.
+    let damaged = |panic: Box<dyn std::any::Any + Send>| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        StoreError::corrupt(
+            "database",
+            format!(
+                "{} is damaged (sled: {why}); restore the data dir from a backup, or wipe it \
+                 and add the node to its group again to rebuild it from its peers",
+                db_path.display()
+            ),
+        )
+    };
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let db = config.open()?;
+        let log = LogStore::open(&db)?;
+        Ok::<_, StoreError>((db, log))
+    }));
+    let (db, log) = opened.map_err(damaged)??;
+    let state_machine = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+        StateMachine::open(db, data_dir.join("snapshots"), realm, feed_batches),
+    ))
+    .await
+    .map_err(damaged)??;
     Ok((log, state_machine))
 }
 

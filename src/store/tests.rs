@@ -440,3 +440,53 @@ async fn a_snapshot_of_another_realm_is_refused() {
     assert!(err.to_string().contains("realm"), "{err}");
     assert_eq!(other.reader().applied().expect("applied").last_seq, 0);
 }
+
+/// Found by the chaos harness's corrupt fault: sled panics on some damaged files (an index
+/// out of bounds, "tried to serialize Uninitialized") instead of returning an error, so a
+/// node with a damaged data dir died with a stack trace. Opening must fail with an error
+/// that names the damage, for every kind of damage.
+#[tokio::test]
+async fn a_damaged_database_file_is_refused_with_an_error_not_a_panic() {
+    let mut refused = 0;
+    for cut_tenths in [2u64, 5, 8] {
+        for flip in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            {
+                let (_log, mut sm) = open(dir.path(), &realm()).await.expect("opens");
+                apply_events(&mut sm, adjustments(2000), 50, 1).await;
+            }
+            let file = dir.path().join("db").join("db");
+            let mut bytes = std::fs::read(&file).expect("reads the db file");
+            if flip {
+                let len = bytes.len();
+                for i in 0..64 {
+                    bytes[(len / 64) * i + (cut_tenths as usize * 7) % (len / 64)] ^= 0x5a;
+                }
+            } else {
+                bytes.truncate(bytes.len() * cut_tenths as usize / 10);
+            }
+            std::fs::write(&file, &bytes).expect("damages it");
+            let opened = tokio::spawn({
+                let path = dir.path().to_path_buf();
+                async move { open(&path, &realm()).await.map(|_| ()) }
+            })
+            .await;
+            match opened {
+                Err(join) => panic!("opening a damaged db panicked: {join}"),
+                Ok(Err(err)) => {
+                    refused += 1;
+                    let text = err.to_string();
+                    assert!(
+                        text.contains("damaged")
+                            || text.contains("corrupt")
+                            || text.contains("sled"),
+                        "{text}"
+                    );
+                }
+                // sled may recover an earlier state from a damaged tail: no panic either way.
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+    eprintln!("{refused} of 6 damaged databases were refused");
+}

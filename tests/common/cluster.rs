@@ -68,6 +68,9 @@ pub struct Options {
     /// A store CA dir (`pos-hub certs init`): each node gets a certificate from it and the
     /// peer port runs mutual TLS.
     pub peer_tls_ca: Option<std::path::PathBuf>,
+    /// Put this node's data dir on a tmpfs of this many MiB before it first starts (root
+    /// only); unmounted when the cluster is dropped.
+    pub tmpfs: Option<(u64, u64)>,
 }
 
 /// One `pos-hub serve` process (running or not) and where it lives.
@@ -187,6 +190,21 @@ impl Cluster {
             cluster.dir.path().display(),
             cluster.initial_cluster
         );
+        if let Some((id, megabytes)) = cluster.options.tmpfs {
+            let dir = &cluster.nodes[&id].data_dir;
+            std::fs::create_dir_all(dir).expect("creates the data dir");
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+                .arg(dir)
+                .output()
+                .expect("runs mount");
+            assert!(
+                out.status.success(),
+                "mounting a tmpfs at {} (this test needs root): {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         for id in 1..=n {
             cluster.spawn(id);
         }
@@ -412,6 +430,25 @@ impl Cluster {
         }
     }
 
+    /// Waits until node `id` exits by itself and reaps it; panics after `within`.
+    pub async fn wait_exit(&mut self, id: u64, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            let node = self.nodes.get_mut(&id).expect("known node");
+            let child = node.child.as_mut().expect("the node is running");
+            if let Ok(Some(status)) = child.try_wait() {
+                node.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} still runs after {within:?}; its log:\n{}",
+                tail(&node.log_path, LOG_TAIL_LINES)
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Hello on a node, bounded by 2 s.
     pub async fn hello(&self, id: u64) -> Result<pb::HelloResponse, String> {
         hello_at(&self.nodes[&id].client_addr, 0).await
@@ -563,6 +600,11 @@ impl Drop for Cluster {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+        }
+        if let Some((id, _)) = self.options.tmpfs
+            && let Some(node) = self.nodes.get(&id)
+        {
+            let _ = Command::new("umount").arg(&node.data_dir).output();
         }
         if std::thread::panicking() {
             eprintln!(
