@@ -63,6 +63,8 @@ pub struct ServeConfig {
     pub client_tls: Option<PathBuf>,
     /// Advertise the client port on mDNS (`_poshub._tcp`) for devices to find.
     pub mdns: bool,
+    /// Whether the log is fsynced before an append is acknowledged (always, in a shop).
+    pub durability: store::Durability,
     /// Open Subscribe streams allowed per device.
     pub subscriptions_per_device: usize,
     /// Per-device append rate: sustained events per second, and burst.
@@ -153,8 +155,18 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
-    let (log, state_machine) =
-        store::open_with_feed(&config.data_dir, &config.realm, config.feed_batches).await?;
+    let (log, state_machine) = store::open_with(
+        &config.data_dir,
+        &config.realm,
+        config.feed_batches,
+        config.durability,
+    )
+    .await?;
+    if config.durability == store::Durability::UnsafeNoFsync {
+        tracing::error!(
+            "UNSAFE: --unsafe-no-fsync: appends are acknowledged before they are on disk; a power cut loses them"
+        );
+    }
     let committed = log.committed_index();
     let reader = state_machine.reader();
     let raft_config = Config {

@@ -42,6 +42,10 @@ pub struct Group {
     pub unexpected_exits: Vec<(u64, String)>,
     /// The node whose data dir is a small tmpfs (for the disk-full fault), if any.
     pub tmpfs_node: Option<u64>,
+    /// Nodes whose data dir is the power-cut FUSE layer (for lose-unsynced).
+    pub powerfs: BTreeMap<u64, (crate::powerfs::PowerFs, fuser::BackgroundSession)>,
+    /// Extra `serve` flags for every node (e.g. the deliberately broken `--unsafe-no-fsync`).
+    pub hub_args: Vec<String>,
     initial_cluster: String,
 }
 
@@ -90,6 +94,8 @@ impl Group {
             members: ids.to_vec(),
             unexpected_exits: Vec::new(),
             tmpfs_node: None,
+            powerfs: BTreeMap::new(),
+            hub_args: Vec::new(),
             initial_cluster,
         })
     }
@@ -126,6 +132,25 @@ impl Group {
         Ok(())
     }
 
+    /// Puts node `id`'s data dir on the power-cut FUSE layer (before it first starts).
+    pub fn mount_powerfs(&mut self, id: u64) -> anyhow::Result<()> {
+        let dir = self
+            .nodes
+            .get(&id)
+            .context("unknown node")?
+            .data_dir
+            .clone();
+        std::fs::create_dir_all(&dir)?;
+        let mounted = crate::powerfs::PowerFs::mount(&dir).with_context(|| {
+            format!(
+                "mounting the FUSE layer at {} (needs root, /dev/fuse and fusermount3 from fuse3)",
+                dir.display()
+            )
+        })?;
+        self.powerfs.insert(id, mounted);
+        Ok(())
+    }
+
     pub fn log_path(&self, id: u64) -> anyhow::Result<&Path> {
         Ok(self
             .nodes
@@ -151,6 +176,7 @@ impl Group {
         let topology = self.topology.clone();
         let hub_bin = self.hub_bin.clone();
         let initial = self.initial_cluster.clone();
+        let hub_args = self.hub_args.clone();
         let node = self.nodes.get_mut(&id).context("unknown node")?;
         if node.child.is_some() {
             return Ok(());
@@ -179,7 +205,8 @@ impl Group {
             .args(["--advertise-client", &topology.client_addr(id)])
             .args(["--advertise-peer", &topology.peer_addr(id)])
             .args(["--tenant", TENANT, "--store", STORE])
-            .args(["--snapshot-every", "500"]);
+            .args(["--snapshot-every", "500"])
+            .args(&hub_args);
         if node.joins {
             cmd.arg("--join");
         } else {
@@ -360,6 +387,8 @@ impl Drop for Group {
             }
         }
         self.kill_all();
+        // Dropping the sessions unmounts the FUSE layers.
+        self.powerfs.clear();
         if let Some(dir) = self.tmpfs_node.and_then(|id| self.data_dir(id)) {
             let _ = std::process::Command::new("umount").arg(dir).output();
         }

@@ -6,6 +6,7 @@ mod checker;
 mod group;
 mod history;
 mod nemesis;
+mod powerfs;
 mod report;
 mod rng;
 mod topology;
@@ -70,6 +71,10 @@ struct RunArgs {
     /// Concurrent devices in the workload.
     #[arg(long, default_value_t = 4)]
     devices: u32,
+    /// Extra flags for every `pos-hub serve`, e.g. the deliberately broken
+    /// `--unsafe-no-fsync`, to show the checker catching what a power cut then loses.
+    #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
+    hub_args: Vec<String>,
     /// Run on loopback even where network namespaces are available.
     #[arg(long)]
     no_netns: bool,
@@ -191,9 +196,22 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
     let _ = std::fs::remove_dir_all(&nodes_dir);
     let ids: Vec<u64> = (1..=args.nodes).collect();
     let mut group = Group::new(topology.clone(), hub_bin, &nodes_dir, &ids)?;
+    group.hub_args = args
+        .hub_args
+        .iter()
+        .filter(|a| !a.is_empty())
+        .cloned()
+        .collect();
     if faults.iter().any(|f| f == "disk-full") {
         let last = *ids.last().context("no nodes")?;
         group.mount_tmpfs(last, nemesis::TMPFS_MEGABYTES)?;
+    }
+    if faults.iter().any(|f| f == "lose-unsynced") {
+        for id in &ids {
+            if group.tmpfs_node != Some(*id) {
+                group.mount_powerfs(*id)?;
+            }
+        }
     }
     for id in &ids {
         group.start(*id)?;
@@ -284,12 +302,29 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
             )
         });
     }
-    let last_seq = group.wait_converged(Duration::from_secs(120)).await?;
-
+    // Nodes that never converge are still read, each up to its own last seq, so that the
+    // checker names what differs.
+    let last_seq = match group.wait_converged(Duration::from_secs(120)).await {
+        Ok(seq) => seq,
+        Err(err) => {
+            harness_error.get_or_insert_with(|| format!("{err:#}"));
+            0
+        }
+    };
     let mut states = BTreeMap::new();
     for id in group.members.clone() {
-        states.insert(id, read_node(&group.client_addr(id), last_seq).await?);
+        let own = if last_seq > 0 {
+            last_seq
+        } else {
+            group.hello(id).await.map_or(0, |h| h.last_seq)
+        };
+        states.insert(id, read_node(&group.client_addr(id), own).await?);
     }
+    let last_seq = states
+        .values()
+        .map(|s| s.log.len() as u64)
+        .max()
+        .unwrap_or(0);
     save_states(&out, &states, &confirmed)?;
     let history = recorder.entries();
     let mut outcome = checker::check(&history, &states, &confirmed);

@@ -11,7 +11,7 @@ use crate::history::{Entry, Phase, Recorder};
 use crate::rng::Rng;
 
 /// Every fault this harness can inject.
-pub const FAULTS: [&str; 9] = [
+pub const FAULTS: [&str; 10] = [
     "kill",
     "pause",
     "partition",
@@ -21,6 +21,7 @@ pub const FAULTS: [&str; 9] = [
     "slow-node",
     "disk-full",
     "corrupt",
+    "lose-unsynced",
 ];
 
 /// Size of the tmpfs the disk-full node keeps its data on.
@@ -170,6 +171,42 @@ impl Nemesis {
                 }
                 self.end(name, "every node restarted".into(), false);
             }
+            "lose-unsynced" => {
+                let mut on: Vec<u64> = group
+                    .powerfs
+                    .keys()
+                    .copied()
+                    .filter(|n| group.members.contains(n))
+                    .collect();
+                anyhow::ensure!(!on.is_empty(), "no node runs on the power-cut layer");
+                if self.rng.below(2) == 0 {
+                    on = vec![on[self.rng.below(on.len() as u64) as usize]];
+                }
+                let up = majority(on.len(), group);
+                self.start(
+                    name,
+                    format!("power cut on nodes {on:?}: SIGKILL, unsynced writes dropped"),
+                    up,
+                );
+                let mut lost = 0;
+                for n in &on {
+                    group.kill(*n);
+                }
+                for n in &on {
+                    if let Some((fs, _)) = group.powerfs.get(n) {
+                        lost += fs.cut();
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for n in &on {
+                    group.start(*n)?;
+                }
+                self.end(
+                    name,
+                    format!("{lost} unsynced bytes dropped; nodes {on:?} restarted"),
+                    up,
+                );
+            }
             "membership" => self.membership(group).await?,
             "corrupt" => self.corrupt(group).await?,
             "slow-node" => {
@@ -270,18 +307,28 @@ impl Nemesis {
     /// Removes `victim` from the group, wipes its data, starts it blank with `--join` and
     /// adds it back: it catches up from its peers (by snapshot if needed) before it votes.
     async fn rejoin(&mut self, group: &mut Group, victim: u64) -> anyhow::Result<()> {
-        let leader = group
-            .wait_leader(Duration::from_secs(10))
-            .await
-            .context("no leader to change the membership")?;
-        let mut admin = group.cluster_client(leader);
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            admin.remove_node(pb::RemoveNodeRequest { id: victim }),
-        )
-        .await
-        .context("RemoveNode timed out")?
-        .context("RemoveNode")?;
+        // Leadership may move (or the victim may lead) while we ask: ask again, each time
+        // of the leader the group agrees on, a bounded number of times.
+        let mut removed = false;
+        let mut last = String::new();
+        for _ in 0..10 {
+            let Some(leader) = group.wait_leader(Duration::from_secs(10)).await else {
+                last = "no leader".into();
+                continue;
+            };
+            let mut admin = group.cluster_client(leader);
+            let request = pb::RemoveNodeRequest { id: victim };
+            match tokio::time::timeout(Duration::from_secs(20), admin.remove_node(request)).await {
+                Ok(Ok(_)) => {
+                    removed = true;
+                    break;
+                }
+                Ok(Err(status)) => last = status.message().to_owned(),
+                Err(_) => last = "RemoveNode timed out".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        anyhow::ensure!(removed, "could not remove node {victim}: {last}");
         group.members.retain(|n| *n != victim);
         group.kill(victim);
         group.add_blank(victim)?;
@@ -352,7 +399,13 @@ impl Nemesis {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let outcome = if group.is_running(victim) {
-            "it started; its log is checked against the others'".to_owned()
+            // It did not notice at start. What it served meanwhile is checked (its
+            // Subscribe stream against the final log); sled may only find the damage when
+            // it reads the page, so rebuild it now rather than wait for that.
+            tokio::time::sleep(self.hold).await;
+            group.unexpected_exits.retain(|(n, _)| *n != victim);
+            self.rejoin(group, victim).await?;
+            "it started and served; then it was rebuilt from its peers".to_owned()
         } else {
             group.unexpected_exits.retain(|(n, _)| *n != victim);
             let log = std::fs::read_to_string(group.log_path(victim)?).unwrap_or_default();

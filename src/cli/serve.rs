@@ -101,6 +101,11 @@ pub struct ServeArgs {
     /// address. `--dev` never advertises.
     #[arg(long)]
     no_mdns: bool,
+    /// Never fsync the log: appends are acknowledged before they are durable. A
+    /// deliberately broken mode, for showing that the chaos harness catches the writes a
+    /// power cut then loses. Never in a shop.
+    #[arg(long, hide = true)]
+    unsafe_no_fsync: bool,
     /// Open Subscribe streams allowed per device (with tokens).
     #[arg(long, default_value_t = crate::api::limits::SUBSCRIPTIONS_PER_DEVICE_MAX)]
     subscriptions_per_device: usize,
@@ -282,6 +287,11 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         peer_tls: args.peer_tls,
         client_tls: args.client_tls,
         mdns: !args.no_mdns && !args.dev,
+        durability: if args.unsafe_no_fsync {
+            crate::store::Durability::UnsafeNoFsync
+        } else {
+            crate::store::Durability::Fsync
+        },
         rate_events_per_s: args.rate_events_per_s,
         rate_burst_events: args.rate_burst_events,
     })

@@ -27,15 +27,18 @@ pub struct LogStore {
     meta: sled::Tree,
     /// The last committed log index as openraft last saved it, for status reports.
     committed: Arc<AtomicU64>,
+    /// `Durability::UnsafeNoFsync`: skip every flush (a deliberately broken mode).
+    no_fsync: bool,
 }
 
 impl LogStore {
-    pub(super) fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    pub(super) fn open(db: &sled::Db, durability: super::Durability) -> Result<Self, StoreError> {
         let store = Self {
             db: db.clone(),
             log: db.open_tree(TREE_LOG)?,
             meta: db.open_tree(TREE_RAFT_META)?,
             committed: Arc::new(AtomicU64::new(0)),
+            no_fsync: durability == super::Durability::UnsafeNoFsync,
         };
         let committed: Option<LogId> = store.read_meta(KEY_COMMITTED)?;
         store
@@ -94,6 +97,9 @@ impl LogStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
+        if self.no_fsync {
+            return Ok(());
+        }
         self.db.flush_async().await?;
         Ok(())
     }

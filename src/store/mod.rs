@@ -72,11 +72,32 @@ pub async fn open(data_dir: &Path, realm: &Realm) -> Result<(LogStore, StateMach
     open_with_feed(data_dir, realm, EVENT_FEED_BATCHES).await
 }
 
+/// Whether the log is fsynced before openraft hears it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Group commit: one fsync per batch, before the batch is reported stored.
+    #[default]
+    Fsync,
+    /// Never fsync the log (nor flush in the background): acknowledgements run ahead of
+    /// the disk. Only for showing that the chaos harness catches lost acknowledged writes.
+    UnsafeNoFsync,
+}
+
 /// `open`, keeping `feed_batches` recent batches of applied events for subscribers.
 pub async fn open_with_feed(
     data_dir: &Path,
     realm: &Realm,
     feed_batches: usize,
+) -> Result<(LogStore, StateMachine), StoreError> {
+    open_with(data_dir, realm, feed_batches, Durability::Fsync).await
+}
+
+/// `open_with_feed` with a chosen durability.
+pub async fn open_with(
+    data_dir: &Path,
+    realm: &Realm,
+    feed_batches: usize,
+    durability: Durability,
 ) -> Result<(LogStore, StateMachine), StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|e| StoreError::io(data_dir, e))?;
     let db_path = data_dir.join("db");
@@ -84,7 +105,7 @@ pub async fn open_with_feed(
         .path(&db_path)
         // Durability comes from explicit flushes at the points that need them (see log.rs);
         // the background flush only bounds how much un-acknowledged work a crash can lose.
-        .flush_every_ms(Some(500));
+        .flush_every_ms((durability == Durability::Fsync).then_some(500));
     // sled 0.34 panics on some damaged files instead of returning an error; a node must
     // refuse to start with an error that says what is wrong, not die with a stack trace.
     let damaged = |panic: Box<dyn std::any::Any + Send>| {
@@ -104,7 +125,7 @@ pub async fn open_with_feed(
     };
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let db = config.open()?;
-        let log = LogStore::open(&db)?;
+        let log = LogStore::open(&db, durability)?;
         Ok::<_, StoreError>((db, log))
     }));
     let (db, log) = opened.map_err(damaged)??;
