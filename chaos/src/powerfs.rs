@@ -603,7 +603,7 @@ mod store_probe {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).expect("mkdir");
         let (fs, session) = PowerFs::mount(&data).expect("mounts");
-        let events: String = (0..200)
+        let events: String = (0..3000)
             .map(|i| {
                 format!(
                     "{{\"eventId\":\"{}\",\"tenantId\":\"t-demo\",\"storeId\":\"s-001\",\"aggregateType\":\"inventory\",\"aggregateId\":\"FRIES\",\"version\":1,\"type\":\"inventory.adjusted\",\"at\":\"2026-11-25T12:00:00.000Z\",\"actor\":{{\"deviceId\":\"till-1\"}},\"clock\":{{\"lamport\":{i},\"deviceId\":\"till-1\"}},\"payload\":{{\"sku\":\"FRIES\",\"delta\":1}}}}\n",
@@ -613,20 +613,25 @@ mod store_probe {
             .collect();
         let file = dir.path().join("events.jsonl");
         std::fs::write(&file, events).expect("writes events");
-        let out = std::process::Command::new(&bin)
-            .args(["log", "--data-dir"])
+        // Killed mid-append, then the power is cut: only what was fsynced survives.
+        let mut child = std::process::Command::new(&bin)
+            .args(["log", "--snapshot-every", "100", "--data-dir"])
             .arg(&data)
             .arg("append")
             .arg(&file)
             .args(["--batch", "10"])
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .spawn()
             .expect("runs log append");
+        std::thread::sleep(Duration::from_millis(1500));
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("reaps it");
         let reported = String::from_utf8_lossy(&out.stdout)
             .matches("ACCEPTED")
             .count();
         let lost = fs.cut();
         let dump = std::process::Command::new(&bin)
-            .args(["log", "--data-dir"])
+            .args(["log", "--snapshot-every", "100", "--data-dir"])
             .arg(&data)
             .args(["dump", "--json"])
             .output()
