@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -530,7 +530,18 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
     }
 
     eprintln!("--- expired 8 days ago: beyond the grace, refused");
+    // Node 1 answers from its own applied state: wait until it has applied the four
+    // accepted events (it may lag the leader that acknowledged the last one).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.last_seq().await < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 1 never applied the 4 events"
+        );
+        tokio::time::sleep(POLL).await;
+    }
     let before = store.last_seq().await;
+    assert_eq!(before, 4, "one valid and three in-grace appends");
     let stale = append_on(
         1,
         store.token(&expired("till-1", 8 * DAY)),

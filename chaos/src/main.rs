@@ -342,7 +342,7 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
         seconds: (args.minutes * 60.0) as u64,
         faults: faults.clone(),
         topology: if topology.is_netns() {
-            "one network namespace per node, joined by a bridge (real packet drops and netem)"
+            "one network namespace per node, joined by a bridge (partitions drop real packets)"
                 .into()
         } else {
             "loopback (no network namespaces)".into()
