@@ -312,13 +312,20 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
         }
     };
     let mut states = BTreeMap::new();
+    let mut unreadable = Vec::new();
     for id in group.members.clone() {
         let own = if last_seq > 0 {
             last_seq
         } else {
             group.hello(id).await.map_or(0, |h| h.last_seq)
         };
-        states.insert(id, read_node(&group.client_addr(id), own).await?);
+        match read_node(&group.client_addr(id), own).await {
+            Ok(state) => {
+                states.insert(id, state);
+            }
+            // A node that cannot even be read is itself a finding: report it with the rest.
+            Err(err) => unreadable.push((id, format!("{err:#}"))),
+        }
     }
     let last_seq = states
         .values()
@@ -328,6 +335,12 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
     save_states(&out, &states, &confirmed)?;
     let history = recorder.entries();
     let mut outcome = checker::check(&history, &states, &confirmed);
+    for (node, err) in &unreadable {
+        outcome.violations.push(checker::Violation {
+            check: "unreadable",
+            detail: format!("node {node} could not be read after healing: {err}"),
+        });
+    }
     for (node, status) in &group.unexpected_exits {
         outcome.violations.push(checker::Violation {
             check: "crash",
