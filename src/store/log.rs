@@ -1,7 +1,7 @@
 //! The Raft log and vote in sled.
 //!
 //! Durability: an append is acknowledged to openraft (the `LogFlushed` callback) only after
-//! one `flush_async` has made the whole batch durable — one fsync per batch, not per entry
+//! one `Disk::flush` has made the whole batch durable — one fsync per batch, not per entry
 //! (group commit). The vote is flushed before `save_vote` returns, because a node that
 //! forgets its vote after a crash can vote twice in one term.
 
@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId};
 
+use super::disk::{Disk, DurableSnapshot};
 use super::keys::{self, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, TREE_LOG, TREE_RAFT_META};
 use super::{StoreError, decode, encode, storage_error};
 use crate::raft::TypeConfig;
@@ -22,7 +23,9 @@ use crate::raft::typ::{Entry, LogFlushed, LogId, LogState, StorageError, Vote};
 /// openraft gets a concurrent reader (`get_log_reader`).
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
+    disk: Disk,
+    /// The snapshot on disk: a purge waits for an install under way to cover it.
+    snapshot: DurableSnapshot,
     log: sled::Tree,
     meta: sled::Tree,
     /// The last committed log index as openraft last saved it, for status reports.
@@ -32,11 +35,16 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    pub(super) fn open(db: &sled::Db, durability: super::Durability) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        disk: Disk,
+        snapshot: DurableSnapshot,
+        durability: super::Durability,
+    ) -> Result<Self, StoreError> {
         let store = Self {
-            db: db.clone(),
-            log: db.open_tree(TREE_LOG)?,
-            meta: db.open_tree(TREE_RAFT_META)?,
+            log: disk.db().open_tree(TREE_LOG)?,
+            meta: disk.db().open_tree(TREE_RAFT_META)?,
+            disk,
+            snapshot,
             committed: Arc::new(AtomicU64::new(0)),
             no_fsync: durability == super::Durability::UnsafeNoFsync,
         };
@@ -45,6 +53,12 @@ impl LogStore {
             .committed
             .store(committed.map_or(0, |id| id.index), Ordering::Relaxed);
         Ok(store)
+    }
+
+    /// The last log id the snapshot on disk covers, as the purge sees it.
+    #[cfg(test)]
+    pub(super) fn durable_snapshot(&self) -> Option<LogId> {
+        self.snapshot.get()
     }
 
     /// A live view of the committed log index (0 before anything is committed).
@@ -100,8 +114,7 @@ impl LogStore {
         if self.no_fsync {
             return Ok(());
         }
-        self.db.flush_async().await?;
-        Ok(())
+        self.disk.flush().await
     }
 }
 
@@ -223,6 +236,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let write = async {
+            // A follower is told to purge up to a snapshot it is still installing: if the
+            // install failed or the node crashed first, the log would be gone with no
+            // snapshot to stand in for it.
+            self.snapshot.purgeable(log_id.index).await?;
             // Record the purge point first: if we crash half-way, `get_log_state` still
             // reports it, and the left-over entries are merely removed again next time.
             self.meta

@@ -10,6 +10,7 @@
 //!
 //! See `DESIGN.md` beside this file for why it is laid out this way.
 
+mod disk;
 pub mod keys;
 mod log;
 mod snapshot;
@@ -46,6 +47,8 @@ pub enum StoreError {
     RealmMismatch { stored: Realm, requested: Realm },
     #[error("snapshot {snapshot_id}: {detail}")]
     Snapshot { snapshot_id: String, detail: String },
+    #[error("{0} is in use by another pos-hub process (sled holds a lock on it)")]
+    InUse(PathBuf),
 }
 
 impl StoreError {
@@ -123,18 +126,53 @@ pub async fn open_with(
             ),
         )
     };
+    let snapshot = disk::DurableSnapshot::new(None);
+    let db = open_db(&config, &db_path).await?.map_err(damaged)?;
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let db = config.open()?;
-        let log = LogStore::open(&db, durability)?;
-        Ok::<_, StoreError>((db, log))
+        let disk = disk::Disk::open(db, &db_path)?;
+        let log = LogStore::open(disk.clone(), snapshot.clone(), durability)?;
+        Ok::<_, StoreError>((disk, log))
     }));
-    let (db, log) = opened.map_err(damaged)??;
-    let state_machine = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
-        StateMachine::open(db, data_dir.join("snapshots"), realm, feed_batches),
-    ))
-    .await
-    .map_err(damaged)??;
+    let (disk, log) = opened.map_err(damaged)??;
+    let state_machine =
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(StateMachine::open(
+            disk,
+            snapshot,
+            data_dir.join("snapshots"),
+            realm,
+            feed_batches,
+        )))
+        .await
+        .map_err(damaged)??;
     Ok((log, state_machine))
+}
+
+/// How long `open` waits for the lock on a database: sled releases it from background
+/// threads a moment after the last handle of the same process is dropped.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the sled database, waiting a moment for its lock. A panic of sled's on a damaged
+/// file is returned inside `Ok` for the caller to turn into an error.
+async fn open_db(
+    config: &sled::Config,
+    db_path: &Path,
+) -> Result<std::thread::Result<sled::Db>, StoreError> {
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+        match opened {
+            // sled words its lock failure as an `Other` error with this text.
+            Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(StoreError::InUse(db_path.to_owned()));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Ok(Ok(db)) => return Ok(Ok(db)),
+            Err(panic) => return Ok(Err(panic)),
+        }
+    }
 }
 
 /// Bincode-encodes a record for a tree.

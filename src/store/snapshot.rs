@@ -24,13 +24,14 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedRwLockReadGuard;
 
+use super::disk::{Disk, DurableSnapshot};
 use super::keys;
 use super::state_machine::{Applied, SledState};
 use super::{StoreError, decode, encode, storage_error};
 use crate::domain::{Outcome, Realm};
 use crate::proto::pb;
 use crate::raft::TypeConfig;
-use crate::raft::typ::{Snapshot, SnapshotMeta, StorageError};
+use crate::raft::typ::{LogId, Snapshot, SnapshotMeta, StorageError};
 
 const MAGIC: &[u8; 16] = b"pos-hub snap v1\n";
 /// The live snapshot. Others in the directory are work in progress (`*.tmp`).
@@ -255,7 +256,7 @@ pub(super) struct Installed {
 /// The caller switches to that generation; on error the half-filled tree is dropped and
 /// the live state machine was never touched.
 pub(super) async fn install(
-    db: sled::Db,
+    disk: Disk,
     realm: Realm,
     dir: PathBuf,
     generation: u64,
@@ -271,13 +272,14 @@ pub(super) async fn install(
     tokio::task::spawn_blocking(move || {
         let copy = dir.join(INSTALLING);
         copy_durably(received, &copy)?;
+        let db = disk.db();
         let name = keys::state_machine_tree(generation);
         db.drop_tree(name.as_bytes())?;
         let tree = db.open_tree(name.as_bytes())?;
         match replay(&tree, &realm, &meta, &copy) {
             Ok(applied) => {
                 // Everything replayed is durable before the caller switches to it.
-                db.flush()?;
+                disk.flush_blocking()?;
                 Ok(Installed { tree, applied })
             }
             Err(err) => {
@@ -367,9 +369,58 @@ pub(super) fn promote_installed(dir: &Path) -> Result<(), StoreError> {
     sync_dir(dir)
 }
 
+/// The last log id the current snapshot covers (None: no snapshot yet).
+pub(super) fn current_last_log_id(dir: &Path) -> Result<Option<LogId>, StoreError> {
+    let path = dir.join(CURRENT);
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(open_reader(&path)?.1.meta.last_log_id)
+}
+
+/// Reads a whole snapshot file and checks its checksum; returns its header.
+fn verify(path: &Path) -> Result<SnapshotHeader, StoreError> {
+    let (mut reader, header) = open_reader(path)?;
+    for _ in 0..header.last_seq {
+        reader.record()?;
+    }
+    reader.finish()?;
+    Ok(header)
+}
+
+/// At open: an install that crashed after its generation switch (the live state machine
+/// is at the installed snapshot) but before its file became the current snapshot is
+/// finished by promoting the file. Anything else left by an install is removed later with
+/// the other temporary files. Returns whether it promoted.
+pub(super) fn finish_interrupted_install(
+    dir: &Path,
+    live_applied: Option<LogId>,
+) -> Result<bool, StoreError> {
+    let installing = dir.join(INSTALLING);
+    if !installing.exists() {
+        return Ok(false);
+    }
+    let Ok(header) = verify(&installing) else {
+        // Cut short before the switch: the live state never used it.
+        return Ok(false);
+    };
+    let installed = header.meta.last_log_id;
+    let newer = current_last_log_id(dir)
+        .ok()
+        .flatten()
+        .is_none_or(|current| installed.is_some_and(|i| i > current));
+    if installed.is_some() && installed <= live_applied && newer {
+        tracing::info!(snapshot = %header.meta.snapshot_id, "finishing a snapshot install interrupted after its switch");
+        promote_installed(dir)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// Builds a snapshot of the state machine as of the moment `get_snapshot_builder` ran.
 pub struct SnapshotBuilder {
-    db: sled::Db,
+    disk: Disk,
+    durable: DurableSnapshot,
     tree: sled::Tree,
     header: SnapshotHeader,
     dir: PathBuf,
@@ -378,7 +429,8 @@ pub struct SnapshotBuilder {
 
 impl SnapshotBuilder {
     pub(super) fn new(
-        db: sled::Db,
+        disk: Disk,
+        durable: DurableSnapshot,
         tree: sled::Tree,
         realm: Realm,
         applied: Applied,
@@ -401,7 +453,8 @@ impl SnapshotBuilder {
             hub_time_ms: applied.hub_time_ms,
         };
         Self {
-            db,
+            disk,
+            durable,
             tree,
             header,
             dir,
@@ -416,7 +469,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let fail = |e: StoreError| storage_error(ErrorVerb::Write, subject.clone(), &e);
         // The state machine must be durable up to this snapshot before openraft purges the
         // log entries the snapshot covers.
-        self.db.flush_async().await.map_err(|e| fail(e.into()))?;
+        self.disk.flush().await.map_err(fail)?;
         let (dir, tree, header) = (self.dir.clone(), self.tree.clone(), self.header.clone());
         tokio::task::spawn_blocking(move || write_snapshot(&dir, &tree, &header))
             .await
@@ -427,6 +480,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 ))
             })?
             .map_err(fail)?;
+        // A snapshot built here covers the log up to its last log id, so the log may be
+        // purged that far. A concurrent install is excluded by the generation guard.
+        self.durable.set(self.header.meta.last_log_id);
         tracing::info!(snapshot = %self.header.meta.snapshot_id, last_seq = self.header.last_seq, "built snapshot");
         match open_current(&self.dir).await.map_err(fail)? {
             Some(snapshot) => Ok(snapshot),

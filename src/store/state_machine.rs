@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, broadcast};
 use uuid::Uuid;
 
+use super::disk::{Disk, DurableSnapshot};
 use super::keys::{self, KEY_GENERATION, KEY_REALM, TREE_SM_META};
 use super::snapshot::{self, SnapshotBuilder};
 use super::{StoreError, decode, encode, storage_error};
@@ -376,7 +377,9 @@ impl StateReader {
 
 /// openraft's state machine over sled. Snapshots are files in `snapshot_dir`.
 pub struct StateMachine {
-    db: sled::Db,
+    disk: Disk,
+    /// The snapshot on disk, as the log sees it (see `disk::DurableSnapshot`).
+    snapshot: DurableSnapshot,
     meta: sled::Tree,
     generation: u64,
     tree: sled::Tree,
@@ -396,11 +399,13 @@ pub struct StateMachine {
 
 impl StateMachine {
     pub(super) async fn open(
-        db: sled::Db,
+        disk: Disk,
+        snapshot: DurableSnapshot,
         snapshot_dir: PathBuf,
         realm: &Realm,
         feed_batches: usize,
     ) -> Result<Self, StoreError> {
+        let db = disk.db().clone();
         let meta = db.open_tree(TREE_SM_META)?;
         match meta.get(KEY_REALM)? {
             Some(bytes) => {
@@ -432,9 +437,14 @@ impl StateMachine {
         }
         let tree = db.open_tree(live)?;
         let applied = read_applied(&tree)?;
+        // An install whose generation switch is durable but whose file was not promoted
+        // yet is finished now, so that the snapshot on disk covers the live state.
+        snapshot::finish_interrupted_install(&snapshot_dir, applied.last_applied)?;
         snapshot::remove_temp_files(&snapshot_dir)?;
+        snapshot.set(snapshot::current_last_log_id(&snapshot_dir)?);
         Ok(Self {
-            db,
+            disk,
+            snapshot,
             meta,
             generation,
             shared_tree: Arc::new(StdRwLock::new(tree.clone())),
@@ -502,6 +512,68 @@ impl StateMachine {
     }
 }
 
+impl StateMachine {
+    async fn install(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: tokio::fs::File,
+    ) -> Result<(), StorageError> {
+        let _guard = self.generation_guard.clone().write_owned().await;
+        let generation = self.generation + 1;
+        let installed = snapshot::install(
+            self.disk.clone(),
+            self.realm.clone(),
+            self.snapshot_dir.clone(),
+            generation,
+            meta.clone(),
+            snapshot,
+        )
+        .await
+        .map_err(|e| {
+            storage_error(
+                ErrorVerb::Write,
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                &e,
+            )
+        })?;
+        let switch = || -> Result<(), StoreError> {
+            self.meta
+                .insert(KEY_GENERATION, &generation.to_be_bytes())?;
+            Ok(())
+        };
+        switch().map_err(|e| sm_error(ErrorVerb::Write, &e))?;
+        // The switch must be durable before the old generation goes away. From here on the
+        // install has happened: a crash before the file below is promoted is finished by
+        // `open` (`snapshot::finish_interrupted_install`).
+        self.disk
+            .flush()
+            .await
+            .map_err(|e| sm_error(ErrorVerb::Write, &e))?;
+        let old = keys::state_machine_tree(self.generation);
+        self.generation = generation;
+        self.tree = installed.tree.clone();
+        self.applied = installed.applied;
+        match self.shared_tree.write() {
+            Ok(mut shared) => *shared = installed.tree,
+            Err(poisoned) => *poisoned.into_inner() = installed.tree,
+        }
+        snapshot::promote_installed(&self.snapshot_dir)
+            .map_err(|e| sm_error(ErrorVerb::Write, &e))?;
+        self.snapshot.installed(meta.last_log_id);
+        self.disk
+            .db()
+            .drop_tree(old.as_bytes())
+            .map_err(|e| sm_error(ErrorVerb::Write, &e.into()))?;
+        for path in self.receiving.drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
+        // Subscribers cannot follow a jump: an empty batch tells them to read storage.
+        let _ = self.feed.send(Arc::new(Vec::new()));
+        tracing::info!(snapshot = %meta.snapshot_id, last_seq = self.applied.last_seq, "installed snapshot");
+        Ok(())
+    }
+}
+
 fn sm_error(verb: ErrorVerb, err: &StoreError) -> StorageError {
     storage_error(verb, ErrorSubject::StateMachine, err)
 }
@@ -528,7 +600,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         let guard = self.generation_guard.clone().read_owned().await;
         SnapshotBuilder::new(
-            self.db.clone(),
+            self.disk.clone(),
+            self.snapshot.clone(),
             self.tree.clone(),
             self.realm.clone(),
             self.applied.clone(),
@@ -541,6 +614,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (path, file) = snapshot::create_receiving_file(&self.snapshot_dir)
             .await
             .map_err(|e| sm_error(ErrorVerb::Write, &e))?;
+        self.snapshot.installing();
         self.receiving.push(path);
         Ok(Box::new(file))
     }
@@ -550,55 +624,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let _guard = self.generation_guard.clone().write_owned().await;
-        let generation = self.generation + 1;
-        let installed = snapshot::install(
-            self.db.clone(),
-            self.realm.clone(),
-            self.snapshot_dir.clone(),
-            generation,
-            meta.clone(),
-            *snapshot,
-        )
-        .await
-        .map_err(|e| {
-            storage_error(
-                ErrorVerb::Write,
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                &e,
-            )
-        })?;
-        let switch = || -> Result<(), StoreError> {
-            self.meta
-                .insert(KEY_GENERATION, &generation.to_be_bytes())?;
-            Ok(())
-        };
-        switch().map_err(|e| sm_error(ErrorVerb::Write, &e))?;
-        // The switch must be durable before the old generation goes away.
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| sm_error(ErrorVerb::Write, &e.into()))?;
-        let old = keys::state_machine_tree(self.generation);
-        self.generation = generation;
-        self.tree = installed.tree.clone();
-        self.applied = installed.applied;
-        match self.shared_tree.write() {
-            Ok(mut shared) => *shared = installed.tree,
-            Err(poisoned) => *poisoned.into_inner() = installed.tree,
+        self.snapshot.installing();
+        let installed = self.install(meta, *snapshot).await;
+        if installed.is_err() {
+            // A purge waiting for this install must not wait any longer.
+            self.snapshot.install_failed();
         }
-        snapshot::promote_installed(&self.snapshot_dir)
-            .map_err(|e| sm_error(ErrorVerb::Write, &e))?;
-        self.db
-            .drop_tree(old.as_bytes())
-            .map_err(|e| sm_error(ErrorVerb::Write, &e.into()))?;
-        for path in self.receiving.drain(..) {
-            let _ = std::fs::remove_file(path);
-        }
-        // Subscribers cannot follow a jump: an empty batch tells them to read storage.
-        let _ = self.feed.send(Arc::new(Vec::new()));
-        tracing::info!(snapshot = %meta.snapshot_id, last_seq = self.applied.last_seq, "installed snapshot");
-        Ok(())
+        installed
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership};
 use tempfile::TempDir;
@@ -15,7 +15,7 @@ use tempfile::TempDir;
 use super::*;
 use crate::domain::{Event, Outcome, Realm, RejectCode};
 use crate::proto::{convert, pb};
-use crate::raft::typ::{Entry, StorageError};
+use crate::raft::typ::{Entry, Snapshot, StorageError};
 use crate::raft::{Command, Response, TypeConfig};
 
 fn realm() -> Realm {
@@ -489,4 +489,164 @@ async fn a_damaged_database_file_is_refused_with_an_error_not_a_panic() {
         }
     }
     eprintln!("{refused} of 6 damaged databases were refused");
+}
+
+#[tokio::test]
+async fn a_data_dir_open_in_another_handle_is_refused_as_in_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let held = open(dir.path(), &realm()).await.expect("opens");
+    let err = open(dir.path(), &realm()).await.err().expect("refused");
+    assert!(matches!(err, StoreError::InUse(_)), "{err}");
+    assert!(err.to_string().contains("in use"), "{err}");
+    drop(held);
+}
+
+/// A snapshot of `events` built on a fresh store, with its meta.
+async fn built_snapshot(events: u64) -> (TempDir, StateMachine, Snapshot) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_log, mut sm) = open(dir.path(), &realm()).await.expect("opens");
+    sm.apply([membership_entry(1)]).await.expect("membership");
+    apply_events(&mut sm, adjustments(events), 16, 2).await;
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("builds");
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .expect("reads")
+        .expect("has one");
+    (dir, sm, current)
+}
+
+async fn purged(log: &LogStore) -> Option<crate::raft::typ::LogId> {
+    let mut log = log.clone();
+    log.get_log_state()
+        .await
+        .expect("reads the log state")
+        .last_purged_log_id
+}
+
+/// Found by the chaos harness (disk-full, then restarts): openraft 0.9 purges a follower's
+/// log up to a snapshot as soon as it decides to install it, before the install is done.
+/// When the install failed, the log had been purged past every snapshot on disk and the
+/// node could never start again. The purge now waits for the install.
+/// A fresh store that has begun receiving a snapshot of `events` (built elsewhere), with a
+/// purge up to that snapshot already asked for, as openraft does.
+struct PurgeDuringInstall {
+    snapshot: Snapshot,
+    last: crate::raft::typ::LogId,
+    log: LogStore,
+    sm: StateMachine,
+    receiving: Box<tokio::fs::File>,
+    purge: tokio::task::JoinHandle<Result<(), StorageError>>,
+    _dirs: (TempDir, TempDir),
+}
+
+async fn purge_during_install(events: u64) -> PurgeDuringInstall {
+    let (dir_a, _a, snapshot) = built_snapshot(events).await;
+    let last = snapshot.meta.last_log_id.expect("a last log id");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, mut sm) = open(dir.path(), &realm()).await.expect("opens");
+    let receiving = sm.begin_receiving_snapshot().await.expect("receives");
+    let mut purging = log.clone();
+    let purge = tokio::spawn(async move { purging.purge(last).await });
+    tokio::task::yield_now().await;
+    PurgeDuringInstall {
+        snapshot,
+        last,
+        log,
+        sm,
+        receiving,
+        purge,
+        _dirs: (dir_a, dir),
+    }
+}
+
+/// Found by the chaos harness (disk-full, then restarts): openraft 0.9 purges a follower's
+/// log up to a snapshot as soon as it decides to install it, before the install is done.
+/// When the install failed, the log had been purged past every snapshot on disk and the
+/// node could never start again. The purge now waits for the install.
+#[tokio::test]
+async fn a_purge_up_to_a_snapshot_being_installed_waits_for_the_install() {
+    let mut t = purge_during_install(200).await;
+    // However long it waits, it must not purge before the snapshot is durable.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!t.purge.is_finished(), "purged before the install was done");
+    assert_eq!(purged(&t.log).await, None);
+
+    *t.receiving = *t.snapshot.snapshot;
+    t.sm.install_snapshot(&t.snapshot.meta, t.receiving)
+        .await
+        .expect("installs");
+    t.purge
+        .await
+        .expect("joins")
+        .expect("purges once installed");
+    assert_eq!(purged(&t.log).await, Some(t.last));
+}
+
+#[tokio::test]
+async fn a_purge_waiting_for_an_install_that_fails_fails_and_purges_nothing() {
+    let mut t = purge_during_install(50).await;
+    // Nothing was received into the file: the install refuses it.
+    t.sm.install_snapshot(&t.snapshot.meta, t.receiving)
+        .await
+        .expect_err("an empty snapshot is refused");
+    let err = t.purge.await.expect("joins").expect_err("the purge fails");
+    assert!(err.to_string().contains("failed to install"), "{err}");
+    assert_eq!(purged(&t.log).await, None);
+}
+
+/// A crash after an install's generation switch but before its file became the current
+/// snapshot left a state machine ahead of every snapshot on disk; reopening finishes it.
+#[tokio::test]
+async fn an_install_interrupted_after_its_switch_is_finished_when_the_store_reopens() {
+    let (_da, a, dir_b, b) = build_and_install(300).await;
+    let installed = contents(&b.reader());
+    drop(b);
+    let snapshots = dir_b.path().join("snapshots");
+    std::fs::rename(
+        snapshots.join("current.snap"),
+        snapshots.join("installing.tmp"),
+    )
+    .expect("moves the snapshot back to where the install left it");
+
+    let (log, mut reopened) = open(dir_b.path(), &realm()).await.expect("reopens");
+    assert_eq!(contents(&reopened.reader()), installed);
+    let current = reopened
+        .get_current_snapshot()
+        .await
+        .expect("reads")
+        .expect("the interrupted install's snapshot is current");
+    let applied = a.reader().applied().expect("applied").last_applied;
+    assert_eq!(current.meta.last_log_id, applied);
+    assert_eq!(log.durable_snapshot(), applied);
+    assert!(!snapshots.join("installing.tmp").exists());
+}
+
+/// A copy cut short before the switch is not promoted: the live state never used it.
+#[tokio::test]
+async fn a_half_copied_install_is_discarded_when_the_store_reopens() {
+    let (_da, _a, snapshot) = built_snapshot(100).await;
+    let mut bytes = Vec::new();
+    {
+        use tokio::io::AsyncReadExt;
+        let mut file = *snapshot.snapshot;
+        file.read_to_end(&mut bytes).await.expect("reads");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(dir.path(), &realm()).await.expect("opens"));
+    let snapshots = dir.path().join("snapshots");
+    let half = &bytes[..bytes.len() / 2];
+    // Half a copy, and a whole one that the live state machine never switched to.
+    for left in [half, &bytes] {
+        std::fs::write(snapshots.join("installing.tmp"), left).expect("writes the copy");
+        let (log, mut reopened) = open(dir.path(), &realm()).await.expect("reopens");
+        let current = reopened.get_current_snapshot().await.expect("reads");
+        assert!(current.is_none(), "{} bytes were promoted", left.len());
+        assert_eq!(log.durable_snapshot(), None);
+        assert!(!snapshots.join("installing.tmp").exists());
+    }
 }
