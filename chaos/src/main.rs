@@ -6,6 +6,7 @@ mod checker;
 mod group;
 mod history;
 mod nemesis;
+mod netfilter;
 mod powerfs;
 mod report;
 mod rng;
@@ -161,18 +162,18 @@ fn inner(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode> {
 
 async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode> {
     let faults = nemesis::parse_faults(&args.faults)?;
-    let has_netem = topology.has_netem();
+    let netem = topology.netem_kind();
     let (faults, skipped): (Vec<String>, Vec<String>) = faults.into_iter().partition(|f| {
         if !topology.is_netns() {
             !NETWORK_FAULTS.contains(&f.as_str())
         } else {
-            f != "netem" || has_netem
+            f != "netem" || netem.is_some()
         }
     });
     for fault in &skipped {
         tracing::warn!(
             fault,
-            "skipped: needs network namespaces and, for netem, the kernel's sch_netem"
+            "skipped: needs network namespaces and, for netem, sch_netem or iptables"
         );
     }
     if faults.is_empty() {
@@ -260,6 +261,7 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
         rng,
         hold: Duration::from_secs(args.fault_seconds),
         step: 0,
+        netem,
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.minutes * 60.0);
     let mut harness_error = None;
@@ -276,7 +278,7 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
 
     // Heal, stop the workload, let everything converge.
     group.topology.heal_partition(&group.ids());
-    group.topology.heal_netem(&group.ids());
+    group.topology.heal_netem(&group.ids(), Vec::new());
     for id in group.members.clone() {
         if group.nodes.get(&id).is_some_and(|n| n.paused) {
             let _ = group.resume(id);

@@ -57,6 +57,8 @@ pub struct Nemesis {
     pub hold: Duration,
     /// The next free node id, for the membership fault's replacements.
     pub step: u64,
+    /// How `netem` impairs links here (None: it is not in the schedule).
+    pub netem: Option<crate::topology::NetemKind>,
 }
 
 impl Nemesis {
@@ -146,21 +148,38 @@ impl Nemesis {
                 self.end(name, "healed".into(), true);
             }
             "netem" => {
+                let kind = self.netem.context("netem is not available here")?;
                 let all = group.members.clone();
                 let links = if self.rng.below(2) == 0 {
                     all.clone()
                 } else {
                     vec![all[self.rng.below(all.len() as u64) as usize]]
                 };
+                let how = match kind {
+                    crate::topology::NetemKind::Qdisc => "tc netem",
+                    crate::topology::NetemKind::Netfilter => "iptables statistic + NFQUEUE",
+                };
                 self.start(
                     name,
-                    format!("delay 40±20 ms, 10% loss, 25% reordering towards nodes {links:?}"),
+                    format!(
+                        "delay {}±{} ms (reordering), {}% loss towards nodes {links:?} ({how})",
+                        crate::netfilter::DELAY_MS,
+                        crate::netfilter::JITTER_MS,
+                        crate::netfilter::LOSS_PERCENT
+                    ),
                     true,
                 );
-                group.topology.netem(&links)?;
+                let seed = self.rng.next();
+                let impairments = group.topology.netem(kind, &links, seed)?;
                 tokio::time::sleep(self.hold).await;
-                group.topology.heal_netem(&links);
-                self.end(name, "healed".into(), true);
+                let delayed = group.topology.heal_netem(&links, impairments);
+                let detail = match kind {
+                    crate::topology::NetemKind::Qdisc => "healed".to_owned(),
+                    crate::topology::NetemKind::Netfilter => {
+                        format!("healed; {delayed} packets delayed")
+                    }
+                };
+                self.end(name, detail, true);
             }
             "restart-all" => {
                 self.start(name, "SIGKILL every node at once".into(), false);

@@ -42,7 +42,7 @@ pub fn markdown(info: &RunInfo, outcome: &Outcome) -> String {
     if !info.skipped.is_empty() {
         let _ = writeln!(
             md,
-            "- skipped: {} (partition and netem need network namespaces; netem also needs the kernel's `sch_netem`, which this machine's kernel lacks)",
+            "- skipped: {} (partition and netem need network namespaces; netem also needs the kernel's `sch_netem` or iptables with NFQUEUE)",
             info.skipped.join(", ")
         );
     }

@@ -2,14 +2,26 @@
 //! its own namespace `<prefix>-n<i>`, joined by a bridge in a switch namespace
 //! `<prefix>-sw` where the harness itself runs, addresses 10.77.0.0/24 that exist only
 //! inside these namespaces. Partitions are packet drops (blackhole
-//! routes in the node's namespace) and netem is real delay, loss and reordering on the
-//! switch's side of each link.
+//! routes in the node's namespace) and netem is real delay, loss and reordering of the
+//! packets towards a node: `tc netem` where the kernel has it, else netfilter
+//! (`netfilter.rs`).
 //! Without namespaces, every node listens on 127.0.0.1 and the network faults are skipped
 //! (the report says so).
 
 use std::process::Command;
 
 use anyhow::{Context, bail};
+
+use crate::netfilter::{self, Impairment};
+
+/// How links are impaired for the `netem` fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetemKind {
+    /// The kernel's `sch_netem` on the switch's side of each link.
+    Qdisc,
+    /// iptables and an NFQUEUE delay thread in the node's namespace.
+    Netfilter,
+}
 
 pub const SUBNET: &str = "10.77.0";
 pub const SWITCH_IP: &str = "10.77.0.254";
@@ -22,7 +34,8 @@ pub enum Topology {
     Loopback { base_port: u16 },
 }
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
+/// Runs `ip ARGS` (also `ip netns exec NS PROGRAM …`), failing with its stderr.
+pub(crate) fn ip(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -189,62 +202,78 @@ impl Topology {
         }
     }
 
-    /// Whether the kernel has `sch_netem` (some VM kernels are built without it).
-    pub fn has_netem(&self) -> bool {
-        let Some(sw) = self.switch_ns() else {
-            return false;
+    /// How this machine can impair links: `tc netem` where the kernel has `sch_netem`,
+    /// else netfilter (iptables `statistic` and NFQUEUE, see `netfilter.rs`), else not.
+    pub fn netem_kind(&self) -> Option<NetemKind> {
+        let (Some(sw), Topology::Netns { nodes, .. }) = (self.switch_ns(), self) else {
+            return None;
         };
-        let Topology::Netns { nodes, .. } = self else {
-            return false;
-        };
-        let Some(n) = nodes.first() else { return false };
+        let n = *nodes.first()?;
         let dev = format!("v{n}");
-        let ok = tc_in(
+        if tc_in(
             &sw,
             &["qdisc", "add", "dev", &dev, "root", "netem", "delay", "1ms"],
         )
-        .is_ok();
-        if ok {
+        .is_ok()
+        {
             let _ = tc_in(&sw, &["qdisc", "del", "dev", &dev, "root"]);
+            return Some(NetemKind::Qdisc);
         }
-        ok
+        let ns = self.node_ns(n)?;
+        crate::netfilter::available(&ns).then_some(NetemKind::Netfilter)
     }
 
-    /// Delay, loss and reordering on the links of `nodes` (traffic towards them).
-    pub fn netem(&self, nodes: &[u64]) -> anyhow::Result<()> {
+    /// Delay (40±20 ms, which reorders), 10% loss on the traffic towards `nodes`. The
+    /// netfilter kind returns the impairments to heal.
+    pub fn netem(
+        &self,
+        kind: NetemKind,
+        nodes: &[u64],
+        seed: u64,
+    ) -> anyhow::Result<Vec<Impairment>> {
         let Some(sw) = self.switch_ns() else {
             bail!("netem needs network namespaces");
         };
-        for n in nodes {
-            tc_in(
-                &sw,
-                &[
-                    "qdisc",
-                    "add",
-                    "dev",
-                    &format!("v{n}"),
-                    "root",
-                    "netem",
-                    "delay",
-                    "40ms",
-                    "20ms",
-                    "loss",
-                    "10%",
-                    "reorder",
-                    "25%",
-                    "50%",
-                ],
-            )?;
+        let mut impairments = Vec::new();
+        for &n in nodes {
+            match kind {
+                NetemKind::Qdisc => tc_in(
+                    &sw,
+                    &[
+                        "qdisc",
+                        "add",
+                        "dev",
+                        &format!("v{n}"),
+                        "root",
+                        "netem",
+                        "delay",
+                        &format!("{}ms", netfilter::DELAY_MS),
+                        &format!("{}ms", netfilter::JITTER_MS),
+                        "loss",
+                        &format!("{}%", netfilter::LOSS_PERCENT),
+                        "reorder",
+                        "25%",
+                        "50%",
+                    ],
+                )?,
+                NetemKind::Netfilter => {
+                    let ns = self.node_ns(n).context("no namespace for the node")?;
+                    let queue = u16::try_from(n).context("node id too large for a queue")?;
+                    impairments.push(Impairment::start(&ns, "eth0", queue, seed ^ n)?);
+                }
+            }
         }
-        Ok(())
+        Ok(impairments)
     }
 
-    pub fn heal_netem(&self, nodes: &[u64]) {
+    /// Ends netem on `nodes`; returns how many packets the netfilter kind delayed.
+    pub fn heal_netem(&self, nodes: &[u64], impairments: Vec<Impairment>) -> u64 {
         if let Some(sw) = self.switch_ns() {
             for n in nodes {
                 let _ = tc_in(&sw, &["qdisc", "del", "dev", &format!("v{n}"), "root"]);
             }
         }
+        impairments.into_iter().map(|mut i| i.heal()).sum()
     }
 
     /// The command that runs `program` inside node `n`'s namespace.
