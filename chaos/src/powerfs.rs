@@ -65,6 +65,9 @@ struct Inner {
     nodes: BTreeMap<u64, Node>,
     next: u64,
     mtime: SystemTime,
+    /// Open handles per file. A file unlinked (or renamed over) while open stays readable
+    /// through its handles, as POSIX has it, until the last one is released.
+    open: BTreeMap<u64, u32>,
 }
 
 /// The shared state; the harness keeps a handle to cut power.
@@ -88,6 +91,7 @@ impl Default for PowerFs {
                 nodes,
                 next: ROOT + 1,
                 mtime: SystemTime::now(),
+                open: BTreeMap::new(),
             })),
         }
     }
@@ -193,11 +197,45 @@ impl Inner {
         Ok(ino)
     }
 
-    /// Drops an inode and, for a directory, everything below it.
+    /// Drops an inode and, for a directory, everything below it. A file that is still
+    /// open is dropped when its last handle is released.
     fn forget_tree(&mut self, ino: u64) {
+        if self.open.contains_key(&ino) {
+            return;
+        }
         if let Some(Node::Dir { entries, .. }) = self.nodes.remove(&ino) {
             for child in entries.into_values() {
                 self.forget_tree(child);
+            }
+        }
+    }
+
+    /// Whether some directory still names `ino`.
+    fn linked(&self, ino: u64) -> bool {
+        ino == ROOT
+            || self.nodes.values().any(|node| match node {
+                Node::Dir { entries, .. } => entries.values().any(|child| *child == ino),
+                Node::File { .. } => false,
+            })
+    }
+
+    fn opened(&mut self, ino: u64) {
+        *self.open.entry(ino).or_default() += 1;
+    }
+
+    fn released(&mut self, ino: u64) {
+        let last = match self.open.get_mut(&ino) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if last {
+            self.open.remove(&ino);
+            if !self.linked(ino) {
+                self.forget_tree(ino);
             }
         }
     }
@@ -366,7 +404,9 @@ impl Filesystem for PowerFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if self.lock().nodes.contains_key(&ino.0) {
+        let mut inner = self.lock();
+        if inner.nodes.contains_key(&ino.0) {
+            inner.opened(ino.0);
             reply.opened(FileHandle(0), direct());
         } else {
             reply.error(Errno::ENOENT);
@@ -392,7 +432,10 @@ impl Filesystem for PowerFs {
         };
         match inner.add(parent.0, name, node) {
             Ok(ino) => match inner.attr(ino) {
-                Some(attr) => reply.created(&TTL, &attr, Generation(0), FileHandle(0), direct()),
+                Some(attr) => {
+                    inner.opened(ino);
+                    reply.created(&TTL, &attr, Generation(0), FileHandle(0), direct());
+                }
                 None => reply.error(Errno::EIO),
             },
             Err(e) => reply.error(e),
@@ -460,6 +503,20 @@ impl Filesystem for PowerFs {
         reply: ReplyEmpty,
     ) {
         // close(2) is not a sync: nothing becomes durable here.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.lock().released(ino.0);
         reply.ok();
     }
 
@@ -583,6 +640,17 @@ mod tests {
         std::fs::rename(&kept, dir.path().join("moved")).expect("renames");
         fs.cut();
         assert_eq!(read(&dir.path().join("moved")), b"durable");
+
+        // A file replaced by a rename (a snapshot being read while a newer one takes its
+        // name) stays readable through the handle opened before, as POSIX has it.
+        let mut open = std::fs::File::open(dir.path().join("moved")).expect("opens");
+        std::fs::write(&lost, b"newer").expect("writes the replacement");
+        std::fs::rename(&lost, dir.path().join("moved")).expect("renames over it");
+        let mut old = Vec::new();
+        open.read_to_end(&mut old).expect("reads the replaced file");
+        assert_eq!(old, b"durable");
+        assert_eq!(read(&dir.path().join("moved")), b"newer");
+        drop(open);
         drop(session);
     }
 }
