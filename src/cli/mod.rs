@@ -1,5 +1,6 @@
 //! The command line: clap parsing, then calls into the library. `anyhow` lives here only.
 
+mod bench;
 mod certs;
 mod client;
 mod cluster;
@@ -51,6 +52,8 @@ enum Command {
     Token(token::TokenArgs),
     /// Make the store CA and node certificates for mutual TLS between nodes.
     Certs(certs::CertsArgs),
+    /// Measure a group: append latency and throughput, propagation, process costs.
+    Bench(bench::BenchArgs),
 }
 
 /// Which store's log, and where it lives on disk.
@@ -138,6 +141,7 @@ pub fn main() -> ExitCode {
             Command::Keygen(args) => token::keygen(args),
             Command::Token(args) => token::run(args),
             Command::Certs(args) => certs::run(args),
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,107 @@
+//! `pos-hub bench`: starts a group (or targets one) and measures it; see `crate::bench`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::bench::{self, BenchPlan, load::Pacing};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Nodes to start on loopback (1, 3 or 5), each with a fresh data dir.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Measure a running group instead: its nodes' client addresses (HOST:PORT,…). It must
+    /// run without device tokens (`--insecure-no-auth`); process costs are then not read.
+    #[arg(long, value_delimiter = ',')]
+    target: Vec<String>,
+    /// Concurrent appending clients (tills), spread over the nodes.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// How long the load runs.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Open loop: offer this many appends per second in total, on a fixed schedule. Without
+    /// it, each client sends its next append when the last is acknowledged (closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Live subscribers (screens) besides the relay one, spread over the nodes.
+    #[arg(long, default_value_t = 0)]
+    subscribers: usize,
+    /// SIGKILL the leader halfway through; report the time to the first acknowledged append
+    /// after it, then restart it and report its catch-up time.
+    #[arg(long)]
+    failover: bool,
+    /// After the load, read the whole log from cursor 0 and report events per second.
+    #[arg(long)]
+    catch_up: bool,
+    /// Where the started nodes keep their data (and the fsync probe runs). Default: a new
+    /// directory under the system's temporary directory, removed afterwards.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the data dirs and node logs.
+    #[arg(long)]
+    keep: bool,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+    /// Extra `serve` flags for the started nodes, e.g. `--serve-arg=--snapshot-every=100000`.
+    #[arg(long = "serve-arg", allow_hyphen_values = true)]
+    serve_args: Vec<String>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.target.is_empty() && !(1..=5).contains(&args.nodes) {
+        bail!("--nodes must be 1 to 5, got {}", args.nodes);
+    }
+    if args.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    if args.seconds == 0 {
+        bail!("--seconds must be at least 1");
+    }
+    let pacing = match args.rate {
+        None => Pacing::Closed,
+        Some(rate) if rate.is_finite() && rate > 0.0 => Pacing::Open { per_second: rate },
+        Some(rate) => bail!("--rate must be a positive number of appends per second, got {rate}"),
+    };
+    if args.failover && !args.target.is_empty() {
+        bail!("--failover kills a node the bench started; it cannot be used with --target");
+    }
+    if args.failover && args.nodes < 3 {
+        bail!("--failover needs --nodes 3 or 5 (a group that survives losing its leader)");
+    }
+    let dir = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("pos-hub-bench-{}", std::process::id()))
+    });
+    let plan = BenchPlan {
+        nodes: args.nodes,
+        targets: args.target.clone(),
+        clients: args.clients,
+        duration: Duration::from_secs(args.seconds),
+        pacing,
+        subscribers: args.subscribers,
+        failover: args.failover,
+        catch_up: args.catch_up,
+        dir: dir.clone(),
+        keep: args.keep,
+        serve_args: args.serve_args.clone(),
+        progress: !args.quiet,
+    };
+    let report = bench::run(&plan).await;
+    if !args.keep && args.target.is_empty() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let report = report?;
+    print!("{report}");
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).context("encoding the results")?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

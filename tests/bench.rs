@@ -1,0 +1,105 @@
+//! `pos-hub bench` end to end: it starts its own group, measures it, and writes what it
+//! measured. These tests check that every figure is produced and consistent, never how
+//! fast anything was (the machines are shared and noisy).
+
+mod common;
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(common::BIN)
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("runs pos-hub bench")
+}
+
+#[test]
+fn a_short_bench_with_a_failover_reports_every_figure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("bench.json");
+    let data = dir.path().join("data");
+    let out = bench(&[
+        "--nodes",
+        "3",
+        "--clients",
+        "4",
+        "--seconds",
+        "4",
+        "--subscribers",
+        "3",
+        "--failover",
+        "--catch-up",
+        "--quiet",
+        "--dir",
+        data.to_str().expect("utf-8"),
+        "--json",
+        json.to_str().expect("utf-8"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("append (ack)"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON file"))
+            .expect("valid JSON");
+    let acked = report["appends_acked"].as_u64().expect("acked");
+    assert!(acked > 0, "{report}");
+    // Every acknowledged append is in the log (nothing else was appended).
+    assert!(report["events_in_log"].as_u64() >= Some(acked), "{report}");
+    assert_eq!(report["append_latency_ms"]["count"].as_u64(), Some(acked));
+    assert!(
+        report["relay_latency_ms"]["count"].as_u64() > Some(0),
+        "{report}"
+    );
+    assert_eq!(report["fsync_ms"]["count"].as_u64(), Some(200));
+    // Each live subscriber saw every event appended while it ran.
+    assert!(
+        report["subscriber_events_delivered"].as_u64() >= Some(3 * acked),
+        "{report}"
+    );
+    assert!(report["failover_ms"].as_f64().is_some(), "{report}");
+    assert!(report["restart_catch_up_ms"].as_f64().is_some(), "{report}");
+    assert!(
+        report["catch_up_events_per_second"].as_f64() > Some(0.0),
+        "{report}"
+    );
+    // The killed leader's costs cannot be read over the run; the two others' can.
+    let costs = report["node_costs"].as_array().expect("node costs");
+    assert_eq!(costs.len(), 2, "{report}");
+    assert!(
+        costs
+            .iter()
+            .all(|c| c["cpu_us_per_event"].as_f64() > Some(0.0))
+    );
+    assert!(
+        !data.exists(),
+        "the bench removes its data dirs unless --keep"
+    );
+}
+
+#[test]
+fn bad_bench_flags_are_refused_with_the_reason() {
+    let refused = |args: &[&str], reason: &str| {
+        let out = bench(args);
+        assert!(!out.status.success(), "{args:?} must fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    };
+    refused(&["--nodes", "7"], "--nodes must be 1 to 5");
+    refused(&["--clients", "0"], "--clients must be at least 1");
+    refused(&["--seconds", "0"], "--seconds must be at least 1");
+    refused(&["--rate=-5"], "--rate must be a positive number");
+    refused(&["--rate=0"], "--rate must be a positive number");
+    refused(
+        &["--nodes", "1", "--failover"],
+        "--failover needs --nodes 3 or 5",
+    );
+    refused(
+        &["--target", "127.0.0.1:1", "--failover"],
+        "cannot be used with --target",
+    );
+}
