@@ -102,4 +102,30 @@ fn bad_bench_flags_are_refused_with_the_reason() {
         &["--target", "127.0.0.1:1", "--failover"],
         "cannot be used with --target",
     );
+    refused(
+        &["--target", "127.0.0.1:1", "--compare"],
+        "cannot be used with --target",
+    );
+}
+
+/// The bench installs nothing: a peer that is not installed is named as not measured, with
+/// how to install it, and pos-hub's own figures are still reported.
+#[test]
+fn a_peer_that_is_not_installed_is_reported_as_not_measured() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(common::BIN)
+        .args(["bench", "--nodes", "1", "--clients", "2", "--seconds", "1"])
+        .args(["--compare", "--quiet"])
+        .env("PATH", empty.path())
+        .output()
+        .expect("runs pos-hub bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for line in [
+        "NATS JetStream   not measured: nats-server is not installed (run bench/peers.sh)",
+        "etcd             not measured: etcd is not installed (run bench/peers.sh)",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("pos-hub "), "{stdout}");
 }

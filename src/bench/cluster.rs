@@ -59,7 +59,7 @@ pub struct LocalCluster {
     keep: bool,
 }
 
-fn free_port() -> Result<u16, BenchError> {
+pub fn free_port() -> Result<u16, BenchError> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .map_err(|e| BenchError::io(Path::new("127.0.0.1:0"), e))?;
     listener

@@ -28,6 +28,49 @@ pub enum Pacing {
     Open { per_second: f64 },
 }
 
+/// One connection of an appending client to one node of the system under test.
+pub trait Appender: Send + 'static {
+    /// Appends one event; true once the system acknowledged it as durable.
+    fn append(&mut self, event: &pb::Event) -> impl std::future::Future<Output = bool> + Send;
+}
+
+/// The system under test, as the appending clients see it: a number of nodes to connect to.
+pub trait Target: Send + Sync + 'static {
+    type Appender: Appender;
+    fn nodes(&self) -> usize;
+    fn connect(&self, node: usize) -> Result<Self::Appender, BenchError>;
+}
+
+/// pos-hub's client API.
+pub struct PosHub {
+    pub addrs: Vec<String>,
+}
+
+pub struct PosHubAppender(HubClient<tonic::transport::Channel>);
+
+impl Appender for PosHubAppender {
+    async fn append(&mut self, event: &pb::Event) -> bool {
+        let request = pb::AppendRequest {
+            events: vec![event.clone()],
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(5), self.0.append(request)).await;
+        matches!(&answer, Ok(Ok(r)) if r.get_ref().results.first()
+            .is_some_and(|r| r.status == pb::AppendStatus::Accepted as i32))
+    }
+}
+
+impl Target for PosHub {
+    type Appender = PosHubAppender;
+
+    fn nodes(&self) -> usize {
+        self.addrs.len()
+    }
+
+    fn connect(&self, node: usize) -> Result<PosHubAppender, BenchError> {
+        Ok(PosHubAppender(HubClient::new(channel(&self.addrs[node])?)))
+    }
+}
+
 /// One inventory adjustment, as a till sends it.
 pub fn event(client: usize, n: u64) -> Result<pb::Event, BenchError> {
     let device = format!("bench-{client}");
@@ -124,12 +167,31 @@ impl Shared {
     fn sent_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, usize)>> {
         self.sent.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// A subscriber on node `here` saw these events now: records, for each one sent
+    /// through another node, its propagation time.
+    pub fn seen<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+        here: usize,
+        latency: &mut Histogram<u64>,
+    ) {
+        let now = Instant::now();
+        let mut sent = self.sent_map();
+        for id in ids {
+            if let Some((at, from)) = sent.remove(id)
+                && from != here
+            {
+                record(latency, now.duration_since(at));
+            }
+        }
+    }
 }
 
-/// Runs `clients` appending clients against `addrs` (client i starts on node i mod n and
+/// Runs `clients` appending clients against `target` (client i starts on node i mod n and
 /// moves to the next node on an error) until `duration` has passed.
-pub async fn append_load(
-    addrs: &[String],
+pub async fn append_load<T: Target>(
+    target: Arc<T>,
     clients: usize,
     pacing: Pacing,
     duration: Duration,
@@ -139,7 +201,7 @@ pub async fn append_load(
     let deadline = started + duration;
     let mut tasks = Vec::new();
     for client in 0..clients {
-        let addrs = addrs.to_vec();
+        let target = target.clone();
         let shared = shared.clone();
         let interval = match pacing {
             Pacing::Closed => None,
@@ -150,7 +212,7 @@ pub async fn append_load(
         // Open loop: the clients' schedules are spread over one interval.
         let first = interval.map(|i| started + i.mul_f64(client as f64 / clients as f64));
         tasks.push(tokio::spawn(async move {
-            one_client(client, &addrs, (interval, first), deadline, &shared).await
+            one_client(client, &*target, (interval, first), deadline, &shared).await
         }));
     }
     let mut latency = histogram();
@@ -176,17 +238,17 @@ pub async fn append_load(
     })
 }
 
-async fn one_client(
+async fn one_client<T: Target>(
     client: usize,
-    addrs: &[String],
+    target: &T,
     (interval, mut next_send): (Option<Duration>, Option<Instant>),
     deadline: Instant,
     shared: &Shared,
 ) -> Result<(Histogram<u64>, u64, u64), BenchError> {
     let mut latency = histogram();
     let (mut acked, mut failed) = (0u64, 0u64);
-    let mut node = client % addrs.len();
-    let mut hub = HubClient::new(channel(&addrs[node])?);
+    let mut node = client % target.nodes();
+    let mut conn = target.connect(node)?;
     let mut n = 0u64;
     loop {
         let intended = match (interval, next_send) {
@@ -211,16 +273,7 @@ async fn one_client(
         let id = event.event_id.clone();
         let sent_ns = shared.since_epoch();
         shared.sent_map().insert(id.clone(), (Instant::now(), node));
-        let answer = tokio::time::timeout(
-            Duration::from_secs(5),
-            hub.append(pb::AppendRequest {
-                events: vec![event],
-            }),
-        )
-        .await;
-        let accepted = matches!(&answer, Ok(Ok(r)) if r.get_ref().results.first()
-            .is_some_and(|r| r.status == pb::AppendStatus::Accepted as i32));
-        if accepted {
+        if conn.append(&event).await {
             record(&mut latency, intended.elapsed());
             acked += 1;
             shared.note_ack(sent_ns);
@@ -229,8 +282,8 @@ async fn one_client(
             shared.sent_map().remove(&id);
             // Another node, as a till's SDK would; a short pause so a dead node is not
             // hammered.
-            node = (node + 1) % addrs.len();
-            hub = HubClient::new(channel(&addrs[node])?);
+            node = (node + 1) % target.nodes();
+            conn = target.connect(node)?;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -260,16 +313,12 @@ pub async fn relay(
             continue;
         };
         let Ok(Some(batch)) = message else { break };
-        let now = Instant::now();
-        let mut sent = shared.sent_map();
-        for event in &batch.events {
-            seen += 1;
-            if let Some((at, from)) = sent.remove(&event.event_id)
-                && from != node_index
-            {
-                record(&mut latency, now.duration_since(at));
-            }
-        }
+        seen += batch.events.len() as u64;
+        shared.seen(
+            batch.events.iter().map(|e| e.event_id.as_str()),
+            node_index,
+            &mut latency,
+        );
     }
     Ok((latency, seen))
 }

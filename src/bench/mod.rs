@@ -9,10 +9,12 @@
 
 pub mod cluster;
 pub mod load;
+pub mod peers;
 pub mod procstat;
 mod report;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -77,6 +79,8 @@ pub struct BenchPlan {
     pub serve_args: Vec<String>,
     /// Print a progress line every second.
     pub progress: bool,
+    /// Then run the same load against NATS JetStream and etcd (`peers`).
+    pub compare: bool,
 }
 
 /// Runs the plan and returns the measurements.
@@ -150,8 +154,11 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, BenchError> {
         _ => None,
     };
     let load = {
+        let target = Arc::new(load::PosHub {
+            addrs: addrs.clone(),
+        });
         let load = load::append_load(
-            &addrs,
+            target,
             plan.clients,
             plan.pacing,
             plan.duration,
@@ -235,7 +242,9 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, BenchError> {
                 .map(|n| (n.id, procstat::disk_usage(&n.data_dir)))
         })
         .collect();
-    Ok(report::build(report::Inputs {
+    // The group is stopped before the peers run, so they have the machine to themselves.
+    drop(cluster);
+    let mut report = report::build(report::Inputs {
         plan,
         nodes: addrs.len(),
         leader,
@@ -250,5 +259,9 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, BenchError> {
         restart_catch_up,
         catch_up,
         event_bytes: load::event_bytes()?,
-    }))
+    });
+    if plan.compare {
+        report.peers = peers::compare(plan).await;
+    }
+    Ok(report)
 }

@@ -22,7 +22,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Option<Percentiles> {
+    pub(super) fn of(h: &Histogram<u64>) -> Option<Percentiles> {
         let ms = |us: u64| us as f64 / 1000.0;
         (!h.is_empty()).then(|| Percentiles {
             count: h.len(),
@@ -70,6 +70,8 @@ pub struct BenchReport {
     pub failover_ms: Option<f64>,
     pub restart_catch_up_ms: Option<f64>,
     pub catch_up_events_per_second: Option<f64>,
+    /// The same load against other systems (`--compare`).
+    pub peers: Vec<super::peers::PeerReport>,
 }
 
 pub(super) struct Inputs<'a> {
@@ -149,6 +151,7 @@ pub(super) fn build(i: Inputs<'_>) -> BenchReport {
         catch_up_events_per_second: i
             .catch_up
             .map(|(events, took)| events as f64 / took.as_secs_f64().max(1e-9)),
+        peers: Vec::new(),
     }
 }
 
@@ -221,6 +224,62 @@ impl fmt::Display for BenchReport {
         }
         if let Some(rate) = self.catch_up_events_per_second {
             writeln!(f, "catch-up from cursor 0: {rate:.0} events/s")?;
+        }
+        if !self.peers.is_empty() {
+            self.fmt_comparison(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl BenchReport {
+    fn fmt_comparison(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "\nthe same load, same machine, 3 nodes each:")?;
+        writeln!(
+            f,
+            "{:<16} {:>11} {:>9} {:>9} {:>9} {:>11} {:>11}",
+            "system", "appends/s", "p50 ms", "p99 ms", "p99.9 ms", "relay p50", "relay p99"
+        )?;
+        let row = |f: &mut fmt::Formatter<'_>,
+                   name: &str,
+                   rate: f64,
+                   append: &Option<Percentiles>,
+                   relay: &Option<Percentiles>| {
+            let p = |x: &Option<Percentiles>, pick: fn(&Percentiles) -> f64| {
+                x.as_ref()
+                    .map_or("-".to_owned(), |x| format!("{:.2}", pick(x)))
+            };
+            writeln!(
+                f,
+                "{name:<16} {rate:>11.0} {:>9} {:>9} {:>9} {:>11} {:>11}",
+                p(append, |x| x.p50),
+                p(append, |x| x.p99),
+                p(append, |x| x.p999),
+                p(relay, |x| x.p50),
+                p(relay, |x| x.p99),
+            )
+        };
+        row(
+            f,
+            "pos-hub",
+            self.appends_per_second,
+            &self.append_latency_ms,
+            &self.relay_latency_ms,
+        )?;
+        for peer in &self.peers {
+            match &peer.skipped {
+                Some(why) => writeln!(f, "{:<16} not measured: {why}", peer.system)?,
+                None => row(
+                    f,
+                    &peer.system,
+                    peer.appends_per_second,
+                    &peer.append_latency_ms,
+                    &peer.relay_latency_ms,
+                )?,
+            }
+        }
+        for peer in self.peers.iter().filter(|p| p.skipped.is_none()) {
+            writeln!(f, "  {} {}: {}", peer.system, peer.version, peer.durability)?;
         }
         Ok(())
     }

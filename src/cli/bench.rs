@@ -37,6 +37,10 @@ pub struct BenchArgs {
     /// After the load, read the whole log from cursor 0 and report events per second.
     #[arg(long)]
     catch_up: bool,
+    /// Then run the same load against NATS JetStream and etcd, each a 3-node group on this
+    /// machine at the same durability (install them with bench/peers.sh).
+    #[arg(long)]
+    compare: bool,
     /// Where the started nodes keep their data (and the fsync probe runs). Default: a new
     /// directory under the system's temporary directory, removed afterwards.
     #[arg(long)]
@@ -70,6 +74,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Some(rate) if rate.is_finite() && rate > 0.0 => Pacing::Open { per_second: rate },
         Some(rate) => bail!("--rate must be a positive number of appends per second, got {rate}"),
     };
+    if args.compare && !args.target.is_empty() {
+        bail!("--compare starts its own groups; it cannot be used with --target");
+    }
     if args.failover && !args.target.is_empty() {
         bail!("--failover kills a node the bench started; it cannot be used with --target");
     }
@@ -92,6 +99,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         keep: args.keep,
         serve_args: args.serve_args.clone(),
         progress: !args.quiet,
+        compare: args.compare,
     };
     let report = bench::run(&plan).await;
     if !args.keep && args.target.is_empty() {
