@@ -150,6 +150,9 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, AppEr
         .map_err(|source| AppError::Bind { addr, what, source })
 }
 
+/// Streams a peer may reset before they are accepted, before h2 closes the connection.
+const PEER_MAX_PENDING_RESETS: usize = 1024;
+
 /// Runs a node until `shutdown` resolves.
 pub async fn serve(
     config: ServeConfig,
@@ -221,7 +224,13 @@ pub async fn serve(
         }
     };
 
-    let mut peer_builder = tonic::transport::Server::builder();
+    // Raft cancels every RPC that misses its deadline (a heartbeat after 50 ms), which
+    // resets an HTTP/2 stream. On a slow or lossy link that is many resets, and h2's
+    // reset-flood guard (20 by default) then closed the whole peer connection with
+    // GOAWAY `too_many_resets`, found by the chaos harness under netem. Peers are the
+    // group's own nodes, so the guard is raised, not removed.
+    let mut peer_builder = tonic::transport::Server::builder()
+        .http2_max_pending_accept_reset_streams(Some(PEER_MAX_PENDING_RESETS));
     if let Some(dir) = &config.peer_tls {
         // Mutual TLS: a caller without a certificate from the store CA is refused during
         // the handshake, before any Raft message is read.

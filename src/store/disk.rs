@@ -142,14 +142,16 @@ impl Files {
     }
 }
 
-/// The last log id covered by the snapshot file on disk, shared by the state machine (which
-/// moves it when a snapshot becomes durable) and the log (which does not purge past it while
-/// a snapshot is being installed).
+/// The last log id covered by a snapshot file on disk that the node will stand on after a
+/// crash (`current.snap`, or a received `installing.tmp` that `open` finishes), shared by
+/// the state machine (which moves it) and the log (which does not purge past it while a
+/// snapshot is being received).
 ///
 /// openraft 0.9 purges a follower's log up to an incoming snapshot as soon as it decides to
 /// install it, without waiting for the install. If the install then failed (a full disk)
 /// or the node crashed, the log was purged past every snapshot the node had, and the node
-/// could never start again. `LogStore::purge` waits here instead.
+/// could never start again. `LogStore::purge` waits here until the snapshot is on disk,
+/// whole and verified (seconds), not for its replay (minutes on a Pi).
 #[derive(Clone)]
 pub(super) struct DurableSnapshot {
     tx: Arc<watch::Sender<SnapshotMark>>,
@@ -164,8 +166,8 @@ struct SnapshotMark {
     install_failed: bool,
 }
 
-/// How long a purge waits for the snapshot being installed before it fails the node. An
-/// install replays every event; this bounds a stuck one, far above a slow Pi's replay.
+/// How long a purge waits for the snapshot being received before it fails the node: far
+/// above copying and checking a snapshot of millions of events on a slow SD card.
 const PURGE_WAIT: Duration = Duration::from_secs(15 * 60);
 
 impl DurableSnapshot {
@@ -188,8 +190,9 @@ impl DurableSnapshot {
         self.tx.send_modify(|mark| mark.last_log_id = last_log_id);
     }
 
-    /// The snapshot being installed is durable and current.
-    pub(super) fn installed(&self, last_log_id: Option<LogId>) {
+    /// The snapshot being installed is on disk, whole, and will be finished even after a
+    /// crash: a purge up to it may go on while its events replay.
+    pub(super) fn received(&self, last_log_id: Option<LogId>) {
         self.tx.send_modify(|mark| {
             mark.last_log_id = last_log_id;
             mark.installing = false;

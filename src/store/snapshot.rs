@@ -252,17 +252,15 @@ pub(super) struct Installed {
     pub applied: Applied,
 }
 
-/// Copies the received snapshot, verifies it and replays it into generation `generation`.
-/// The caller switches to that generation; on error the half-filled tree is dropped and
-/// the live state machine was never touched.
-pub(super) async fn install(
-    disk: Disk,
+/// Copies the received snapshot to `installing.tmp`, durably (file and directory), and
+/// checks it whole: checksum, realm, and the leader's meta. From then on the install can be
+/// finished from that file, even after a crash (`StateMachine::open` does).
+pub(super) async fn receive(
     realm: Realm,
     dir: PathBuf,
-    generation: u64,
     meta: SnapshotMeta,
     mut received: tokio::fs::File,
-) -> Result<Installed, StoreError> {
+) -> Result<(), StoreError> {
     use tokio::io::AsyncSeekExt;
     received
         .seek(SeekFrom::Start(0))
@@ -271,7 +269,31 @@ pub(super) async fn install(
     let received = received.into_std().await;
     tokio::task::spawn_blocking(move || {
         let copy = dir.join(INSTALLING);
-        copy_durably(received, &copy)?;
+        let checked = copy_durably(received, &copy)
+            .and_then(|()| sync_dir(&dir))
+            .and_then(|()| verify(&copy))
+            .and_then(|header| check_header(&header, &realm, &meta));
+        if checked.is_err() {
+            let _ = fs::remove_file(&copy);
+        }
+        checked
+    })
+    .await
+    .map_err(|e| StoreError::corrupt("snapshot", format!("receive task failed: {e}")))?
+}
+
+/// Replays `installing.tmp` (see `receive`) into generation `generation`. The caller
+/// switches to that generation; on error the half-filled tree is dropped and the live state
+/// machine was never touched.
+pub(super) async fn replay_installing(
+    disk: Disk,
+    realm: Realm,
+    dir: PathBuf,
+    generation: u64,
+    meta: SnapshotMeta,
+) -> Result<Installed, StoreError> {
+    tokio::task::spawn_blocking(move || {
+        let copy = dir.join(INSTALLING);
         let db = disk.db();
         let name = keys::state_machine_tree(generation);
         db.drop_tree(name.as_bytes())?;
@@ -285,13 +307,39 @@ pub(super) async fn install(
             Err(err) => {
                 drop(tree);
                 let _ = db.drop_tree(name.as_bytes());
-                let _ = fs::remove_file(&copy);
                 Err(err)
             }
         }
     })
     .await
     .map_err(|e| StoreError::corrupt("snapshot", format!("install task failed: {e}")))?
+}
+
+/// A snapshot's header must be of this node's realm and say what the leader announced.
+fn check_header(
+    header: &SnapshotHeader,
+    realm: &Realm,
+    meta: &SnapshotMeta,
+) -> Result<(), StoreError> {
+    let refuse = |detail: String| StoreError::Snapshot {
+        snapshot_id: meta.snapshot_id.clone(),
+        detail,
+    };
+    if &header.realm != realm {
+        return Err(refuse(format!(
+            "it belongs to realm {}, this node to {realm}",
+            header.realm
+        )));
+    }
+    if header.meta.last_log_id != meta.last_log_id
+        || header.meta.last_membership != meta.last_membership
+    {
+        return Err(refuse(format!(
+            "its header ({:?}) does not match what the leader announced",
+            header.meta
+        )));
+    }
+    Ok(())
 }
 
 fn copy_durably(mut from: File, to: &Path) -> Result<(), StoreError> {
@@ -312,20 +360,7 @@ fn replay(
         detail,
     };
     let (mut reader, header) = open_reader(path)?;
-    if &header.realm != realm {
-        return Err(refuse(format!(
-            "it belongs to realm {}, this node to {realm}",
-            header.realm
-        )));
-    }
-    if header.meta.last_log_id != meta.last_log_id
-        || header.meta.last_membership != meta.last_membership
-    {
-        return Err(refuse(format!(
-            "its header ({:?}) does not match what the leader announced",
-            header.meta
-        )));
-    }
+    check_header(&header, realm, meta)?;
     let mut state = SledState::new(tree, realm, 0, 0);
     for seq in 1..=header.last_seq {
         let event = pb::Event::decode(reader.record()?.as_slice())
@@ -388,33 +423,44 @@ fn verify(path: &Path) -> Result<SnapshotHeader, StoreError> {
     Ok(header)
 }
 
-/// At open: an install that crashed after its generation switch (the live state machine
-/// is at the installed snapshot) but before its file became the current snapshot is
-/// finished by promoting the file. Anything else left by an install is removed later with
-/// the other temporary files. Returns whether it promoted.
-pub(super) fn finish_interrupted_install(
+/// What `open` finds of an install a crash interrupted.
+pub(super) enum Interrupted {
+    /// Nothing, or a copy that never became whole: it is removed with the other temp files.
+    Nothing,
+    /// A whole, verified copy ahead of the live state machine: replay it (`meta` is its own).
+    Replay(SnapshotMeta),
+    /// A whole copy the live state machine already switched to, not yet promoted.
+    Promote,
+}
+
+/// At open: classifies `installing.tmp` against the live state machine's last applied id.
+pub(super) fn interrupted_install(
     dir: &Path,
     live_applied: Option<LogId>,
-) -> Result<bool, StoreError> {
+) -> Result<Interrupted, StoreError> {
     let installing = dir.join(INSTALLING);
     if !installing.exists() {
-        return Ok(false);
+        return Ok(Interrupted::Nothing);
     }
     let Ok(header) = verify(&installing) else {
-        // Cut short before the switch: the live state never used it.
-        return Ok(false);
+        return Ok(Interrupted::Nothing);
     };
     let installed = header.meta.last_log_id;
+    if installed.is_none() {
+        return Ok(Interrupted::Nothing);
+    }
+    if installed > live_applied {
+        return Ok(Interrupted::Replay(header.meta));
+    }
     let newer = current_last_log_id(dir)
         .ok()
         .flatten()
         .is_none_or(|current| installed.is_some_and(|i| i > current));
-    if installed.is_some() && installed <= live_applied && newer {
-        tracing::info!(snapshot = %header.meta.snapshot_id, "finishing a snapshot install interrupted after its switch");
-        promote_installed(dir)?;
-        return Ok(true);
-    }
-    Ok(false)
+    Ok(if newer {
+        Interrupted::Promote
+    } else {
+        Interrupted::Nothing
+    })
 }
 
 /// Builds a snapshot of the state machine as of the moment `get_snapshot_builder` ran.

@@ -437,12 +437,7 @@ impl StateMachine {
         }
         let tree = db.open_tree(live)?;
         let applied = read_applied(&tree)?;
-        // An install whose generation switch is durable but whose file was not promoted
-        // yet is finished now, so that the snapshot on disk covers the live state.
-        snapshot::finish_interrupted_install(&snapshot_dir, applied.last_applied)?;
-        snapshot::remove_temp_files(&snapshot_dir)?;
-        snapshot.set(snapshot::current_last_log_id(&snapshot_dir)?);
-        Ok(Self {
+        let mut sm = Self {
             disk,
             snapshot,
             meta,
@@ -455,7 +450,14 @@ impl StateMachine {
             generation_guard: Arc::new(RwLock::new(())),
             receiving: Vec::new(),
             feed: broadcast::channel(feed_batches.max(1)).0,
-        })
+        };
+        // An install a crash interrupted is finished now, so that the snapshot on disk
+        // covers the live state and the log's purge point.
+        sm.finish_interrupted_install().await?;
+        snapshot::remove_temp_files(&sm.snapshot_dir)?;
+        sm.snapshot
+            .set(snapshot::current_last_log_id(&sm.snapshot_dir)?);
+        Ok(sm)
     }
 
     /// A reader for queries that stays valid across snapshot installs.
@@ -518,37 +520,53 @@ impl StateMachine {
         meta: &SnapshotMeta,
         snapshot: tokio::fs::File,
     ) -> Result<(), StorageError> {
-        let _guard = self.generation_guard.clone().write_owned().await;
-        let generation = self.generation + 1;
-        let installed = snapshot::install(
-            self.disk.clone(),
-            self.realm.clone(),
-            self.snapshot_dir.clone(),
-            generation,
-            meta.clone(),
-            snapshot,
-        )
-        .await
-        .map_err(|e| {
+        let snapshot_error = |e: StoreError| {
             storage_error(
                 ErrorVerb::Write,
                 ErrorSubject::Snapshot(Some(meta.signature())),
                 &e,
             )
-        })?;
-        let switch = || -> Result<(), StoreError> {
-            self.meta
-                .insert(KEY_GENERATION, &generation.to_be_bytes())?;
-            Ok(())
         };
-        switch().map_err(|e| sm_error(ErrorVerb::Write, &e))?;
-        // The switch must be durable before the old generation goes away. From here on the
-        // install has happened: a crash before the file below is promoted is finished by
-        // `open` (`snapshot::finish_interrupted_install`).
-        self.disk
-            .flush()
+        let _guard = self.generation_guard.clone().write_owned().await;
+        snapshot::receive(
+            self.realm.clone(),
+            self.snapshot_dir.clone(),
+            meta.clone(),
+            snapshot,
+        )
+        .await
+        .map_err(snapshot_error)?;
+        // The snapshot is on disk, whole: should this node crash from here on, `open`
+        // finishes the install from that file. So the log may now be purged up to it, and
+        // openraft's core, waiting in that purge, goes on while the events replay.
+        self.snapshot.received(meta.last_log_id);
+        self.replay_received(meta.clone())
             .await
-            .map_err(|e| sm_error(ErrorVerb::Write, &e))?;
+            .map_err(snapshot_error)?;
+        for path in self.receiving.drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
+        tracing::info!(snapshot = %meta.snapshot_id, last_seq = self.applied.last_seq, "installed snapshot");
+        Ok(())
+    }
+
+    /// Replays the received `installing.tmp` into a new generation, switches to it and
+    /// makes the file the current snapshot.
+    async fn replay_received(&mut self, meta: SnapshotMeta) -> Result<(), StoreError> {
+        let generation = self.generation + 1;
+        let installed = snapshot::replay_installing(
+            self.disk.clone(),
+            self.realm.clone(),
+            self.snapshot_dir.clone(),
+            generation,
+            meta.clone(),
+        )
+        .await?;
+        self.meta
+            .insert(KEY_GENERATION, &generation.to_be_bytes())?;
+        // The switch must be durable before the old generation goes away. A crash before
+        // the file below is promoted is finished by `open` (`Interrupted::Promote`).
+        self.disk.flush().await?;
         let old = keys::state_machine_tree(self.generation);
         self.generation = generation;
         self.tree = installed.tree.clone();
@@ -557,19 +575,28 @@ impl StateMachine {
             Ok(mut shared) => *shared = installed.tree,
             Err(poisoned) => *poisoned.into_inner() = installed.tree,
         }
-        snapshot::promote_installed(&self.snapshot_dir)
-            .map_err(|e| sm_error(ErrorVerb::Write, &e))?;
-        self.snapshot.installed(meta.last_log_id);
-        self.disk
-            .db()
-            .drop_tree(old.as_bytes())
-            .map_err(|e| sm_error(ErrorVerb::Write, &e.into()))?;
-        for path in self.receiving.drain(..) {
-            let _ = std::fs::remove_file(path);
-        }
+        snapshot::promote_installed(&self.snapshot_dir)?;
+        self.disk.db().drop_tree(old.as_bytes())?;
         // Subscribers cannot follow a jump: an empty batch tells them to read storage.
         let _ = self.feed.send(Arc::new(Vec::new()));
-        tracing::info!(snapshot = %meta.snapshot_id, last_seq = self.applied.last_seq, "installed snapshot");
+        Ok(())
+    }
+
+    /// At open: finishes an install a crash interrupted (see `snapshot::Interrupted`).
+    async fn finish_interrupted_install(&mut self) -> Result<(), StoreError> {
+        match snapshot::interrupted_install(&self.snapshot_dir, self.applied.last_applied)? {
+            snapshot::Interrupted::Nothing => {}
+            snapshot::Interrupted::Promote => {
+                tracing::info!(
+                    "promoting a snapshot whose install was interrupted after its switch"
+                );
+                snapshot::promote_installed(&self.snapshot_dir)?;
+            }
+            snapshot::Interrupted::Replay(meta) => {
+                tracing::info!(snapshot = %meta.snapshot_id, "finishing a snapshot install a crash interrupted");
+                self.replay_received(meta).await?;
+            }
+        }
         Ok(())
     }
 }

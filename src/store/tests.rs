@@ -626,27 +626,62 @@ async fn an_install_interrupted_after_its_switch_is_finished_when_the_store_reop
     assert!(!snapshots.join("installing.tmp").exists());
 }
 
-/// A copy cut short before the switch is not promoted: the live state never used it.
-#[tokio::test]
-async fn a_half_copied_install_is_discarded_when_the_store_reopens() {
-    let (_da, _a, snapshot) = built_snapshot(100).await;
+/// The bytes of a snapshot of `events` built on a fresh store, with that store.
+async fn snapshot_bytes(events: u64) -> (TempDir, StateMachine, Snapshot, Vec<u8>) {
+    let (dir, mut sm, snapshot) = built_snapshot(events).await;
     let mut bytes = Vec::new();
     {
         use tokio::io::AsyncReadExt;
-        let mut file = *snapshot.snapshot;
+        let mut file = *sm
+            .get_current_snapshot()
+            .await
+            .expect("reads")
+            .expect("has one")
+            .snapshot;
         file.read_to_end(&mut bytes).await.expect("reads");
     }
+    (dir, sm, snapshot, bytes)
+}
+
+/// A copy cut short by a crash is not used: the live state never depended on it.
+#[tokio::test]
+async fn a_half_copied_install_is_discarded_when_the_store_reopens() {
+    let (_da, _a, _snapshot, bytes) = snapshot_bytes(100).await;
     let dir = tempfile::tempdir().expect("tempdir");
     drop(open(dir.path(), &realm()).await.expect("opens"));
     let snapshots = dir.path().join("snapshots");
-    let half = &bytes[..bytes.len() / 2];
-    // Half a copy, and a whole one that the live state machine never switched to.
-    for left in [half, &bytes] {
-        std::fs::write(snapshots.join("installing.tmp"), left).expect("writes the copy");
-        let (log, mut reopened) = open(dir.path(), &realm()).await.expect("reopens");
-        let current = reopened.get_current_snapshot().await.expect("reads");
-        assert!(current.is_none(), "{} bytes were promoted", left.len());
-        assert_eq!(log.durable_snapshot(), None);
-        assert!(!snapshots.join("installing.tmp").exists());
-    }
+    std::fs::write(snapshots.join("installing.tmp"), &bytes[..bytes.len() / 2])
+        .expect("writes half a snapshot");
+    let (log, mut reopened) = open(dir.path(), &realm()).await.expect("reopens");
+    let current = reopened.get_current_snapshot().await.expect("reads");
+    assert!(current.is_none(), "half a snapshot was promoted");
+    assert_eq!(log.durable_snapshot(), None);
+    assert_eq!(reopened.reader().applied().expect("applied").last_seq, 0);
+    assert!(!snapshots.join("installing.tmp").exists());
+}
+
+/// A whole received copy is finished after a crash: the log may already have been purged
+/// up to it (the purge waits only for the copy), so the node must stand on it.
+#[tokio::test]
+async fn a_received_snapshot_whose_replay_a_crash_cut_short_is_replayed_when_the_store_reopens() {
+    let (_da, a, snapshot, bytes) = snapshot_bytes(300).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(dir.path(), &realm()).await.expect("opens"));
+    let snapshots = dir.path().join("snapshots");
+    std::fs::write(snapshots.join("installing.tmp"), &bytes).expect("writes the copy");
+
+    let (log, mut reopened) = open(dir.path(), &realm()).await.expect("reopens");
+    assert_eq!(contents(&reopened.reader()), contents(&a.reader()));
+    let current = reopened
+        .get_current_snapshot()
+        .await
+        .expect("reads")
+        .expect("the received snapshot is current");
+    assert_eq!(current.meta.last_log_id, snapshot.meta.last_log_id);
+    assert_eq!(log.durable_snapshot(), snapshot.meta.last_log_id);
+    assert_eq!(
+        reopened.applied_state().await.expect("state").0,
+        snapshot.meta.last_log_id
+    );
+    assert!(!snapshots.join("installing.tmp").exists());
 }
