@@ -242,3 +242,100 @@ impl DurableSnapshot {
         Ok(())
     }
 }
+
+/// The highest log index this node has acknowledged as durable, kept outside sled in
+/// `<data dir>/log.mark` (the index, little-endian, then its CRC-32), so that a log that
+/// comes back shorter than what was acknowledged is noticed at start.
+///
+/// sled recovers some damaged files without an error, as of an earlier state (the chaos
+/// harness's `corrupt` fault found it): the node then holds fewer entries than it
+/// acknowledged, which Raft assumes never happens. openraft's leader panicked on seeing the
+/// follower's log go back ("follower log reversion is not allowed"), so one damaged
+/// follower took the leader down with it.
+///
+/// Raised after an append is durable; lowered, durably, before a truncation.
+pub(super) struct LogMark {
+    file: File,
+    path: PathBuf,
+    value: Mutex<u64>,
+}
+
+const MARK_BYTES: usize = 12;
+
+impl LogMark {
+    pub(super) fn open(data_dir: &Path) -> Result<LogMark, StoreError> {
+        use std::io::Read;
+        let path = data_dir.join("log.mark");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io(&path))?;
+        let value = match bytes.len() {
+            0 => 0,
+            MARK_BYTES => {
+                let (index, crc) = bytes.split_at(8);
+                let index: [u8; 8] = index.try_into().unwrap_or_default();
+                let crc: [u8; 4] = crc.try_into().unwrap_or_default();
+                if crc32fast::hash(&index) != u32::from_le_bytes(crc) {
+                    return Err(StoreError::corrupt(
+                        "log mark",
+                        format!("{} fails its checksum", path.display()),
+                    ));
+                }
+                u64::from_le_bytes(index)
+            }
+            n => {
+                return Err(StoreError::corrupt(
+                    "log mark",
+                    format!("{} holds {n} bytes, not {MARK_BYTES}", path.display()),
+                ));
+            }
+        };
+        fsync_path(data_dir)?;
+        Ok(LogMark {
+            file,
+            path,
+            value: Mutex::new(value),
+        })
+    }
+
+    pub(super) fn get(&self) -> u64 {
+        *self.value.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self, value: &mut u64, index: u64) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = [0u8; MARK_BYTES];
+        bytes[..8].copy_from_slice(&index.to_le_bytes());
+        bytes[8..].copy_from_slice(&crc32fast::hash(&index.to_le_bytes()).to_le_bytes());
+        self.file
+            .write_all_at(&bytes, 0)
+            .and_then(|()| self.file.sync_data())
+            .map_err(io(&self.path))?;
+        *value = index;
+        Ok(())
+    }
+
+    /// Entries up to `index` are durable and acknowledged.
+    pub(super) fn raise(&self, index: u64) -> Result<(), StoreError> {
+        let mut value = self.value.lock().unwrap_or_else(|p| p.into_inner());
+        if index <= *value {
+            return Ok(());
+        }
+        self.write(&mut value, index)
+    }
+
+    /// Entries after `index` are about to be removed (a conflicting suffix).
+    pub(super) fn lower(&self, index: u64) -> Result<(), StoreError> {
+        let mut value = self.value.lock().unwrap_or_else(|p| p.into_inner());
+        if index >= *value {
+            return Ok(());
+        }
+        self.write(&mut value, index)
+    }
+}

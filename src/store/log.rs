@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId};
 
-use super::disk::{Disk, DurableSnapshot};
+use super::disk::{Disk, DurableSnapshot, LogMark};
 use super::keys::{self, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, TREE_LOG, TREE_RAFT_META};
 use super::{StoreError, decode, encode, storage_error};
 use crate::raft::TypeConfig;
@@ -32,15 +32,19 @@ pub struct LogStore {
     committed: Arc<AtomicU64>,
     /// `Durability::UnsafeNoFsync`: skip every flush (a deliberately broken mode).
     no_fsync: bool,
+    /// The highest index acknowledged durable, kept outside sled (see `LogMark`).
+    mark: Arc<LogMark>,
 }
 
 impl LogStore {
     pub(super) fn open(
         disk: Disk,
         snapshot: DurableSnapshot,
+        mark: LogMark,
         durability: super::Durability,
     ) -> Result<Self, StoreError> {
         let store = Self {
+            mark: Arc::new(mark),
             log: disk.db().open_tree(TREE_LOG)?,
             meta: disk.db().open_tree(TREE_RAFT_META)?,
             disk,
@@ -103,11 +107,38 @@ impl LogStore {
         Ok(entries)
     }
 
+    /// At open: the log must reach every index this node acknowledged as durable. A log
+    /// that comes back shorter lost acknowledged entries (sled recovered a damaged file to
+    /// an earlier state, or the data dir was restored from an old copy): this node must not
+    /// vote or serve with it.
+    pub(super) fn check_mark(&self) -> Result<(), StoreError> {
+        let acknowledged = self.mark.get();
+        let purged: Option<LogId> = self.read_meta(KEY_LAST_PURGED)?;
+        let held = self
+            .last_log_id()?
+            .map_or(0, |id| id.index)
+            .max(purged.map_or(0, |id| id.index));
+        if held < acknowledged {
+            return Err(StoreError::LogLost { held, acknowledged });
+        }
+        Ok(())
+    }
+
     fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
         match self.log.last()? {
             Some((_, bytes)) => Ok(Some(*decode::<Entry>("log entry", &bytes)?.get_log_id())),
             None => Ok(None),
         }
+    }
+
+    async fn mark_with(
+        &self,
+        change: impl FnOnce(&LogMark) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let mark = self.mark.clone();
+        tokio::task::spawn_blocking(move || change(&mark))
+            .await
+            .map_err(|e| StoreError::corrupt("log mark", format!("fsync task failed: {e}")))?
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -200,13 +231,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let write = async {
             let mut batch = sled::Batch::default();
+            let mut last = None;
             for entry in entries {
                 let index = entry.get_log_id().index;
                 batch.insert(&keys::log_key(index), encode("log entry", &entry)?);
+                last = Some(index);
             }
             self.log.apply_batch(batch)?;
             // Group commit: one flush makes the whole batch durable before openraft hears of it.
-            self.flush().await
+            self.flush().await?;
+            match last {
+                Some(index) if !self.no_fsync => self.mark_with(move |m| m.raise(index)).await,
+                _ => Ok(()),
+            }
         };
         match write.await {
             Ok(()) => {
@@ -222,6 +259,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let write = async {
+            // The mark comes down first: a crash between the two leaves it below the log,
+            // which is harmless, never above it.
+            if !self.no_fsync {
+                let below = log_id.index.saturating_sub(1);
+                self.mark_with(move |m| m.lower(below)).await?;
+            }
             let mut batch = sled::Batch::default();
             for key in self.log.range(keys::log_key(log_id.index)..).keys() {
                 batch.remove(key?);

@@ -49,6 +49,13 @@ pub enum StoreError {
     Snapshot { snapshot_id: String, detail: String },
     #[error("{0} is in use by another pos-hub process (sled holds a lock on it)")]
     InUse(PathBuf),
+    #[error(
+        "the raft log ends at index {held}, but this node acknowledged index {acknowledged} \
+         as durable: the data dir lost acknowledged writes (a damaged file, or a restore \
+         from an old copy); wipe it and add the node to its group again to rebuild it from \
+         its peers"
+    )]
+    LogLost { held: u64, acknowledged: u64 },
 }
 
 impl StoreError {
@@ -130,7 +137,9 @@ pub async fn open_with(
     let db = open_db(&config, &db_path).await?.map_err(damaged)?;
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let disk = disk::Disk::open(db, &db_path)?;
-        let log = LogStore::open(disk.clone(), snapshot.clone(), durability)?;
+        let mark = disk::LogMark::open(data_dir)?;
+        let log = LogStore::open(disk.clone(), snapshot.clone(), mark, durability)?;
+        log.check_mark()?;
         Ok::<_, StoreError>((disk, log))
     }));
     let (disk, log) = opened.map_err(damaged)??;

@@ -685,3 +685,67 @@ async fn a_received_snapshot_whose_replay_a_crash_cut_short_is_replayed_when_the
     );
     assert!(!snapshots.join("installing.tmp").exists());
 }
+
+/// Found by the chaos harness (`corrupt`, then the leader panicked with "follower log
+/// reversion is not allowed"): sled recovered a bit-flipped file to an earlier state
+/// without an error, and the node came back holding fewer log entries than it had
+/// acknowledged. The log mark kept outside sled catches that at start.
+#[tokio::test]
+async fn a_log_that_comes_back_shorter_than_it_acknowledged_is_refused_at_start() {
+    use openraft::storage::RaftLogStorageExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (mut log, _sm) = open(dir.path(), &realm()).await.expect("opens");
+        let entries: Vec<Entry> = (1..=20)
+            .map(|i| command_entry(i, 1_764_000_000_000, adjustments(1)))
+            .collect();
+        log.blocking_append(entries).await.expect("appends");
+        // A conflicting suffix is removed: the mark comes down with it.
+        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 18))
+            .await
+            .expect("truncates");
+    }
+    // A clean restart: the log reaches the mark (17).
+    drop(open(dir.path(), &realm()).await.expect("reopens"));
+
+    // What sled's silent recovery does: entries the node acknowledged are gone.
+    {
+        let db = sled::open(dir.path().join("db")).expect("opens sled");
+        let tree = db.open_tree(keys::TREE_LOG).expect("the log tree");
+        for index in 15..=17 {
+            tree.remove(keys::log_key(index)).expect("removes");
+        }
+        db.flush().expect("flushes");
+    }
+    let err = open(dir.path(), &realm()).await.err().expect("refused");
+    assert!(
+        matches!(
+            err,
+            StoreError::LogLost {
+                held: 14,
+                acknowledged: 17
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("wipe it and add the node"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_log_mark_is_refused_with_its_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(dir.path(), &realm()).await.expect("opens"));
+    let mark = dir.path().join("log.mark");
+    std::fs::write(&mark, [1u8; 12]).expect("damages the mark");
+    let err = open(dir.path(), &realm()).await.err().expect("refused");
+    assert!(
+        err.to_string().contains("log.mark fails its checksum"),
+        "{err}"
+    );
+    std::fs::write(&mark, [1u8; 5]).expect("truncates the mark");
+    let err = open(dir.path(), &realm()).await.err().expect("refused");
+    assert!(err.to_string().contains("holds 5 bytes"), "{err}");
+}
