@@ -51,6 +51,8 @@ pub struct ServeConfig {
     pub realm: Realm,
     pub timing: Timing,
     pub snapshot_every_log_entries: u64,
+    /// Log entries kept behind the latest snapshot, for nodes catching up after one.
+    pub keep_log_entries: u64,
     /// Recent batches of applied events kept in memory for live subscribers.
     pub feed_batches: usize,
     /// The store's public key, to verify device tokens; `None` runs the client API open.
@@ -180,7 +182,7 @@ pub async fn serve(
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_log_entries),
         // Keep as many entries after a snapshot as between two snapshots: a follower that
         // is briefly behind catches up from the log, one that is far behind gets the snapshot.
-        max_in_snapshot_log_to_keep: config.snapshot_every_log_entries,
+        max_in_snapshot_log_to_keep: config.keep_log_entries,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
         max_payload_entries: REPLICATION_ENTRIES_MAX,

@@ -566,9 +566,9 @@ async fn a_fourth_node_catches_up_on_50k_events_by_snapshot_and_is_removed_again
     const BATCH: u64 = 500;
     const SNAPSHOT_EVERY: u64 = 200;
     // One Append is one Raft entry, so 50k events in batches of 500 are only ~100 entries.
-    // openraft keeps `max_in_snapshot_log_to_keep` (1000 by default) entries behind a
-    // snapshot, so the log is grown past this many entries with single-event appends: then
-    // its head is purged (with openraft's default) and a blank node needs the snapshot.
+    // The leader keeps `--keep-log-entries` (set to 200 here) entries behind a snapshot,
+    // so the log is grown past far more entries with single-event appends: then its head
+    // is purged and a blank node needs the snapshot.
     const LOG_ENTRIES_MIN: u64 = 1_300;
 
     phase("start a 3-node group with --snapshot-every 200");
@@ -581,6 +581,8 @@ async fn a_fourth_node_catches_up_on_50k_events_by_snapshot_and_is_removed_again
             "10000000",
             "--rate-burst-events",
             "10000000",
+            "--keep-log-entries",
+            "200",
         ]
         .map(String::from)
         .to_vec(),

@@ -206,6 +206,9 @@ impl Group {
             .args(["--advertise-peer", &topology.peer_addr(id)])
             .args(["--tenant", TENANT, "--store", STORE])
             .args(["--snapshot-every", "500"])
+            // Snapshots often (so installs happen), but enough log behind them that a
+            // rebuilt node can catch up after its install while the workload runs.
+            .args(["--keep-log-entries", "5000"])
             .args(&hub_args);
         if node.joins {
             cmd.arg("--join");

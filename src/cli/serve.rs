@@ -12,6 +12,9 @@ use crate::domain::Realm;
 use crate::raft::node::Timing;
 use crate::raft::{HubNode, NodeId};
 
+/// By default the leader keeps this many snapshot intervals of log behind its snapshot.
+const KEEP_LOG_SNAPSHOTS: u64 = 10;
+
 /// Raft timing for a store LAN. openraft 0.9 refuses votes while the leader's lease (the
 /// maximum election timeout, twice this minimum) holds, so a dead leader is replaced after
 /// lease + timeout: measured 0.7–0.9 s typically and 1.6 s at worst (a candidate with a
@@ -74,6 +77,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = crate::raft::local::SNAPSHOT_EVERY_LOG_ENTRIES,
           value_parser = clap::value_parser!(u64).range(1..))]
     snapshot_every: u64,
+    /// Log entries the leader keeps behind its latest snapshot (default: 10 × the snapshot
+    /// interval). A node that installs a snapshot catches up from these; with too few, a
+    /// slow node installing a big snapshot while tills append falls behind the purge again
+    /// and needs snapshot after snapshot.
+    #[arg(long)]
+    keep_log_entries: Option<u64>,
     /// Recent batches of applied events kept in memory for live subscribers; one that
     /// falls further behind reads storage instead (memory ≈ this × events per append).
     #[arg(long, default_value_t = crate::store::EVENT_FEED_BATCHES as u64,
@@ -280,6 +289,9 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             append_timeout_ms: args.append_timeout_ms,
         },
         snapshot_every_log_entries: args.snapshot_every,
+        keep_log_entries: args
+            .keep_log_entries
+            .unwrap_or(args.snapshot_every.saturating_mul(KEEP_LOG_SNAPSHOTS)),
         feed_batches: args.feed_batches as usize,
         public_key,
         offline_grace_s: args.offline_grace_days.saturating_mul(86_400),
