@@ -394,11 +394,18 @@ impl Nemesis {
             .context("unknown node")?
             .to_path_buf();
         group.kill(victim);
+        // sled's file (state machine, vote), the snapshot, and the newest log segment.
+        let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(data.join("log"))
+            .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        segments.sort();
         let candidates = [
-            data.join("db").join("db"),
-            data.join("snapshots").join("current.snap"),
+            Some(data.join("db").join("db")),
+            Some(data.join("snapshots").join("current.snap")),
+            segments.pop(),
         ];
-        let existing: Vec<&std::path::PathBuf> = candidates.iter().filter(|p| p.exists()).collect();
+        let existing: Vec<&std::path::PathBuf> =
+            candidates.iter().flatten().filter(|p| p.exists()).collect();
         anyhow::ensure!(
             !existing.is_empty(),
             "node {victim} has no data file to damage"

@@ -1,38 +1,42 @@
-//! The Raft log and vote in sled.
+//! The Raft log (in `wal`'s segment files) and the vote (in sled).
 //!
 //! Durability: an append is acknowledged to openraft (the `LogFlushed` callback) only after
-//! one `Disk::flush` has made the whole batch durable — one fsync per batch, not per entry
+//! one `fdatasync` has made the whole batch durable — one sync per batch, not per entry
 //! (group commit). The vote is flushed before `save_vote` returns, because a node that
 //! forgets its vote after a crash can vote twice in one term.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId};
 
 use super::disk::{Disk, DurableSnapshot, LogMark};
-use super::keys::{self, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, TREE_LOG, TREE_RAFT_META};
+use super::keys::{KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, TREE_LOG, TREE_RAFT_META};
+use super::wal::{self, Wal};
 use super::{StoreError, decode, encode, storage_error};
 use crate::raft::TypeConfig;
 use crate::raft::typ::{Entry, LogFlushed, LogId, LogState, StorageError, Vote};
 
-/// openraft's log storage over two sled trees. Cloning shares the same trees, which is how
-/// openraft gets a concurrent reader (`get_log_reader`).
+/// openraft's log storage: entries in segment files (`wal`), vote and purge point in a
+/// sled tree. Cloning shares them, which is how openraft gets a concurrent reader
+/// (`get_log_reader`).
 #[derive(Clone)]
 pub struct LogStore {
     disk: Disk,
     /// The snapshot on disk: a purge waits for an install under way to cover it.
     snapshot: DurableSnapshot,
-    log: sled::Tree,
+    wal: Arc<Mutex<Wal>>,
+    wal_dir: Arc<Path>,
     meta: sled::Tree,
     /// The last committed log index as openraft last saved it, for status reports.
     committed: Arc<AtomicU64>,
     /// `Durability::UnsafeNoFsync`: skip every flush (a deliberately broken mode).
     no_fsync: bool,
-    /// The highest index acknowledged durable, kept outside sled (see `LogMark`).
+    /// The highest index acknowledged durable, kept apart from the log (see `LogMark`).
     mark: Arc<LogMark>,
 }
 
@@ -41,22 +45,62 @@ impl LogStore {
         disk: Disk,
         snapshot: DurableSnapshot,
         mark: LogMark,
+        data_dir: &Path,
         durability: super::Durability,
     ) -> Result<Self, StoreError> {
+        let wal_dir = data_dir.join("log");
         let store = Self {
             mark: Arc::new(mark),
-            log: disk.db().open_tree(TREE_LOG)?,
+            wal: Arc::new(Mutex::new(Wal::open(&wal_dir)?)),
+            wal_dir: wal_dir.into(),
             meta: disk.db().open_tree(TREE_RAFT_META)?,
             disk,
             snapshot,
             committed: Arc::new(AtomicU64::new(0)),
             no_fsync: durability == super::Durability::UnsafeNoFsync,
         };
+        store.migrate_from_sled()?;
+        if let Some(purged) = store.read_meta::<LogId>(KEY_LAST_PURGED)? {
+            // Segments that only held purged entries, left by a crash mid-purge.
+            store.wal().purge(purged.index)?;
+        }
         let committed: Option<LogId> = store.read_meta(KEY_COMMITTED)?;
         store
             .committed
             .store(committed.map_or(0, |id| id.index), Ordering::Relaxed);
         Ok(store)
+    }
+
+    /// Data dirs written before the log moved out of sled keep their entries in a sled
+    /// tree: move them into segment files once, durably, then empty the tree.
+    fn migrate_from_sled(&self) -> Result<(), StoreError> {
+        let tree = self.disk.db().open_tree(TREE_LOG)?;
+        if tree.is_empty() {
+            return Ok(());
+        }
+        let mut entries = Vec::with_capacity(tree.len());
+        for item in tree.iter() {
+            let (_, bytes) = item?;
+            entries.push(decode::<Entry>("log entry", &bytes)?);
+        }
+        let moved = entries.len();
+        let mut wal = self.wal();
+        if wal.last_index().is_none() {
+            let files = wal.append(entries)?;
+            wal::sync(&files, &self.wal_dir)?;
+        }
+        drop(wal);
+        tree.clear()?;
+        self.disk.flush_blocking()?;
+        tracing::info!(
+            entries = moved,
+            "moved the raft log from sled into segment files"
+        );
+        Ok(())
+    }
+
+    fn wal(&self) -> MutexGuard<'_, Wal> {
+        self.wal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The last log id the snapshot on disk covers, as the purge sees it.
@@ -86,25 +130,12 @@ impl LogStore {
             Bound::Excluded(&i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        let mut entries = Vec::new();
-        for item in self.log.range(keys::log_key(start)..) {
-            let (key, bytes) = item?;
-            let index = keys::log_index(&key)
-                .ok_or_else(|| StoreError::corrupt("log key", format!("{key:?}")))?;
-            if !range.contains(&index) {
-                break;
-            }
-            let entry: Entry = decode("log entry", &bytes)?;
-            // Pair assertion with `append`: the key and the entry's own index agree.
-            if entry.get_log_id().index != index {
-                return Err(StoreError::corrupt(
-                    "log entry",
-                    format!("key says index {index}, entry says {}", entry.get_log_id()),
-                ));
-            }
-            entries.push(entry);
-        }
-        Ok(entries)
+        let end = match range.end_bound() {
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.wal().read(start..end)
     }
 
     /// At open: the log must reach every index this node acknowledged as durable. A log
@@ -125,20 +156,7 @@ impl LogStore {
     }
 
     fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
-        match self.log.last()? {
-            Some((_, bytes)) => Ok(Some(*decode::<Entry>("log entry", &bytes)?.get_log_id())),
-            None => Ok(None),
-        }
-    }
-
-    async fn mark_with(
-        &self,
-        change: impl FnOnce(&LogMark) -> Result<(), StoreError> + Send + 'static,
-    ) -> Result<(), StoreError> {
-        let mark = self.mark.clone();
-        tokio::task::spawn_blocking(move || change(&mark))
-            .await
-            .map_err(|e| StoreError::corrupt("log mark", format!("fsync task failed: {e}")))?
+        Ok(self.wal().last_entry()?.map(|e| *e.get_log_id()))
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -230,20 +248,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let write = async {
-            let mut batch = sled::Batch::default();
-            let mut last = None;
-            for entry in entries {
-                let index = entry.get_log_id().index;
-                batch.insert(&keys::log_key(index), encode("log entry", &entry)?);
-                last = Some(index);
+            let entries: Vec<Entry> = entries.into_iter().collect();
+            let last = entries.last().map(|e| e.get_log_id().index);
+            let files = self.wal().append(entries)?;
+            if self.no_fsync {
+                return Ok(());
             }
-            self.log.apply_batch(batch)?;
-            // Group commit: one flush makes the whole batch durable before openraft hears of it.
-            self.flush().await?;
-            match last {
-                Some(index) if !self.no_fsync => self.mark_with(move |m| m.raise(index)).await,
-                _ => Ok(()),
-            }
+            // Group commit: one fdatasync makes the whole batch durable before openraft
+            // hears of it; then the mark rises to it, in the same blocking task.
+            let (mark, dir) = (self.mark.clone(), self.wal_dir.clone());
+            tokio::task::spawn_blocking(move || {
+                wal::sync(&files, &dir)?;
+                match last {
+                    Some(index) => mark.raise(index),
+                    None => Ok(()),
+                }
+            })
+            .await
+            .map_err(|e| StoreError::corrupt("raft log", format!("fsync task failed: {e}")))?
         };
         match write.await {
             Ok(()) => {
@@ -260,19 +282,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let write = async {
             // The mark comes down first: a crash between the two leaves it below the log,
-            // which is harmless, never above it.
-            if !self.no_fsync {
-                let below = log_id.index.saturating_sub(1);
-                self.mark_with(move |m| m.lower(below)).await?;
-            }
-            let mut batch = sled::Batch::default();
-            for key in self.log.range(keys::log_key(log_id.index)..).keys() {
-                batch.remove(key?);
-            }
-            self.log.apply_batch(batch)?;
-            // Durable before later appends reuse these indexes: a conflicting entry must
-            // not come back after a crash.
-            self.flush().await
+            // which is harmless, never above it. The truncation is durable before later
+            // appends reuse these indexes: a conflicting entry must not come back.
+            let (wal, mark, no_fsync) = (self.wal.clone(), self.mark.clone(), self.no_fsync);
+            tokio::task::spawn_blocking(move || {
+                if !no_fsync {
+                    mark.lower(log_id.index.saturating_sub(1))?;
+                }
+                wal.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .truncate(log_id.index)
+            })
+            .await
+            .map_err(|e| StoreError::corrupt("raft log", format!("truncate task failed: {e}")))?
         };
         write.await.map_err(write_logs_error)
     }
@@ -287,12 +309,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // reports it, and the left-over entries are merely removed again next time.
             self.meta
                 .insert(KEY_LAST_PURGED, encode("last purged", &log_id)?)?;
-            let mut batch = sled::Batch::default();
-            for key in self.log.range(..=keys::log_key(log_id.index)).keys() {
-                batch.remove(key?);
-            }
-            self.log.apply_batch(batch)?;
-            self.flush().await
+            // The purge point is durable before any segment goes, so the log never
+            // appears to start later than the purge point says.
+            self.flush().await?;
+            let wal = self.wal.clone();
+            tokio::task::spawn_blocking(move || {
+                wal.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .purge(log_id.index)
+            })
+            .await
+            .map_err(|e| StoreError::corrupt("raft log", format!("purge task failed: {e}")))?
         };
         write.await.map_err(write_logs_error)
     }

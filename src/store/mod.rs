@@ -1,8 +1,10 @@
-//! Durable storage for one node: the Raft log, the Raft vote, and the state machine (the
-//! store's event log with its read models), all in one sled database, plus snapshot files.
+//! Durable storage for one node: the Raft log in segment files, the Raft vote and the state
+//! machine (the store's event log with its read models) in one sled database, and snapshot
+//! files.
 //!
 //! Layout:
 //! - `keys`: tree names and key encodings (big-endian integers, so sled iterates in order);
+//! - `wal`: the log's segment files (append, truncate, purge, checked reads);
 //! - `log`: `LogStore`, openraft's `RaftLogStorage` (log entries, vote, committed);
 //! - `state_machine`: `StateMachine`, openraft's `RaftStateMachine`, and `SledState`, the
 //!   domain's `State` over sled with a write overlay so one apply is one atomic batch;
@@ -15,6 +17,7 @@ pub mod keys;
 mod log;
 mod snapshot;
 mod state_machine;
+mod wal;
 
 use std::path::{Path, PathBuf};
 
@@ -138,7 +141,7 @@ pub async fn open_with(
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let disk = disk::Disk::open(db, &db_path)?;
         let mark = disk::LogMark::open(data_dir)?;
-        let log = LogStore::open(disk.clone(), snapshot.clone(), mark, durability)?;
+        let log = LogStore::open(disk.clone(), snapshot.clone(), mark, data_dir, durability)?;
         log.check_mark()?;
         Ok::<_, StoreError>((disk, log))
     }));

@@ -708,15 +708,15 @@ async fn a_log_that_comes_back_shorter_than_it_acknowledged_is_refused_at_start(
     // A clean restart: the log reaches the mark (17).
     drop(open(dir.path(), &realm()).await.expect("reopens"));
 
-    // What sled's silent recovery does: entries the node acknowledged are gone.
-    {
-        let db = sled::open(dir.path().join("db")).expect("opens sled");
-        let tree = db.open_tree(keys::TREE_LOG).expect("the log tree");
-        for index in 15..=17 {
-            tree.remove(keys::log_key(index)).expect("removes");
-        }
-        db.flush().expect("flushes");
-    }
+    // The log comes back whole but short (a restore from an old copy, or a file system
+    // that lost the end of the file): entries the node acknowledged are gone.
+    let segment = only_segment(dir.path());
+    let cut = record_boundary(&segment, 14);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .and_then(|f| f.set_len(cut))
+        .expect("cuts the segment");
     let err = open(dir.path(), &realm()).await.err().expect("refused");
     assert!(
         matches!(
@@ -748,4 +748,119 @@ async fn a_damaged_log_mark_is_refused_with_its_name() {
     std::fs::write(&mark, [1u8; 5]).expect("truncates the mark");
     let err = open(dir.path(), &realm()).await.err().expect("refused");
     assert!(err.to_string().contains("holds 5 bytes"), "{err}");
+}
+
+/// The one segment file of a small log.
+fn only_segment(data_dir: &std::path::Path) -> std::path::PathBuf {
+    let mut segments: Vec<_> = std::fs::read_dir(data_dir.join("log"))
+        .expect("the log dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    segments.remove(0)
+}
+
+/// The byte offset just after the first `records` records of a segment.
+fn record_boundary(segment: &std::path::Path, records: usize) -> u64 {
+    let bytes = std::fs::read(segment).expect("reads the segment");
+    let mut offset = 0usize;
+    for _ in 0..records {
+        let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
+        offset += 8 + len as usize;
+    }
+    offset as u64
+}
+
+async fn log_of_twenty(dir: &std::path::Path) {
+    use openraft::storage::RaftLogStorageExt;
+    let (mut log, _sm) = open(dir, &realm()).await.expect("opens");
+    let entries: Vec<Entry> = (1..=20)
+        .map(|i| command_entry(i, 1_764_000_000_000, adjustments(1)))
+        .collect();
+    log.blocking_append(entries).await.expect("appends");
+}
+
+async fn last_index(dir: &std::path::Path) -> Option<u64> {
+    let (mut log, _sm) = open(dir, &realm()).await.expect("reopens");
+    log.get_log_state()
+        .await
+        .expect("log state")
+        .last_log_id
+        .map(|id| id.index)
+}
+
+/// A crash in the middle of an append leaves a torn record at the end of the last segment:
+/// half a record, or zeros where the file grew before its data reached the disk. It was
+/// never acknowledged (the append syncs first), so it is cut off and the log opens whole.
+#[tokio::test]
+async fn a_torn_append_at_the_end_of_the_log_is_cut_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    log_of_twenty(dir.path()).await;
+    let segment = only_segment(dir.path());
+    let whole = std::fs::metadata(&segment).expect("stat").len();
+    // Half a record: a header that promises 300 bytes, and 10 of them.
+    let mut torn = 300u32.to_le_bytes().to_vec();
+    torn.extend_from_slice(&[7u8; 14]);
+    super::wal::write_raw(&segment, &torn).expect("writes");
+    assert_eq!(last_index(dir.path()).await, Some(20));
+    assert_eq!(std::fs::metadata(&segment).expect("stat").len(), whole);
+    // Zeros.
+    super::wal::write_raw(&segment, &[0u8; 4096]).expect("writes");
+    assert_eq!(last_index(dir.path()).await, Some(20));
+    assert_eq!(std::fs::metadata(&segment).expect("stat").len(), whole);
+}
+
+/// Damage inside the log, with whole records after it, is not a torn append: the node
+/// refuses to start and names the file, rather than serve around a hole.
+#[tokio::test]
+async fn a_damaged_record_inside_the_log_is_refused_with_the_file_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    log_of_twenty(dir.path()).await;
+    let segment = only_segment(dir.path());
+    let at = record_boundary(&segment, 5) as usize + 20;
+    let mut bytes = std::fs::read(&segment).expect("reads");
+    bytes[at] ^= 0x10;
+    std::fs::write(&segment, &bytes).expect("writes");
+    let err = open(dir.path(), &realm()).await.err().expect("refused");
+    let text = err.to_string();
+    assert!(text.contains("checksum does not match"), "{text}");
+    assert!(text.contains(&segment.display().to_string()), "{text}");
+    // Nothing was cut: the evidence stays for whoever restores the node.
+    assert_eq!(std::fs::read(&segment).expect("reads"), bytes);
+}
+
+/// A data dir from before the log moved out of sled: its entries move into segment
+/// files at the first open, and the log reads the same.
+#[tokio::test]
+async fn a_log_kept_in_sled_moves_into_segment_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(dir.path(), &realm()).await.expect("creates"));
+    let entries: Vec<Entry> = (1..=7)
+        .map(|i| command_entry(i, 1_764_000_000_000, adjustments(1)))
+        .collect();
+    {
+        let db = sled::open(dir.path().join("db")).expect("opens sled");
+        let tree = db.open_tree(keys::TREE_LOG).expect("the log tree");
+        for entry in &entries {
+            let index = openraft::RaftLogId::get_log_id(entry).index;
+            tree.insert(
+                keys::log_key(index),
+                super::encode("entry", entry).expect("encodes"),
+            )
+            .expect("inserts");
+        }
+        db.flush().expect("flushes");
+    }
+    let (mut log, _sm) = open(dir.path(), &realm())
+        .await
+        .expect("opens and migrates");
+    let read = openraft::storage::RaftLogReader::try_get_log_entries(&mut log, 1..8)
+        .await
+        .expect("reads");
+    assert_eq!(read, entries);
+    drop((log, _sm));
+    let db = sled::open(dir.path().join("db")).expect("opens sled");
+    assert!(db.open_tree(keys::TREE_LOG).expect("tree").is_empty());
+    drop(db);
+    assert_eq!(last_index(dir.path()).await, Some(7));
 }
