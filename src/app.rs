@@ -212,6 +212,7 @@ pub async fn serve(
         peers,
         metrics: Arc::new(Metrics::default()),
         timing: config.timing,
+        batcher: crate::raft::batch::Batcher::start(raft.clone()),
     });
 
     let peer_listener = bind(config.peer_listen, "peer port").await?;

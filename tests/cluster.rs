@@ -936,6 +936,22 @@ async fn without_a_quorum_appends_fail_fast_and_local_reads_still_answer() {
             hello.last_seq, last,
             "{case}: Hello.last_seq on the survivor"
         );
+        // A device ahead of the survivor: the survivor cannot tell a reset log from being
+        // behind without the leader, so it must not tell the device to drop its copy.
+        let ahead = hello_at(&c.client_addr(survivor), last + 1).await;
+        match ahead {
+            Ok(hello) => panic!("{case}: Hello ahead of a cut-off node answered {hello:?}"),
+            Err(err) => {
+                assert!(
+                    err.contains("Unavailable") || err.contains("unavailable"),
+                    "{case}: {err}"
+                );
+                assert!(
+                    err.contains("cannot tell whether it is only behind"),
+                    "{case}: {err}"
+                );
+            }
+        }
 
         phase("restart the two nodes; the refused event is absent or in the log once");
         for &id in &down {

@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
 use openraft::ServerState;
@@ -15,6 +16,10 @@ use crate::proto::pb;
 use crate::proto::pb::hub_server::Hub;
 use crate::raft::local::now_ms;
 use crate::raft::node::{Node, append_response, event_ids};
+
+/// The least time a Hello from a device ahead of this node spends confirming with the
+/// leader whether this node is only behind.
+const HELLO_BARRIER_MIN_MS: u64 = 1_000;
 
 pub struct HubService {
     pub node: Arc<Node>,
@@ -100,7 +105,25 @@ impl Hub for HubService {
     ) -> Result<Response<pb::HelloResponse>, Status> {
         self.access.caller(&request)?;
         let request = request.into_inner();
-        let applied = self.node.reader.applied().map_err(store_status)?;
+        let mut applied = self.node.reader.applied().map_err(store_status)?;
+        if request.cursor > applied.last_seq {
+            // A device ahead of this node: either the store's log was reset (the device
+            // must start over) or this node is only behind (restarted, rebuilt, cut off).
+            // Only a node that has applied everything the group committed can tell, and
+            // telling a device to drop its copy because of a lagging node would make it
+            // download the whole log again for nothing.
+            let budget = Duration::from_millis(
+                (self.node.timing.election_timeout_max_ms * 2).max(HELLO_BARRIER_MIN_MS),
+            );
+            if let Err(err) = self.node.read_barrier_within(budget).await {
+                return Err(Status::unavailable(format!(
+                    "this node's log ends at seq {}, before the device's cursor {}, and it \
+                     cannot tell whether it is only behind ({err}): ask another node",
+                    applied.last_seq, request.cursor
+                )));
+            }
+            applied = self.node.reader.applied().map_err(store_status)?;
+        }
         Ok(Response::new(pb::HelloResponse {
             leader_id: self.node.raft_metrics().current_leader.unwrap_or(0),
             nodes: node_infos(&self.node),

@@ -179,6 +179,11 @@ impl LocalNode {
         Ok(response.data.outcomes)
     }
 
+    #[cfg(test)]
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
     pub fn reader(&self) -> &StateReader {
         &self.reader
     }

@@ -3,6 +3,7 @@
 //!
 //! The networked group (peer service, forwarding, membership) builds on these types.
 
+pub mod batch;
 pub mod command;
 pub mod local;
 pub mod network;

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 
-use super::local::now_ms;
+use super::batch::{Batcher, ProposeError};
 use super::network::{PeerClients, PeerError};
 use super::typ::Raft;
-use super::{Command, HubNode, NodeId};
+use super::{HubNode, NodeId};
 use crate::domain::{Outcome, RejectCode};
 use crate::metrics::Metrics;
 use crate::proto::pb;
@@ -48,6 +48,10 @@ pub enum WriteError {
     Raft(String),
     #[error("the node is shutting down")]
     Stopped,
+    #[error(
+        "the leader is overloaded: too many appends wait to be committed; nothing was written, retry"
+    )]
+    Overloaded,
 }
 
 impl From<WriteError> for tonic::Status {
@@ -57,7 +61,8 @@ impl From<WriteError> for tonic::Status {
             WriteError::NoLeader { .. }
             | WriteError::NoQuorum { .. }
             | WriteError::Timeout(_)
-            | WriteError::Stopped => tonic::Status::unavailable(message),
+            | WriteError::Stopped
+            | WriteError::Overloaded => tonic::Status::unavailable(message),
             WriteError::Forward {
                 source: PeerError::Status(status),
                 ..
@@ -94,6 +99,8 @@ pub struct Node {
     pub peers: PeerClients,
     pub metrics: Arc<Metrics>,
     pub timing: Timing,
+    /// Group commit in front of `raft.client_write` (see `batch`).
+    pub batcher: Batcher,
 }
 
 impl Node {
@@ -208,8 +215,9 @@ impl Node {
             .collect())
     }
 
-    /// Proposes the events as one log entry stamped with this leader's clock; answers once
-    /// it is committed on a majority and applied here.
+    /// Proposes the events in the next log entry, stamped with this leader's clock (with
+    /// the other Appends waiting then: `batch`); answers once it is committed on a majority
+    /// and applied here.
     pub async fn propose(&self, events: Vec<pb::Event>) -> Result<Vec<Outcome>, WriteError> {
         let metrics = self.raft_metrics();
         if metrics.current_leader != Some(self.id) || metrics.state != ServerState::Leader {
@@ -217,18 +225,13 @@ impl Node {
         }
         self.check_quorum(&metrics).await?;
         let budget = Duration::from_millis(self.timing.append_timeout_ms);
-        let write = self.raft.client_write(Command {
-            hub_time_ms: now_ms(),
-            events,
-        });
-        match tokio::time::timeout(budget, write).await {
+        match tokio::time::timeout(budget, self.batcher.propose(events)).await {
             Err(_) => Err(WriteError::Timeout(budget)),
-            Ok(Ok(response)) => Ok(response.data.outcomes),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))) => {
-                Err(self.not_leader(to.leader_id))
-            }
-            Ok(Err(RaftError::Fatal(_))) => Err(WriteError::Stopped),
-            Ok(Err(err)) => Err(WriteError::Raft(err.to_string())),
+            Ok(Ok(outcomes)) => Ok(outcomes),
+            Ok(Err(ProposeError::NotLeader(leader))) => Err(self.not_leader(leader)),
+            Ok(Err(ProposeError::Stopped)) => Err(WriteError::Stopped),
+            Ok(Err(ProposeError::Overloaded)) => Err(WriteError::Overloaded),
+            Ok(Err(ProposeError::Raft(err))) => Err(WriteError::Raft(err)),
         }
     }
 
@@ -293,7 +296,12 @@ impl Node {
     /// Waits until this node has applied everything committed before the call (as
     /// confirmed by the leader), so that a local read after it is linearizable.
     pub async fn read_barrier(&self) -> Result<(), WriteError> {
-        let budget = Duration::from_millis(self.timing.append_timeout_ms);
+        self.read_barrier_within(Duration::from_millis(self.timing.append_timeout_ms))
+            .await
+    }
+
+    /// `read_barrier`, giving up after `budget`.
+    pub async fn read_barrier_within(&self, budget: Duration) -> Result<(), WriteError> {
         let Some(leader) = self.leader(budget).await else {
             return Err(WriteError::NoLeader { node: self.id });
         };
