@@ -14,12 +14,29 @@ fn bench(args: &[&str]) -> std::process::Output {
         .expect("runs pos-hub bench")
 }
 
+/// Runs the bench with `--json` into a temp dir; returns its table and its JSON.
+fn bench_report(args: &[&str]) -> (String, serde_json::Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("bench.json");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--json", json.to_str().expect("utf-8")]);
+    let out = bench(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON file"))
+        .expect("valid JSON");
+    (stdout, report)
+}
+
 #[test]
 fn a_short_bench_with_a_failover_reports_every_figure() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("bench.json");
     let data = dir.path().join("data");
-    let out = bench(&[
+    let (stdout, report) = bench_report(&[
         "--nodes",
         "3",
         "--clients",
@@ -33,19 +50,8 @@ fn a_short_bench_with_a_failover_reports_every_figure() {
         "--quiet",
         "--dir",
         data.to_str().expect("utf-8"),
-        "--json",
-        json.to_str().expect("utf-8"),
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(stdout.contains("append (ack)"), "{stdout}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON file"))
-            .expect("valid JSON");
     let acked = report["appends_acked"].as_u64().expect("acked");
     assert!(acked > 0, "{report}");
     // Every acknowledged append is in the log (nothing else was appended).
@@ -106,6 +112,61 @@ fn bad_bench_flags_are_refused_with_the_reason() {
         &["--target", "127.0.0.1:1", "--compare"],
         "cannot be used with --target",
     );
+    refused(
+        &["--target", "127.0.0.1:1", "--hold", "10"],
+        "cannot be used with --target",
+    );
+    refused(&["--hold", "0"], "--hold must be at least 1 event");
+    refused(
+        &["--hold", "10", "--hold-batch", "0"],
+        "--hold-batch must be 1 to 1000",
+    );
+    refused(
+        &["--hold", "10", "--hold-batch", "1001"],
+        "--hold-batch must be 1 to 1000",
+    );
+}
+
+/// `--hold`: the group is filled with exactly that many events (in batches, with retries
+/// that the eventIds make safe), then each node's memory and data dir are read at rest.
+#[test]
+fn hold_fills_the_group_and_measures_each_node_at_rest() {
+    let (stdout, report) = bench_report(&[
+        "--nodes",
+        "3",
+        "--clients",
+        "1",
+        "--seconds",
+        "1",
+        "--hold",
+        "3000",
+        "--hold-batch",
+        "40",
+        "--quiet",
+        "--serve-arg=--snapshot-every=20",
+        "--serve-arg=--keep-log-entries=5",
+    ]);
+    assert!(stdout.contains("holding 3000 events"), "{stdout}");
+    let hold = &report["hold"];
+    assert_eq!(hold["events"].as_u64(), Some(3000), "{report}");
+    // The held events and the load's are all in the log, nothing more.
+    let acked = report["appends_acked"].as_u64().expect("acked");
+    assert_eq!(
+        report["events_in_log"].as_u64(),
+        Some(3000 + acked),
+        "{report}"
+    );
+    assert!(hold["json_mb"].as_f64() > Some(0.0), "{report}");
+    let nodes = hold["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{report}");
+    for node in nodes {
+        assert!(node["rss_mb"].as_f64() > Some(1.0), "{node}");
+        assert!(node["data_dir_mb"].as_f64() > Some(0.0), "{node}");
+        let ratio = node["data_over_json"].as_f64().expect("ratio");
+        let expected =
+            node["data_dir_mb"].as_f64().expect("mb") / hold["json_mb"].as_f64().expect("json");
+        assert!((ratio - expected).abs() < 1e-6, "{node}");
+    }
 }
 
 /// The bench installs nothing: a peer that is not installed is named as not measured, with

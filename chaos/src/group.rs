@@ -215,7 +215,7 @@ impl Group {
         } else {
             cmd.args(["--initial-cluster", &initial]);
         }
-        cmd.env("RUST_LOG", "warn")
+        cmd.env("RUST_LOG", "warn,pos_hub=info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

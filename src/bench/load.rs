@@ -73,11 +73,17 @@ impl Target for PosHub {
 
 /// One inventory adjustment, as a till sends it.
 pub fn event(client: usize, n: u64) -> Result<pb::Event, BenchError> {
+    convert::event_to_pb(&domain_event(client, n))
+        .map_err(|e| BenchError::Setup(format!("bench event: {e}")))
+}
+
+/// The same event in the domain's form (its JSON is the spec's wire format).
+pub fn domain_event(client: usize, n: u64) -> Event {
     let device = format!("bench-{client}");
     let mut payload = serde_json::Map::new();
     payload.insert("sku".into(), format!("SKU-{client}").into());
     payload.insert("delta".into(), 1.into());
-    let event = Event {
+    Event {
         event_id: uuid::Uuid::now_v7().to_string(),
         tenant_id: TENANT.into(),
         store_id: STORE.into(),
@@ -98,8 +104,7 @@ pub fn event(client: usize, n: u64) -> Result<pb::Event, BenchError> {
         force: false,
         seq: None,
         hub_time: None,
-    };
-    convert::event_to_pb(&event).map_err(|e| BenchError::Setup(format!("bench event: {e}")))
+    }
 }
 
 /// The size of one bench event as the log stores it.

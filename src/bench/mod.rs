@@ -8,6 +8,7 @@
 //! the tail instead of slowing the offered load (no coordinated omission).
 
 pub mod cluster;
+pub mod hold;
 pub mod load;
 pub mod peers;
 pub mod procstat;
@@ -81,6 +82,9 @@ pub struct BenchPlan {
     pub progress: bool,
     /// Then run the same load against NATS JetStream and etcd (`peers`).
     pub compare: bool,
+    /// First fill the started group with this many events, this many per Append, and
+    /// measure a node holding them (`hold`).
+    pub hold: Option<(u64, usize)>,
 }
 
 /// Runs the plan and returns the measurements.
@@ -101,6 +105,10 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, BenchError> {
     let leader = match &cluster {
         Some(c) => Some(c.wait_leader(Duration::from_secs(30)).await?),
         None => None,
+    };
+    let hold = match (&cluster, plan.hold) {
+        (Some(c), Some((events, batch))) => Some(hold::run(c, events, batch, plan.progress).await?),
+        _ => None,
     };
     let pids = |c: &Option<cluster::LocalCluster>| -> Vec<(u64, u32)> {
         c.iter()
@@ -259,6 +267,7 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, BenchError> {
         restart_catch_up,
         catch_up,
         event_bytes: load::event_bytes()?,
+        hold,
     });
     if plan.compare {
         report.peers = peers::compare(plan).await;

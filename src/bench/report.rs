@@ -70,6 +70,8 @@ pub struct BenchReport {
     pub failover_ms: Option<f64>,
     pub restart_catch_up_ms: Option<f64>,
     pub catch_up_events_per_second: Option<f64>,
+    /// A node holding the events of `--hold`.
+    pub hold: Option<super::hold::HoldReport>,
     /// The same load against other systems (`--compare`).
     pub peers: Vec<super::peers::PeerReport>,
 }
@@ -89,6 +91,7 @@ pub(super) struct Inputs<'a> {
     pub restart_catch_up: Option<Duration>,
     pub catch_up: Option<(u64, Duration)>,
     pub event_bytes: usize,
+    pub hold: Option<super::hold::HoldReport>,
 }
 
 pub(super) fn build(i: Inputs<'_>) -> BenchReport {
@@ -151,6 +154,7 @@ pub(super) fn build(i: Inputs<'_>) -> BenchReport {
         catch_up_events_per_second: i
             .catch_up
             .map(|(events, took)| events as f64 / took.as_secs_f64().max(1e-9)),
+        hold: i.hold,
         peers: Vec::new(),
     }
 }
@@ -224,6 +228,24 @@ impl fmt::Display for BenchReport {
         }
         if let Some(rate) = self.catch_up_events_per_second {
             writeln!(f, "catch-up from cursor 0: {rate:.0} events/s")?;
+        }
+        if let Some(hold) = &self.hold {
+            writeln!(
+                f,
+                "holding {} events ({} per append, filled in {:.0} s, {:.1} MB as JSON), settled after {:.0} s:",
+                hold.events,
+                hold.events_per_append,
+                hold.fill_seconds,
+                hold.json_mb,
+                hold.settle_seconds
+            )?;
+            for n in &hold.nodes {
+                writeln!(
+                    f,
+                    "  node {}: RSS {:.1} MB, data dir {:.1} MB = {:.2}× the events' JSON",
+                    n.node, n.rss_mb, n.data_dir_mb, n.data_over_json
+                )?;
+            }
         }
         if !self.peers.is_empty() {
             self.fmt_comparison(f)?;

@@ -54,6 +54,14 @@ pub struct BenchArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// First fill the started group with this many events and report what a node holding
+    /// them costs at rest (RSS, data dir against the events' JSON), after its snapshot and
+    /// log purge.
+    #[arg(long)]
+    hold: Option<u64>,
+    /// Events per Append while filling for --hold (a till flushing its outbox).
+    #[arg(long, default_value_t = 50)]
+    hold_batch: usize,
     /// Extra `serve` flags for the started nodes, e.g. `--serve-arg=--snapshot-every=100000`.
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     serve_args: Vec<String>,
@@ -83,6 +91,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.failover && args.nodes < 3 {
         bail!("--failover needs --nodes 3 or 5 (a group that survives losing its leader)");
     }
+    if args.hold.is_some() && !args.target.is_empty() {
+        bail!("--hold measures nodes the bench started; it cannot be used with --target");
+    }
+    if args.hold == Some(0) {
+        bail!("--hold must be at least 1 event");
+    }
+    if !(1..=1000).contains(&args.hold_batch) {
+        bail!(
+            "--hold-batch must be 1 to 1000 events per append, got {}",
+            args.hold_batch
+        );
+    }
     let dir = args.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("pos-hub-bench-{}", std::process::id()))
     });
@@ -100,6 +120,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         serve_args: args.serve_args.clone(),
         progress: !args.quiet,
         compare: args.compare,
+        hold: args.hold.map(|events| (events, args.hold_batch)),
     };
     let report = bench::run(&plan).await;
     if !args.keep && args.target.is_empty() {

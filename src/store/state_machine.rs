@@ -528,6 +528,7 @@ impl StateMachine {
             )
         };
         let _guard = self.generation_guard.clone().write_owned().await;
+        let started = std::time::Instant::now();
         snapshot::receive(
             self.realm.clone(),
             self.snapshot_dir.clone(),
@@ -540,13 +541,20 @@ impl StateMachine {
         // finishes the install from that file. So the log may now be purged up to it, and
         // openraft's core, waiting in that purge, goes on while the events replay.
         self.snapshot.received(meta.last_log_id);
+        let received = started.elapsed();
         self.replay_received(meta.clone())
             .await
             .map_err(snapshot_error)?;
         for path in self.receiving.drain(..) {
             let _ = std::fs::remove_file(path);
         }
-        tracing::info!(snapshot = %meta.snapshot_id, last_seq = self.applied.last_seq, "installed snapshot");
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            last_seq = self.applied.last_seq,
+            receive_ms = received.as_millis() as u64,
+            replay_ms = (started.elapsed() - received).as_millis() as u64,
+            "installed snapshot"
+        );
         Ok(())
     }
 
