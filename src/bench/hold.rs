@@ -40,14 +40,13 @@ pub struct HoldReport {
     pub nodes: Vec<HoldNode>,
 }
 
-const CLIENTS: usize = 8;
-
-/// Appends `events` events in batches of `batch` through every node, then waits until the
-/// data dirs stop changing and measures each node.
+/// Appends `events` events in batches of `batch` from `clients` concurrent clients spread
+/// over the nodes, then waits until the data dirs stop changing and measures each node.
 pub async fn run(
     cluster: &LocalCluster,
     events: u64,
     batch: usize,
+    clients: usize,
     progress: bool,
 ) -> Result<HoldReport, BenchError> {
     let addrs: Vec<String> = cluster
@@ -60,7 +59,7 @@ pub async fn run(
     let acked = Arc::new(AtomicU64::new(0));
     let json = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for client in 0..CLIENTS {
+    for client in 0..clients {
         let addr = addrs[client % addrs.len()].clone();
         let (claimed, acked, json) = (claimed.clone(), acked.clone(), json.clone());
         tasks.push(tokio::spawn(async move {

@@ -107,7 +107,9 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, BenchError> {
         None => None,
     };
     let hold = match (&cluster, plan.hold) {
-        (Some(c), Some((events, batch))) => Some(hold::run(c, events, batch, plan.progress).await?),
+        (Some(c), Some((events, batch))) => {
+            Some(hold::run(c, events, batch, plan.clients, plan.progress).await?)
+        }
         _ => None,
     };
     let pids = |c: &Option<cluster::LocalCluster>| -> Vec<(u64, u32)> {

@@ -54,9 +54,9 @@ pub struct BenchArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
-    /// First fill the started group with this many events and report what a node holding
-    /// them costs at rest (RSS, data dir against the events' JSON), after its snapshot and
-    /// log purge.
+    /// First fill the started group with this many events (from --clients clients) and
+    /// report what a node holding them costs at rest (RSS, data dir against the events'
+    /// JSON), after its snapshot and log purge.
     #[arg(long)]
     hold: Option<u64>,
     /// Events per Append while filling for --hold (a till flushing its outbox).
