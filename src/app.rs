@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::http::{HeaderName, HeaderValue, Method};
 use openraft::{Config, SnapshotPolicy};
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -245,7 +246,14 @@ pub async fn serve(
     }
     let peer_server = peer_builder
         .add_service(peer::server(node.clone()))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), stopped());
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(peer_listener).map(|accepted| {
+                accepted.inspect(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                })
+            }),
+            stopped(),
+        );
 
     let access = AccessPolicy::new(
         config.public_key,
@@ -310,8 +318,11 @@ pub async fn serve(
             tracing::warn!(
                 "the client port is plaintext (no --client-tls): tokens cross the network readable"
             );
+            let listener = axum::serve::ListenerExt::tap_io(client_listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             tokio::spawn(
-                axum::serve(client_listener, app)
+                axum::serve(listener, app)
                     .with_graceful_shutdown(stopped())
                     .into_future(),
             )

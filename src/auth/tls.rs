@@ -221,6 +221,8 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Small gRPC answers must leave at once, not wait for the last one's ACK (Nagle).
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let ready = ready.clone();
         tokio::spawn(async move {
