@@ -85,7 +85,11 @@ impl LogStore {
         }
         let moved = entries.len();
         let mut wal = self.wal();
-        if wal.last_index().is_none() {
+        // A migration a crash interrupted left a prefix in the segments: add the rest.
+        if let Some(last) = wal.last_index() {
+            entries.retain(|e| e.get_log_id().index > last);
+        }
+        if !entries.is_empty() {
             let files = wal.append(entries)?;
             wal::sync(&files, &self.wal_dir)?;
         }

@@ -830,7 +830,8 @@ async fn a_damaged_record_inside_the_log_is_refused_with_the_file_named() {
 }
 
 /// A data dir from before the log moved out of sled: its entries move into segment
-/// files at the first open, and the log reads the same.
+/// files at the first open (finishing a migration a crash interrupted), and the log reads
+/// the same.
 #[tokio::test]
 async fn a_log_kept_in_sled_moves_into_segment_files() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -850,6 +851,12 @@ async fn a_log_kept_in_sled_moves_into_segment_files() {
             .expect("inserts");
         }
         db.flush().expect("flushes");
+    }
+    // A first migration that a crash cut short: the segments hold entries 1..=3 only.
+    {
+        let mut wal = super::wal::Wal::open(&dir.path().join("log")).expect("opens the log");
+        let files = wal.append(entries[..3].to_vec()).expect("appends");
+        super::wal::sync(&files, dir.path()).expect("syncs");
     }
     let (mut log, _sm) = open(dir.path(), &realm())
         .await
