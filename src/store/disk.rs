@@ -40,11 +40,12 @@ struct Files {
     listed: Mutex<(BTreeSet<OsString>, BTreeSet<OsString>)>,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |e| StoreError::io(path, e)
 }
 
-fn fsync_path(path: &Path) -> Result<(), StoreError> {
+/// fsyncs a file or a directory (a new or renamed entry in it) by path.
+pub(super) fn fsync_path(path: &Path) -> Result<(), StoreError> {
     File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(io(path))

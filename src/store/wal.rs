@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use openraft::RaftLogId;
 
+use super::disk::{fsync_path as sync_dir, io};
 use super::{StoreError, decode, encode};
 use crate::raft::typ::Entry;
 
@@ -36,10 +37,6 @@ pub(super) const SEGMENT_BYTES: u64 = 64 << 20;
 /// events; an event is at most 64 KiB).
 const RECORD_MAX: u32 = 128 << 20;
 const HEADER: usize = 8;
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |e| StoreError::io(path, e)
-}
 
 struct Segment {
     first: u64,
@@ -67,10 +64,6 @@ pub(super) struct Wal {
 
 fn segment_name(first: u64) -> String {
     format!("{first:020}.seg")
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 impl Wal {
