@@ -54,8 +54,17 @@ fn items(n: usize) -> serde_json::Value {
 
 /// Every event of the log from seq 1 to its end (as the given node streams it), checking
 /// it is gap-free; returns `(seq, eventId)`.
-async fn whole_log(c: &mut Cluster, node: u64) -> Vec<(u64, String)> {
-    let last = c.hello(node).await.expect("Hello").last_seq;
+/// The whole log as `node` has it, once it reaches at least seq `at_least` (a node
+/// restarted a moment ago may still be catching up, and reading it early saw an empty log).
+async fn whole_log(c: &mut Cluster, node: u64, at_least: u64) -> Vec<(u64, String)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        let last = c.hello(node).await.expect("Hello").last_seq;
+        if last >= at_least || tokio::time::Instant::now() > deadline {
+            break last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     subscribe_ids(&mut c.client(node), 0, last, Duration::from_secs(60))
         .await
         .expect("streams the whole log")
@@ -133,7 +142,7 @@ async fn the_outbox_takes_1000_appends_with_every_node_down_and_drains_them_once
         "the outbox did not drain: {:?}",
         till.progress().borrow()
     );
-    let log = whole_log(&mut c, 1).await;
+    let log = whole_log(&mut c, 1, till.cursor()).await;
     assert_eq!(log.len(), 1000, "the log holds exactly the device's events");
     assert_exactly_once_in_order(&log, &appended);
 
@@ -199,7 +208,7 @@ async fn a_leader_killed_while_the_outbox_flushes_10k_events_loses_and_duplicate
     );
     drop(running);
     let survivor = c.running()[0];
-    let log = whole_log(&mut c, survivor).await;
+    let log = whole_log(&mut c, survivor, till.cursor()).await;
     assert_eq!(
         log.len(),
         10_000,
