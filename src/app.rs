@@ -20,6 +20,7 @@ use crate::api::auth::AccessPolicy;
 use crate::api::cluster::ClusterService;
 use crate::api::hub::HubService;
 use crate::domain::Realm;
+use crate::menu::Menu;
 use crate::metrics::Metrics;
 use crate::proto::pb;
 use crate::raft::network::{PeerClients, PeerNetwork};
@@ -73,6 +74,8 @@ pub struct ServeConfig {
     /// Per-device append rate: sustained events per second, and burst.
     pub rate_events_per_s: u32,
     pub rate_burst_events: u32,
+    /// The store's menu, checked at start and served by GetMenu.
+    pub menu: Arc<Menu>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +283,7 @@ pub async fn serve(
             access: access.clone(),
             limiter: limiter.clone(),
             subscriptions: subscriptions.clone(),
+            menu: config.menu.clone(),
         })
         .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX),
     )
@@ -289,13 +293,14 @@ pub async fn serve(
     }))
     .add_service(reflection)
     .prepare();
-    // Plain HTTP routes first; everything else is gRPC, or gRPC-web translated to gRPC.
+    // Plain HTTP routes and the web app first; every other POST is gRPC, or gRPC-web
+    // translated to gRPC (both only ever POST). Any other method on an unknown path is a
+    // browser asking for a page that does not exist: 404, not a gRPC error.
+    let grpc = tower::ServiceBuilder::new()
+        .layer(tonic_web::GrpcWebLayer::new())
+        .service(grpc);
     let app = crate::http::routes(node.clone())
-        .fallback_service(
-            tower::ServiceBuilder::new()
-                .layer(tonic_web::GrpcWebLayer::new())
-                .service(grpc),
-        )
+        .fallback_service(axum::routing::post_service(grpc).fallback(crate::http::web::not_found))
         .layer(cors());
     let client_task = match &config.client_tls {
         Some(dir) => {

@@ -6,6 +6,7 @@
 //! - `proto`: the protobuf types (`pos.v1`) and the one place that converts them;
 //! - `store`: sled-backed openraft log storage and state machine, snapshots;
 //! - `raft`: openraft type configuration and the local node runner;
+//! - `menu`: the store's menu file, checked at start and served by `GetMenu`;
 //! - `cli`: command-line parsing and commands; `main.rs` only calls it.
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod client;
 pub mod discovery;
 pub mod domain;
 pub mod http;
+pub mod menu;
 pub mod metrics;
 pub mod proto;
 pub mod raft;

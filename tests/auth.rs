@@ -9,13 +9,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::cluster::*;
+use common::with_token;
 use ed25519_dalek::SigningKey;
 use hmac::{Hmac, Mac};
 use pos_hub::auth::keys;
 use pos_hub::auth::token::{self, AUDIENCE, Claims, Role};
 use pos_hub::proto::pb;
 use tonic::Code;
-use tonic::metadata::MetadataValue;
 
 fn now() -> u64 {
     SystemTime::now()
@@ -39,15 +39,6 @@ fn claims(device: &str, role: Role) -> Claims {
 
 fn b64(json: serde_json::Value) -> String {
     URL_SAFE_NO_PAD.encode(json.to_string())
-}
-
-fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Some(token) = token {
-        let value: MetadataValue<_> = format!("Bearer {token}").parse().expect("header text");
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
 }
 
 struct Store {

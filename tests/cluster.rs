@@ -1212,17 +1212,7 @@ async fn health_status_metrics_and_grpc_web_answer_as_documented() {
         .header("access-control-allow-origin")
         .unwrap_or_else(|| panic!("no access-control-allow-origin: {ctx}"));
     assert!(allow == LAN_ORIGIN || allow == "*", "{ctx}");
-    let grpc_status = response
-        .header("grpc-status")
-        .map(str::to_owned)
-        .or_else(|| {
-            reply.trailers.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim()
-                    .eq_ignore_ascii_case("grpc-status")
-                    .then(|| v.trim().to_owned())
-            })
-        });
+    let grpc_status = grpc_web_status(&response, &reply);
     assert_eq!(grpc_status.as_deref(), Some("0"), "{ctx}");
     assert_eq!(reply.messages.len(), 1, "{ctx}");
     let answer: pb::AppendResponse =
@@ -1309,6 +1299,29 @@ async fn the_readme_flow_on_a_dev_node() {
         cwd.path().join("data").is_dir(),
         "serve --dev keeps its data in ./data"
     );
+
+    phase("the web app at http://127.0.0.1:4001/ and the example menu for its tills");
+    let page = http_get("127.0.0.1:4001", "/").await.expect("GET /");
+    assert_eq!(page.status, 200, "GET /: {}", page.text());
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let menu = hub_client("127.0.0.1:4001")
+        .get_menu(pb::GetMenuRequest {})
+        .await
+        .expect("GetMenu on the dev node")
+        .into_inner();
+    assert_eq!(
+        (menu.name.as_str(), menu.currency.as_str()),
+        ("Demo Diner", "USD")
+    );
+    for (sku, price) in [("BURGER-CLASSIC", 1250), ("FRIES", 350), ("LEMONADE", 450)] {
+        assert!(
+            menu.items.iter().any(|i| i.sku == sku && i.price == price),
+            "{sku} at {price} on the dev menu: {menu:?}"
+        );
+    }
 
     phase(
         "`pos-hub client --hub http://127.0.0.1:4001 append examples/order-flow.jsonl`: 15 ACCEPTED",

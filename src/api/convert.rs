@@ -3,6 +3,7 @@
 use crate::domain::inventory::Stock;
 use crate::domain::order::{Order, OrderStatus};
 use crate::domain::ticket::{Ticket, TicketKind, TicketStatus};
+use crate::menu::Menu;
 use crate::proto::pb;
 
 pub fn order_status(status: OrderStatus) -> pb::OrderStatus {
@@ -113,5 +114,32 @@ pub fn stock(stock: Stock) -> pb::Stock {
         sku: stock.sku,
         increments: stock.increments.into_iter().collect(),
         decrements: stock.decrements.into_iter().collect(),
+    }
+}
+
+pub fn menu(menu: &Menu) -> pb::GetMenuResponse {
+    pb::GetMenuResponse {
+        currency: menu.currency().to_owned(),
+        name: menu.name().to_owned(),
+        items: menu
+            .items()
+            .iter()
+            .map(|item| pb::MenuItem {
+                sku: item.sku.clone(),
+                name: item.name.clone(),
+                price: item.price,
+                category: item.category.clone(),
+                station: item.station.clone().unwrap_or_default(),
+                modifiers: item
+                    .modifiers
+                    .iter()
+                    .map(|m| pb::MenuModifier {
+                        id: m.id.clone(),
+                        name: m.name.clone(),
+                        price: m.price,
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }

@@ -12,6 +12,7 @@ use super::auth::AccessPolicy;
 use super::limits::{RateLimiter, SubscriptionSlots};
 use super::{APPEND_EVENTS_MAX, convert, store_status, subscribe};
 use crate::domain::ticket::{TicketKind, TicketStatus};
+use crate::menu::Menu;
 use crate::proto::pb;
 use crate::proto::pb::hub_server::Hub;
 use crate::raft::local::now_ms;
@@ -26,6 +27,8 @@ pub struct HubService {
     pub access: AccessPolicy,
     pub limiter: Arc<RateLimiter>,
     pub subscriptions: Arc<SubscriptionSlots>,
+    /// The menu this node was started with (`serve --menu`); empty without one.
+    pub menu: Arc<Menu>,
 }
 
 /// The members of the group with their roles, as Hello and cluster status report them.
@@ -271,5 +274,14 @@ impl Hub for HubService {
             .map(convert::ticket)
             .collect();
         Ok(Response::new(pb::ListTicketsResponse { tickets }))
+    }
+
+    async fn get_menu(
+        &self,
+        request: Request<pb::GetMenuRequest>,
+    ) -> Result<Response<pb::GetMenuResponse>, Status> {
+        // Every role may read the menu: a kitchen screen shows the same names as the till.
+        self.access.caller(&request)?;
+        Ok(Response::new(convert::menu(&self.menu)))
     }
 }

@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
 use crate::app::{self, ServeConfig};
 use crate::domain::Realm;
+use crate::menu::Menu;
 use crate::raft::node::Timing;
 use crate::raft::{HubNode, NodeId};
 
@@ -127,6 +129,20 @@ pub struct ServeArgs {
     /// Serve the client API without tokens. Only for trials on a private machine.
     #[arg(long, conflicts_with_all = ["public_key", "public_key_base64"])]
     insecure_no_auth: bool,
+    /// The store's menu (JSON, see `examples/menu.json`), the same file on every node;
+    /// checked at start, served to tills by GetMenu. `--dev` without it serves the example.
+    #[arg(long, value_name = "FILE")]
+    menu: Option<PathBuf>,
+}
+
+/// The menu from `--menu`; with `--dev` and no file the built-in example, so that the dev
+/// hub's web app has something to sell; otherwise none (tills show an empty menu).
+fn menu(args: &ServeArgs) -> anyhow::Result<Menu> {
+    Ok(match &args.menu {
+        Some(path) => Menu::load(path)?,
+        None if args.dev => Menu::example()?,
+        None => Menu::empty(),
+    })
 }
 
 /// The token-verifying key from the flags, if any.
@@ -268,6 +284,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         );
     }
     let public_key = public_key(&args)?;
+    let menu = menu(&args)?;
     if public_key.is_none() && !args.insecure_no_auth && !args.dev {
         bail!(
             "serve needs the store's public key to verify device tokens: --public-key FILE or \
@@ -306,6 +323,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         },
         rate_events_per_s: args.rate_events_per_s,
         rate_burst_events: args.rate_burst_events,
+        menu: Arc::new(menu),
     })
 }
 
@@ -334,6 +352,15 @@ async fn shutdown_signal() {
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let dev = args.dev;
     let config = config(args)?;
+    if config.menu.is_empty() {
+        tracing::warn!("no --menu: tills will show an empty menu");
+    } else {
+        tracing::info!(
+            name = config.menu.name(),
+            items = config.menu.items().len(),
+            "menu loaded"
+        );
+    }
     if dev {
         tracing::warn!(
             "DEV MODE: one node, PLAINTEXT client and peer ports on {} and {}, no authentication. \
@@ -349,6 +376,63 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn args(flags: &[&str]) -> ServeArgs {
+        let argv = std::iter::once("serve").chain(flags.iter().copied());
+        <Serve as clap::Parser>::try_parse_from(argv)
+            .expect("the flags parse")
+            .args
+    }
+
+    #[test]
+    fn the_menu_comes_from_the_file_or_the_example_in_dev_or_is_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("menu.json");
+        std::fs::write(
+            &file,
+            r#"{"name":"Corner Bar","currency":"GBP","items":[
+                {"sku":"ALE","name":"Ale","price":520,"category":"beverage"}]}"#,
+        )
+        .expect("writes the menu");
+        let file_arg = file.to_str().expect("a UTF-8 path");
+
+        let dev = menu(&args(&["--dev"])).expect("the example menu");
+        assert_eq!(dev, Menu::example().expect("valid"));
+        assert_eq!(dev.name(), "Demo Diner");
+
+        for flags in [
+            ["--dev", "--menu", file_arg].as_slice(),
+            ["--node-id", "2", "--menu", file_arg].as_slice(),
+        ] {
+            let menu = menu(&args(flags)).expect("the file's menu");
+            assert_eq!(menu.name(), "Corner Bar", "{flags:?}");
+            assert_eq!(menu.items().len(), 1, "{flags:?}");
+        }
+
+        assert!(
+            menu(&args(&["--node-id", "2"]))
+                .expect("no menu")
+                .is_empty()
+        );
+
+        let missing = dir.path().join("missing.json");
+        let err = menu(&args(&[
+            "--dev",
+            "--menu",
+            missing.to_str().expect("UTF-8"),
+        ]))
+        .expect_err("a missing file is refused, even in dev");
+        assert!(
+            err.to_string().contains(&missing.display().to_string()),
+            "{err}"
+        );
+    }
 
     #[test]
     fn initial_cluster_entries_parse_with_and_without_client_addresses() {

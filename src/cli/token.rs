@@ -42,6 +42,11 @@ enum TokenCommand {
         /// Lifetime: seconds, or with a unit: 90s, 30m, 12h, 7d.
         #[arg(long, default_value = "30d")]
         ttl: String,
+        /// A node's client URL, `http://HOST:PORT`: print the web app's pairing link
+        /// `http://HOST:PORT/#/pair/TOKEN` instead of the bare token: opened on the device,
+        /// it loads the app from that node, and the app keeps the token.
+        #[arg(long, value_name = "URL")]
+        pair_url: Option<String>,
     },
     /// Print a token's header algorithm and claims; with --public-key, also verify it.
     Inspect {
@@ -72,6 +77,59 @@ pub fn parse_ttl(ttl: &str) -> anyhow::Result<u64> {
         bail!("--ttl must be longer than zero");
     }
     Ok(seconds)
+}
+
+/// A checked `--pair-url`: a node's root, `http[s]://HOST[:PORT]` without a trailing `/`.
+#[derive(Debug)]
+pub struct PairUrl(String);
+
+impl PairUrl {
+    /// The web app's pairing link: the node's URL, then the app's `#/pair/TOKEN` route.
+    pub fn link(&self, token: &str) -> String {
+        format!("{}/#/pair/{token}", self.0)
+    }
+}
+
+/// Checks `--pair-url`: it must be a node's root, where every node serves the app (a
+/// trailing `/` is dropped); anything after it would make a link that does not open.
+pub fn pair_url(url: &str) -> anyhow::Result<PairUrl> {
+    let Some((scheme, rest)) = ["http://", "https://"]
+        .into_iter()
+        .find_map(|scheme| Some((scheme, url.strip_prefix(scheme)?)))
+    else {
+        bail!("--pair-url {url:?} must start with http:// or https://");
+    };
+    let authority = rest.trim_end_matches('/');
+    let usage = "give a node's client URL, http://HOST:PORT";
+    if authority
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "/?#@".contains(c))
+    {
+        bail!("--pair-url {url:?} has more than HOST:PORT after the scheme: {usage}");
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((host, port)) => (host, port),
+            None => bail!("--pair-url {url:?}: an IPv6 address needs its closing `]`"),
+        },
+        None => match authority.find(':') {
+            Some(colon) => authority.split_at(colon),
+            None => (authority, ""),
+        },
+    };
+    if host.is_empty() {
+        bail!("--pair-url {url:?} has no host: {usage}");
+    }
+    if !port.is_empty() {
+        let valid = port
+            .strip_prefix(':')
+            .and_then(|p| p.parse::<u16>().ok())
+            .is_some_and(|p| p != 0);
+        if !valid {
+            bail!("--pair-url {url:?}: the port must be a number from 1 to 65535");
+        }
+    }
+    Ok(PairUrl(format!("{scheme}{authority}")))
 }
 
 fn now_s() -> u64 {
@@ -123,6 +181,7 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
             device,
             role,
             ttl,
+            pair_url,
         } => {
             let Some(role) = Role::parse(&role) else {
                 bail!("--role {role:?} is not one of till, kds, bds, manager, admin");
@@ -130,6 +189,8 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
             if device.is_empty() || tenant_id.is_empty() || store_id.is_empty() {
                 bail!("--device, --tenant and --store must not be empty");
             }
+            // Checked before signing, so a typo in the URL costs no token.
+            let pair = pair_url.as_deref().map(self::pair_url).transpose()?;
             let key = keys::load_signing_key(&key)?;
             let now = now_s();
             let claims = Claims {
@@ -142,7 +203,11 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
                 nbf: now,
                 iat: now,
             };
-            println!("{}", token::issue(&key, &claims));
+            let token = token::issue(&key, &claims);
+            match pair {
+                Some(url) => println!("{}", url.link(&token)),
+                None => println!("{token}"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         TokenCommand::Inspect { token, public_key } => {
@@ -166,7 +231,60 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_ttl;
+    use super::{pair_url, parse_ttl};
+
+    #[test]
+    fn pairing_links_put_the_token_in_the_app_s_hash_route() {
+        let token = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ0aWxsLTEifQ.c2ln";
+        for (url, want) in [
+            ("http://10.0.0.2:4001", "http://10.0.0.2:4001"),
+            ("http://10.0.0.2:4001/", "http://10.0.0.2:4001"),
+            ("https://hub-1.local:4001//", "https://hub-1.local:4001"),
+            ("http://[fd00::5]:4001", "http://[fd00::5]:4001"),
+            ("http://[::1]", "http://[::1]"),
+            ("http://till-hub.local", "http://till-hub.local"),
+        ] {
+            assert_eq!(
+                pair_url(url).expect(url).link(token),
+                format!("{want}/#/pair/{token}"),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_pairing_urls_are_refused_with_the_reason() {
+        for (url, reason) in [
+            ("10.0.0.2:4001", "must start with http:// or https://"),
+            ("ftp://10.0.0.2:4001", "must start with http:// or https://"),
+            (
+                "HTTP://10.0.0.2:4001",
+                "must start with http:// or https://",
+            ),
+            ("", "must start with http:// or https://"),
+            ("http://", "has no host"),
+            ("http:///", "has no host"),
+            ("http://:4001", "has no host"),
+            ("http://[]:4001", "has no host"),
+            ("http://10.0.0.2:4001/app", "more than HOST:PORT"),
+            ("http://10.0.0.2:4001/#/pair/x", "more than HOST:PORT"),
+            ("http://10.0.0.2:4001?x=1", "more than HOST:PORT"),
+            ("http://user@10.0.0.2:4001", "more than HOST:PORT"),
+            ("http://10.0.0.2 :4001", "more than HOST:PORT"),
+            ("http://10.0.0.2:4001\n", "more than HOST:PORT"),
+            ("http://10.0.0.2:", "the port must be"),
+            ("http://10.0.0.2:0", "the port must be"),
+            ("http://10.0.0.2:65536", "the port must be"),
+            ("http://10.0.0.2:40x1", "the port must be"),
+            ("http://10.0.0.2:1:2", "the port must be"),
+            ("http://[fd00::5:4001", "closing `]`"),
+            ("http://[fd00::5]4001", "the port must be"),
+        ] {
+            let err = pair_url(url).expect_err(url).to_string();
+            assert!(err.contains(reason), "{url:?}: {err}");
+            assert!(err.contains(&format!("{url:?}")), "{url:?}: {err}");
+        }
+    }
 
     #[test]
     fn ttls_take_units_and_refuse_nonsense() {

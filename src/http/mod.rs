@@ -1,5 +1,8 @@
 //! Plain HTTP on the client port: `/healthz`, `/status` (JSON) and `/metrics`
-//! (Prometheus text), for operators, load balancers and the spec's runbooks.
+//! (Prometheus text), for operators, load balancers and the spec's runbooks; and the
+//! browser app (`web`).
+
+pub mod web;
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -15,12 +18,17 @@ use serde_json::json;
 
 use crate::raft::node::Node;
 
+/// The node's own endpoints; the web app's files may not take these paths.
+pub const API_PATHS: [&str; 3] = ["/healthz", "/status", "/metrics"];
+
 pub fn routes(node: Arc<Node>) -> Router {
+    let [healthz_path, status_path, metrics_path] = API_PATHS;
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/status", get(status))
-        .route("/metrics", get(metrics))
+        .route(healthz_path, get(healthz))
+        .route(status_path, get(status))
+        .route(metrics_path, get(metrics))
         .with_state(node)
+        .merge(web::routes(&API_PATHS))
 }
 
 /// 200 while the node serves: it runs and knows a leader (so appends can be served).

@@ -982,6 +982,22 @@ pub struct GrpcWebReply {
     pub trailers: String,
 }
 
+/// grpc-status of a gRPC-web reply: in the headers (a trailers-only answer) or in the
+/// trailer frame.
+pub fn grpc_web_status(response: &HttpResponse, reply: &GrpcWebReply) -> Option<String> {
+    response
+        .header("grpc-status")
+        .map(str::to_owned)
+        .or_else(|| {
+            reply.trailers.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.trim()
+                    .eq_ignore_ascii_case("grpc-status")
+                    .then(|| value.trim().to_owned())
+            })
+        })
+}
+
 /// Splits a gRPC-web body into data frames (flag 0x00) and the trailer frame (flag 0x80).
 pub fn parse_grpc_web_frames(mut body: &[u8]) -> Result<GrpcWebReply, String> {
     let mut reply = GrpcWebReply::default();

@@ -9,6 +9,17 @@ use std::process::{Command, Output};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pos-hub");
 
+/// A request carrying `authorization: Bearer TOKEN` when a token is given.
+pub fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        let value: tonic::metadata::MetadataValue<_> =
+            format!("Bearer {token}").parse().expect("header text");
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
 /// Runs `pos-hub log --data-dir DIR ARGS…` to completion.
 pub fn log(data_dir: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
