@@ -1,0 +1,59 @@
+// Page helpers shared by the browser tests.
+
+import { expect, type Browser, type Page } from "@playwright/test";
+import { mkdirSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Cluster } from "./cluster";
+
+/** Where screenshots go: test-results/screens, or SCREENS_DIR (`npm run screens` points it
+ * at docs/screens). */
+const SCREENS = process.env.SCREENS_DIR ?? resolve(fileURLToPath(import.meta.url), "..", "..", "test-results", "screens");
+
+export async function screenshot(page: Page, name: string): Promise<void> {
+  mkdirSync(SCREENS, { recursive: true });
+  await page.screenshot({ path: join(SCREENS, `${name}.png`) });
+}
+
+/** A fresh browser profile (its own IndexedDB) paired as `device` through the pairing
+ * link on node `node`'s page. */
+export async function pairedPage(
+  browser: Browser,
+  cluster: Cluster,
+  device: string,
+  role: string,
+  node: number,
+  viewport = { width: 1280, height: 800 },
+): Promise<Page> {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.on("pageerror", (err) => console.log(`[${device}] page error: ${err.message}`));
+  await page.goto(cluster.pairLink(device, role, node));
+  await expect(page.getByTestId("connection")).toHaveAttribute("data-phase", "online");
+  return page;
+}
+
+/** Creates an order for `table` on a till page and opens it; returns its id. */
+export async function newOrder(page: Page, table: string): Promise<string> {
+  await page.getByTestId("new-table").fill(table);
+  await page.getByTestId("new-order").click();
+  const editor = page.getByTestId("order-editor");
+  await expect(editor).toBeVisible();
+  const id = await editor.getAttribute("data-order-id");
+  if (!id) throw new Error("the editor names no order");
+  return id;
+}
+
+/** Adds one of a menu item to the open order; resolves once the edit is queued (the
+ * line shows only after the outbox has it). */
+export async function addFromMenu(page: Page, sku: string): Promise<void> {
+  const line = page.locator(`[data-testid=line][data-sku="${sku}"]`);
+  const before = (await line.count()) ? Number(await line.first().getAttribute("data-quantity")) : 0;
+  await page.locator(`[data-testid=menu-item][data-sku="${sku}"]`).click();
+  await expect(line.first()).toHaveAttribute("data-quantity", String(before + 1));
+}
+
+/** Waits until everything the page queued is answered and back in its committed view. */
+export async function settled(page: Page): Promise<void> {
+  await expect(page.getByTestId("connection")).toHaveAttribute("data-pending", "0", { timeout: 30_000 });
+}
