@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A local 3-node pos-hub group on loopback, for trying failover on one machine.
-#   cluster/local-3.sh start   # builds, starts nodes 1-3 (data in cluster/.local-3/)
+#   cluster/local-3.sh start   # builds, starts nodes 1-3 (data in cluster/.local-3/) and
+#                              # prints web app pairing links for a till, a KDS and a BDS
 #   cluster/local-3.sh status  # the group as node 1 sees it
 #   cluster/local-3.sh stop    # stops all three (SIGTERM)
 # Client ports 5101-5103, peer ports 5201-5203. Logs: cluster/.local-3/node-N.log
@@ -25,13 +26,20 @@ case "${1:-}" in
       "$bin" serve --node-id "$n" --data-dir "$dir/node-$n" \
         --listen "127.0.0.1:510$n" --peer-listen "127.0.0.1:520$n" \
         --initial-cluster "$members" --tenant "${TENANT_ID:-t-demo}" --store "${STORE_ID:-s-001}" \
-        --public-key "$dir/store.pub.pem" \
+        --public-key "$dir/store.pub.pem" --menu examples/menu.json \
         >"$dir/node-$n.log" 2>&1 &
       echo $! >"$dir/node-$n.pid"
     done
     for _ in $(seq 1 50); do
       if curl -fsS http://127.0.0.1:5101/healthz >/dev/null 2>&1; then
         "$bin" cluster --hub http://127.0.0.1:5101 --token "$(cat "$dir/admin.token")" status
+        echo "web app pairing links (till on node 1, kitchen on node 2, bar on node 3):"
+        for screen in "till-1 till 1" "kds-1 kds 2" "bds-1 bds 3"; do
+          set -- $screen
+          "$bin" token issue --key "$dir/store.key.pem" --tenant "${TENANT_ID:-t-demo}" \
+            --store "${STORE_ID:-s-001}" --device "$1" --role "$2" --ttl 1d \
+            --pair-url "http://127.0.0.1:510$3"
+        done
         exit 0
       fi
       sleep 0.2

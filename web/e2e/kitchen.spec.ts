@@ -74,6 +74,15 @@ test("a till order reaches the kitchen screen on another node, and its status co
   const ticketEvents = events.filter((e) => e.aggregateType === "kds" && e.aggregateId === ticketId).map((e) => e.type);
   expect(ticketEvents).toEqual(["kds.ticket.created", "kds.ticket.ack", "kds.ticket.done"]);
 
+  // Park it (it moves to the parked list), recall it, then pay.
+  await till.getByTestId("park").click();
+  await expect(till.getByTestId("order-status")).toHaveText("parked");
+  await till.getByTestId("tab-parked").click();
+  await expect(till.locator(`[data-testid=order-row][data-order-id="${orderId}"]`)).toBeVisible();
+  await expect(till.getByTestId("qty-up").first()).toBeDisabled();
+  await till.getByTestId("recall").click();
+  await expect(till.getByTestId("order-status")).toHaveText("active");
+
   // Pay it: the amount must match the total.
   await till.getByTestId("pay").click();
   await till.getByTestId("pay-amount").fill("1.00");
@@ -86,6 +95,10 @@ test("a till order reaches the kitchen screen on another node, and its status co
   await settled(till);
   const paid = await cluster.order(orderId);
   expect(paid?.payments.map((p) => Number(p.amount))).toEqual([Number(total)]);
+  const lifecycle = (await cluster.committed())
+    .filter((e) => e.aggregateId === orderId && ["order.parked", "order.reparked", "order.paid"].includes(e.type))
+    .map((e) => e.type);
+  expect(lifecycle).toEqual(["order.parked", "order.reparked", "order.paid"]);
 
   // The dashboard shows the three nodes and one leader, live.
   await till.getByTestId("nav-dashboard").click();

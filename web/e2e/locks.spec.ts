@@ -26,6 +26,17 @@ test("an order open on one till is read-only on another until it is closed", asy
   await first.getByTestId("qty-up").click();
   await expect(second.getByTestId("qty")).toHaveText("2");
 
+  // While it is open, the first till renews its lock (every 15 s).
+  await expect
+    .poll(
+      async () =>
+        (await cluster.committed()).filter((e) => e.aggregateId === orderId && e.type === "order.lock.renew")
+          .length,
+      { timeout: 30_000, intervals: [1_000] },
+    )
+    .toBeGreaterThan(0);
+  await expect(second.getByTestId("locked-by")).toContainText("Locked by till-1");
+
   await first.getByTestId("close-order").click();
   await expect(second.getByTestId("locked-by")).toHaveCount(0);
   await expect(second.getByTestId("qty-up")).toBeEnabled();

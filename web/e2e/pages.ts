@@ -30,6 +30,8 @@ export async function pairedPage(
   page.on("pageerror", (err) => console.log(`[${device}] page error: ${err.message}`));
   await page.goto(cluster.pairLink(device, role, node));
   await expect(page.getByTestId("connection")).toHaveAttribute("data-phase", "online");
+  // The token does not stay in the address bar (or the history).
+  expect(page.url()).not.toContain("#/pair/");
   return page;
 }
 

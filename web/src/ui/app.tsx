@@ -6,7 +6,7 @@ import { Db, type Pairing } from "../db";
 import { Device } from "../device";
 import { checkWithHub, devPairing, pairingFrom, tokenFrom } from "../pairing";
 import { Dashboard } from "./dashboard";
-import { go, useDevice, useRoute } from "./hooks";
+import { go, replaceRoute, useDevice, useRoute } from "./hooks";
 import { Tickets } from "./tickets";
 import { Till } from "./till";
 
@@ -59,7 +59,7 @@ export function App() {
   if (!db || pairing === undefined) return <p class="loading">Loading…</p>;
   const paired = (p: Pairing) => {
     setPairing(p);
-    go(screensOf(p.role)[0]);
+    replaceRoute(screensOf(p.role)[0]);
   };
   if (route[0] === "pair" && route[1]) return <Pair db={db} token={route[1]} onPaired={paired} />;
   if (!pairing) return <Pair db={db} onPaired={paired} />;

@@ -32,15 +32,17 @@ interface Row {
 export function Dashboard({ device }: { device: Device }) {
   const [rows, setRows] = useState<Row[]>([]);
   const last = useRef(new Map<string, { seq: number; at: number }>());
+  /** Nodes named by another node's /status (its peers), polled from the next round on. */
+  const peers = useRef(new Set<string>());
 
   useEffect(() => {
     let stopped = false;
     const poll = async () => {
-      const urls = new Set(device.link.known);
+      const urls = new Set([...device.link.known, ...peers.current]);
       for (const n of device.status().nodes) urls.add(nodeUrl(n.clientAddr));
       const next = await Promise.all([...urls].map((url) => probe(url, last.current)));
       for (const r of next) {
-        if (r.status) for (const p of r.status.peers) urls.add(nodeUrl(p.clientAddr));
+        if (r.status) for (const p of r.status.peers) peers.current.add(nodeUrl(p.clientAddr));
       }
       if (!stopped) setRows(next.sort((a, b) => (a.status?.nodeId ?? 99) - (b.status?.nodeId ?? 99)));
     };

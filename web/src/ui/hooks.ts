@@ -33,3 +33,10 @@ export function useRoute(): string[] {
 export function go(...parts: string[]): void {
   location.hash = "#/" + parts.map(encodeURIComponent).join("/");
 }
+
+/** `go`, replacing the current history entry: a pairing link's token does not stay in
+ * the browser's history. */
+export function replaceRoute(...parts: string[]): void {
+  history.replaceState(null, "", "#/" + parts.map(encodeURIComponent).join("/"));
+  window.dispatchEvent(new HashChangeEvent("hashchange"));
+}
