@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::cluster::*;
 use pos_hub::client::{ClientError, Device, DeviceConfig, Draft, Final, HubConfig};
-use pos_hub::domain::Realm;
+use pos_hub::domain::{Realm, RejectCode};
 use pos_hub::proto::pb;
 use serde_json::json;
 
@@ -250,7 +250,7 @@ async fn a_locked_order_refuses_the_other_device_with_the_holder_until_released(
         Err(ClientError::Refused {
             code, lock_holder, ..
         }) => {
-            assert_eq!(code, "LOCKED");
+            assert_eq!(code, RejectCode::Locked);
             assert_eq!(lock_holder.as_deref(), Some("till-a"));
         }
         other => panic!("B's edit while A holds the lock: {other:?}"),
@@ -259,13 +259,44 @@ async fn a_locked_order_refuses_the_other_device_with_the_holder_until_released(
         Err(ClientError::Refused {
             code, lock_holder, ..
         }) => {
-            assert_eq!(code, "LOCKED");
+            assert_eq!(code, RejectCode::Locked);
             assert_eq!(lock_holder.as_deref(), Some("till-a"));
         }
         other => panic!(
             "B's lock while A holds it: {:?}",
             other.map(|g| g.order_id().to_owned())
         ),
+    }
+
+    // The hub names the holder in its own field too, on every node (a follower passes the
+    // leader's result on): a device whose view is behind, or a program, needs no parsing.
+    let version = b.order("o-1").expect("B sees o-1").head.version + 1;
+    for node in 1..=3 {
+        let id = uuid::Uuid::now_v7().to_string();
+        let raw = common::event(
+            &id,
+            ("order", "o-1"),
+            version,
+            "order.updated",
+            "till-b",
+            1_000 + node,
+            json!({"items": items(7)}),
+        );
+        let results = append(
+            &mut c.client(node),
+            vec![to_pb(&raw)],
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("the hub answers");
+        let result = &results[0];
+        assert_eq!(
+            result.status,
+            pb::AppendStatus::Rejected as i32,
+            "{result:?}"
+        );
+        assert_eq!(result.code, "LOCKED", "{result:?}");
+        assert_eq!(result.lock_holder, "till-a", "node {node}: {result:?}");
     }
 
     // The hub refuses it too when B's view is behind: a forced-stale device sends anyway.
@@ -342,14 +373,14 @@ async fn a_stale_edit_becomes_a_dead_letter_and_the_view_rolls_back_to_the_hub()
     let _rb = b.start();
     let outcome = b.wait_outcome(stale.number, Duration::from_secs(30)).await;
     match outcome {
-        Some(Final::Rejected { code, message }) => {
-            assert_eq!(code, "STALE_VERSION", "{message}");
+        Some(Final::Rejected { code, message, .. }) => {
+            assert_eq!(code, RejectCode::StaleVersion, "{message}");
         }
         other => panic!("B's stale edit: {other:?}"),
     }
     let dead = b.dead_letters();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].code, "STALE_VERSION");
+    assert_eq!(dead[0].code, RejectCode::StaleVersion);
     assert_eq!(dead[0].event.event_id, stale.event_id);
     assert!(dead[0].message.contains("version"), "{}", dead[0].message);
 

@@ -1,19 +1,24 @@
-//! The access rules of the client API, applied at the top of every RPC:
+//! The access rules of the client API, checked by an interceptor before any handler runs:
 //! - a valid device token for this hub's realm (UNAUTHENTICATED / PERMISSION_DENIED with
 //!   the reason), unless the node runs open (`--dev` or `--insecure-no-auth`); an expired
 //!   token still works for the offline grace period if its device is known to the log;
-//! - Append: every event is of the token's realm and written as the token's device (no
-//!   impersonation), and kitchen/bar screens write only their own tickets;
-//! - Cluster calls: role admin.
+//! - Cluster calls: role admin (`CallerCheck::admin`);
+//! - Append (checked by its handler, on the decoded events): every event is of the token's
+//!   realm and written as the token's device (no impersonation), and kitchen/bar screens
+//!   write only their own tickets.
 //!
-//! A refused call is refused whole, before anything is proposed: nothing reaches the log.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! The interceptor puts the verified `Caller` in the request's extensions, where handlers
+//! read it (`caller`). A refused call is refused whole, before anything is proposed:
+//! nothing reaches the log.
 
 use ed25519_dalek::VerifyingKey;
+use tonic::metadata::MetadataMap;
+use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
+use super::error::ApiError;
 use crate::auth::token::{self, Claims, Role, TokenError};
+use crate::clock::now_s;
 use crate::domain::Realm;
 use crate::proto::pb;
 use crate::store::StateReader;
@@ -28,22 +33,6 @@ pub struct AccessPolicy {
     reader: StateReader,
     /// How long after expiry a known device's token still works, in seconds.
     grace_s: u64,
-}
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-impl From<TokenError> for Status {
-    fn from(err: TokenError) -> Self {
-        match err {
-            TokenError::WrongRealm { .. } => Status::permission_denied(err.to_string()),
-            _ => Status::unauthenticated(err.to_string()),
-        }
-    }
 }
 
 impl AccessPolicy {
@@ -71,13 +60,13 @@ impl AccessPolicy {
         self.key.is_none()
     }
 
-    /// The caller's verified claims (`None` when the node runs open).
-    pub fn caller<T>(&self, request: &Request<T>) -> Result<Option<Claims>, Status> {
+    /// The verified claims of the token in `metadata` (`None` when the node runs open).
+    fn verify(&self, metadata: &MetadataMap) -> Result<Option<Claims>, TokenError> {
         let Some(key) = &self.key else {
             return Ok(None);
         };
-        let header = match request.metadata().get("authorization") {
-            None => return Err(TokenError::Missing.into()),
+        let header = match metadata.get("authorization") {
+            None => return Err(TokenError::Missing),
             Some(value) => value.to_str().map_err(|_| {
                 TokenError::Malformed("the authorization header is not text".into())
             })?,
@@ -88,8 +77,7 @@ impl AccessPolicy {
         else {
             return Err(TokenError::Malformed(
                 "the authorization header is not `Bearer <token>`".into(),
-            )
-            .into());
+            ));
         };
         let claims =
             token::verify_with_grace(bearer.trim(), key, now_s(), self.grace_s, |d| self.known(d))?;
@@ -97,55 +85,115 @@ impl AccessPolicy {
         Ok(Some(claims))
     }
 
-    /// Cluster administration needs role admin.
-    pub fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        match self.caller(request)? {
-            Some(claims) if claims.role != Role::Admin => Err(Status::permission_denied(format!(
-                "role {} may not administer the group; role admin may",
-                claims.role.as_str()
-            ))),
-            _ => Ok(()),
+    /// The interceptor that checks every call of a device service.
+    pub fn devices(&self) -> CallerCheck {
+        CallerCheck {
+            policy: self.clone(),
+            admin_only: false,
         }
     }
 
-    /// Every event must be the caller's to write.
-    pub fn check_events(
-        &self,
-        claims: Option<&Claims>,
-        events: &[pb::Event],
-    ) -> Result<(), Status> {
-        let Some(claims) = claims else { return Ok(()) };
-        for (i, event) in events.iter().enumerate() {
-            let which = format!("event {i} ({})", event.event_id);
-            if event.tenant_id != claims.tenant_id || event.store_id != claims.store_id {
-                return Err(Status::permission_denied(format!(
-                    "{which} is for realm {}/{}; the token is for {}",
-                    event.tenant_id,
-                    event.store_id,
-                    claims.realm()
-                )));
-            }
-            let device = event.actor.as_ref().map_or("", |a| a.device_id.as_str());
-            if device != claims.sub {
-                return Err(Status::permission_denied(format!(
-                    "{which} is written as device {device:?}, but the token is for device {:?}",
-                    claims.sub
-                )));
-            }
-            let allowed = match claims.role {
-                Role::Kds => event.aggregate_type == "kds",
-                Role::Bds => event.aggregate_type == "bds",
-                Role::Till | Role::Manager | Role::Admin => true,
-            };
-            if !allowed {
-                return Err(Status::permission_denied(format!(
-                    "role {} may only write {} ticket events; {which} is {}",
-                    claims.role.as_str(),
-                    claims.role.as_str(),
-                    event.r#type
-                )));
-            }
+    /// The interceptor that checks every call of the cluster service: role admin.
+    pub fn admin(&self) -> CallerCheck {
+        CallerCheck {
+            policy: self.clone(),
+            admin_only: true,
         }
-        Ok(())
+    }
+}
+
+/// Who made a call: the token's verified claims, or `None` on an open node. Put in the
+/// request's extensions by `CallerCheck`.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Option<Claims>);
+
+/// A tonic interceptor: verifies the caller before the call reaches its handler.
+#[derive(Clone)]
+pub struct CallerCheck {
+    policy: AccessPolicy,
+    admin_only: bool,
+}
+
+impl CallerCheck {
+    fn check(&self, metadata: &MetadataMap) -> Result<Caller, ApiError> {
+        let claims = self.policy.verify(metadata)?;
+        if self.admin_only
+            && let Some(claims) = &claims
+            && claims.role != Role::Admin
+        {
+            return Err(ApiError::NotAdmin { role: claims.role });
+        }
+        Ok(Caller(claims))
+    }
+}
+
+impl Interceptor for CallerCheck {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let caller = self.check(request.metadata())?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+}
+
+/// The caller `CallerCheck` verified. A request it did not see is refused: a service wired
+/// without the check must fail closed, not open.
+pub fn caller<T>(request: &Request<T>) -> Result<Option<&Claims>, ApiError> {
+    match request.extensions().get::<Caller>() {
+        Some(Caller(claims)) => Ok(claims.as_ref()),
+        None => Err(ApiError::Unchecked),
+    }
+}
+
+/// Every event must be the caller's to write.
+pub fn check_events(claims: Option<&Claims>, events: &[pb::Event]) -> Result<(), ApiError> {
+    let Some(claims) = claims else { return Ok(()) };
+    for (i, event) in events.iter().enumerate() {
+        let which = format!("event {i} ({})", event.event_id);
+        if event.tenant_id != claims.tenant_id || event.store_id != claims.store_id {
+            return Err(ApiError::ForeignRealm {
+                which,
+                event_realm: format!("{}/{}", event.tenant_id, event.store_id),
+                token_realm: claims.realm().to_string(),
+            });
+        }
+        let device = event.actor.as_ref().map_or("", |a| a.device_id.as_str());
+        if device != claims.sub {
+            return Err(ApiError::Impersonation {
+                which,
+                device: device.to_owned(),
+                token_device: claims.sub.clone(),
+            });
+        }
+        let allowed = match claims.role {
+            Role::Kds => event.aggregate_type == "kds",
+            Role::Bds => event.aggregate_type == "bds",
+            Role::Till | Role::Manager | Role::Admin => true,
+        };
+        if !allowed {
+            return Err(ApiError::RoleMayNotWrite {
+                role: claims.role,
+                which,
+                event_type: event.r#type.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_the_check_did_not_see_is_refused_not_let_through() {
+        let unchecked = Request::new(());
+        assert!(matches!(caller(&unchecked), Err(ApiError::Unchecked)));
+        assert_eq!(
+            Status::from(ApiError::Unchecked).code(),
+            tonic::Code::Internal
+        );
+        let mut open = Request::new(());
+        open.extensions_mut().insert(Caller(None));
+        assert!(matches!(caller(&open), Ok(None)));
     }
 }

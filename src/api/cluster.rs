@@ -10,24 +10,23 @@ use openraft::ServerState;
 use openraft::error::{ClientWriteError, RaftError};
 use tonic::{Request, Response, Status};
 
-use super::auth::AccessPolicy;
+use super::auth::caller;
+use super::error::ApiError;
 use super::hub::node_infos;
-use super::store_status;
 use crate::proto::pb;
 use crate::proto::pb::cluster_server::Cluster;
 use crate::raft::node::{Node, WriteError};
-use crate::raft::{HubNode, NodeId};
+use crate::raft_types::{HubNode, NodeId};
 
 /// How long an added node may take to catch up before it is made a voter.
 pub const ADD_NODE_TIMEOUT_MS: u64 = 600_000;
 
 pub struct ClusterService {
     pub node: Arc<Node>,
-    pub access: AccessPolicy,
 }
 
 impl ClusterService {
-    fn status(&self) -> Result<pb::ClusterStatusResponse, Status> {
+    fn status(&self) -> Result<pb::ClusterStatusResponse, ApiError> {
         let metrics = self.node.raft_metrics();
         Ok(pb::ClusterStatusResponse {
             node_id: self.node.id,
@@ -36,12 +35,12 @@ impl ClusterService {
             nodes: node_infos(&self.node),
             last_log_index: metrics.last_log_index.unwrap_or(0),
             applied_index: metrics.last_applied.map_or(0, |id| id.index),
-            last_seq: self.node.reader.applied().map_err(store_status)?.last_seq,
+            last_seq: self.node.reader.applied()?.last_seq,
         })
     }
 
     /// Membership changes need the leader.
-    fn require_leader(&self) -> Result<BTreeSet<NodeId>, Status> {
+    fn require_leader(&self) -> Result<BTreeSet<NodeId>, ApiError> {
         let metrics = self.node.raft_metrics();
         if metrics.state != ServerState::Leader {
             let leader_client_addr = metrics
@@ -58,15 +57,15 @@ impl ClusterService {
     }
 }
 
-fn change_error(err: RaftError<NodeId, ClientWriteError<NodeId, HubNode>>) -> Status {
+fn change_error(err: RaftError<NodeId, ClientWriteError<NodeId, HubNode>>) -> ApiError {
     match err {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-            Status::failed_precondition(format!("leadership moved during the change: {err}"))
+            ApiError::MembershipRefused(format!("leadership moved during the change: {err}"))
         }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            Status::failed_precondition(e.to_string())
+            ApiError::MembershipRefused(e.to_string())
         }
-        RaftError::Fatal(e) => Status::unavailable(e.to_string()),
+        RaftError::Fatal(_) => ApiError::ShuttingDown,
     }
 }
 
@@ -77,7 +76,7 @@ impl ClusterService {
     /// heartbeats and elections, lets the lease lapse, and asks `to` to campaign; a vote from
     /// an up-to-date node with a higher term then wins. Another follower's timer may fire
     /// first; then the call says who won, and the operator can run it again.
-    async fn hand_over(&self, to: NodeId) -> Result<(), Status> {
+    async fn hand_over(&self, to: NodeId) -> Result<(), ApiError> {
         let timing = self.node.timing;
         let election_max = Duration::from_millis(timing.election_timeout_max_ms);
         let last = self.node.raft_metrics().last_log_index;
@@ -94,25 +93,22 @@ impl ClusterService {
                 "the target has the whole log",
             )
             .await
-            .map_err(|_| {
-                Status::unavailable(format!("node {to} is not caught up; try again later"))
-            })?;
+            .map_err(|_| ApiError::NotCaughtUp(to))?;
         let addr = self
             .node
             .member(to)
             .map(|n| n.peer_addr)
             .unwrap_or_default();
-        let mut client = self
-            .node
-            .peers
-            .get(to, &addr)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut client = self.node.peers.get(to, &addr).map_err(|e| ApiError::Peer {
+            node: to,
+            status: Status::unavailable(e.to_string()),
+        })?;
         let runtime = self.node.raft.runtime_config();
         runtime.heartbeat(false);
         runtime.elect(false);
         tokio::time::sleep(election_max + Duration::from_millis(timing.heartbeat_ms)).await;
         let outcome = match client.elect(pb::ElectRequest {}).await {
-            Err(status) => Err(status),
+            Err(status) => Err(ApiError::Peer { node: to, status }),
             Ok(_) => {
                 let moved = self
                     .node
@@ -125,12 +121,8 @@ impl ClusterService {
                     .await;
                 match moved.map(|m| m.current_leader) {
                     Ok(Some(leader)) if leader == to => Ok(()),
-                    Ok(Some(other)) => Err(Status::aborted(format!(
-                        "node {other} won the election instead of node {to}; run transfer-leader again"
-                    ))),
-                    _ => Err(Status::unavailable(format!(
-                        "node {to} did not take over leadership"
-                    ))),
+                    Ok(Some(winner)) => Err(ApiError::LostElection { winner, wanted: to }),
+                    _ => Err(ApiError::DidNotTakeOver(to)),
                 }
             }
         };
@@ -146,7 +138,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        self.access.admin(&request)?;
+        caller(&request)?;
         Ok(Response::new(ClusterService::status(self)?))
     }
 
@@ -154,22 +146,20 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        self.access.admin(&request)?;
+        caller(&request)?;
         let request = request.into_inner();
         if request.id == 0 {
-            return Err(Status::invalid_argument("node ids start at 1"));
+            return Err(ApiError::InvalidRequest("node ids start at 1").into());
         }
         if request.peer_addr.is_empty() || request.client_addr.is_empty() {
-            return Err(Status::invalid_argument(
+            return Err(ApiError::InvalidRequest(
                 "add-node needs both --peer-addr and --client-addr",
-            ));
+            )
+            .into());
         }
         let voters = self.require_leader()?;
         if voters.contains(&request.id) {
-            return Err(Status::already_exists(format!(
-                "node {} is already a voter",
-                request.id
-            )));
+            return Err(ApiError::AlreadyVoter(request.id).into());
         }
         let member = HubNode {
             peer_addr: request.peer_addr,
@@ -198,11 +188,7 @@ impl Cluster for ClusterService {
                 "the learner matches the log",
             )
             .await
-            .map_err(|_| {
-                Status::deadline_exceeded(format!(
-                    "node {id} did not catch up in time; it stays a learner"
-                ))
-            })?;
+            .map_err(|_| ApiError::CatchUpTimeout(id))?;
         let mut voters = voters;
         voters.insert(request.id);
         self.node
@@ -218,16 +204,16 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        self.access.admin(&request)?;
+        caller(&request)?;
         let id = request.into_inner().id;
         let mut voters = self.require_leader()?;
         let is_member = self.node.member(id).is_some();
         if !is_member {
-            return Err(Status::not_found(format!("node {id} is not a member")));
+            return Err(ApiError::NotAMember(id).into());
         }
         voters.remove(&id);
         if voters.is_empty() {
-            return Err(Status::failed_precondition("cannot remove the last voter"));
+            return Err(ApiError::LastVoter.into());
         }
         // `retain: false` drops it from the learners too: it leaves the group entirely.
         self.node
@@ -243,13 +229,11 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        self.access.admin(&request)?;
+        caller(&request)?;
         let to = request.into_inner().to;
         let voters = self.require_leader()?;
         if !voters.contains(&to) {
-            return Err(Status::invalid_argument(format!(
-                "node {to} is not a voter"
-            )));
+            return Err(ApiError::NotAVoter(to).into());
         }
         if to != self.node.id {
             self.hand_over(to).await?;

@@ -8,15 +8,16 @@ use futures::Stream;
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
-use super::auth::AccessPolicy;
+use super::auth::{caller, check_events};
+use super::error::ApiError;
 use super::limits::{RateLimiter, SubscriptionSlots};
-use super::{APPEND_EVENTS_MAX, convert, store_status, subscribe};
-use crate::domain::ticket::{TicketKind, TicketStatus};
+use super::subscribe;
+use crate::clock::now_ms;
 use crate::menu::Menu;
-use crate::proto::pb;
 use crate::proto::pb::hub_server::Hub;
-use crate::raft::local::now_ms;
-use crate::raft::node::{Node, append_response, event_ids};
+use crate::proto::{convert, pb};
+use crate::raft::node::Node;
+use crate::wire::APPEND_EVENTS_MAX;
 
 /// The least time a Hello from a device ahead of this node spends confirming with the
 /// leader whether this node is only behind.
@@ -24,7 +25,6 @@ const HELLO_BARRIER_MIN_MS: u64 = 1_000;
 
 pub struct HubService {
     pub node: Arc<Node>,
-    pub access: AccessPolicy,
     pub limiter: Arc<RateLimiter>,
     pub subscriptions: Arc<SubscriptionSlots>,
     /// The menu this node was started with (`serve --menu`); empty without one.
@@ -64,37 +64,11 @@ pub fn node_infos(node: &Node) -> Vec<pb::NodeInfo> {
 
 impl HubService {
     /// Waits for a linearizable view when asked for one; LOCAL reads answer at once.
-    async fn read_barrier(&self, consistency: i32) -> Result<(), Status> {
-        match pb::Consistency::try_from(consistency) {
-            Ok(pb::Consistency::Local) => Ok(()),
-            Ok(pb::Consistency::Linearizable) => Ok(self.node.read_barrier().await?),
-            Err(_) => Err(Status::invalid_argument(format!(
-                "unknown consistency {consistency}"
-            ))),
+    async fn read_barrier(&self, consistency: i32) -> Result<(), ApiError> {
+        if convert::is_linearizable(consistency)? {
+            self.node.read_barrier().await?;
         }
-    }
-}
-
-fn ticket_kind_filter(kind: i32) -> Result<Option<TicketKind>, Status> {
-    match pb::TicketKind::try_from(kind) {
-        Ok(pb::TicketKind::Unspecified) => Ok(None),
-        Ok(pb::TicketKind::Kds) => Ok(Some(TicketKind::Kds)),
-        Ok(pb::TicketKind::Bds) => Ok(Some(TicketKind::Bds)),
-        Err(_) => Err(Status::invalid_argument(format!(
-            "unknown ticket kind {kind}"
-        ))),
-    }
-}
-
-fn ticket_status_filter(status: i32) -> Result<Option<TicketStatus>, Status> {
-    match pb::TicketStatus::try_from(status) {
-        Ok(pb::TicketStatus::Unspecified) => Ok(None),
-        Ok(pb::TicketStatus::Created) => Ok(Some(TicketStatus::Created)),
-        Ok(pb::TicketStatus::Acked) => Ok(Some(TicketStatus::Acked)),
-        Ok(pb::TicketStatus::Done) => Ok(Some(TicketStatus::Done)),
-        Err(_) => Err(Status::invalid_argument(format!(
-            "unknown ticket status {status}"
-        ))),
+        Ok(())
     }
 }
 
@@ -106,9 +80,9 @@ impl Hub for HubService {
         &self,
         request: Request<pb::HelloRequest>,
     ) -> Result<Response<pb::HelloResponse>, Status> {
-        self.access.caller(&request)?;
+        caller(&request)?;
         let request = request.into_inner();
-        let mut applied = self.node.reader.applied().map_err(store_status)?;
+        let mut applied = self.node.reader.applied().map_err(ApiError::from)?;
         if request.cursor > applied.last_seq {
             // A device ahead of this node: either the store's log was reset (the device
             // must start over) or this node is only behind (restarted, rebuilt, cut off).
@@ -118,14 +92,15 @@ impl Hub for HubService {
             let budget = Duration::from_millis(
                 (self.node.timing.election_timeout_max_ms * 2).max(HELLO_BARRIER_MIN_MS),
             );
-            if let Err(err) = self.node.read_barrier_within(budget).await {
-                return Err(Status::unavailable(format!(
-                    "this node's log ends at seq {}, before the device's cursor {}, and it \
-                     cannot tell whether it is only behind ({err}): ask another node",
-                    applied.last_seq, request.cursor
-                )));
+            if let Err(reason) = self.node.read_barrier_within(budget).await {
+                return Err(ApiError::CannotTellIfBehind {
+                    last_seq: applied.last_seq,
+                    cursor: request.cursor,
+                    reason,
+                }
+                .into());
             }
-            applied = self.node.reader.applied().map_err(store_status)?;
+            applied = self.node.reader.applied().map_err(ApiError::from)?;
         }
         Ok(Response::new(pb::HelloResponse {
             leader_id: self.node.raft_metrics().current_leader.unwrap_or(0),
@@ -141,20 +116,20 @@ impl Hub for HubService {
         &self,
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
-        let caller = self.access.caller(&request)?;
+        let claims = caller(&request)?.cloned();
         let events = request.into_inner().events;
         if events.is_empty() {
-            return Err(Status::invalid_argument("Append needs at least one event"));
+            return Err(ApiError::EmptyAppend.into());
         }
         if events.len() > APPEND_EVENTS_MAX {
-            return Err(Status::invalid_argument(format!(
-                "Append carries {} events; at most {APPEND_EVENTS_MAX} are allowed per call",
-                events.len()
-            )));
+            return Err(ApiError::TooManyEvents {
+                count: events.len(),
+            }
+            .into());
         }
-        self.access.check_events(caller.as_ref(), &events)?;
+        check_events(claims.as_ref(), &events)?;
         // The token's device; without tokens, the device the first event claims to be.
-        let device = match &caller {
+        let device = match &claims {
             Some(claims) => claims.sub.clone(),
             None => events[0]
                 .actor
@@ -163,10 +138,8 @@ impl Hub for HubService {
                 .unwrap_or_default(),
         };
         self.limiter.check(&device, events.len())?;
-        let ids = event_ids(&events);
-        let outcomes = self.node.append(events).await?;
-        let response = append_response(&ids, &outcomes)?;
-        Ok(Response::new(response))
+        let results = self.node.append(events).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::AppendResponse { results }))
     }
 
     type SubscribeStream = EventStream;
@@ -176,7 +149,7 @@ impl Hub for HubService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
         // Without tokens there is no device to count by; the cap needs authentication.
-        let slot = match self.access.caller(&request)? {
+        let slot = match caller(&request)? {
             Some(claims) => Some(self.subscriptions.acquire(&claims.sub)?),
             None => None,
         };
@@ -190,22 +163,19 @@ impl Hub for HubService {
         &self,
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
-        self.access.caller(&request)?;
+        caller(&request)?;
         let request = request.into_inner();
         self.read_barrier(request.consistency).await?;
         match self
             .node
             .reader
             .order(&request.order_id)
-            .map_err(store_status)?
+            .map_err(ApiError::from)?
         {
             Some(order) => Ok(Response::new(pb::GetOrderResponse {
                 order: Some(convert::order(order)),
             })),
-            None => Err(Status::not_found(format!(
-                "order {:?} does not exist",
-                request.order_id
-            ))),
+            None => Err(ApiError::OrderNotFound(request.order_id).into()),
         }
     }
 
@@ -213,21 +183,17 @@ impl Hub for HubService {
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
-        self.access.caller(&request)?;
+        caller(&request)?;
         let request = request.into_inner();
-        let wanted = pb::OrderStatus::try_from(request.status).map_err(|_| {
-            Status::invalid_argument(format!("unknown order status {}", request.status))
-        })?;
+        let wanted = convert::order_status_filter(request.status).map_err(ApiError::from)?;
         self.read_barrier(request.consistency).await?;
         let orders = self
             .node
             .reader
             .orders()
-            .map_err(store_status)?
+            .map_err(ApiError::from)?
             .into_iter()
-            .filter(|o| {
-                wanted == pb::OrderStatus::Unspecified || convert::order_status(o.status) == wanted
-            })
+            .filter(|o| wanted.is_none_or(|status| o.status == status))
             .map(convert::order)
             .collect();
         Ok(Response::new(pb::ListOrdersResponse { orders }))
@@ -237,18 +203,15 @@ impl Hub for HubService {
         &self,
         request: Request<pb::GetInventoryRequest>,
     ) -> Result<Response<pb::GetInventoryResponse>, Status> {
-        self.access.caller(&request)?;
+        caller(&request)?;
         let request = request.into_inner();
         self.read_barrier(request.consistency).await?;
+        let reader = &self.node.reader;
         let stocks = if request.sku.is_empty() {
-            self.node.reader.stocks().map_err(store_status)?
+            reader.stocks().map_err(ApiError::from)?
         } else {
-            self.node
-                .reader
-                .stock(&request.sku)
-                .map_err(store_status)?
-                .into_iter()
-                .collect()
+            let stock = reader.stock(&request.sku).map_err(ApiError::from)?;
+            stock.into_iter().collect()
         };
         Ok(Response::new(pb::GetInventoryResponse {
             stocks: stocks.into_iter().map(convert::stock).collect(),
@@ -259,16 +222,16 @@ impl Hub for HubService {
         &self,
         request: Request<pb::ListTicketsRequest>,
     ) -> Result<Response<pb::ListTicketsResponse>, Status> {
-        self.access.caller(&request)?;
+        caller(&request)?;
         let request = request.into_inner();
-        let kind = ticket_kind_filter(request.kind)?;
-        let status = ticket_status_filter(request.status)?;
+        let kind = convert::ticket_kind_filter(request.kind).map_err(ApiError::from)?;
+        let status = convert::ticket_status_filter(request.status).map_err(ApiError::from)?;
         self.read_barrier(request.consistency).await?;
         let tickets = self
             .node
             .reader
             .tickets()
-            .map_err(store_status)?
+            .map_err(ApiError::from)?
             .into_iter()
             .filter(|t| kind.is_none_or(|k| t.kind == k) && status.is_none_or(|s| t.status == s))
             .map(convert::ticket)
@@ -281,7 +244,7 @@ impl Hub for HubService {
         request: Request<pb::GetMenuRequest>,
     ) -> Result<Response<pb::GetMenuResponse>, Status> {
         // Every role may read the menu: a kitchen screen shows the same names as the till.
-        self.access.caller(&request)?;
+        caller(&request)?;
         Ok(Response::new(convert::menu(&self.menu)))
     }
 }

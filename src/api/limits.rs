@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tonic::Status;
+use super::error::ApiError;
 
 /// Default sustained rate per device, in events per second: far above a till's dinner
 /// rush, low enough that one runaway device cannot starve the others.
@@ -16,8 +16,6 @@ pub const RATE_EVENTS_PER_S: u32 = 200;
 pub const RATE_BURST_EVENTS: u32 = 2_000;
 /// Devices tracked at most; the least recently seen are forgotten beyond this.
 const DEVICES_MAX: usize = 10_000;
-/// Metadata key carrying the retry delay on RESOURCE_EXHAUSTED, in milliseconds.
-pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
 
 struct Bucket {
     tokens: f64,
@@ -70,19 +68,15 @@ impl RateLimiter {
         ))
     }
 
-    /// `take`, as the status the client sees.
-    pub fn check(&self, device: &str, events: usize) -> Result<(), Status> {
-        self.take(device, events, Instant::now()).map_err(|wait| {
-            let ms = wait.as_millis().max(1);
-            let mut status = Status::resource_exhausted(format!(
-                "device {device:?} is over its rate limit ({} events/s, bursts of {}); retry after {ms} ms",
-                self.events_per_s, self.burst
-            ));
-            if let Ok(value) = ms.to_string().parse() {
-                status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
-            }
-            status
-        })
+    /// `take`, as the refusal the client sees.
+    pub fn check(&self, device: &str, events: usize) -> Result<(), ApiError> {
+        self.take(device, events, Instant::now())
+            .map_err(|retry_after| ApiError::RateLimited {
+                device: device.to_owned(),
+                events_per_s: self.events_per_s,
+                burst: self.burst,
+                retry_after,
+            })
     }
 }
 
@@ -128,13 +122,14 @@ mod tests {
     fn the_refusal_names_the_device_and_carries_the_delay() {
         let limiter = RateLimiter::new(1, 1);
         assert!(limiter.check("kds-1", 1).is_ok());
-        let status = limiter.check("kds-1", 1).expect_err("limited");
+        let status = tonic::Status::from(limiter.check("kds-1", 1).expect_err("limited"));
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert!(
             status.message().contains("\"kds-1\"") && status.message().contains("retry after"),
             "{status:?}"
         );
-        assert!(status.metadata().get(RETRY_AFTER_METADATA).is_some());
+        let metadata = crate::wire::RETRY_AFTER_METADATA;
+        assert!(status.metadata().get(metadata).is_some());
     }
 }
 
@@ -171,15 +166,16 @@ impl SubscriptionSlots {
         }
     }
 
-    /// A slot for one more stream of `device`, or RESOURCE_EXHAUSTED naming the cap.
-    pub fn acquire(&self, device: &str) -> Result<SubscriptionSlot, Status> {
+    /// A slot for one more stream of `device`, or a refusal naming the cap.
+    pub fn acquire(&self, device: &str) -> Result<SubscriptionSlot, ApiError> {
         let mut open = lock_counts(&self.open);
         let count = open.entry(device.to_owned()).or_insert(0);
         if *count >= self.max {
-            return Err(Status::resource_exhausted(format!(
-                "device {device:?} already has {} open subscriptions (at most {}); close one first",
-                *count, self.max
-            )));
+            return Err(ApiError::TooManySubscriptions {
+                device: device.to_owned(),
+                open: *count,
+                max: self.max,
+            });
         }
         *count += 1;
         Ok(SubscriptionSlot {
@@ -210,7 +206,10 @@ mod slot_tests {
         let slots = SubscriptionSlots::new(2);
         let a = slots.acquire("kds-1").expect("first");
         let _b = slots.acquire("kds-1").expect("second");
-        let refused = slots.acquire("kds-1").err().map(|s| s.code());
+        let refused = slots
+            .acquire("kds-1")
+            .err()
+            .map(|e| tonic::Status::from(e).code());
         assert_eq!(refused, Some(tonic::Code::ResourceExhausted));
         assert!(
             slots.acquire("kds-2").is_ok(),

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
+use super::error::ApiError;
 use super::limits::SubscriptionSlot;
 use crate::proto::pb;
 use crate::raft::node::Node;
@@ -61,7 +62,7 @@ async fn catch_up(
         let page = node
             .reader
             .events_after(*cursor, SUBSCRIBE_PAGE_EVENTS)
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(ApiError::from)?;
         let Some(last) = page.last() else {
             return Ok(Ok(()));
         };
@@ -121,7 +122,7 @@ async fn stream(
                 }
             }
             Err(broadcast::error::RecvError::Closed) => {
-                return Err(Status::unavailable("the node is shutting down"));
+                return Err(ApiError::ShuttingDown.into());
             }
         }
     }

@@ -10,7 +10,6 @@ use tonic::transport::Channel;
 use super::log::{append_batches, check_batch, read_events, summarize};
 use crate::proto::pb::hub_client::HubClient;
 use crate::proto::{convert, pb};
-use crate::raft::node::outcome_from_result;
 
 #[derive(Debug, clap::Args)]
 pub struct ClientArgs {
@@ -187,7 +186,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
                         .append(pb::AppendRequest { events: chunk })
                         .await?
                         .into_inner();
-                    Ok(reply.results.iter().map(outcome_from_result).collect())
+                    Ok(reply.results)
                 }
             })
             .await?;

@@ -11,7 +11,7 @@ use tonic::transport::Channel;
 use super::client::{Bearer, connect};
 use crate::proto::pb;
 use crate::proto::pb::cluster_client::ClusterClient;
-use crate::raft::node::LEADER_METADATA;
+use crate::wire::LEADER_METADATA;
 
 #[derive(Debug, clap::Args)]
 pub struct ClusterArgs {

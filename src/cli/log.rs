@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 
 use super::StoreArgs;
-use crate::domain::{Event, Outcome};
-use crate::proto::{convert, pb};
+use crate::domain::Event;
+use crate::proto::convert::{self, UNKNOWN_STATUS};
+use crate::proto::pb;
 use crate::raft::local::LocalNode;
 
 /// Events per Raft entry when appending a file; bounded so one entry stays small.
@@ -101,16 +102,19 @@ async fn append(store: &StoreArgs, file: &Path, batch: usize) -> anyhow::Result<
     let events = read_events(file)?;
     let node = LocalNode::start(&store.data_dir, &store.realm(), store.snapshot_every).await?;
     let result = append_batches(events, batch, |chunk| async {
-        Ok(node.append(chunk).await?)
+        let ids: Vec<String> = chunk.iter().map(|e| e.event_id.clone()).collect();
+        let outcomes = node.append(chunk).await?;
+        Ok(convert::append_results(&ids, &outcomes)?)
     })
     .await;
     node.shutdown().await;
     Ok(summarize(result?))
 }
 
-/// Sends the events in batches through `send` and prints one line per outcome as each
+/// Sends the events in batches through `send` and prints one line per result as each
 /// batch is answered; returns (accepted, duplicate, rejected). Shared by `log append`
-/// (local group) and `client append` (a hub over gRPC).
+/// (local group) and `client append` (a hub over gRPC). Results are read in their wire
+/// form, so a reject code this build does not know is printed as the hub wrote it.
 pub(super) async fn append_batches<F, Fut>(
     events: Vec<pb::Event>,
     batch: usize,
@@ -118,34 +122,43 @@ pub(super) async fn append_batches<F, Fut>(
 ) -> anyhow::Result<(usize, usize, usize)>
 where
     F: FnMut(Vec<pb::Event>) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Vec<Outcome>>>,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<pb::AppendResult>>>,
 {
     let (mut accepted, mut duplicate, mut rejected) = (0, 0, 0);
     for chunk in events.chunks(batch) {
-        let outcomes = send(chunk.to_vec()).await?;
+        let results = send(chunk.to_vec()).await?;
         let mut stdout = std::io::stdout().lock();
-        if outcomes.len() != chunk.len() {
+        if results.len() != chunk.len() {
             bail!(
-                "the state machine answered {} outcomes for {} events",
-                outcomes.len(),
+                "the hub answered {} results for {} events",
+                results.len(),
                 chunk.len()
             );
         }
         // Each line is printed only once its entry is durable, committed and applied.
-        for (event, outcome) in chunk.iter().zip(&outcomes) {
-            let (id, kind) = (&event.event_id, &event.r#type);
-            match outcome {
-                Outcome::Accepted { seq } | Outcome::Duplicate { seq } => {
-                    if matches!(outcome, Outcome::Accepted { .. }) {
-                        accepted += 1;
-                    } else {
-                        duplicate += 1;
-                    }
-                    writeln!(stdout, "{:<9} seq={seq} {id} {kind}", outcome.status())?;
+        for (event, result) in chunk.iter().zip(&results) {
+            let (id, kind, seq) = (&event.event_id, &event.r#type, result.seq);
+            match pb::AppendStatus::try_from(result.status) {
+                Ok(pb::AppendStatus::Accepted) => {
+                    accepted += 1;
+                    writeln!(stdout, "ACCEPTED  seq={seq} {id} {kind}")?;
                 }
-                Outcome::Rejected { code, message } => {
+                Ok(pb::AppendStatus::Duplicate) => {
+                    duplicate += 1;
+                    writeln!(stdout, "DUPLICATE seq={seq} {id} {kind}")?;
+                }
+                Ok(pb::AppendStatus::Rejected) => {
                     rejected += 1;
+                    let (code, message) = (&result.code, &result.message);
                     writeln!(stdout, "REJECTED  {id} {kind} {code}: {message}")?;
+                }
+                Ok(pb::AppendStatus::Unspecified) | Err(_) => {
+                    rejected += 1;
+                    let status = result.status;
+                    writeln!(
+                        stdout,
+                        "REJECTED  {id} {kind} {UNKNOWN_STATUS}: the hub answered append status {status}"
+                    )?;
                 }
             }
         }

@@ -12,7 +12,7 @@ use crate::app::{self, ServeConfig};
 use crate::domain::Realm;
 use crate::menu::Menu;
 use crate::raft::node::Timing;
-use crate::raft::{HubNode, NodeId};
+use crate::raft_types::{HubNode, NodeId};
 
 /// By default the leader keeps this many snapshot intervals of log behind its snapshot.
 const KEEP_LOG_SNAPSHOTS: u64 = 10;

@@ -290,7 +290,7 @@ fn order_drafts(device: &Device, command: &OrderCommand) -> anyhow::Result<(Stri
 }
 
 fn print_order(order: Order) {
-    println!("{}", order_json(&crate::api::convert::order(order)));
+    println!("{}", order_json(&crate::proto::convert::order(order)));
 }
 
 /// Prints what became of queued events; exit 2 when the hub rejected one.
@@ -300,7 +300,7 @@ async fn report(device: &Device, numbers: &[u64], wait: Duration) -> ExitCode {
     for number in numbers {
         match device.outcome(*number) {
             Some(Final::Committed { seq }) => println!("#{number} COMMITTED seq={seq}"),
-            Some(Final::Rejected { code, message }) => {
+            Some(Final::Rejected { code, message, .. }) => {
                 rejected = true;
                 println!("#{number} REJECTED {code}: {message} (kept as dead letter #{number})");
             }

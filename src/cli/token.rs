@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 
 use crate::auth::keys;
 use crate::auth::token::{self, AUDIENCE, Claims, Role};
+use crate::clock::now_s;
 
 #[derive(Debug, clap::Args)]
 pub struct KeygenArgs {
@@ -130,13 +130,6 @@ pub fn pair_url(url: &str) -> anyhow::Result<PairUrl> {
         }
     }
     Ok(PairUrl(format!("{scheme}{authority}")))
-}
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {

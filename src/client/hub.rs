@@ -12,11 +12,11 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use super::ClientError;
-use crate::api::limits::RETRY_AFTER_METADATA;
 use crate::discovery;
 use crate::domain::Realm;
 use crate::proto::pb;
 use crate::proto::pb::hub_client::HubClient as Grpc;
+use crate::wire::RETRY_AFTER_METADATA;
 
 /// How long a node may take to answer Hello before the next one is tried.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);

@@ -9,6 +9,12 @@
 //!   top, both decided by the hub's own rules (`domain::apply`);
 //! - `device`: `Device`, the SDK handle: `append`, `lock`, reads, and the background tasks
 //!   that send the outbox and follow the committed log.
+//!
+//! A refused event carries its code as `RefusalCode`: the domain's `RejectCode` for the
+//! hub's rules, an explicit `Unknown` for a code from a newer hub, or the gRPC code of a
+//! refused request; a `LOCKED` refusal names the lock holder in its own field.
+
+pub use crate::proto::convert::{Refusal, RefusalCode};
 
 pub mod device;
 pub mod hub;
@@ -30,10 +36,11 @@ pub enum ClientError {
     },
     #[error("{0}")]
     Config(String),
-    /// The device's own view already refuses the event; nothing was queued.
+    /// Refused, with nothing left queued: by the device's own view at `append`, or by the
+    /// hub for `Device::lock`.
     #[error("refused ({code}): {message}")]
     Refused {
-        code: String,
+        code: RefusalCode,
         message: String,
         /// For LOCKED: the device holding the order.
         lock_holder: Option<String>,

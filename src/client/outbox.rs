@@ -4,7 +4,7 @@
 //!
 //! Keys, one tree so that every change is one atomic `sled::Batch`:
 //! - `q` + number (u64 BE) → a queued event (JSON) and, once a hub answered, its seq;
-//! - `x` + number → a dead letter: the event, the hub's code and message;
+//! - `x` + number → a dead letter (JSON): the event, the hub's code, message and lock holder;
 //! - `o` + order id, `t` + kind + ticket id, `s` + sku → committed aggregates (bincode);
 //! - `e` + event id (16 bytes) → the seq of a committed event;
 //! - `m/cursor`, `m/lamport`, `m/next` → u64 BE.
@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::RefusalCode;
 use super::model::{Changes, Layer};
 use crate::domain::Event;
 use crate::domain::ticket::TicketKind;
@@ -52,9 +53,13 @@ pub struct Queued {
 pub struct DeadLetter {
     pub number: u64,
     pub event: Event,
-    /// The hub's reject code (e.g. `STALE_VERSION`), or a gRPC code for a refused request.
-    pub code: String,
+    /// The hub's reject code (e.g. `STALE_VERSION`), or a gRPC code for a refused request;
+    /// stored as its string.
+    pub code: RefusalCode,
     pub message: String,
+    /// `LOCKED` only: the device holding the order (absent in letters of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_holder: Option<String>,
 }
 
 const CURSOR: &[u8] = b"m/cursor";

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::model::{Changes, Layer, ReadModel};
 use super::outbox::{DeadLetter, Outbox, Queued};
 use super::{ClientError, Device, DeviceConfig, Draft, HubConfig};
-use crate::domain::{Actor, Clock, Event, Realm};
+use crate::domain::{Actor, Clock, Event, Realm, RejectCode};
 
 fn realm() -> Realm {
     Realm::new("t-demo", "s-001")
@@ -138,8 +138,9 @@ fn the_outbox_keeps_queued_answered_dead_and_committed_state_across_reopening() 
         let letter = DeadLetter {
             number: 2,
             event: second.clone(),
-            code: "STALE_VERSION".into(),
+            code: RejectCode::StaleVersion.into(),
             message: "version 2 is stale".into(),
+            lock_holder: None,
         };
         outbox
             .answered(&[Queued { seq: Some(1), ..q1 }], &[letter])
@@ -157,7 +158,7 @@ fn the_outbox_keeps_queued_answered_dead_and_committed_state_across_reopening() 
     assert_eq!(loaded.queued[&1].seq, Some(1));
     assert_eq!(loaded.queued[&1].event, first);
     assert_eq!(loaded.dead.len(), 1);
-    assert_eq!(loaded.dead[&2].code, "STALE_VERSION");
+    assert_eq!(loaded.dead[&2].code, RejectCode::StaleVersion);
     assert_eq!(
         &loaded.committed,
         model.committed(),
@@ -204,23 +205,23 @@ fn append_refuses_what_the_devices_view_refuses_and_queues_nothing_of_it() {
     let cases = [
         (
             Draft::order("o-1", "order.shipped", json!({})),
-            "UNKNOWN_EVENT_TYPE",
+            RejectCode::UnknownEventType,
         ),
         (
             Draft::order("o-1", "order.updated", items(1)),
-            "AGGREGATE_NOT_FOUND",
+            RejectCode::AggregateNotFound,
         ),
         (
             Draft::order("o-1", "order.created", json!({"items": "many"})),
-            "MALFORMED_PAYLOAD",
+            RejectCode::MalformedPayload,
         ),
         (
             Draft::new("menu", "m-1", "menu.changed", json!({})),
-            "UNKNOWN_AGGREGATE_TYPE",
+            RejectCode::UnknownAggregateType,
         ),
         (
             Draft::order("", "order.created", json!({"items": []})),
-            "MALFORMED_EVENT",
+            RejectCode::MalformedEvent,
         ),
     ];
     for (draft, code) in cases {
@@ -247,7 +248,7 @@ fn append_refuses_what_the_devices_view_refuses_and_queues_nothing_of_it() {
     ];
     assert!(matches!(
         device.append_all(batch),
-        Err(ClientError::Refused { code, .. }) if code == "PAYMENT_MISMATCH"
+        Err(ClientError::Refused { code, .. }) if code == RejectCode::PaymentMismatch
     ));
     assert!(device.queued().is_empty());
     assert!(

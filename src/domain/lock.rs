@@ -69,8 +69,8 @@ pub fn check_free_for(
     hub_time_ms: u64,
 ) -> Result<(), Rejection> {
     match lock {
-        Some(l) if l.binds(device_id, hub_time_ms) => Err(Rejection::new(
-            RejectCode::Locked,
+        Some(l) if l.binds(device_id, hub_time_ms) => Err(Rejection::locked(
+            &l.holder,
             format!(
                 "order {order_id} is locked by {} until hub time {} ms",
                 l.holder, l.expires_at_ms

@@ -73,6 +73,12 @@ impl RejectCode {
         RejectCode::OutOfRange,
     ];
 
+    /// The code named `code` on the wire (`as_str`'s inverse); `None` for a code this build
+    /// does not know (a newer hub may add codes; codes are never renamed or reused).
+    pub fn parse(code: &str) -> Option<RejectCode> {
+        RejectCode::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RejectCode::WrongRealm => "WRONG_REALM",
@@ -112,8 +118,14 @@ pub enum Outcome {
     Accepted { seq: u64 },
     /// The eventId was accepted before, at `seq`; nothing changed.
     Duplicate { seq: u64 },
-    /// Not appended; nothing changed. `message` is for a person and names the problem.
-    Rejected { code: RejectCode, message: String },
+    /// Not appended; nothing changed. `message` is for a person and names the problem;
+    /// `lock_holder` names the device holding the order for `LOCKED`, so that a program
+    /// never has to read it out of the message.
+    Rejected {
+        code: RejectCode,
+        message: String,
+        lock_holder: Option<String>,
+    },
 }
 
 impl Outcome {
@@ -121,6 +133,7 @@ impl Outcome {
         Outcome::Rejected {
             code,
             message: message.into(),
+            lock_holder: None,
         }
     }
 
@@ -148,6 +161,8 @@ impl Outcome {
 pub struct Rejection {
     pub code: RejectCode,
     pub message: String,
+    /// `LOCKED` only: the device holding the order.
+    pub lock_holder: Option<String>,
 }
 
 impl Rejection {
@@ -156,6 +171,15 @@ impl Rejection {
         Self {
             code,
             message: message.into(),
+            lock_holder: None,
+        }
+    }
+
+    /// `LOCKED`: `holder` holds the order's lock.
+    pub fn locked(holder: &str, message: impl Into<String>) -> Self {
+        Self {
+            lock_holder: Some(holder.to_owned()),
+            ..Self::new(RejectCode::Locked, message)
         }
     }
 }
@@ -165,6 +189,7 @@ impl From<Rejection> for Outcome {
         Outcome::Rejected {
             code: r.code,
             message: r.message,
+            lock_holder: r.lock_holder,
         }
     }
 }

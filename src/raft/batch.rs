@@ -15,12 +15,12 @@ use std::sync::Arc;
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::local::now_ms;
-use super::typ::Raft;
-use super::{Command, NodeId};
-use crate::api::APPEND_EVENTS_MAX;
+use crate::clock::now_ms;
 use crate::domain::Outcome;
 use crate::proto::pb;
+use crate::raft_types::Raft;
+use crate::raft_types::{Command, NodeId};
+use crate::wire::APPEND_EVENTS_MAX;
 
 /// Entries proposed and not yet committed, at most. While they are in flight, new
 /// Appends queue and form the next entry. More than one keeps openraft's pipeline busy

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use openraft::error::{
     ClientWriteError, Fatal, InitializeError, InstallSnapshotError, NetworkError, RPCError,
@@ -18,10 +18,11 @@ use openraft::raft::{
 };
 use openraft::{Config, SnapshotPolicy};
 
-use super::typ::Raft;
-use super::{Command, HubNode, NodeId, TypeConfig};
+use crate::clock::now_ms;
 use crate::domain::{Outcome, Realm};
 use crate::proto::pb;
+use crate::raft_types::Raft;
+use crate::raft_types::{Command, HubNode, NodeId, TypeConfig};
 use crate::store::{self, StateReader, StoreError};
 
 /// The id of the only node of a local group.
@@ -104,14 +105,6 @@ impl RaftNetwork<TypeConfig> for NoPeers {
             target: self.target,
         })))
     }
-}
-
-/// Milliseconds since the Unix epoch by this machine's clock: the hub time a leader stamps.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// A running single-node group over one data dir.

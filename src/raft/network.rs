@@ -21,9 +21,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{HubNode, NodeId, TypeConfig};
 use crate::proto::pb;
 use crate::proto::pb::peer_client::PeerClient;
+use crate::raft_types::{HubNode, NodeId, TypeConfig};
 
 /// How long to wait for a TCP connection to a peer before calling it unreachable.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;

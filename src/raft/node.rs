@@ -12,12 +12,13 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 
 use super::batch::{Batcher, ProposeError};
 use super::network::{PeerClients, PeerError};
-use super::typ::Raft;
-use super::{HubNode, NodeId};
-use crate::domain::{Outcome, RejectCode};
 use crate::metrics::Metrics;
+use crate::proto::convert::{self, OutcomeCountMismatch};
 use crate::proto::pb;
+use crate::raft_types::Raft;
+use crate::raft_types::{HubNode, NodeId};
 use crate::store::StateReader;
+use crate::wire::LEADER_METADATA;
 
 /// Timeouts of one node, in milliseconds.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +53,9 @@ pub enum WriteError {
         "the leader is overloaded: too many appends wait to be committed; nothing was written, retry"
     )]
     Overloaded,
+    /// A bug: the answer does not have one result per event.
+    #[error(transparent)]
+    Outcomes(#[from] OutcomeCountMismatch),
 }
 
 impl From<WriteError> for tonic::Status {
@@ -82,13 +86,10 @@ impl From<WriteError> for tonic::Status {
                 }
                 status
             }
-            WriteError::Raft(_) => tonic::Status::internal(message),
+            WriteError::Raft(_) | WriteError::Outcomes(_) => tonic::Status::internal(message),
         }
     }
 }
-
-/// Metadata key naming the leader's client address on a FAILED_PRECONDITION "not leader".
-pub const LEADER_METADATA: &str = "x-pos-hub-leader";
 
 /// Everything a request handler needs of its node.
 pub struct Node {
@@ -145,8 +146,13 @@ impl Node {
     }
 
     /// Appends through whichever node leads: proposes here when this node leads, else
-    /// forwards. Retries while leadership moves, until `append_timeout_ms`.
-    pub async fn append(&self, events: Vec<pb::Event>) -> Result<Vec<Outcome>, WriteError> {
+    /// forwards. Retries while leadership moves, until `append_timeout_ms`. One result per
+    /// event, in order, as the leader wrote it: a follower passes the leader's results on
+    /// unchanged, so a code it does not know itself still reaches the device.
+    pub async fn append(
+        &self,
+        events: Vec<pb::Event>,
+    ) -> Result<Vec<pb::AppendResult>, WriteError> {
         let started = Instant::now();
         let budget = Duration::from_millis(self.timing.append_timeout_ms);
         // Without a leader, wait about two elections for one, not the whole budget: a group
@@ -174,11 +180,11 @@ impl Node {
             }
         };
         self.metrics.append_requests.fetch_add(1, Ordering::Relaxed);
-        if let Ok(outcomes) = &result {
+        if let Ok(results) = &result {
             self.metrics.observe_append(started.elapsed());
-            let accepted = outcomes
+            let accepted = results
                 .iter()
-                .filter(|o| matches!(o, Outcome::Accepted { .. }))
+                .filter(|r| r.status == pb::AppendStatus::Accepted as i32)
                 .count();
             self.metrics
                 .appended_events
@@ -191,7 +197,8 @@ impl Node {
         &self,
         leader: NodeId,
         events: Vec<pb::Event>,
-    ) -> Result<Vec<Outcome>, WriteError> {
+    ) -> Result<Vec<pb::AppendResult>, WriteError> {
+        let count = events.len();
         let addr = self.member(leader).map(|n| n.peer_addr).unwrap_or_default();
         let fail = |source| WriteError::Forward { leader, source };
         let mut client = self.peers.get(leader, &addr).map_err(fail)?;
@@ -207,27 +214,34 @@ impl Node {
                 tonic::Code::FailedPrecondition => self.not_leader(None),
                 _ => fail(PeerError::Status(status)),
             })?;
-        Ok(reply
-            .into_inner()
-            .results
-            .iter()
-            .map(outcome_from_result)
-            .collect())
+        let results = reply.into_inner().results;
+        if results.len() != count {
+            return Err(OutcomeCountMismatch {
+                outcomes: results.len(),
+                events: count,
+            }
+            .into());
+        }
+        Ok(results)
     }
 
     /// Proposes the events in the next log entry, stamped with this leader's clock (with
     /// the other Appends waiting then: `batch`); answers once it is committed on a majority
-    /// and applied here.
-    pub async fn propose(&self, events: Vec<pb::Event>) -> Result<Vec<Outcome>, WriteError> {
+    /// and applied here, one result per event.
+    pub async fn propose(
+        &self,
+        events: Vec<pb::Event>,
+    ) -> Result<Vec<pb::AppendResult>, WriteError> {
         let metrics = self.raft_metrics();
         if metrics.current_leader != Some(self.id) || metrics.state != ServerState::Leader {
             return Err(self.not_leader(metrics.current_leader));
         }
         self.check_quorum(&metrics).await?;
         let budget = Duration::from_millis(self.timing.append_timeout_ms);
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
         match tokio::time::timeout(budget, self.batcher.propose(events)).await {
             Err(_) => Err(WriteError::Timeout(budget)),
-            Ok(Ok(outcomes)) => Ok(outcomes),
+            Ok(Ok(outcomes)) => Ok(convert::append_results(&ids, &outcomes)?),
             Ok(Err(ProposeError::NotLeader(leader))) => Err(self.not_leader(leader)),
             Ok(Err(ProposeError::Stopped)) => Err(WriteError::Stopped),
             Ok(Err(ProposeError::Overloaded)) => Err(WriteError::Overloaded),
@@ -326,73 +340,5 @@ impl Node {
                 .map_err(|_| WriteError::Timeout(budget))?;
         }
         Ok(())
-    }
-}
-
-/// The ids of a request's events, kept to label its outcomes.
-pub fn event_ids(events: &[pb::Event]) -> Vec<String> {
-    events.iter().map(|e| e.event_id.clone()).collect()
-}
-
-/// One result per event, in request order. The state machine answers one outcome per
-/// event; anything else is a bug, reported rather than mislabelled.
-pub fn append_response(
-    ids: &[String],
-    outcomes: &[Outcome],
-) -> Result<pb::AppendResponse, tonic::Status> {
-    if outcomes.len() != ids.len() {
-        return Err(tonic::Status::internal(format!(
-            "{} outcomes for {} events",
-            outcomes.len(),
-            ids.len()
-        )));
-    }
-    let results = ids
-        .iter()
-        .zip(outcomes)
-        .map(|(id, o)| outcome_to_result(id, o))
-        .collect();
-    Ok(pb::AppendResponse { results })
-}
-
-/// The one conversion of an outcome to its wire form.
-pub fn outcome_to_result(event_id: &str, outcome: &Outcome) -> pb::AppendResult {
-    let mut result = pb::AppendResult {
-        event_id: event_id.to_owned(),
-        ..Default::default()
-    };
-    match outcome {
-        Outcome::Accepted { seq } => {
-            result.status = pb::AppendStatus::Accepted as i32;
-            result.seq = *seq;
-        }
-        Outcome::Duplicate { seq } => {
-            result.status = pb::AppendStatus::Duplicate as i32;
-            result.seq = *seq;
-        }
-        Outcome::Rejected { code, message } => {
-            result.status = pb::AppendStatus::Rejected as i32;
-            result.code = code.as_str().to_owned();
-            result.message = message.clone();
-        }
-    }
-    result
-}
-
-/// The inverse of `outcome_to_result`, for answers forwarded from the leader.
-pub fn outcome_from_result(result: &pb::AppendResult) -> Outcome {
-    match pb::AppendStatus::try_from(result.status) {
-        Ok(pb::AppendStatus::Accepted) => Outcome::Accepted { seq: result.seq },
-        Ok(pb::AppendStatus::Duplicate) => Outcome::Duplicate { seq: result.seq },
-        _ => {
-            let code = RejectCode::ALL
-                .into_iter()
-                .find(|c| c.as_str() == result.code)
-                .unwrap_or(RejectCode::MalformedEvent);
-            Outcome::Rejected {
-                code,
-                message: result.message.clone(),
-            }
-        }
     }
 }

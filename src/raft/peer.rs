@@ -8,10 +8,10 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tonic::{Request, Response, Status};
 
 use super::network::{decode, encode};
-use super::node::{Node, append_response, event_ids};
-use super::{NodeId, TypeConfig};
+use super::node::Node;
 use crate::proto::pb;
 use crate::proto::pb::peer_server::Peer;
+use crate::raft_types::{NodeId, TypeConfig};
 
 pub struct PeerService {
     pub node: Arc<Node>,
@@ -69,10 +69,9 @@ impl Peer for PeerService {
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
         let events = request.into_inner().events;
-        let ids = event_ids(&events);
         // Only the leader proposes; a forwarded append is never forwarded again.
-        let outcomes = self.node.propose(events).await?;
-        Ok(Response::new(append_response(&ids, &outcomes)?))
+        let results = self.node.propose(events).await?;
+        Ok(Response::new(pb::AppendResponse { results }))
     }
 
     async fn read_index(

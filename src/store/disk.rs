@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::StoreError;
-use crate::raft::typ::LogId;
+use crate::raft_types::LogId;
 
 /// sled's database handle plus what it takes to make its writes survive a power cut.
 #[derive(Clone)]

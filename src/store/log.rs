@@ -18,8 +18,8 @@ use super::disk::{Disk, DurableSnapshot, LogMark};
 use super::keys::{KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, TREE_LOG, TREE_RAFT_META};
 use super::wal::{self, Wal};
 use super::{StoreError, decode, encode, storage_error};
-use crate::raft::TypeConfig;
-use crate::raft::typ::{Entry, LogFlushed, LogId, LogState, StorageError, Vote};
+use crate::raft_types::TypeConfig;
+use crate::raft_types::{Entry, LogFlushed, LogId, LogState, StorageError, Vote};
 
 /// openraft's log storage: entries in segment files (`wal`), vote and purge point in a
 /// sled tree. Cloning shares them, which is how openraft gets a concurrent reader

@@ -212,7 +212,7 @@ fn storage_error(
     verb: openraft::ErrorVerb,
     subject: openraft::ErrorSubject<u64>,
     err: &StoreError,
-) -> crate::raft::typ::StorageError {
+) -> crate::raft_types::StorageError {
     openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(err)).into()
 }
 

@@ -30,8 +30,8 @@ use super::state_machine::{Applied, SledState};
 use super::{StoreError, decode, encode, storage_error};
 use crate::domain::{Outcome, Realm};
 use crate::proto::pb;
-use crate::raft::TypeConfig;
-use crate::raft::typ::{LogId, Snapshot, SnapshotMeta, StorageError};
+use crate::raft_types::TypeConfig;
+use crate::raft_types::{LogId, Snapshot, SnapshotMeta, StorageError};
 
 const MAGIC: &[u8; 16] = b"pos-hub snap v1\n";
 /// The live snapshot. Others in the directory are work in progress (`*.tmp`).

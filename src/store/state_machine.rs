@@ -27,8 +27,8 @@ use crate::domain::order::Order;
 use crate::domain::ticket::{Ticket, TicketKind};
 use crate::domain::{self, Event, Outcome, Realm, RejectCode, State};
 use crate::proto::{convert, pb};
-use crate::raft::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
-use crate::raft::{Response, TypeConfig};
+use crate::raft_types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
+use crate::raft_types::{Response, TypeConfig};
 
 /// What the state machine has applied, written with every apply in the same batch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

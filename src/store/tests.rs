@@ -15,8 +15,8 @@ use tempfile::TempDir;
 use super::*;
 use crate::domain::{Event, Outcome, Realm, RejectCode};
 use crate::proto::{convert, pb};
-use crate::raft::typ::{Entry, Snapshot, StorageError};
-use crate::raft::{Command, Response, TypeConfig};
+use crate::raft_types::{Command, Response, TypeConfig};
+use crate::raft_types::{Entry, Snapshot, StorageError};
 
 fn realm() -> Realm {
     Realm::new("t-demo", "s-001")
@@ -282,7 +282,7 @@ async fn a_payload_number_that_json_cannot_hold_is_rejected_in_apply() {
     );
     let (outcomes, _) = apply_events(&mut sm, vec![event], 1, 1).await;
     assert!(
-        matches!(&outcomes[..], [Outcome::Rejected { code: RejectCode::MalformedPayload, message }] if message.contains("delta")),
+        matches!(&outcomes[..], [Outcome::Rejected { code: RejectCode::MalformedPayload, message, .. }] if message.contains("delta")),
         "{outcomes:?}"
     );
     assert_eq!(
@@ -520,7 +520,7 @@ async fn built_snapshot(events: u64) -> (TempDir, StateMachine, Snapshot) {
     (dir, sm, current)
 }
 
-async fn purged(log: &LogStore) -> Option<crate::raft::typ::LogId> {
+async fn purged(log: &LogStore) -> Option<crate::raft_types::LogId> {
     let mut log = log.clone();
     log.get_log_state()
         .await
@@ -536,7 +536,7 @@ async fn purged(log: &LogStore) -> Option<crate::raft::typ::LogId> {
 /// purge up to that snapshot already asked for, as openraft does.
 struct PurgeDuringInstall {
     snapshot: Snapshot,
-    last: crate::raft::typ::LogId,
+    last: crate::raft_types::LogId,
     log: LogStore,
     sm: StateMachine,
     receiving: Box<tokio::fs::File>,

@@ -29,7 +29,7 @@ use openraft::RaftLogId;
 
 use super::disk::{fsync_path as sync_dir, io};
 use super::{StoreError, decode, encode};
-use crate::raft::typ::Entry;
+use crate::raft_types::Entry;
 
 /// A segment is closed once it holds this many bytes.
 pub(super) const SEGMENT_BYTES: u64 = 64 << 20;

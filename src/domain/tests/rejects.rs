@@ -199,7 +199,9 @@ fn every_case_rejects_with_its_code_and_changes_nothing() {
         let (mut state, event, hub_time) = scenario();
         let before = state.clone();
         match state.apply(&event, hub_time) {
-            Outcome::Rejected { code: got, message } => {
+            Outcome::Rejected {
+                code: got, message, ..
+            } => {
                 assert_eq!(got, code, "{name}: {message}");
                 assert!(!message.is_empty(), "{name}: empty message");
             }

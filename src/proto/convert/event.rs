@@ -1,4 +1,4 @@
-//! Conversions between `pos.v1` protobuf messages and domain types.
+//! Events between their `pos.v1` protobuf form and the domain's `Event`.
 //!
 //! The payload is a `google.protobuf.Struct` on the wire and a JSON object in the domain.
 //! Struct numbers are doubles, so a JSON integer survives the trip only when a double can
@@ -8,8 +8,8 @@
 use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
 
-use super::pb;
 use crate::domain::{Actor, Clock, Event};
+use crate::proto::pb;
 
 /// The largest integer a double represents exactly, and so the largest a payload may carry.
 pub const PAYLOAD_INTEGER_ABS_MAX: u64 = 1 << 53;
@@ -231,7 +231,7 @@ mod tests {
 
     use super::*;
 
-    const ORDER_FLOW: &str = include_str!("../../examples/order-flow.jsonl");
+    const ORDER_FLOW: &str = include_str!("../../../examples/order-flow.jsonl");
 
     #[test]
     fn every_example_line_round_trips_through_the_protobuf_event() {

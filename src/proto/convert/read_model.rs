@@ -1,10 +1,73 @@
-//! Read models to their wire form (the events' own conversion is in `proto::convert`).
+//! Read models to their wire form (orders, tickets, stock, the menu), and the read filters
+//! of the wire back to the domain's enums.
 
 use crate::domain::inventory::Stock;
 use crate::domain::order::{Order, OrderStatus};
 use crate::domain::ticket::{Ticket, TicketKind, TicketStatus};
 use crate::menu::Menu;
 use crate::proto::pb;
+
+/// A wire enum field holds a number this build does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value}")]
+pub struct UnknownEnumValue {
+    pub what: &'static str,
+    pub value: i32,
+}
+
+/// A read's consistency: `true` for linearizable, `false` for a local read.
+pub fn is_linearizable(consistency: i32) -> Result<bool, UnknownEnumValue> {
+    match pb::Consistency::try_from(consistency) {
+        Ok(pb::Consistency::Local) => Ok(false),
+        Ok(pb::Consistency::Linearizable) => Ok(true),
+        Err(_) => Err(UnknownEnumValue {
+            what: "consistency",
+            value: consistency,
+        }),
+    }
+}
+
+/// ListOrders' status filter: `None` for every order.
+pub fn order_status_filter(status: i32) -> Result<Option<OrderStatus>, UnknownEnumValue> {
+    match pb::OrderStatus::try_from(status) {
+        Ok(pb::OrderStatus::Unspecified) => Ok(None),
+        Ok(pb::OrderStatus::Active) => Ok(Some(OrderStatus::Active)),
+        Ok(pb::OrderStatus::Parked) => Ok(Some(OrderStatus::Parked)),
+        Ok(pb::OrderStatus::Paid) => Ok(Some(OrderStatus::Paid)),
+        Ok(pb::OrderStatus::Cancelled) => Ok(Some(OrderStatus::Cancelled)),
+        Err(_) => Err(UnknownEnumValue {
+            what: "order status",
+            value: status,
+        }),
+    }
+}
+
+/// ListTickets' kind filter: `None` for both kinds.
+pub fn ticket_kind_filter(kind: i32) -> Result<Option<TicketKind>, UnknownEnumValue> {
+    match pb::TicketKind::try_from(kind) {
+        Ok(pb::TicketKind::Unspecified) => Ok(None),
+        Ok(pb::TicketKind::Kds) => Ok(Some(TicketKind::Kds)),
+        Ok(pb::TicketKind::Bds) => Ok(Some(TicketKind::Bds)),
+        Err(_) => Err(UnknownEnumValue {
+            what: "ticket kind",
+            value: kind,
+        }),
+    }
+}
+
+/// ListTickets' status filter: `None` for every status.
+pub fn ticket_status_filter(status: i32) -> Result<Option<TicketStatus>, UnknownEnumValue> {
+    match pb::TicketStatus::try_from(status) {
+        Ok(pb::TicketStatus::Unspecified) => Ok(None),
+        Ok(pb::TicketStatus::Created) => Ok(Some(TicketStatus::Created)),
+        Ok(pb::TicketStatus::Acked) => Ok(Some(TicketStatus::Acked)),
+        Ok(pb::TicketStatus::Done) => Ok(Some(TicketStatus::Done)),
+        Err(_) => Err(UnknownEnumValue {
+            what: "ticket status",
+            value: status,
+        }),
+    }
+}
 
 pub fn order_status(status: OrderStatus) -> pb::OrderStatus {
     match status {

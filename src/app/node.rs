@@ -1,0 +1,79 @@
+//! Step 1 of `serve`: open the data dir, start the Raft core over it with this node's
+//! timing and snapshot policy, and assemble the `Node` every handler shares.
+
+use std::sync::Arc;
+
+use openraft::{Config, SnapshotPolicy};
+
+use super::{AppError, ServeConfig};
+use crate::metrics::Metrics;
+use crate::raft::batch::Batcher;
+use crate::raft::network::{PeerClients, PeerNetwork};
+use crate::raft::node::Node;
+use crate::raft_types::Raft;
+use crate::store;
+
+/// Snapshot chunks sent to a catching-up node, in bytes.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
+/// How long a follower may take to store one snapshot chunk.
+pub const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
+/// Log entries per AppendEntries message.
+pub const REPLICATION_ENTRIES_MAX: u64 = 64;
+
+/// Opens the store and starts the Raft core; the group is not bootstrapped yet.
+pub(super) async fn open(config: &ServeConfig) -> Result<Arc<Node>, AppError> {
+    let (log, state_machine) = store::open_with(
+        &config.data_dir,
+        &config.realm,
+        config.feed_batches,
+        config.durability,
+    )
+    .await?;
+    if config.durability == store::Durability::UnsafeNoFsync {
+        tracing::error!(
+            "UNSAFE: --unsafe-no-fsync: appends are acknowledged before they are on disk; a power cut loses them"
+        );
+    }
+    let committed = log.committed_index();
+    let reader = state_machine.reader();
+    let raft_config = Config {
+        cluster_name: format!("pos-hub {}", config.realm),
+        heartbeat_interval: config.timing.heartbeat_ms,
+        election_timeout_min: config.timing.election_timeout_min_ms,
+        election_timeout_max: config.timing.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_log_entries),
+        // Keep as many entries after a snapshot as between two snapshots: a follower that
+        // is briefly behind catches up from the log, one that is far behind gets the snapshot.
+        max_in_snapshot_log_to_keep: config.keep_log_entries,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
+        max_payload_entries: REPLICATION_ENTRIES_MAX,
+        ..Default::default()
+    }
+    .validate()?;
+    let peer_client_tls = match &config.peer_tls {
+        Some(dir) => Some(crate::auth::tls::peer_client_config(dir)?),
+        None => None,
+    };
+    let peers = PeerClients::with_tls(peer_client_tls);
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(raft_config),
+        PeerNetwork {
+            peers: peers.clone(),
+        },
+        log,
+        state_machine,
+    )
+    .await?;
+    Ok(Arc::new(Node {
+        id: config.node_id,
+        raft: raft.clone(),
+        reader,
+        committed,
+        peers,
+        metrics: Arc::new(Metrics::default()),
+        timing: config.timing,
+        batcher: Batcher::start(raft),
+    }))
+}

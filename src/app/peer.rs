@@ -1,0 +1,54 @@
+//! Step 2 of `serve`: the peer port, where the group's other nodes send Raft RPCs,
+//! forwarded appends and read-index requests. Mutual TLS with the store CA when
+//! `--peer-tls` is given; plaintext (with a warning) otherwise.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use super::shutdown::Stop;
+use super::{AppError, ServeConfig};
+use crate::raft::node::Node;
+use crate::raft::peer;
+
+/// Streams a peer may reset before they are accepted, before h2 closes the connection.
+const PEER_MAX_PENDING_RESETS: usize = 1024;
+
+/// The peer server's task; it stops serving when `stop` fires.
+pub(super) type PeerTask = JoinHandle<Result<(), tonic::transport::Error>>;
+
+pub(super) fn start(
+    config: &ServeConfig,
+    node: Arc<Node>,
+    listener: TcpListener,
+    stop: &Stop,
+) -> Result<PeerTask, AppError> {
+    // Raft cancels every RPC that misses its deadline (a heartbeat after 50 ms), which
+    // resets an HTTP/2 stream. On a slow or lossy link that is many resets, and h2's
+    // reset-flood guard (20 by default) then closed the whole peer connection with
+    // GOAWAY `too_many_resets`, found by the chaos harness under netem. Peers are the
+    // group's own nodes, so the guard is raised, not removed.
+    let mut builder = tonic::transport::Server::builder()
+        .http2_max_pending_accept_reset_streams(Some(PEER_MAX_PENDING_RESETS));
+    if let Some(dir) = &config.peer_tls {
+        // Mutual TLS: a caller without a certificate from the store CA is refused during
+        // the handshake, before any Raft message is read.
+        builder = builder.tls_config(crate::auth::tls::peer_server_config(dir)?)?;
+    } else {
+        tracing::warn!(
+            "the peer port is plaintext (no --peer-tls): keep it off networks guests can reach"
+        );
+    }
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    });
+    let server = builder
+        .add_service(peer::server(node))
+        .serve_with_incoming_shutdown(incoming, stop.stopped());
+    Ok(tokio::spawn(server))
+}

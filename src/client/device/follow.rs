@@ -1,0 +1,147 @@
+//! The follow loop: the committed log from the device's cursor, applied to the read model
+//! and settling the queued events it contains; a stalled or ended subscription moves to
+//! another node.
+
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use super::backoff::Backoff;
+use super::{Device, Final, SUBSCRIPTION_STALL};
+use crate::client::ClientError;
+use crate::client::model::Changes;
+use crate::proto::{convert, pb};
+
+impl Device {
+    pub(super) async fn follow_loop(self) {
+        let mut backoff = Backoff::new();
+        loop {
+            let cursor = self.cursor();
+            let mut subscription = match self.inner.hub.subscribe(cursor).await {
+                Ok(subscription) => subscription,
+                Err(err) => {
+                    self.publish(None, Some(Some(err.to_string())));
+                    tokio::time::sleep(backoff.next()).await;
+                    continue;
+                }
+            };
+            if subscription.hello.snapshot_needed {
+                tracing::warn!(
+                    cursor,
+                    "the hub's log is behind this device's copy; starting over"
+                );
+                self.reset_model();
+                continue;
+            }
+            self.publish(Some(Some(subscription.node.clone())), None);
+            let mut last_progress = Instant::now();
+            let mut seen_cursor = cursor;
+            loop {
+                let message = tokio::select! {
+                    message = subscription.stream.message() => message,
+                    _ = tokio::time::sleep(SUBSCRIPTION_STALL) => {
+                        let (cursor, acked) = {
+                            let state = self.state();
+                            (state.model.cursor(), state.acked_seq)
+                        };
+                        if cursor > seen_cursor {
+                            seen_cursor = cursor;
+                            last_progress = Instant::now();
+                        }
+                        if acked > cursor && last_progress.elapsed() >= SUBSCRIPTION_STALL {
+                            tracing::info!(node = %subscription.node, cursor, acked, "subscription stalled; moving to another node");
+                            self.inner.hub.failed(&subscription.node);
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                match message {
+                    Ok(Some(batch)) => {
+                        backoff.reset();
+                        last_progress = Instant::now();
+                        if let Err(err) = self.apply_committed(&batch.events) {
+                            tracing::warn!(%err, "resetting the device's read model");
+                            self.reset_model();
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        // The node ended the stream (shutting down): another one, after a pause.
+                        self.inner.hub.failed(&subscription.node);
+                        tokio::time::sleep(backoff.next()).await;
+                        break;
+                    }
+                    Err(status) => {
+                        tracing::debug!(%status, "subscription ended");
+                        self.inner.hub.failed(&subscription.node);
+                        self.publish(None, Some(Some(status.message().to_owned())));
+                        tokio::time::sleep(backoff.next()).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn reset_model(&self) {
+        let mut state = self.state();
+        if let Err(err) = self.inner.outbox.reset_committed() {
+            tracing::error!(%err, "cannot reset the device's read model");
+            return;
+        }
+        state.model.reset();
+    }
+
+    /// Applies a batch of committed events to the read model, settles the queued events
+    /// they contain, and records it all in one write.
+    fn apply_committed(&self, events: &[pb::Event]) -> Result<(), ClientError> {
+        let mut state = self.state();
+        let mut changes = Changes::default();
+        let mut lamport = state.lamport;
+        for event in events {
+            let event =
+                convert::event_from_pb(event).map_err(|e| ClientError::Diverged(e.to_string()))?;
+            if event.seq.is_some_and(|seq| seq <= state.model.cursor()) {
+                continue; // a resent batch: already applied
+            }
+            lamport = lamport.max(event.clock.lamport);
+            state
+                .model
+                .apply_committed(&event, &mut changes)
+                .map_err(|e| ClientError::Diverged(e.to_string()))?;
+        }
+        let cursor = state.model.cursor();
+        // Settled: queued events now in the committed model, and answered ones it passed.
+        let mut settled = Vec::new();
+        for (id, seq) in &changes.event_ids {
+            if let Some(number) = state.by_id.get(id).copied() {
+                settled.push((number, *seq));
+            }
+        }
+        for entry in state.queued.values() {
+            if entry.seq.is_some_and(|seq| seq <= cursor)
+                && !settled.iter().any(|(n, _)| *n == entry.number)
+            {
+                settled.push((entry.number, entry.seq.unwrap_or(0)));
+            }
+        }
+        let numbers: Vec<u64> = settled.iter().map(|(n, _)| *n).collect();
+        self.inner
+            .outbox
+            .committed(&changes, cursor, lamport, &numbers)?;
+        state.lamport = lamport;
+        for (number, seq) in settled {
+            if let Some(entry) = state.queued.remove(&number)
+                && let Ok(id) = Uuid::parse_str(&entry.event.event_id)
+            {
+                state.by_id.remove(&id);
+            }
+            state.acked_seq = state.acked_seq.max(seq);
+            state.remember(number, Final::Committed { seq });
+        }
+        drop(state);
+        self.publish(None, Some(None));
+        Ok(())
+    }
+}
