@@ -217,10 +217,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         }
         ClientCommand::Status => super::cluster::print_status(channel, bearer).await,
         ClientCommand::Order(super::till::OrderCommand::Show { order, .. }) => {
-            let request = pb::GetOrderRequest {
-                order_id: order,
-                consistency: pb::Consistency::Linearizable as i32,
-            };
+            let request = convert::get_order_request(&order, true);
             let Some(order) = hub.get_order(request).await?.into_inner().order else {
                 bail!("the hub answered without an order");
             };

@@ -417,15 +417,7 @@ impl HubClient {
         linearizable: bool,
     ) -> Result<pb::Order, CallError> {
         let (addr, channel, _) = self.node(0, false).await?;
-        let consistency = if linearizable {
-            pb::Consistency::Linearizable
-        } else {
-            pb::Consistency::Local
-        };
-        let request = pb::GetOrderRequest {
-            order_id: order_id.to_owned(),
-            consistency: consistency as i32,
-        };
+        let request = crate::proto::convert::get_order_request(order_id, linearizable);
         match Self::grpc(channel)
             .get_order(self.request(request, APPEND_TIMEOUT))
             .await

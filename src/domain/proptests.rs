@@ -6,9 +6,8 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
-use super::event::{Actor, Clock, Event, Realm};
+use super::event::{Event, Realm};
 use super::outcome::Outcome;
 use super::state::MemState;
 use super::ticket::TicketKind;
@@ -121,6 +120,7 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// Test event `n` as `c` writes it: its device, Lamport time and force flag.
 fn event(
     n: u128,
     aggregate_type: &str,
@@ -130,31 +130,20 @@ fn event(
     c: &Common,
     payload: Value,
 ) -> Event {
-    let Value::Object(payload) = payload else {
-        unreachable!("payloads are objects")
-    };
-    Event {
-        event_id: Uuid::from_u128(n).to_string(),
-        tenant_id: "t-demo".into(),
-        store_id: "s-001".into(),
-        aggregate_type: aggregate_type.into(),
-        aggregate_id: aggregate_id.into(),
+    let device = DEVICES[c.device];
+    let mut event = super::tests::ev(
+        n,
+        aggregate_type,
+        aggregate_id,
         version,
-        event_type: event_type.into(),
-        at: "2026-11-24T12:00:00Z".into(),
-        actor: Actor {
-            device_id: DEVICES[c.device].into(),
-            user_id: None,
-        },
-        clock: Clock {
-            lamport: c.lamport,
-            device_id: DEVICES[c.device].into(),
-        },
+        event_type,
+        device,
         payload,
-        force: c.force,
-        seq: None,
-        hub_time: None,
-    }
+    );
+    event.actor.user_id = None;
+    event.clock.lamport = c.lamport;
+    event.force = c.force;
+    event
 }
 
 /// A version `offset` from `current`, at least 1 (version 0 is a malformed envelope, which

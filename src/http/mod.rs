@@ -106,73 +106,77 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
     let raft = node.raft_metrics();
     let last_seq = node.reader.applied().map(|a| a.last_seq).unwrap_or(0);
     let m = &node.metrics;
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    // (name, help, type, value), in the order they are exported.
+    let series: [(&str, &str, &str, u64); 10] = [
+        (
+            "pos_hub_term",
+            "Current Raft term.",
+            "gauge",
+            raft.current_term,
+        ),
+        (
+            "pos_hub_is_leader",
+            "1 if this node leads.",
+            "gauge",
+            u64::from(raft.state == ServerState::Leader),
+        ),
+        (
+            "pos_hub_last_log_index",
+            "Last Raft log index on this node.",
+            "gauge",
+            raft.last_log_index.unwrap_or(0),
+        ),
+        (
+            "pos_hub_commit_index",
+            "Last committed Raft log index known here.",
+            "gauge",
+            node.committed_index(),
+        ),
+        (
+            "pos_hub_applied_index",
+            "Last Raft log index applied here.",
+            "gauge",
+            raft.last_applied.map_or(0, |l| l.index),
+        ),
+        (
+            "pos_hub_last_seq",
+            "Seq of the last event in the store's log.",
+            "gauge",
+            last_seq,
+        ),
+        (
+            "pos_hub_append_requests_total",
+            "Append calls served by this node.",
+            "counter",
+            load(&m.append_requests),
+        ),
+        (
+            "pos_hub_appended_events_total",
+            "Events accepted through this node.",
+            "counter",
+            load(&m.appended_events),
+        ),
+        (
+            "pos_hub_forwarded_appends_total",
+            "Appends forwarded to the leader.",
+            "counter",
+            load(&m.forwarded_appends),
+        ),
+        (
+            "pos_hub_subscribers",
+            "Open Subscribe streams.",
+            "gauge",
+            u64::try_from(m.subscribers.load(Ordering::Relaxed)).unwrap_or(0),
+        ),
+    ];
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, value: String| {
+    for (name, help, kind, value) in series {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
-    };
-    gauge(
-        "pos_hub_term",
-        "Current Raft term.",
-        "gauge",
-        raft.current_term.to_string(),
-    );
-    gauge(
-        "pos_hub_is_leader",
-        "1 if this node leads.",
-        "gauge",
-        u8::from(raft.state == ServerState::Leader).to_string(),
-    );
-    gauge(
-        "pos_hub_last_log_index",
-        "Last Raft log index on this node.",
-        "gauge",
-        raft.last_log_index.unwrap_or(0).to_string(),
-    );
-    gauge(
-        "pos_hub_commit_index",
-        "Last committed Raft log index known here.",
-        "gauge",
-        node.committed_index().to_string(),
-    );
-    gauge(
-        "pos_hub_applied_index",
-        "Last Raft log index applied here.",
-        "gauge",
-        raft.last_applied.map_or(0, |l| l.index).to_string(),
-    );
-    gauge(
-        "pos_hub_last_seq",
-        "Seq of the last event in the store's log.",
-        "gauge",
-        last_seq.to_string(),
-    );
-    gauge(
-        "pos_hub_append_requests_total",
-        "Append calls served by this node.",
-        "counter",
-        m.append_requests.load(Ordering::Relaxed).to_string(),
-    );
-    gauge(
-        "pos_hub_appended_events_total",
-        "Events accepted through this node.",
-        "counter",
-        m.appended_events.load(Ordering::Relaxed).to_string(),
-    );
-    gauge(
-        "pos_hub_forwarded_appends_total",
-        "Appends forwarded to the leader.",
-        "counter",
-        m.forwarded_appends.load(Ordering::Relaxed).to_string(),
-    );
-    gauge(
-        "pos_hub_subscribers",
-        "Open Subscribe streams.",
-        "gauge",
-        m.subscribers.load(Ordering::Relaxed).to_string(),
-    );
+    }
     m.render_latency("pos_hub_append_latency_seconds", &mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -27,6 +27,19 @@ pub fn is_linearizable(consistency: i32) -> Result<bool, UnknownEnumValue> {
     }
 }
 
+/// A GetOrder request; `linearizable` asks the node to confirm with the leader first.
+pub fn get_order_request(order_id: &str, linearizable: bool) -> pb::GetOrderRequest {
+    let consistency = if linearizable {
+        pb::Consistency::Linearizable
+    } else {
+        pb::Consistency::Local
+    };
+    pb::GetOrderRequest {
+        order_id: order_id.to_owned(),
+        consistency: consistency as i32,
+    }
+}
+
 /// ListOrders' status filter: `None` for every order.
 pub fn order_status_filter(status: i32) -> Result<Option<OrderStatus>, UnknownEnumValue> {
     match pb::OrderStatus::try_from(status) {
