@@ -4,14 +4,15 @@
 # and an SVG of append p99 latency against offered load, one line per system.
 #
 #   bench/peers.sh                      # once: installs nats-server and etcd
-#   cargo build --release
+#   cargo build --release -p pos-hub -p pos-hub-bench
 #   bench/compare.sh [OUT_DIR] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-target/bench-compare}"
 seconds="${2:-20}"
 bin="target/release/pos-hub"
-[ -x "$bin" ] || { echo "build it first: cargo build --release" >&2; exit 2; }
+[ -x "$bin" ] && [ -x "$bin-bench" ] \
+  || { echo "build them first: cargo build --release -p pos-hub -p pos-hub-bench" >&2; exit 2; }
 mkdir -p "$out"
 echo "== closed loop, 64 clients, ${seconds} s"
 "$bin" bench --nodes 3 --clients 64 --seconds "$seconds" --compare --quiet \

@@ -1,136 +1,86 @@
-//! `pos-hub bench`: starts a group (or targets one) and measures it; see `crate::bench`.
+//! `pos-hub bench`: runs the bench, a program of its own (`pos-hub-bench`, the `bench/`
+//! crate) so that the hub does not carry it. Every argument goes to it as it is, and its
+//! exit code comes back; the nodes it starts run this executable.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::time::Duration;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, ExitStatus};
 
 use anyhow::{Context, bail};
 
-use crate::bench::{self, BenchPlan, load::Pacing};
+/// The bench's executable, looked for next to this one, then on `PATH`.
+const BENCH: &str = "pos-hub-bench";
 
 #[derive(Debug, clap::Args)]
+#[command(disable_help_flag = true)]
 pub struct BenchArgs {
-    /// Nodes to start on loopback (1, 3 or 5), each with a fresh data dir.
-    #[arg(long, default_value_t = 3)]
-    nodes: usize,
-    /// Measure a running group instead: its nodes' client addresses (HOST:PORT,…). It must
-    /// run without device tokens (`--insecure-no-auth`); process costs are then not read.
-    #[arg(long, value_delimiter = ',')]
-    target: Vec<String>,
-    /// Concurrent appending clients (tills), spread over the nodes.
-    #[arg(long, default_value_t = 64)]
-    clients: usize,
-    /// How long the load runs.
-    #[arg(long, default_value_t = 20)]
-    seconds: u64,
-    /// Open loop: offer this many appends per second in total, on a fixed schedule. Without
-    /// it, each client sends its next append when the last is acknowledged (closed loop).
-    #[arg(long)]
-    rate: Option<f64>,
-    /// Live subscribers (screens) besides the relay one, spread over the nodes.
-    #[arg(long, default_value_t = 0)]
-    subscribers: usize,
-    /// SIGKILL the leader halfway through; report the time to the first acknowledged append
-    /// after it, then restart it and report its catch-up time.
-    #[arg(long)]
-    failover: bool,
-    /// After the load, read the whole log from cursor 0 and report events per second.
-    #[arg(long)]
-    catch_up: bool,
-    /// Then run the same load against NATS JetStream and etcd, each a 3-node group on this
-    /// machine at the same durability (install them with bench/peers.sh).
-    #[arg(long)]
-    compare: bool,
-    /// Where the started nodes keep their data (and the fsync probe runs). Default: a new
-    /// directory under the system's temporary directory, removed afterwards.
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    /// Keep the data dirs and node logs.
-    #[arg(long)]
-    keep: bool,
-    /// Also write the results as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// No progress line.
-    #[arg(long)]
-    quiet: bool,
-    /// First fill the started group with this many events (from --clients clients) and
-    /// report what a node holding them costs at rest (RSS, data dir against the events'
-    /// JSON), after its snapshot and log purge.
-    #[arg(long)]
-    hold: Option<u64>,
-    /// Events per Append while filling for --hold (a till flushing its outbox).
-    #[arg(long, default_value_t = 50)]
-    hold_batch: usize,
-    /// Extra `serve` flags for the started nodes, e.g. `--serve-arg=--snapshot-every=100000`.
-    #[arg(long = "serve-arg", allow_hyphen_values = true)]
-    serve_args: Vec<String>,
+    /// Arguments of pos-hub-bench (`pos-hub bench --help` shows them).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    if args.target.is_empty() && !(1..=5).contains(&args.nodes) {
-        bail!("--nodes must be 1 to 5, got {}", args.nodes);
-    }
-    if args.clients == 0 {
-        bail!("--clients must be at least 1");
-    }
-    if args.seconds == 0 {
-        bail!("--seconds must be at least 1");
-    }
-    let pacing = match args.rate {
-        None => Pacing::Closed,
-        Some(rate) if rate.is_finite() && rate > 0.0 => Pacing::Open { per_second: rate },
-        Some(rate) => bail!("--rate must be a positive number of appends per second, got {rate}"),
-    };
-    if args.compare && !args.target.is_empty() {
-        bail!("--compare starts its own groups; it cannot be used with --target");
-    }
-    if args.failover && !args.target.is_empty() {
-        bail!("--failover kills a node the bench started; it cannot be used with --target");
-    }
-    if args.failover && args.nodes < 3 {
-        bail!("--failover needs --nodes 3 or 5 (a group that survives losing its leader)");
-    }
-    if args.hold.is_some() && !args.target.is_empty() {
-        bail!("--hold measures nodes the bench started; it cannot be used with --target");
-    }
-    if args.hold == Some(0) {
-        bail!("--hold must be at least 1 event");
-    }
-    if !(1..=1000).contains(&args.hold_batch) {
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let me = std::env::current_exe().context("finding this executable")?;
+    let name = format!("{BENCH}{}", std::env::consts::EXE_SUFFIX);
+    let Some(bench) = locate(&name, me.parent(), std::env::var_os("PATH").as_deref()) else {
         bail!(
-            "--hold-batch must be 1 to 1000 events per append, got {}",
-            args.hold_batch
+            "{BENCH} is neither next to {} nor on PATH: build it with \
+             `cargo build --release -p pos-hub-bench`",
+            me.display()
         );
-    }
-    let dir = args.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("pos-hub-bench-{}", std::process::id()))
-    });
-    let plan = BenchPlan {
-        nodes: args.nodes,
-        targets: args.target.clone(),
-        clients: args.clients,
-        duration: Duration::from_secs(args.seconds),
-        pacing,
-        subscribers: args.subscribers,
-        failover: args.failover,
-        catch_up: args.catch_up,
-        dir: dir.clone(),
-        keep: args.keep,
-        serve_args: args.serve_args.clone(),
-        progress: !args.quiet,
-        compare: args.compare,
-        hold: args.hold.map(|events| (events, args.hold_batch)),
     };
-    let report = bench::run(&plan).await;
-    if !args.keep && args.target.is_empty() {
-        let _ = std::fs::remove_dir_all(&dir);
+    let status = Command::new(&bench)
+        .args(&args.args)
+        .env("POS_HUB_BIN", &me)
+        .status()
+        .with_context(|| format!("running {}", bench.display()))?;
+    Ok(exit_code(status))
+}
+
+/// The file `name` in `dir`, else in the first directory of `path` (a `PATH` value) that
+/// has it.
+fn locate(name: &str, dir: Option<&Path>, path: Option<&OsStr>) -> Option<PathBuf> {
+    dir.map(Path::to_owned)
+        .into_iter()
+        .chain(path.into_iter().flat_map(std::env::split_paths))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// The bench's exit code as this process's; killed by a signal, 128 + its number, as a
+/// shell reports it.
+fn exit_code(status: ExitStatus) -> ExitCode {
+    if let Some(code) = status.code() {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
-    let report = report?;
-    print!("{report}");
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).context("encoding the results")?;
-        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        return ExitCode::from(u8::try_from(128 + signal).unwrap_or(1));
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bench_next_to_this_executable_comes_before_the_one_on_path() {
+        let here = tempfile::tempdir().expect("tempdir");
+        let on_path = tempfile::tempdir().expect("tempdir");
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        std::fs::write(on_path.path().join(BENCH), "").expect("write");
+        let path = std::env::join_paths([elsewhere.path(), on_path.path()]).expect("a PATH value");
+        assert_eq!(
+            locate(BENCH, Some(here.path()), Some(&path)),
+            Some(on_path.path().join(BENCH)),
+            "found on PATH when not next to this executable"
+        );
+        std::fs::write(here.path().join(BENCH), "").expect("write");
+        assert_eq!(
+            locate(BENCH, Some(here.path()), Some(&path)),
+            Some(here.path().join(BENCH))
+        );
+        assert_eq!(locate(BENCH, Some(elsewhere.path()), None), None);
+    }
 }

@@ -52,7 +52,8 @@ enum Command {
     Token(token::TokenArgs),
     /// Make the store CA and node certificates for mutual TLS between nodes.
     Certs(certs::CertsArgs),
-    /// Measure a group: append latency and throughput, propagation, process costs.
+    /// Measure a group: append latency and throughput, propagation, process costs (runs
+    /// pos-hub-bench).
     Bench(bench::BenchArgs),
 }
 
@@ -141,7 +142,7 @@ pub fn main() -> ExitCode {
             Command::Keygen(args) => token::keygen(args),
             Command::Token(args) => token::run(args),
             Command::Certs(args) => certs::run(args),
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench(args) => bench::run(args),
         }
     });
     match result {

@@ -11,12 +11,5 @@ pub mod pos {
     }
 }
 
-/// Generated client of the two etcd calls `pos-hub bench --compare` makes
-/// (`proto/etcd/kv.proto`).
-#[allow(clippy::all, clippy::pedantic)]
-pub mod etcd {
-    tonic::include_proto!("etcdserverpb");
-}
-
 pub use convert::ConvertError;
 pub use pos::v1 as pb;

@@ -169,9 +169,42 @@ async fn commit(raft: &Raft, batch: Vec<Waiting>, count: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::load::{STORE, TENANT, event};
-    use crate::domain::Realm;
+    use crate::domain::{Actor, Clock, Event, Realm};
+    use crate::proto::{ConvertError, convert};
     use crate::raft::local::LocalNode;
+
+    const TENANT: &str = "t-demo";
+    const STORE: &str = "s-001";
+
+    /// Till `client`'s `n`th event, an inventory adjustment with a fresh eventId.
+    fn event(client: usize, n: u64) -> Result<pb::Event, ConvertError> {
+        let device = format!("till-{client}");
+        let mut payload = serde_json::Map::new();
+        payload.insert("sku".into(), format!("SKU-{client}").into());
+        payload.insert("delta".into(), 1.into());
+        convert::event_to_pb(&Event {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            tenant_id: TENANT.into(),
+            store_id: STORE.into(),
+            aggregate_type: "inventory".into(),
+            aggregate_id: format!("SKU-{client}"),
+            version: 1,
+            event_type: "inventory.adjusted".into(),
+            at: "2026-11-25T12:00:00.000Z".into(),
+            actor: Actor {
+                device_id: device.clone(),
+                user_id: None,
+            },
+            clock: Clock {
+                lamport: n,
+                device_id: device,
+            },
+            payload,
+            force: false,
+            seq: None,
+            hub_time: None,
+        })
+    }
 
     async fn local() -> (tempfile::TempDir, LocalNode) {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use pos_hub::domain::{Actor, Clock, Event};
+use pos_hub::proto::pb::hub_client::HubClient;
+use pos_hub::proto::{convert, pb};
 use prost::Message;
 
 use super::cluster::channel;
 use super::{BenchError, histogram, record};
-use crate::domain::{Actor, Clock, Event};
-use crate::proto::pb::hub_client::HubClient;
-use crate::proto::{convert, pb};
 
 pub const TENANT: &str = "t-demo";
 pub const STORE: &str = "s-001";

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use pos_hub::proto::pb::hub_client::HubClient;
+use pos_hub::proto::{convert, pb};
 use serde::Serialize;
 
 use super::BenchError;
 use super::cluster::{LocalCluster, channel};
 use super::load::domain_event;
 use super::procstat;
-use crate::proto::pb::hub_client::HubClient;
-use crate::proto::{convert, pb};
 
 /// What one node holding the filled log costs.
 #[derive(Debug, Clone, Serialize, PartialEq)]

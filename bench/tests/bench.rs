@@ -1,17 +1,32 @@
-//! `pos-hub bench` end to end: it starts its own group, measures it, and writes what it
+//! `pos-hub-bench` end to end: it starts its own group, measures it, and writes what it
 //! measured. These tests check that every figure is produced and consistent, never how
-//! fast anything was (the machines are shared and noisy).
+//! fast anything was (the machines are shared and noisy). The nodes are the `pos-hub`
+//! built next to the bench (`cargo build --workspace` builds both), as is the
+//! `pos-hub bench` that runs the bench.
 
-mod common;
-
+use std::path::PathBuf;
 use std::process::Command;
 
+const BENCH: &str = env!("CARGO_BIN_EXE_pos-hub-bench");
+
+/// The `pos-hub` next to the bench.
+fn hub() -> PathBuf {
+    let hub = std::path::Path::new(BENCH).with_file_name("pos-hub");
+    assert!(
+        hub.is_file(),
+        "{} is missing: build it (`cargo build -p pos-hub`)",
+        hub.display()
+    );
+    hub
+}
+
 fn bench(args: &[&str]) -> std::process::Output {
-    Command::new(common::BIN)
-        .arg("bench")
+    Command::new(BENCH)
         .args(args)
+        .arg("--hub-bin")
+        .arg(hub())
         .output()
-        .expect("runs pos-hub bench")
+        .expect("runs pos-hub-bench")
 }
 
 /// Runs the bench with `--json` into a temp dir; returns its table and its JSON.
@@ -174,12 +189,14 @@ fn hold_fills_the_group_and_measures_each_node_at_rest() {
 #[test]
 fn a_peer_that_is_not_installed_is_reported_as_not_measured() {
     let empty = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(common::BIN)
-        .args(["bench", "--nodes", "1", "--clients", "2", "--seconds", "1"])
+    let out = Command::new(BENCH)
+        .args(["--nodes", "1", "--clients", "2", "--seconds", "1"])
         .args(["--compare", "--quiet"])
+        .arg("--hub-bin")
+        .arg(hub())
         .env("PATH", empty.path())
         .output()
-        .expect("runs pos-hub bench");
+        .expect("runs pos-hub-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     for line in [
@@ -189,4 +206,28 @@ fn a_peer_that_is_not_installed_is_reported_as_not_measured() {
         assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
     }
     assert!(stdout.contains("pos-hub "), "{stdout}");
+}
+
+/// `pos-hub bench` runs the bench next to it with every argument as it is, and passes its
+/// exit code and its help through.
+#[test]
+fn pos_hub_bench_runs_the_bench_with_its_arguments() {
+    let front = |args: &[&str]| {
+        Command::new(hub())
+            .arg("bench")
+            .args(args)
+            .output()
+            .expect("runs pos-hub bench")
+    };
+    let help = front(&["--help"]);
+    let stdout = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{stdout}");
+    assert!(stdout.contains("Usage: pos-hub-bench"), "{stdout}");
+    assert!(stdout.contains("--hold-batch"), "{stdout}");
+    let refused = front(&["--nodes", "7"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--nodes must be 1 to 5, got 7"), "{stderr}");
+    let unknown = front(&["--no-such-flag"]);
+    assert_eq!(unknown.status.code(), Some(2), "clap's usage error code");
 }

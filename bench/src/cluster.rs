@@ -1,16 +1,16 @@
-//! A local group for the bench: `pos-hub serve` child processes of this very binary on
-//! loopback, with fresh data dirs, started and killed by the bench.
+//! A local group for the bench: `pos-hub serve` child processes on loopback, with fresh
+//! data dirs, started and killed by the bench.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pos_hub::proto::pb;
+use pos_hub::proto::pb::hub_client::HubClient;
 use tonic::transport::{Channel, Endpoint};
 
 use super::BenchError;
-use crate::proto::pb;
-use crate::proto::pb::hub_client::HubClient;
 
 /// One node the bench started.
 pub struct Node {
@@ -77,14 +77,15 @@ pub fn channel(addr: &str) -> Result<Channel, BenchError> {
 }
 
 impl LocalCluster {
-    /// Starts `nodes` nodes under `dir` and waits until they agree on a leader.
+    /// Starts `nodes` nodes of the `pos-hub` executable `exe` under `dir` and waits until
+    /// they agree on a leader.
     pub async fn start(
+        exe: &Path,
         nodes: usize,
         dir: PathBuf,
         keep: bool,
         extra: &[String],
     ) -> Result<LocalCluster, BenchError> {
-        let exe = std::env::current_exe().map_err(|e| BenchError::io(Path::new("pos-hub"), e))?;
         std::fs::create_dir_all(&dir).map_err(|e| BenchError::io(&dir, e))?;
         let mut ports = Vec::new();
         for _ in 0..nodes {
@@ -98,7 +99,7 @@ impl LocalCluster {
         let initial = initial.join(",");
         let mut cluster = LocalCluster {
             nodes: Vec::new(),
-            exe,
+            exe: exe.to_owned(),
             dir: dir.clone(),
             keep,
         };

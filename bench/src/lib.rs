@@ -1,5 +1,6 @@
-//! `pos-hub bench`: measured speed of a real group. It starts its own nodes (this binary,
-//! `serve`, on loopback, fresh data dirs) or targets given addresses, drives appending
+//! pos-hub-bench (also run as `pos-hub bench`): measured speed of a real group. It starts
+//! its own nodes (the `pos-hub` binary, `serve`, on loopback, fresh data dirs) or targets
+//! given addresses, drives appending
 //! clients in a closed or open loop, follows the log on another node for the propagation
 //! latency, and reads what each node process cost from `/proc`.
 //!
@@ -22,6 +23,12 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 pub use report::{BenchReport, Percentiles};
+
+/// Generated client of the two etcd calls `--compare` makes (`proto/etcd/kv.proto`).
+#[allow(clippy::all, clippy::pedantic)]
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}
 
 use load::{Pacing, Shared};
 
@@ -62,6 +69,8 @@ pub fn record(histogram: &mut Histogram<u64>, elapsed: Duration) {
 pub struct BenchPlan {
     /// Nodes to start (ignored with `targets`).
     pub nodes: usize,
+    /// The `pos-hub` executable the started nodes run (ignored with `targets`).
+    pub hub_bin: PathBuf,
     /// Existing nodes' client addresses instead of starting a group.
     pub targets: Vec<String>,
     pub clients: usize,
@@ -92,8 +101,14 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, BenchError> {
     let fsync = procstat::fsync_probe(&plan.dir.join("probe"), 200)?;
     let mut cluster = if plan.targets.is_empty() {
         Some(
-            cluster::LocalCluster::start(plan.nodes, plan.dir.clone(), plan.keep, &plan.serve_args)
-                .await?,
+            cluster::LocalCluster::start(
+                &plan.hub_bin,
+                plan.nodes,
+                plan.dir.clone(),
+                plan.keep,
+                &plan.serve_args,
+            )
+            .await?,
         )
     } else {
         None

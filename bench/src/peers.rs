@@ -1,4 +1,4 @@
-//! `pos-hub bench --compare`: the same appending clients and relay subscriber against the
+//! `--compare`: the same appending clients and relay subscriber against the
 //! systems a shop might pick instead, each a 3-node group on loopback on this machine, at
 //! the same durability (every acknowledged write fsynced on a majority):
 //! - NATS JetStream: an R3 file stream with `sync_interval: always`, publish with ack
@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hdrhistogram::Histogram;
+use pos_hub::proto::pb;
 use serde::Serialize;
 
 use super::cluster::{channel, free_port};
 use super::load::{self, Appender, Shared, Target};
-use super::{BenchError, BenchPlan, Percentiles, histogram};
-use crate::proto::{etcd, pb};
+use super::{BenchError, BenchPlan, Percentiles, etcd, histogram};
 
 /// One peer's results, beside pos-hub's.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -171,7 +171,7 @@ fn report(
 
 fn json(event: &pb::Event) -> bytes::Bytes {
     // The event as a device would send it over HTTP: its JSON.
-    let value = crate::proto::convert::event_from_pb(event)
+    let value = pos_hub::proto::convert::event_from_pb(event)
         .ok()
         .and_then(|e| serde_json::to_vec(&e).ok())
         .unwrap_or_default();
