@@ -104,11 +104,8 @@ impl Filesystem for PowerFs {
             entries: BTreeMap::new(),
             mode: (mode & 0o7777) as u16,
         };
-        match inner.add(parent.0, name, node) {
-            Ok(ino) => match inner.attr(ino) {
-                Some(attr) => reply.entry(&TTL, &attr, Generation(0)),
-                None => reply.error(Errno::EIO),
-            },
+        match inner.add_with_attr(parent.0, name, node) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
@@ -190,14 +187,11 @@ impl Filesystem for PowerFs {
             pending: Vec::new(),
             mode: (mode & 0o7777) as u16,
         };
-        match inner.add(parent.0, name, node) {
-            Ok(ino) => match inner.attr(ino) {
-                Some(attr) => {
-                    inner.opened(ino);
-                    reply.created(&TTL, &attr, Generation(0), FileHandle(0), direct());
-                }
-                None => reply.error(Errno::EIO),
-            },
+        match inner.add_with_attr(parent.0, name, node) {
+            Ok(attr) => {
+                inner.opened(attr.ino.0);
+                reply.created(&TTL, &attr, Generation(0), FileHandle(0), direct());
+            }
             Err(e) => reply.error(e),
         }
     }

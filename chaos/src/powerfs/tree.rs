@@ -98,7 +98,7 @@ impl Inner {
         }
     }
 
-    pub(super) fn add(&mut self, parent: u64, name: &OsStr, node: Node) -> Result<u64, Errno> {
+    fn add(&mut self, parent: u64, name: &OsStr, node: Node) -> Result<u64, Errno> {
         if self.entries(parent)?.contains_key(name) {
             return Err(Errno::EEXIST);
         }
@@ -108,6 +108,17 @@ impl Inner {
         self.entries_mut(parent)?.insert(name.to_owned(), ino);
         self.mtime = SystemTime::now();
         Ok(ino)
+    }
+
+    /// `add`, returning the new node's attributes, which mkdir and create reply with.
+    pub(super) fn add_with_attr(
+        &mut self,
+        parent: u64,
+        name: &OsStr,
+        node: Node,
+    ) -> Result<FileAttr, Errno> {
+        let ino = self.add(parent, name, node)?;
+        self.attr(ino).ok_or(Errno::EIO)
     }
 
     /// Drops an inode and, for a directory, everything below it. A file that is still
