@@ -1,5 +1,6 @@
 //! openraft's `RaftStateMachine` for `StateMachine`: each call hands over to the state
-//! machine's own methods and turns a store failure into openraft's `StorageError`.
+//! machine's methods or to `snapshot`, and turns a store failure into openraft's
+//! `StorageError`.
 
 use openraft::storage::RaftStateMachine;
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend};
