@@ -186,60 +186,30 @@ pub fn svg(history: &[Entry]) -> String {
             }
         }
     }
-    // Throughput (top) and latency (bottom) lines.
-    let line = |values: Vec<(f64, f64)>, y0: f64, max: f64, color: &str| {
-        let points: Vec<String> = values
+    // Throughput (top) and latency (bottom) lines: which value of a second's
+    // (appends, median, worst), where, on what scale, in what colour.
+    let top2 = top + half + 20.0;
+    type Value = fn(&(usize, f64, f64)) -> f64;
+    let lines: [(Value, f64, f64, &str); 3] = [
+        (|s| s.0 as f64, top, max_ops, "#1f6feb"),
+        (|s| s.1, top2, max_lat, "#2da44e"),
+        (|s| s.2, top2, max_lat, "#cf222e"),
+    ];
+    for (value, y0, max, color) in lines {
+        let points: Vec<String> = series
             .iter()
-            .map(|(s, v)| format!("{:.1},{:.1}", x(*s + 0.5), y0 + half - v / max * half))
+            .enumerate()
+            .map(|(i, s)| {
+                let at = i as f64 + 0.5;
+                format!("{:.1},{:.1}", x(at), y0 + half - value(s) / max * half)
+            })
             .collect();
-        format!(
+        let _ = writeln!(
+            out,
             r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
             points.join(" ")
-        )
-    };
-    let top2 = top + half + 20.0;
-    let _ = writeln!(
-        out,
-        "{}",
-        line(
-            series
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (i as f64, s.0 as f64))
-                .collect(),
-            top,
-            max_ops,
-            "#1f6feb"
-        )
-    );
-    let _ = writeln!(
-        out,
-        "{}",
-        line(
-            series
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (i as f64, s.1))
-                .collect(),
-            top2,
-            max_lat,
-            "#2da44e"
-        )
-    );
-    let _ = writeln!(
-        out,
-        "{}",
-        line(
-            series
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (i as f64, s.2))
-                .collect(),
-            top2,
-            max_lat,
-            "#cf222e"
-        )
-    );
+        );
+    }
     for (y0, label) in [
         (top, format!("acknowledged appends/s (max {max_ops:.0})")),
         (

@@ -1,0 +1,42 @@
+//! The events the workload's devices send, in the hub's domain form, with the wall-clock
+//! `at` a device would stamp.
+
+use serde_json::{Value, json};
+
+use crate::group::{STORE, TENANT};
+
+pub(super) fn event(
+    device: &str,
+    aggregate_type: &str,
+    aggregate: &str,
+    version: u64,
+    event_type: &str,
+    payload: Value,
+) -> pos_hub::domain::Event {
+    pos_hub::domain::Event {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: TENANT.into(),
+        store_id: STORE.into(),
+        aggregate_type: aggregate_type.into(),
+        aggregate_id: aggregate.into(),
+        version,
+        event_type: event_type.into(),
+        at: pos_hub::clock::now_rfc3339(),
+        actor: pos_hub::domain::Actor {
+            device_id: device.into(),
+            user_id: None,
+        },
+        clock: pos_hub::domain::Clock {
+            lamport: 0,
+            device_id: device.into(),
+        },
+        payload: payload.as_object().cloned().unwrap_or_default(),
+        force: false,
+        seq: None,
+        hub_time: None,
+    }
+}
+
+pub(super) fn items(quantity: u64) -> Value {
+    json!({"items": [{"id": "li-1", "sku": "FRIES", "name": "Fries", "unitPrice": 350, "quantity": quantity}]})
+}

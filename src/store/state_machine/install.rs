@@ -1,0 +1,108 @@
+//! Installing a snapshot: receiving the leader's file, replaying it into a new generation
+//! of the state machine's tree and switching to it, and finishing at open an install that
+//! a crash interrupted.
+
+use std::sync::Arc;
+
+use openraft::{ErrorSubject, ErrorVerb};
+
+use super::StateMachine;
+use crate::raft_types::{SnapshotMeta, StorageError};
+use crate::store::keys::{self, KEY_GENERATION};
+use crate::store::snapshot;
+use crate::store::{StoreError, storage_error};
+
+impl StateMachine {
+    pub(super) async fn install(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: tokio::fs::File,
+    ) -> Result<(), StorageError> {
+        let snapshot_error = |e: StoreError| {
+            storage_error(
+                ErrorVerb::Write,
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                &e,
+            )
+        };
+        let _guard = self.generation_guard.clone().write_owned().await;
+        let started = std::time::Instant::now();
+        snapshot::receive(
+            self.realm.clone(),
+            self.snapshot_dir.clone(),
+            meta.clone(),
+            snapshot,
+        )
+        .await
+        .map_err(snapshot_error)?;
+        // The snapshot is on disk, whole: should this node crash from here on, `open`
+        // finishes the install from that file. So the log may now be purged up to it, and
+        // openraft's core, waiting in that purge, goes on while the events replay.
+        self.snapshot.received(meta.last_log_id);
+        let received = started.elapsed();
+        self.replay_received(meta.clone())
+            .await
+            .map_err(snapshot_error)?;
+        for path in self.receiving.drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            last_seq = self.applied.last_seq,
+            receive_ms = received.as_millis() as u64,
+            replay_ms = (started.elapsed() - received).as_millis() as u64,
+            "installed snapshot"
+        );
+        Ok(())
+    }
+
+    /// Replays the received `installing.tmp` into a new generation, switches to it and
+    /// makes the file the current snapshot.
+    async fn replay_received(&mut self, meta: SnapshotMeta) -> Result<(), StoreError> {
+        let generation = self.generation + 1;
+        let installed = snapshot::replay_installing(
+            self.disk.clone(),
+            self.realm.clone(),
+            self.snapshot_dir.clone(),
+            generation,
+            meta.clone(),
+        )
+        .await?;
+        self.meta
+            .insert(KEY_GENERATION, &generation.to_be_bytes())?;
+        // The switch must be durable before the old generation goes away. A crash before
+        // the file below is promoted is finished by `open` (`Interrupted::Promote`).
+        self.disk.flush().await?;
+        let old = keys::state_machine_tree(self.generation);
+        self.generation = generation;
+        self.tree = installed.tree.clone();
+        self.applied = installed.applied;
+        match self.shared_tree.write() {
+            Ok(mut shared) => *shared = installed.tree,
+            Err(poisoned) => *poisoned.into_inner() = installed.tree,
+        }
+        snapshot::promote_installed(&self.snapshot_dir)?;
+        self.disk.db().drop_tree(old.as_bytes())?;
+        // Subscribers cannot follow a jump: an empty batch tells them to read storage.
+        let _ = self.feed.send(Arc::new(Vec::new()));
+        Ok(())
+    }
+
+    /// At open: finishes an install a crash interrupted (see `snapshot::Interrupted`).
+    pub(super) async fn finish_interrupted_install(&mut self) -> Result<(), StoreError> {
+        match snapshot::interrupted_install(&self.snapshot_dir, self.applied.last_applied)? {
+            snapshot::Interrupted::Nothing => {}
+            snapshot::Interrupted::Promote => {
+                tracing::info!(
+                    "promoting a snapshot whose install was interrupted after its switch"
+                );
+                snapshot::promote_installed(&self.snapshot_dir)?;
+            }
+            snapshot::Interrupted::Replay(meta) => {
+                tracing::info!(snapshot = %meta.snapshot_id, "finishing a snapshot install a crash interrupted");
+                self.replay_received(meta).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,220 @@
+//! The state machine: the store's event log (by seq), the eventId index and the read
+//! models, kept in one sled tree per generation and changed only by `apply`.
+//!
+//! Each `apply` call (one or more committed Raft entries) runs the domain rules over a
+//! `SledState` — sled plus an in-memory overlay of this call's writes — and then writes
+//! the overlay and the new last-applied id in one atomic `sled::Batch`. A crash therefore
+//! leaves the state machine at some whole entry boundary; openraft re-applies the rest
+//! from the durable log.
+//!
+//! This file holds what the state machine records (`Applied`, `KnownDevice`), the feed of
+//! accepted events, and `StateMachine` itself: opening it and applying entries. Beside it:
+//! - `sled_state`: `SledState`, the domain's `State` over sled with the write overlay;
+//! - `reader`: `StateReader`, the read-only view queries use;
+//! - `install`: installing a received snapshot, and finishing one a crash interrupted;
+//! - `raft_impl`: openraft's `RaftStateMachine` for `StateMachine`.
+
+mod install;
+mod raft_impl;
+mod reader;
+mod sled_state;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock as StdRwLock};
+
+use openraft::{EntryPayload, RaftLogId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{RwLock, broadcast};
+
+use super::disk::{Disk, DurableSnapshot};
+use super::keys::{self, KEY_GENERATION, KEY_REALM, TREE_SM_META};
+use super::snapshot;
+use super::{StoreError, decode, encode};
+use crate::domain::Realm;
+use crate::proto::pb;
+use crate::raft_types::Response;
+use crate::raft_types::{Entry, LogId, StoredMembership};
+
+pub use reader::StateReader;
+pub(super) use sled_state::SledState;
+use sled_state::seq_from_bytes;
+
+/// What the state machine has applied, written with every apply in the same batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    pub last_applied: Option<LogId>,
+    pub last_membership: StoredMembership,
+    /// Seq of the last accepted event (0: none yet).
+    pub last_seq: u64,
+    /// The latest hub time applied. Entries' hub times are clamped to never go below it,
+    /// so lock expiry never runs backwards when a new leader's clock is behind.
+    pub hub_time_ms: u64,
+    /// The highest Lamport clock among accepted events; devices bump theirs past it.
+    pub lamport: u64,
+}
+
+/// A device that has an accepted event in the log. With tokens checked, an event is
+/// accepted only as the token's own device, so this proves the device was once seen with a
+/// valid token; derived from the events, every node (and every snapshot replay) agrees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownDevice {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Hub time of its last accepted event, ms since the Unix epoch.
+    pub last_hub_time_ms: u64,
+}
+
+/// What the state machine publishes after each apply: the events it just accepted, in seq
+/// order. An empty batch means "the log moved in a way you could not follow" (a snapshot
+/// was installed): subscribers then read from storage.
+pub type EventBatch = Arc<Vec<pb::Event>>;
+
+/// Default number of recent batches the feed keeps for subscribers; one behind by more
+/// reads storage instead. Bounded because the feed holds them in memory.
+pub const EVENT_FEED_BATCHES: usize = 256;
+
+pub(super) fn read_applied(tree: &sled::Tree) -> Result<Applied, StoreError> {
+    match tree.get(keys::applied_key())? {
+        Some(bytes) => decode("applied state", &bytes),
+        None => Ok(Applied::default()),
+    }
+}
+
+/// openraft's state machine over sled. Snapshots are files in `snapshot_dir`.
+pub struct StateMachine {
+    disk: Disk,
+    /// The snapshot on disk, as the log sees it (see `disk::DurableSnapshot`).
+    snapshot: DurableSnapshot,
+    meta: sled::Tree,
+    generation: u64,
+    tree: sled::Tree,
+    realm: Realm,
+    applied: Applied,
+    snapshot_dir: PathBuf,
+    /// Shared with `StateReader`s so that queries follow snapshot installs.
+    shared_tree: Arc<StdRwLock<sled::Tree>>,
+    /// Held (read) by a snapshot builder for as long as it streams the tree, and taken
+    /// (write) by an install before it swaps generations, so a build never reads a tree
+    /// that an install is dropping.
+    generation_guard: Arc<RwLock<()>>,
+    /// Files handed out by `begin_receiving_snapshot`, removed once an install is done.
+    receiving: Vec<PathBuf>,
+    feed: broadcast::Sender<EventBatch>,
+}
+
+impl StateMachine {
+    pub(super) async fn open(
+        disk: Disk,
+        snapshot: DurableSnapshot,
+        snapshot_dir: PathBuf,
+        realm: &Realm,
+        feed_batches: usize,
+    ) -> Result<Self, StoreError> {
+        let db = disk.db().clone();
+        let meta = db.open_tree(TREE_SM_META)?;
+        match meta.get(KEY_REALM)? {
+            Some(bytes) => {
+                let stored: Realm = decode("realm", &bytes)?;
+                if &stored != realm {
+                    return Err(StoreError::RealmMismatch {
+                        stored,
+                        requested: realm.clone(),
+                    });
+                }
+            }
+            None => {
+                meta.insert(KEY_REALM, encode("realm", realm)?)?;
+            }
+        }
+        let generation = match meta.get(KEY_GENERATION)? {
+            Some(bytes) => seq_from_bytes(&bytes)?,
+            None => 0,
+        };
+        let live = keys::state_machine_tree(generation);
+        // Generations other than the live one are left-overs of an install that crashed
+        // before its switch (or of the old tree after it): drop them.
+        for name in db.tree_names() {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            if name.starts_with("sm.") && name != TREE_SM_META && name != live {
+                tracing::info!(tree = %name, "dropping a state machine generation that is not live");
+                db.drop_tree(name.as_bytes())?;
+            }
+        }
+        let tree = db.open_tree(live)?;
+        let applied = read_applied(&tree)?;
+        let mut sm = Self {
+            disk,
+            snapshot,
+            meta,
+            generation,
+            shared_tree: Arc::new(StdRwLock::new(tree.clone())),
+            tree,
+            realm: realm.clone(),
+            applied,
+            snapshot_dir,
+            generation_guard: Arc::new(RwLock::new(())),
+            receiving: Vec::new(),
+            feed: broadcast::channel(feed_batches.max(1)).0,
+        };
+        // An install a crash interrupted is finished now, so that the snapshot on disk
+        // covers the live state and the log's purge point.
+        sm.finish_interrupted_install().await?;
+        snapshot::remove_temp_files(&sm.snapshot_dir)?;
+        sm.snapshot
+            .set(snapshot::current_last_log_id(&sm.snapshot_dir)?);
+        Ok(sm)
+    }
+
+    /// A reader for queries that stays valid across snapshot installs.
+    pub fn reader(&self) -> StateReader {
+        StateReader {
+            tree: self.shared_tree.clone(),
+            realm: self.realm.clone(),
+            feed: self.feed.clone(),
+        }
+    }
+
+    fn apply_entries(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<Vec<Response>, StoreError> {
+        let mut applied = self.applied.clone();
+        let mut state = SledState::new(&self.tree, &self.realm, applied.last_seq, applied.lamport);
+        let mut replies = Vec::new();
+        for entry in entries {
+            let log_id = *entry.get_log_id();
+            applied.last_applied = Some(log_id);
+            match entry.payload {
+                EntryPayload::Blank => replies.push(Response::default()),
+                EntryPayload::Membership(membership) => {
+                    applied.last_membership = StoredMembership::new(Some(log_id), membership);
+                    replies.push(Response::default());
+                }
+                EntryPayload::Normal(command) => {
+                    let hub_time_ms = command.hub_time_ms.max(applied.hub_time_ms);
+                    applied.hub_time_ms = hub_time_ms;
+                    let mut outcomes = Vec::with_capacity(command.events.len());
+                    for event in &command.events {
+                        outcomes.push(state.apply_pb(event, hub_time_ms)?);
+                    }
+                    replies.push(Response { outcomes });
+                }
+            }
+        }
+        applied.last_seq = state.last_seq();
+        applied.lamport = state.lamport();
+        let accepted = state.take_accepted();
+        let mut batch = state.take_batch();
+        batch.insert(&keys::applied_key(), encode("applied state", &applied)?);
+        // One atomic batch: events, eventId index, read models and last-applied together.
+        // Not flushed here: the Raft log is durable, and a crash rolls this back to a whole
+        // earlier entry that openraft re-applies.
+        self.tree.apply_batch(batch)?;
+        self.applied = applied;
+        if !accepted.is_empty() {
+            // No receiver is fine: nobody is subscribed.
+            let _ = self.feed.send(Arc::new(accepted));
+        }
+        Ok(replies)
+    }
+}

@@ -1,0 +1,122 @@
+//! `StateReader`: the read-only view of the live state machine that queries use (the log,
+//! the read models, the known devices, and the feed of accepted events).
+
+use std::sync::{Arc, RwLock as StdRwLock};
+
+use prost::Message;
+use tokio::sync::broadcast;
+
+use super::{Applied, EventBatch, KnownDevice, SledState, read_applied};
+use crate::domain::inventory::Stock;
+use crate::domain::order::Order;
+use crate::domain::ticket::{Ticket, TicketKind};
+use crate::domain::{Realm, State};
+use crate::proto::pb;
+use crate::store::keys;
+use crate::store::{StoreError, decode};
+
+/// A read-only view of the live state machine for queries (`log dump`, and later the client
+/// API). It follows snapshot installs: it always reads the current generation.
+#[derive(Clone)]
+pub struct StateReader {
+    pub(super) tree: Arc<StdRwLock<sled::Tree>>,
+    pub(super) realm: Realm,
+    pub(super) feed: broadcast::Sender<EventBatch>,
+}
+
+impl StateReader {
+    fn tree(&self) -> sled::Tree {
+        // A poisoned lock only means a writer panicked after swapping in a valid tree handle.
+        match self.tree.read() {
+            Ok(tree) => tree.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn realm(&self) -> &Realm {
+        &self.realm
+    }
+
+    /// Every batch of events the state machine accepts from now on (see `EventBatch`).
+    pub fn subscribe(&self) -> broadcast::Receiver<EventBatch> {
+        self.feed.subscribe()
+    }
+
+    /// Every ticket, by kind then id.
+    pub fn tickets(&self) -> Result<Vec<Ticket>, StoreError> {
+        self.scan(keys::PREFIX_TICKET, "ticket")
+    }
+
+    pub fn applied(&self) -> Result<Applied, StoreError> {
+        read_applied(&self.tree())
+    }
+
+    /// Up to `limit` committed events with seq > `after_seq`, in seq order.
+    pub fn events_after(&self, after_seq: u64, limit: usize) -> Result<Vec<pb::Event>, StoreError> {
+        let tree = self.tree();
+        let start = keys::event_key(after_seq.saturating_add(1));
+        let end = keys::event_key(u64::MAX);
+        let mut events = Vec::new();
+        for item in tree.range(start..=end).take(limit) {
+            let (key, bytes) = item?;
+            let event =
+                pb::Event::decode(bytes.as_ref()).map_err(|e| StoreError::corrupt("event", e))?;
+            if keys::event_seq(&key) != Some(event.seq) {
+                return Err(StoreError::corrupt(
+                    "event",
+                    format!("key {key:?} holds seq {}", event.seq),
+                ));
+            }
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    pub fn order(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
+        let tree = self.tree();
+        SledState::new(&tree, &self.realm, 0, 0).order(order_id)
+    }
+
+    pub fn ticket(&self, kind: TicketKind, ticket_id: &str) -> Result<Option<Ticket>, StoreError> {
+        let tree = self.tree();
+        SledState::new(&tree, &self.realm, 0, 0).ticket(kind, ticket_id)
+    }
+
+    pub fn stock(&self, sku: &str) -> Result<Option<Stock>, StoreError> {
+        let tree = self.tree();
+        SledState::new(&tree, &self.realm, 0, 0).stock(sku)
+    }
+
+    /// The device, if it has an accepted event in the log.
+    pub fn device(&self, device_id: &str) -> Result<Option<KnownDevice>, StoreError> {
+        let tree = self.tree();
+        let state = SledState::new(&tree, &self.realm, 0, 0);
+        state.get(
+            "device",
+            &keys::prefixed(keys::PREFIX_DEVICE, device_id.as_bytes()),
+        )
+    }
+
+    /// Every order, by id.
+    pub fn orders(&self) -> Result<Vec<Order>, StoreError> {
+        self.scan(keys::PREFIX_ORDER, "order")
+    }
+
+    /// Every SKU's stock, by SKU.
+    pub fn stocks(&self) -> Result<Vec<Stock>, StoreError> {
+        self.scan(keys::PREFIX_STOCK, "stock")
+    }
+
+    fn scan<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: u8,
+        what: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree().scan_prefix([prefix]) {
+            let (_, bytes) = item?;
+            out.push(decode(what, &bytes)?);
+        }
+        Ok(out)
+    }
+}

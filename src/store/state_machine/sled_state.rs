@@ -1,0 +1,221 @@
+//! `SledState`: the domain's `State` over one state machine tree, with the writes of one
+//! apply buffered in memory and read back before the tree, so that the whole apply can be
+//! written as one atomic batch.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::KnownDevice;
+use crate::domain::inventory::Stock;
+use crate::domain::order::Order;
+use crate::domain::ticket::{Ticket, TicketKind};
+use crate::domain::{self, Event, Outcome, Realm, RejectCode, State};
+use crate::proto::{convert, pb};
+use crate::store::keys;
+use crate::store::{StoreError, decode, encode};
+
+/// The domain's `State` over one state machine tree, with this apply's writes buffered in
+/// `pending` (read back before the tree) until `into_batch`.
+pub(in crate::store) struct SledState<'a> {
+    tree: &'a sled::Tree,
+    realm: &'a Realm,
+    last_seq: u64,
+    lamport: u64,
+    pending: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The events accepted since the last `take_accepted`, for the feed.
+    accepted: Vec<pb::Event>,
+}
+
+impl<'a> SledState<'a> {
+    pub(in crate::store) fn new(
+        tree: &'a sled::Tree,
+        realm: &'a Realm,
+        last_seq: u64,
+        lamport: u64,
+    ) -> Self {
+        Self {
+            tree,
+            realm,
+            last_seq,
+            lamport,
+            pending: BTreeMap::new(),
+            accepted: Vec::new(),
+        }
+    }
+
+    pub(in crate::store) fn lamport(&self) -> u64 {
+        self.lamport
+    }
+
+    /// The events accepted since the last call, in seq order.
+    pub(in crate::store) fn take_accepted(&mut self) -> Vec<pb::Event> {
+        std::mem::take(&mut self.accepted)
+    }
+
+    pub(super) fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        if let Some(bytes) = self.pending.get(key) {
+            return Ok(Some(decode(what, bytes)?));
+        }
+        match self.tree.get(key)? {
+            Some(bytes) => Ok(Some(decode(what, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put<T: Serialize>(
+        &mut self,
+        what: &'static str,
+        key: Vec<u8>,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        self.pending.insert(key, encode(what, value)?);
+        Ok(())
+    }
+
+    pub(in crate::store) fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Moves the buffered writes into a batch (the caller adds `Applied` and applies it).
+    pub(in crate::store) fn take_batch(&mut self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (key, value) in std::mem::take(&mut self.pending) {
+            batch.insert(key, value);
+        }
+        batch
+    }
+
+    /// Decodes a stored event and runs the domain rules on it. An event whose payload cannot
+    /// become JSON (NaN, infinity) is rejected here, identically on every node.
+    pub(in crate::store) fn apply_pb(
+        &mut self,
+        event: &pb::Event,
+        hub_time_ms: u64,
+    ) -> Result<Outcome, StoreError> {
+        match convert::event_from_pb(event) {
+            Ok(event) => domain::apply(self, &event, hub_time_ms),
+            Err(err) => Ok(Outcome::rejected(
+                RejectCode::MalformedPayload,
+                err.to_string(),
+            )),
+        }
+    }
+}
+
+fn ticket_key(kind: TicketKind, ticket_id: &str) -> Vec<u8> {
+    let kind = match kind {
+        TicketKind::Kds => b'k',
+        TicketKind::Bds => b'b',
+    };
+    let mut id = Vec::with_capacity(1 + ticket_id.len());
+    id.push(kind);
+    id.extend_from_slice(ticket_id.as_bytes());
+    keys::prefixed(keys::PREFIX_TICKET, &id)
+}
+
+impl State for SledState<'_> {
+    type Error = StoreError;
+
+    fn realm(&self) -> &Realm {
+        self.realm
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    fn seq_of(&self, event_id: &Uuid) -> Result<Option<u64>, StoreError> {
+        let key = keys::event_id_key(event_id);
+        if let Some(bytes) = self.pending.get(key.as_slice()) {
+            return seq_from_bytes(bytes).map(Some);
+        }
+        match self.tree.get(key)? {
+            Some(bytes) => seq_from_bytes(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn order(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
+        self.get(
+            "order",
+            &keys::prefixed(keys::PREFIX_ORDER, order_id.as_bytes()),
+        )
+    }
+
+    fn ticket(&self, kind: TicketKind, ticket_id: &str) -> Result<Option<Ticket>, StoreError> {
+        self.get("ticket", &ticket_key(kind, ticket_id))
+    }
+
+    fn stock(&self, sku: &str) -> Result<Option<Stock>, StoreError> {
+        self.get("stock", &keys::prefixed(keys::PREFIX_STOCK, sku.as_bytes()))
+    }
+
+    fn put_order(&mut self, order: Order) -> Result<(), StoreError> {
+        self.put(
+            "order",
+            keys::prefixed(keys::PREFIX_ORDER, order.id.as_bytes()),
+            &order,
+        )
+    }
+
+    fn put_ticket(&mut self, ticket: Ticket) -> Result<(), StoreError> {
+        self.put("ticket", ticket_key(ticket.kind, &ticket.id), &ticket)
+    }
+
+    fn put_stock(&mut self, stock: Stock) -> Result<(), StoreError> {
+        self.put(
+            "stock",
+            keys::prefixed(keys::PREFIX_STOCK, stock.sku.as_bytes()),
+            &stock,
+        )
+    }
+
+    fn put_event(&mut self, event_id: Uuid, event: Event) -> Result<(), StoreError> {
+        let seq = self.last_seq + 1;
+        // Pair assertion with the domain: it stamps exactly the next seq.
+        if event.seq != Some(seq) {
+            return Err(StoreError::corrupt(
+                "apply",
+                format!("expected event seq {seq}, got {:?}", event.seq),
+            ));
+        }
+        let stored = convert::event_to_pb(&event).map_err(|e| {
+            StoreError::corrupt("event", format!("seq {seq} does not convert back: {e}"))
+        })?;
+        self.pending
+            .insert(keys::event_key(seq).to_vec(), stored.encode_to_vec());
+        self.pending.insert(
+            keys::event_id_key(&event_id).to_vec(),
+            seq.to_be_bytes().to_vec(),
+        );
+        self.last_seq = seq;
+        self.lamport = self.lamport.max(event.clock.lamport);
+        let device_key = keys::prefixed(keys::PREFIX_DEVICE, event.actor.device_id.as_bytes());
+        let first_seq = self
+            .get::<KnownDevice>("device", &device_key)?
+            .map_or(seq, |d| d.first_seq);
+        let hub_time = event.hub_time.unwrap_or(0);
+        let known = KnownDevice {
+            first_seq,
+            last_seq: seq,
+            last_hub_time_ms: hub_time,
+        };
+        self.put("device", device_key, &known)?;
+        self.accepted.push(stored);
+        Ok(())
+    }
+}
+
+pub(super) fn seq_from_bytes(bytes: &[u8]) -> Result<u64, StoreError> {
+    let raw: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::corrupt("eventId index", format!("{bytes:?}")))?;
+    Ok(u64::from_be_bytes(raw))
+}
