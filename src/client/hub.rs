@@ -47,6 +47,21 @@ pub struct HubConfig {
     pub cache_dir: Option<PathBuf>,
 }
 
+impl HubConfig {
+    /// Hubs of `realm` at the given addresses, over plaintext, without a token, discovery
+    /// or an address cache (a dev or test hub); set the other fields for a shop's.
+    pub fn new(addrs: Vec<String>, realm: Realm) -> Self {
+        HubConfig {
+            addrs,
+            realm,
+            token: None,
+            tls: None,
+            discovery: false,
+            cache_dir: None,
+        }
+    }
+}
+
 /// Why a call did not get an answer, and what the caller should do about it.
 #[derive(Debug)]
 pub enum CallError {

@@ -20,14 +20,7 @@ pub async fn outbox_till(
         data_dir: dir,
         device_id: "till-outbox".into(),
         user_id: None,
-        hub: HubConfig {
-            addrs,
-            realm: Realm::new(TENANT, STORE),
-            token: None,
-            tls: None,
-            discovery: false,
-            cache_dir: None,
-        },
+        hub: HubConfig::new(addrs, Realm::new(TENANT, STORE)),
     })?;
     let running = device.start();
     let mut confirmed = Vec::new();
