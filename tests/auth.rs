@@ -4,38 +4,18 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::cluster::*;
-use common::with_token;
+use common::{claims, expect_status, now, with_token};
 use ed25519_dalek::SigningKey;
 use hmac::{Hmac, Mac};
 use pos_hub::auth::keys;
-use pos_hub::auth::token::{self, AUDIENCE, Claims, Role};
+use pos_hub::auth::token::{self, Claims, Role};
 use pos_hub::proto::pb;
 use tonic::Code;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-}
-
-fn claims(device: &str, role: Role) -> Claims {
-    Claims {
-        aud: AUDIENCE.into(),
-        sub: device.into(),
-        tenant_id: TENANT.into(),
-        store_id: STORE.into(),
-        role,
-        exp: now() + 3_600,
-        nbf: now() - 60,
-        iat: now() - 60,
-    }
-}
 
 fn b64(json: serde_json::Value) -> String {
     URL_SAFE_NO_PAD.encode(json.to_string())
@@ -107,13 +87,7 @@ impl Store {
     /// The append is refused with `code` and a message containing `reason`; the log stays.
     async fn refused(&self, token: Option<&str>, events: Vec<pb::Event>, code: Code, reason: &str) {
         let before = self.last_seq().await;
-        let status = self.append(token, events).await.expect_err("refused");
-        assert_eq!(status.code(), code, "{status:?}");
-        assert!(
-            status.message().contains(reason),
-            "message {:?} should name {reason:?}",
-            status.message()
-        );
+        expect_status(self.append(token, events).await, code, reason);
         assert_eq!(self.last_seq().await, before, "nothing reached the log");
     }
 }
@@ -368,9 +342,7 @@ async fn a_valid_token_writes_only_what_its_device_and_role_may() {
     let refused = cluster
         .remove_node(with_token(pb::RemoveNodeRequest { id: 1 }, Some(&manager)))
         .await;
-    let status = refused.expect_err("refused");
-    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains("role manager"), "{status:?}");
+    expect_status(refused, Code::PermissionDenied, "role manager");
     let status = cluster
         .status(with_token(pb::ClusterStatusRequest {}, Some(&till)))
         .await
@@ -382,82 +354,32 @@ async fn a_valid_token_writes_only_what_its_device_and_role_may() {
 #[test]
 fn keygen_and_token_cli_make_a_token_the_node_accepts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let run = |args: &[&str]| {
-        std::process::Command::new(common::BIN)
-            .args(args)
-            .output()
-            .expect("runs")
-    };
-    let out = run(&["keygen", "--out-dir", dir.path().to_str().expect("utf-8")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeeded(&common::keygen(dir.path()), "keygen");
     let key = dir.path().join("store.key.pem");
     let public = dir.path().join("store.pub.pem");
-    let again = run(&["keygen", "--out-dir", dir.path().to_str().expect("utf-8")]);
     assert!(
-        !again.status.success(),
+        !common::keygen(dir.path()).status.success(),
         "keygen never overwrites a store key"
     );
 
-    let issue = run(&[
-        "token",
-        "issue",
-        "--key",
-        key.to_str().expect("utf-8"),
-        "--tenant",
-        TENANT,
-        "--store",
-        STORE,
-        "--device",
-        "till-7",
-        "--role",
-        "till",
-        "--ttl",
-        "1h",
-    ]);
-    assert!(
-        issue.status.success(),
-        "{}",
-        String::from_utf8_lossy(&issue.stderr)
-    );
-    let token = String::from_utf8(issue.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned();
+    let issue = common::token_issue(&key, "till-7", "till", &["--ttl", "1h"]);
+    let token = common::succeeded(&issue, "token issue").trim().to_owned();
     let verifying = keys::load_verifying_key(&public).expect("loads");
     let claims = token::verify(&token, &verifying, now()).expect("a valid token");
     assert_eq!((claims.sub.as_str(), claims.role), ("till-7", Role::Till));
     assert!(claims.exp > now() + 3_500 && claims.exp <= now() + 3_600);
 
-    let inspect = run(&[
-        "token",
-        "inspect",
-        &token,
-        "--public-key",
-        public.to_str().expect("utf-8"),
-    ]);
+    let inspect = std::process::Command::new(common::BIN)
+        .args(["token", "inspect", &token, "--public-key"])
+        .arg(&public)
+        .output()
+        .expect("runs");
     let text = String::from_utf8_lossy(&inspect.stdout);
     assert!(
         inspect.status.success() && text.contains("alg EdDSA") && text.contains("valid: signed by"),
         "{text}"
     );
-    let bad_role = run(&[
-        "token",
-        "issue",
-        "--key",
-        key.to_str().expect("utf-8"),
-        "--tenant",
-        TENANT,
-        "--store",
-        STORE,
-        "--device",
-        "x",
-        "--role",
-        "root",
-    ]);
+    let bad_role = common::token_issue(&key, "x", "root", &[]);
     assert!(String::from_utf8_lossy(&bad_role.stderr).contains("--role \"root\" is not one of"));
 }
 
@@ -539,9 +461,7 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
         inventory_event("FRIES", 1, "till-1", 20),
     )
     .await;
-    let status = stale.expect_err("beyond grace");
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert!(status.message().contains("expired"), "{status:?}");
+    expect_status(stale, Code::Unauthenticated, "expired");
 
     eprintln!("--- an unknown device's expired token gets no grace");
     let unknown = append_on(
@@ -550,9 +470,7 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
         inventory_event("FRIES", 1, "till-new", 1),
     )
     .await;
-    let status = unknown.expect_err("unknown device");
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert!(status.message().contains("expired"), "{status:?}");
+    expect_status(unknown, Code::Unauthenticated, "expired");
     assert_eq!(
         store.last_seq().await,
         before,

@@ -5,27 +5,17 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::cluster::*;
+use common::{claims, with_token};
 use pos_hub::auth::keys;
-use pos_hub::auth::token::{self, AUDIENCE, Claims, Role};
+use pos_hub::auth::token::{self, Claims, Role};
 use pos_hub::proto::pb;
 use tonic::Code;
-use tonic::metadata::MetadataValue;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-}
 
 fn signed<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {token}").parse().expect("header text");
-    request.metadata_mut().insert("authorization", value);
-    request
+    with_token(message, Some(token))
 }
 
 fn denied<T: std::fmt::Debug>(rpc: &str, result: Result<T, tonic::Status>) {
@@ -55,14 +45,8 @@ async fn a_device_of_one_store_gets_nothing_from_the_other() {
     let b = Cluster::start_beside(&a, 1, start("s-002")).await;
     assert_ne!(a.client_addr(1), b.client_addr(1));
     let claims = |store: &str, device: &str, role: Role| Claims {
-        aud: AUDIENCE.into(),
-        sub: device.into(),
-        tenant_id: TENANT.into(),
         store_id: store.into(),
-        role,
-        exp: now() + 3_600,
-        nbf: now() - 60,
-        iat: now() - 60,
+        ..claims(device, role)
     };
     let till_a = token::issue(&key, &claims("s-001", "till-1", Role::Till));
     let admin_a = token::issue(&key, &claims("s-001", "op", Role::Admin));
