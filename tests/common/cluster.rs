@@ -454,6 +454,20 @@ impl Cluster {
         hello_at(&self.nodes[&id].client_addr, 0).await
     }
 
+    /// `(seq, eventId)` of every event of node `id`'s log after `cursor`, up to seq `up_to`,
+    /// as Subscribe streams them (`subscribe_ids`); panics, naming the node, past `within`.
+    pub async fn log_ids(
+        &self,
+        id: u64,
+        cursor: u64,
+        up_to: u64,
+        within: Duration,
+    ) -> Vec<(u64, String)> {
+        subscribe_ids(&mut self.client(id), cursor, up_to, within)
+            .await
+            .unwrap_or_else(|e| panic!("node {id}'s log: {e}"))
+    }
+
     /// Waits until every node of `among` answers Hello with the same leader, itself one of
     /// `among`; returns it.
     pub async fn wait_leader(&mut self, among: &[u64], within: Duration) -> u64 {
@@ -1023,26 +1037,56 @@ pub fn parse_grpc_web_frames(mut body: &[u8]) -> Result<GrpcWebReply, String> {
     Err("too many frames".into())
 }
 
-/// `POST /pos.v1.Hub/Append` as gRPC-web over HTTP/1.1, with an `Origin` header.
-pub async fn grpc_web_append(
+/// A gRPC-web call over HTTP/1.1 (`method` is its path, `/pos.v1.Hub/Hello`), as a browser
+/// makes it from a page of `origin`: its HTTP reply and frames.
+pub async fn grpc_web_call(
     addr: &str,
-    request: &pb::AppendRequest,
+    method: &str,
+    message: &impl prost::Message,
     origin: &str,
-) -> Result<(HttpResponse, GrpcWebReply), String> {
-    let message = prost::Message::encode_to_vec(request);
-    let mut body = Vec::with_capacity(message.len() + 5);
-    body.push(0u8);
+) -> (HttpResponse, GrpcWebReply) {
+    let message = message.encode_to_vec();
+    let mut body = vec![0u8];
     body.extend_from_slice(&(message.len() as u32).to_be_bytes());
     body.extend_from_slice(&message);
-    let head = format!(
-        "POST /pos.v1.Hub/Append HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/grpc-web+proto\r\nAccept: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nX-User-Agent: grpc-web-javascript/0.1\r\nOrigin: {origin}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+    let mut raw = format!(
+        "POST {method} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/grpc-web+proto\r\n\
+         Accept: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nX-User-Agent: connect-es/2.0.0\r\n\
+         Origin: {origin}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    );
-    let mut raw = head.into_bytes();
+    )
+    .into_bytes();
     raw.extend_from_slice(&body);
-    let response = http_exchange(addr, &raw, Duration::from_secs(15)).await?;
-    let frames = parse_grpc_web_frames(&response.body)?;
-    Ok((response, frames))
+    let response = http_exchange(addr, &raw, Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|e| panic!("gRPC-web {method}: {e}"));
+    let frames = parse_grpc_web_frames(&response.body)
+        .unwrap_or_else(|e| panic!("gRPC-web {method}: bad frames ({e}): {response:?}"));
+    (response, frames)
+}
+
+/// The one message of a gRPC-web call that succeeded (HTTP 200, a gRPC-web content type,
+/// grpc-status 0), decoded.
+pub fn grpc_web_answer<M: prost::Message + Default>(
+    response: &HttpResponse,
+    reply: &GrpcWebReply,
+) -> M {
+    let ctx = format!("{response:?} {reply:?}");
+    assert_eq!(response.status, 200, "{ctx}");
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/grpc-web")),
+        "{ctx}"
+    );
+    assert_eq!(
+        grpc_web_status(response, reply).as_deref(),
+        Some("0"),
+        "{ctx}"
+    );
+    assert_eq!(reply.messages.len(), 1, "{ctx}");
+    M::decode(reply.messages[0].as_slice())
+        .unwrap_or_else(|e| panic!("not a {} ({e}): {ctx}", std::any::type_name::<M>()))
 }
 
 // ---------------------------------------------------------------------------------------
