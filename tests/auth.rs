@@ -445,14 +445,14 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
     eprintln!("--- expired 8 days ago: beyond the grace, refused");
     // Node 1 answers from its own applied state: wait until it has applied the four
     // accepted events (it may lag the leader that acknowledged the last one).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while store.last_seq().await < 4 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node 1 never applied the 4 events"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    poll_until(Duration::from_secs(10), async || {
+        match store.last_seq().await {
+            n if n >= 4 => Ok(()),
+            n => Err(format!("it is at seq {n}")),
+        }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("node 1 never applied the 4 events: {last}"));
     let before = store.last_seq().await;
     assert_eq!(before, 4, "one valid and three in-grace appends");
     let stale = append_on(

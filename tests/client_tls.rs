@@ -8,9 +8,9 @@ mod common;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::cluster::{free_ports, inventory_event};
+use common::cluster::{free_ports, inventory_event, poll_until};
 use common::{BIN, stderr, stdout};
 use pos_hub::auth::tls;
 use pos_hub::proto::pb;
@@ -126,21 +126,20 @@ async fn the_client_port_serves_tls_to_devices_that_pin_the_store_ca() {
     let url = format!("https://{addr}");
 
     // A device pinning the store CA: Hello, once the node has elected itself.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let welcome = loop {
-        let attempt = match tls_channel(&url, &ca).await {
-            Ok(channel) => hello(channel).await,
-            Err(err) => Err(err),
-        };
-        match attempt {
-            Ok(reply) if reply.leader_id != 0 => break reply,
-            other if Instant::now() > deadline => panic!(
-                "no TLS Hello within 30 s: {other:?}\n{}",
-                common::cluster::tail(&dir.path().join("node.log"), 40)
-            ),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+    let welcome = poll_until(Duration::from_secs(30), async || {
+        let reply = hello(tls_channel(&url, &ca).await?).await?;
+        match reply.leader_id {
+            0 => Err(format!("no leader yet: {reply:?}")),
+            _ => Ok(reply),
         }
-    };
+    })
+    .await
+    .unwrap_or_else(|last| {
+        panic!(
+            "no TLS Hello within 30 s: {last}\n{}",
+            common::cluster::tail(&dir.path().join("node.log"), 40)
+        )
+    });
     assert_eq!(welcome.leader_id, 1);
 
     // It appends over TLS.

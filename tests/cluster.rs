@@ -60,19 +60,12 @@ fn inventory_batch(count: u64, device: &str, first_lamport: u64) -> Vec<pb::Even
 }
 
 async fn wait_counter(counter: &AtomicU64, at_least: u64, within: Duration, what: &str) {
-    let deadline = Instant::now() + within;
-    for _ in 0..100_000 {
-        if counter.load(Ordering::SeqCst) >= at_least {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: counter at {} after {within:?}, wanted {at_least}",
-            counter.load(Ordering::SeqCst)
-        );
-        tokio::time::sleep(POLL).await;
-    }
-    panic!("{what}: the wait loop ran out");
+    poll_until(within, async || match counter.load(Ordering::SeqCst) {
+        n if n >= at_least => Ok(()),
+        n => Err(format!("counter at {n}")),
+    })
+    .await
+    .unwrap_or_else(|last| panic!("{what}: {last} after {within:?}, wanted {at_least}"));
 }
 
 /// What a node's local read models say.
@@ -679,18 +672,11 @@ async fn a_fourth_node_catches_up_on_50k_events_by_snapshot_and_is_removed_again
 
     phase("start node 4 blank (its id is not in --initial-cluster)");
     c.spawn_blank_node(4);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for _ in 0..100_000 {
-        c.check_alive();
-        if c.hello(4).await.is_ok() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "blank node 4 does not answer Hello within 30 s"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    c.poll(Duration::from_secs(30), async |c| {
+        c.hello(4).await.map(drop)
+    })
+    .await
+    .unwrap_or_else(|last| panic!("blank node 4 does not answer Hello within 30 s: {last}"));
     let add = pb::AddNodeRequest {
         id: 4,
         peer_addr: c.peer_addr(4),
@@ -1248,23 +1234,14 @@ async fn the_readme_flow_on_a_dev_node() {
         log_path,
         _serial: serial,
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last: String;
-    for _ in 0..100_000 {
+    poll_until(Duration::from_secs(30), async || {
         if let Ok(Some(status)) = dev.child.try_wait() {
             panic!("serve --dev exited by itself ({status})");
         }
-        match http_get("127.0.0.1:4001", "/healthz").await {
-            Ok(r) if r.status == 200 => break,
-            Ok(r) => last = format!("HTTP {} {}", r.status, r.text()),
-            Err(err) => last = err,
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve --dev: /healthz not 200 within 30 s; last: {last}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+        healthz("127.0.0.1:4001").await
+    })
+    .await
+    .unwrap_or_else(|last| panic!("serve --dev: /healthz not 200 within 30 s; last: {last}"));
     assert!(
         cwd.path().join("data").is_dir(),
         "serve --dev keeps its data in ./data"

@@ -468,49 +468,62 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("node {id}'s log: {e}"))
     }
 
+    /// `poll_until`, first checking on every try that no node has exited by itself.
+    pub async fn poll<T>(
+        &mut self,
+        within: Duration,
+        mut probe: impl AsyncFnMut(&Self) -> Result<T, String>,
+    ) -> Result<T, String> {
+        poll_until(within, async || {
+            self.check_alive();
+            probe(self).await
+        })
+        .await
+    }
+
     /// Waits until every node of `among` answers Hello with the same leader, itself one of
     /// `among`; returns it.
     pub async fn wait_leader(&mut self, among: &[u64], within: Duration) -> u64 {
-        let deadline = Instant::now() + within;
-        let mut view = String::new();
-        for _ in 0..100_000 {
-            self.check_alive();
-            let mut leaders = Vec::new();
-            view.clear();
-            for &id in among {
-                // /status needs no token, so this works whether the nodes check tokens or not.
-                let leader = match self.http_get(id, "/status").await {
-                    Ok(response) if response.status == 200 => {
-                        serde_json::from_slice::<serde_json::Value>(&response.body)
-                            .ok()
-                            .and_then(|status| status["leaderId"].as_u64())
-                            .unwrap_or(0)
+        let agreed = self
+            .poll(within, async |c| {
+                let mut leaders = Vec::new();
+                let mut view = String::new();
+                for &id in among {
+                    // /status needs no token, so this works whether the nodes check tokens or not.
+                    let leader = match c.http_get(id, "/status").await {
+                        Ok(response) if response.status == 200 => {
+                            serde_json::from_slice::<serde_json::Value>(&response.body)
+                                .ok()
+                                .and_then(|status| status["leaderId"].as_u64())
+                                .unwrap_or(0)
+                        }
+                        Ok(response) => {
+                            view.push_str(&format!(" node {id}: /status {};", response.status));
+                            0
+                        }
+                        Err(err) => {
+                            view.push_str(&format!(" node {id}: {err};"));
+                            0
+                        }
+                    };
+                    leaders.push(leader);
+                    view.push_str(&format!(" node {id}: leader {leader};"));
+                }
+                match leaders.first() {
+                    Some(&first)
+                        if first != 0
+                            && among.contains(&first)
+                            && leaders.iter().all(|&l| l == first) =>
+                    {
+                        Ok(first)
                     }
-                    Ok(response) => {
-                        view.push_str(&format!(" node {id}: /status {};", response.status));
-                        0
-                    }
-                    Err(err) => {
-                        view.push_str(&format!(" node {id}: {err};"));
-                        0
-                    }
-                };
-                leaders.push(leader);
-                view.push_str(&format!(" node {id}: leader {leader};"));
-            }
-            if let Some(&first) = leaders.first()
-                && first != 0
-                && among.contains(&first)
-                && leaders.iter().all(|&l| l == first)
-            {
-                return first;
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        panic!("no leader agreed by nodes {among:?} within {within:?}; last view:{view}");
+                    _ => Err(view),
+                }
+            })
+            .await;
+        agreed.unwrap_or_else(|view| {
+            panic!("no leader agreed by nodes {among:?} within {within:?}; last view:{view}")
+        })
     }
 
     /// The leader that all running members agree on.
@@ -532,38 +545,37 @@ impl Cluster {
         at_least: u64,
         within: Duration,
     ) -> u64 {
-        let deadline = Instant::now() + within;
-        let mut view = String::new();
-        for _ in 0..100_000 {
-            self.check_alive();
-            let mut seqs = Vec::new();
-            view.clear();
-            for &id in among {
-                match self.hello(id).await {
-                    Ok(h) => {
-                        seqs.push(Some(h.last_seq));
-                        view.push_str(&format!(" node {id}: last_seq {};", h.last_seq));
-                    }
-                    Err(err) => {
-                        seqs.push(None);
-                        view.push_str(&format!(" node {id}: {err};"));
+        let agreed = self
+            .poll(within, async |c| {
+                let mut seqs = Vec::new();
+                let mut view = String::new();
+                for &id in among {
+                    match c.hello(id).await {
+                        Ok(h) => {
+                            seqs.push(Some(h.last_seq));
+                            view.push_str(&format!(" node {id}: last_seq {};", h.last_seq));
+                        }
+                        Err(err) => {
+                            seqs.push(None);
+                            view.push_str(&format!(" node {id}: {err};"));
+                        }
                     }
                 }
-            }
-            if let Some(&Some(first)) = seqs.first()
-                && first >= at_least
-                && seqs.iter().all(|&s| s == Some(first))
-            {
-                return first;
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        panic!(
-            "nodes {among:?} did not agree on a last_seq >= {at_least} within {within:?}; last view:{view}"
-        );
+                match seqs.first() {
+                    Some(&Some(first))
+                        if first >= at_least && seqs.iter().all(|&s| s == Some(first)) =>
+                    {
+                        Ok(first)
+                    }
+                    _ => Err(view),
+                }
+            })
+            .await;
+        agreed.unwrap_or_else(|view| {
+            panic!(
+                "nodes {among:?} did not agree on a last_seq >= {at_least} within {within:?}; last view:{view}"
+            )
+        })
     }
 
     /// GET on a node's client port (HTTP/1.0, Connection: close), bounded by 5 s.
@@ -573,21 +585,11 @@ impl Cluster {
 
     /// Waits until `/healthz` of the node answers 200.
     pub async fn wait_healthy(&mut self, id: u64, within: Duration) {
-        let deadline = Instant::now() + within;
-        let mut last = String::new();
-        for _ in 0..100_000 {
-            self.check_alive();
-            match self.http_get(id, "/healthz").await {
-                Ok(r) if r.status == 200 => return,
-                Ok(r) => last = format!("HTTP {} {}", r.status, r.text()),
-                Err(err) => last = err,
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        panic!("node {id}: /healthz not 200 within {within:?}; last: {last}");
+        self.poll(within, async |c| healthz(&c.nodes[&id].client_addr).await)
+            .await
+            .unwrap_or_else(|last| {
+                panic!("node {id}: /healthz not 200 within {within:?}; last: {last}")
+            });
     }
 
     /// `/status` of a node as JSON.
@@ -881,6 +883,36 @@ impl HttpResponse {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Tries `probe` every POLL until it answers `Ok`, or `within` has passed: then the last
+/// `Err` it answered (what it was still waiting for).
+pub async fn poll_until<T>(
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + within;
+    let mut last = String::new();
+    for _ in 0..100_000 {
+        match probe().await {
+            Ok(done) => return Ok(done),
+            Err(waiting) => last = waiting,
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Err(last)
+}
+
+/// `Ok` once `/healthz` at `addr` answers 200; else what it answered.
+pub async fn healthz(addr: &str) -> Result<(), String> {
+    match http_get(addr, "/healthz").await {
+        Ok(r) if r.status == 200 => Ok(()),
+        Ok(r) => Err(format!("HTTP {} {}", r.status, r.text())),
+        Err(err) => Err(err),
     }
 }
 
