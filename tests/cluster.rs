@@ -9,8 +9,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -1184,21 +1182,10 @@ async fn health_status_metrics_and_grpc_web_answer_as_documented() {
 // ---------------------------------------------------------------------------------------
 // 7. The README flow on a dev node
 
-/// The `serve --dev` process: killed on drop, its log printed if the test failed.
+/// The `serve --dev` process, which holds the test lock while it runs.
 struct DevNode {
-    child: Child,
-    log_path: PathBuf,
+    process: Process,
     _serial: std::sync::MutexGuard<'static, ()>,
-}
-
-impl Drop for DevNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("----- dev node log tail:\n{}", tail(&self.log_path, 60));
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1218,24 +1205,12 @@ async fn the_readme_flow_on_a_dev_node() {
 
     phase("start `pos-hub serve --dev` in a temp cwd");
     let cwd = tempfile::tempdir().expect("tempdir");
-    let log_path = cwd.path().join("dev.log");
-    let log = std::fs::File::create(&log_path).expect("creates the log");
-    let child = Command::new(common::BIN)
-        .args(["serve", "--dev"])
-        .current_dir(cwd.path())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log handle"))
-        .stderr(log)
-        .spawn()
-        .expect("spawns pos-hub serve --dev");
     let mut dev = DevNode {
-        child,
-        log_path,
+        process: Process::start(&["serve", "--dev"], cwd.path(), cwd.path().join("dev.log")),
         _serial: serial,
     };
     poll_until(Duration::from_secs(30), async || {
-        if let Ok(Some(status)) = dev.child.try_wait() {
+        if let Some(status) = dev.process.exited() {
             panic!("serve --dev exited by itself ({status})");
         }
         healthz("127.0.0.1:4001").await

@@ -1124,6 +1124,53 @@ pub fn grpc_web_answer<M: prost::Message + Default>(
 // ---------------------------------------------------------------------------------------
 // The CLI
 
+/// A `pos-hub` process a test runs by itself (outside a `Cluster`), its stdout and stderr
+/// in a log file: killed when dropped, and its log's tail printed if the test failed.
+pub struct Process {
+    child: Child,
+    log_path: PathBuf,
+}
+
+impl Process {
+    /// Starts `pos-hub ARGS…` in `cwd`, logging to `log_path` (does not wait).
+    pub fn start(args: &[&str], cwd: &Path, log_path: PathBuf) -> Process {
+        let log = std::fs::File::create(&log_path).expect("creates the log");
+        let child = Command::new(BIN)
+            .args(args)
+            .current_dir(cwd)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clones the log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawns `pos-hub {}`: {e}", args.join(" ")));
+        Process { child, log_path }
+    }
+
+    /// How it exited, if it has exited (by itself).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log_path, lines)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- {} tail:\n{}",
+                self.log_path.display(),
+                self.log_tail(LOG_TAIL_LINES)
+            );
+        }
+    }
+}
+
 /// Runs `pos-hub ARGS…` (in `cwd`) to completion, killing it after `within`.
 pub fn run_cli(args: &[&str], cwd: &Path, within: Duration) -> Output {
     let mut child = Command::new(BIN)
