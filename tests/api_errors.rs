@@ -4,23 +4,12 @@
 mod common;
 
 use common::cluster::*;
-use common::expect_status;
+use common::{expect_status, phase};
 use pos_hub::proto::pb;
 use tonic::Code;
 
-fn phase(what: &str) {
-    eprintln!("--- {what}");
-}
-
 async fn last_seq(c: &Cluster) -> u64 {
-    let hello = c
-        .client(1)
-        .hello(pb::HelloRequest {
-            device_id: "test".into(),
-            cursor: 0,
-        })
-        .await;
-    hello.expect("Hello answers").into_inner().last_seq
+    c.hello(1).await.expect("Hello answers").last_seq
 }
 
 /// An inventory adjustment (always acceptable) for `tenant`'s realm.

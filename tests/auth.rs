@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::cluster::*;
-use common::{claims, expect_status, now, with_token};
+use common::{claims, expect_status, now, phase, with_token};
 use ed25519_dalek::SigningKey;
 use hmac::{Hmac, Mac};
 use pos_hub::auth::keys;
@@ -149,7 +149,7 @@ async fn every_bad_token_is_refused_with_its_reason() {
     let event = || vec![inventory_event("FRIES", 1, "till-1", 1)];
     let good = claims("till-1", Role::Till);
 
-    eprintln!("--- missing and malformed");
+    phase("missing and malformed");
     store
         .refused(None, event(), Code::Unauthenticated, "no token")
         .await;
@@ -170,7 +170,7 @@ async fn every_bad_token_is_refused_with_its_reason() {
         )
         .await;
 
-    eprintln!("--- signed with another key (a forgery)");
+    phase("signed with another key (a forgery)");
     let forger = SigningKey::from_bytes(&[42u8; 32]);
     store
         .refused(
@@ -181,7 +181,7 @@ async fn every_bad_token_is_refused_with_its_reason() {
         )
         .await;
 
-    eprintln!("--- alg none, and HS256 with the public key as the HMAC secret");
+    phase("alg none, and HS256 with the public key as the HMAC secret");
     let claims_json = serde_json::to_value(&good).expect("json");
     let none = format!(
         "{}.{}.",
@@ -217,7 +217,7 @@ async fn every_bad_token_is_refused_with_its_reason() {
         )
         .await;
 
-    eprintln!("--- audience, realm, validity window");
+    phase("audience, realm, validity window");
     let wrong_aud = store.token(&Claims {
         aud: "cloud-api".into(),
         ..good.clone()
@@ -257,7 +257,7 @@ async fn every_bad_token_is_refused_with_its_reason() {
         .refused(Some(&expired), event(), Code::Unauthenticated, "expired")
         .await;
 
-    eprintln!("--- a bad token is refused on reads and Subscribe too");
+    phase("a bad token is refused on reads and Subscribe too");
     let mut hub = store.cluster.client(1);
     let read = hub
         .get_order(with_token(
@@ -286,7 +286,7 @@ async fn every_bad_token_is_refused_with_its_reason() {
 async fn a_valid_token_writes_only_what_its_device_and_role_may() {
     let store = Store::start().await;
 
-    eprintln!("--- an event of another realm, even with a valid token");
+    phase("an event of another realm, even with a valid token");
     let till = store.token(&claims("till-1", Role::Till));
     let mut foreign = inventory_event("FRIES", 1, "till-1", 1);
     foreign.store_id = "s-999".into();
@@ -299,7 +299,7 @@ async fn a_valid_token_writes_only_what_its_device_and_role_may() {
         )
         .await;
 
-    eprintln!("--- impersonation: an event written as another device");
+    phase("impersonation: an event written as another device");
     let as_other = vec![
         inventory_event("FRIES", 1, "till-1", 1),
         inventory_event("FRIES", 1, "till-2", 2),
@@ -313,7 +313,7 @@ async fn a_valid_token_writes_only_what_its_device_and_role_may() {
         )
         .await;
 
-    eprintln!("--- kitchen and bar screens write only their tickets");
+    phase("kitchen and bar screens write only their tickets");
     let kds = store.token(&claims("kds-1", Role::Kds));
     store
         .refused(
@@ -336,7 +336,7 @@ async fn a_valid_token_writes_only_what_its_device_and_role_may() {
         )
         .await;
 
-    eprintln!("--- the group is administered by admins only");
+    phase("the group is administered by admins only");
     let manager = store.token(&claims("boss", Role::Manager));
     let mut cluster = store.cluster.cluster_client(1);
     let refused = cluster
@@ -406,7 +406,7 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
         }
     };
 
-    eprintln!("--- till-1 appends once with a valid token on node 1: the log now knows it");
+    phase("till-1 appends once with a valid token on node 1: the log now knows it");
     let valid = store.token(&claims("till-1", Role::Till));
     let reply = append_on(1, valid, inventory_event("FRIES", 1, "till-1", 1))
         .await
@@ -416,7 +416,7 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
         pb::AppendStatus::Accepted as i32
     );
 
-    eprintln!("--- its token expired an hour ago: accepted within the 7-day grace, on every node");
+    phase("its token expired an hour ago: accepted within the 7-day grace, on every node");
     for node in [2, 3, 1] {
         let token = store.token(&expired("till-1", 3_600));
         let event = inventory_event("FRIES", 1, "till-1", 10 + node);
@@ -442,7 +442,7 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
         );
     }
 
-    eprintln!("--- expired 8 days ago: beyond the grace, refused");
+    phase("expired 8 days ago: beyond the grace, refused");
     // Node 1 answers from its own applied state: wait until it has applied the four
     // accepted events (it may lag the leader that acknowledged the last one).
     poll_until(Duration::from_secs(10), async || {
@@ -463,7 +463,7 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
     .await;
     expect_status(stale, Code::Unauthenticated, "expired");
 
-    eprintln!("--- an unknown device's expired token gets no grace");
+    phase("an unknown device's expired token gets no grace");
     let unknown = append_on(
         1,
         store.token(&expired("till-new", 60)),
@@ -490,7 +490,7 @@ async fn a_device_may_hold_only_so_many_subscriptions_at_once() {
         }
     };
 
-    eprintln!("--- kds-1 opens the 4 streams it may hold; the 5th is refused");
+    phase("kds-1 opens the 4 streams it may hold; the 5th is refused");
     let mut streams = Vec::new();
     for _ in 0..4 {
         streams.push(
@@ -507,11 +507,11 @@ async fn a_device_may_hold_only_so_many_subscriptions_at_once() {
         "{status:?}"
     );
 
-    eprintln!("--- another device is unaffected");
+    phase("another device is unaffected");
     let bds = store.token(&claims("bds-1", Role::Bds));
     open(bds).await.expect("bds-1 subscribes");
 
-    eprintln!("--- closing one stream frees its slot");
+    phase("closing one stream frees its slot");
     drop(streams.pop());
     let mut reopened = open(kds.clone()).await;
     for _ in 0..100 {

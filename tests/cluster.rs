@@ -14,11 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
+use common::phase;
 use pos_hub::proto::pb;
-
-fn phase(what: &str) {
-    eprintln!("--- {what}");
-}
 
 const ACCEPTED: i32 = pb::AppendStatus::Accepted as i32;
 const DUPLICATE: i32 = pb::AppendStatus::Duplicate as i32;

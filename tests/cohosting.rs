@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::*;
-use common::{claims, with_token};
+use common::{claims, phase, with_token};
 use pos_hub::auth::keys;
 use pos_hub::auth::token::{self, Claims, Role};
 use pos_hub::proto::pb;
@@ -40,7 +40,7 @@ async fn a_device_of_one_store_gets_nothing_from_the_other() {
         ..Options::default()
     };
 
-    eprintln!("--- two hubs on this machine: t-demo/s-001 (A) and t-demo/s-002 (B)");
+    phase("two hubs on this machine: t-demo/s-001 (A) and t-demo/s-002 (B)");
     let a = Cluster::start_with(1, start("s-001")).await;
     let b = Cluster::start_beside(&a, 1, start("s-002")).await;
     assert_ne!(a.client_addr(1), b.client_addr(1));
@@ -52,7 +52,7 @@ async fn a_device_of_one_store_gets_nothing_from_the_other() {
     let admin_a = token::issue(&key, &claims("s-001", "op", Role::Admin));
     let till_b = token::issue(&key, &claims("s-002", "till-9", Role::Till));
 
-    eprintln!("--- A's till writes to A");
+    phase("A's till writes to A");
     let reply = a
         .client(1)
         .append(signed(
@@ -66,7 +66,7 @@ async fn a_device_of_one_store_gets_nothing_from_the_other() {
         .into_inner();
     assert_eq!(reply.results[0].status, pb::AppendStatus::Accepted as i32);
 
-    eprintln!("--- the same till, with its valid token, on B: PERMISSION_DENIED for every RPC");
+    phase("the same till, with its valid token, on B: PERMISSION_DENIED for every RPC");
     let mut hub = b.client(1);
     denied(
         "Hello",
@@ -118,7 +118,7 @@ async fn a_device_of_one_store_gets_nothing_from_the_other() {
             .await,
     );
 
-    eprintln!("--- B's own devices see B's log, which has none of A's events");
+    phase("B's own devices see B's log, which has none of A's events");
     let hello = hub
         .hello(signed(pb::HelloRequest::default(), &till_b))
         .await

@@ -9,7 +9,7 @@ use common::*;
 fn the_example_flow_is_accepted_once_and_then_only_duplicated() {
     let dir = tempfile::tempdir().expect("tempdir");
 
-    tracing_phase("--- append the 15 example events to an empty log");
+    phase("append the 15 example events to an empty log");
     let first = succeeded(&log(dir.path(), &["append", EXAMPLE]), "append");
     assert_example_report(
         &first,
@@ -34,7 +34,7 @@ fn the_example_flow_is_accepted_once_and_then_only_duplicated() {
         .collect();
     assert_eq!(seqs, (1..=15).collect::<Vec<_>>());
 
-    tracing_phase("--- the same file again: 15 duplicates with their first seqs, nothing changes");
+    phase("the same file again: 15 duplicates with their first seqs, nothing changes");
     let again = succeeded(&log(dir.path(), &["append", EXAMPLE]), "append");
     assert_example_report(
         &again,
@@ -135,10 +135,6 @@ fn a_data_dir_of_one_realm_refuses_another() {
         err.contains("realm t-demo/s-001, not t-other/s-001"),
         "{err}"
     );
-}
-
-fn tracing_phase(phase: &str) {
-    eprintln!("{phase}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::cluster::*;
-use common::with_token;
+use common::{phase, with_token};
 use pos_hub::auth::{keys, token};
 use pos_hub::proto::pb;
 use tonic::Code;
@@ -17,10 +17,6 @@ use tonic::Code;
 const WEB_DIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/dist");
 const MENU_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/menu.json");
 const LAN_ORIGIN: &str = "http://192.168.1.20:5173";
-
-fn phase(what: &str) {
-    eprintln!("--- {what}");
-}
 
 /// Every file under `dir` (dotfiles left out, as the build leaves them out).
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {

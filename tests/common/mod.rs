@@ -14,6 +14,11 @@ use pos_hub::auth::token::{AUDIENCE, Claims, Role};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pos-hub");
 
+/// Marks the start of a test's next step in its output.
+pub fn phase(what: &str) {
+    eprintln!("--- {what}");
+}
+
 /// Seconds since the epoch, the clock of tokens.
 pub fn now() -> u64 {
     SystemTime::now()
