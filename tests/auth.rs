@@ -33,19 +33,16 @@ impl Store {
     }
 
     async fn start_nodes(n: u64) -> Store {
-        let (private_pem, public_pem) = keys::generate().expect("generates");
         let dir = tempfile::tempdir().expect("tempdir").keep();
-        let public_path = dir.join("store.pub.pem");
-        std::fs::write(&public_path, &public_pem).expect("writes the key");
+        let key = common::store_key(&dir);
         let options = Options {
-            public_key: Some(public_path),
+            public_key: Some(key.public_path),
             ..Options::default()
         };
         let cluster = Cluster::start_with(n, options).await;
-        let key = keys::signing_key_from_pem(&private_pem, "test key").expect("loads");
         Store {
-            key,
-            public_pem,
+            key: key.signing,
+            public_pem: key.public_pem,
             cluster,
         }
     }

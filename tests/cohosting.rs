@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::cluster::*;
 use common::{claims, phase, with_token};
-use pos_hub::auth::keys;
 use pos_hub::auth::token::{self, Claims, Role};
 use pos_hub::proto::pb;
 use tonic::Code;
@@ -29,13 +28,12 @@ fn denied<T: std::fmt::Debug>(rpc: &str, result: Result<T, tonic::Status>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_of_one_store_gets_nothing_from_the_other() {
-    let (private_pem, public_pem) = keys::generate().expect("generates");
     let dir = tempfile::tempdir().expect("tempdir");
-    let public = dir.path().join("tenant.pub.pem");
-    std::fs::write(&public, public_pem).expect("writes");
-    let key = keys::signing_key_from_pem(&private_pem, "tenant key").expect("loads");
+    // The tenant's key: both stores' hubs check tokens against it.
+    let tenant = common::store_key(dir.path());
+    let key = tenant.signing;
     let start = |store: &str| Options {
-        public_key: Some(public.clone()),
+        public_key: Some(tenant.public_path.clone()),
         store: Some(store.to_owned()),
         ..Options::default()
     };

@@ -5,11 +5,12 @@
 
 pub mod cluster;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cluster::{STORE, TENANT};
+use pos_hub::auth::keys;
 use pos_hub::auth::token::{AUDIENCE, Claims, Role};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pos-hub");
@@ -25,6 +26,27 @@ pub fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
         .as_secs()
+}
+
+/// A new key pair of a store (or of a tenant), its public half written to a file for the
+/// nodes' `--public-key`.
+pub struct StoreKey {
+    pub signing: ed25519_dalek::SigningKey,
+    pub public_pem: String,
+    pub public_path: PathBuf,
+}
+
+/// A new `StoreKey`, its public key in `dir/store.pub.pem`.
+pub fn store_key(dir: &Path) -> StoreKey {
+    let (private_pem, public_pem) = keys::generate().expect("generates a key pair");
+    let public_path = dir.join("store.pub.pem");
+    std::fs::write(&public_path, &public_pem).expect("writes the public key");
+    let signing = keys::signing_key_from_pem(&private_pem, "test key").expect("loads the key");
+    StoreKey {
+        signing,
+        public_pem,
+        public_path,
+    }
 }
 
 /// The claims of `device` with `role` in realm TENANT/STORE, valid from a minute ago for an
