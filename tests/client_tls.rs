@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::cluster::{Process, free_ports, inventory_event, poll_until};
-use common::{BIN, stderr, stdout};
+use common::{BIN, refused, succeeded};
 use pos_hub::auth::tls;
 use pos_hub::proto::pb;
 use pos_hub::proto::pb::hub_client::HubClient;
@@ -215,25 +215,19 @@ async fn the_client_port_serves_tls_to_devices_that_pin_the_store_ca() {
             .expect("runs pos-hub client")
     };
     let ca_arg = ca.to_str().expect("a UTF-8 path");
-    let status = cli(&["--hub", &url, "--ca", ca_arg, "status"]);
-    assert!(
-        status.status.success(),
-        "client status over TLS: {}",
-        stderr(&status)
+    let status = succeeded(
+        &cli(&["--hub", &url, "--ca", ca_arg, "status"]),
+        "client status over TLS",
     );
-    assert!(stdout(&status).contains("leader"), "{}", stdout(&status));
-    let unpinned = cli(&["--hub", &url, "status"]);
-    assert!(!unpinned.status.success());
-    assert!(
-        stderr(&unpinned).contains("pin the store CA with --ca"),
-        "{}",
-        stderr(&unpinned)
+    assert!(status.contains("leader"), "{status}");
+    refused(
+        &cli(&["--hub", &url, "status"]),
+        "an https hub without --ca",
+        "pin the store CA with --ca",
     );
-    let mixed = cli(&["--hub", &format!("http://{addr}"), "--ca", ca_arg, "status"]);
-    assert!(!mixed.status.success());
-    assert!(
-        stderr(&mixed).contains("must be an https:// URL"),
-        "{}",
-        stderr(&mixed)
+    refused(
+        &cli(&["--hub", &format!("http://{addr}"), "--ca", ca_arg, "status"]),
+        "--ca with an http hub",
+        "must be an https:// URL",
     );
 }

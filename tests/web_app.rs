@@ -356,8 +356,7 @@ async fn get_menu_needs_a_token_of_any_role_and_pairing_links_carry_one() {
         ("http://127.0.0.1:99999", "the port must be"),
     ] {
         let out = issue(bad);
-        let stderr = common::failed(&out, bad);
-        assert!(stderr.contains(reason), "{bad}: {stderr}");
+        common::refused(&out, bad, reason);
         assert!(
             common::stdout(&out).is_empty(),
             "{bad}: {}",

@@ -158,6 +158,13 @@ pub fn failed(output: &Output, what: &str) -> String {
     err
 }
 
+/// The stderr of `what`, a run that must have failed naming `reason` there.
+pub fn refused(output: &Output, what: &str, reason: &str) -> String {
+    let err = failed(output, what);
+    assert!(err.contains(reason), "{what}: {reason:?} is not in: {err}");
+    err
+}
+
 /// The report of appending the 15 events of the example (`log append`, `client append`):
 /// `OUTCOME seq=N …` for each in order, then the totals line.
 pub fn assert_example_report(report: &str, outcome: &str, totals: &str) {
