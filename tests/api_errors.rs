@@ -4,22 +4,12 @@
 mod common;
 
 use common::cluster::*;
+use common::{expect_status, phase};
 use pos_hub::proto::pb;
 use tonic::Code;
 
-fn phase(what: &str) {
-    eprintln!("--- {what}");
-}
-
 async fn last_seq(c: &Cluster) -> u64 {
-    let hello = c
-        .client(1)
-        .hello(pb::HelloRequest {
-            device_id: "test".into(),
-            cursor: 0,
-        })
-        .await;
-    hello.expect("Hello answers").into_inner().last_seq
+    c.hello(1).await.expect("Hello answers").last_seq
 }
 
 /// An inventory adjustment (always acceptable) for `tenant`'s realm.
@@ -27,16 +17,6 @@ fn event(n: u64, tenant: &str) -> pb::Event {
     let mut event = inventory_event("FRIES", 1, "till-1", n);
     event.tenant_id = tenant.into();
     event
-}
-
-fn expect_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, words: &str) {
-    let status = result.expect_err("the call is refused");
-    assert_eq!(status.code(), code, "{status:?}");
-    assert!(
-        status.message().contains(words),
-        "message {:?} should say {words:?}",
-        status.message()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,21 +72,22 @@ async fn bad_requests_are_refused_by_name_and_change_nothing() {
     assert_eq!(last_seq(&c).await, 0, "nothing was appended");
 
     phase("reads with unknown ids or filters");
+    let get = |order_id: &str, consistency: i32| pb::GetOrderRequest {
+        order_id: order_id.into(),
+        consistency,
+    };
+    let tickets = |kind: i32, status: i32| pb::ListTicketsRequest {
+        kind,
+        status,
+        consistency: 0,
+    };
     expect_status(
-        hub.get_order(pb::GetOrderRequest {
-            order_id: "o-404".into(),
-            consistency: 0,
-        })
-        .await,
+        hub.get_order(get("o-404", 0)).await,
         Code::NotFound,
         "o-404",
     );
     expect_status(
-        hub.get_order(pb::GetOrderRequest {
-            order_id: "o-1".into(),
-            consistency: 7,
-        })
-        .await,
+        hub.get_order(get("o-1", 7)).await,
         Code::InvalidArgument,
         "consistency 7",
     );
@@ -120,22 +101,12 @@ async fn bad_requests_are_refused_by_name_and_change_nothing() {
         "order status 42",
     );
     expect_status(
-        hub.list_tickets(pb::ListTicketsRequest {
-            kind: 9,
-            status: 0,
-            consistency: 0,
-        })
-        .await,
+        hub.list_tickets(tickets(9, 0)).await,
         Code::InvalidArgument,
         "ticket kind 9",
     );
     expect_status(
-        hub.list_tickets(pb::ListTicketsRequest {
-            kind: 0,
-            status: 9,
-            consistency: 0,
-        })
-        .await,
+        hub.list_tickets(tickets(0, 9)).await,
         Code::InvalidArgument,
         "ticket status 9",
     );
@@ -227,49 +198,60 @@ async fn reflection_lists_the_services_for_stock_grpc_tools() {
     );
 }
 
+/// Each command fails and names its reason on stderr.
+fn assert_refused(run: impl Fn(&[&str]) -> std::process::Output, cases: &[(&[&str], &str)]) {
+    for (args, reason) in cases {
+        common::refused(&run(args), &format!("{args:?}"), reason);
+    }
+}
+
 #[test]
 fn serve_and_client_refuse_bad_flags_with_the_reason() {
     let run = |args: &[&str]| {
-        let output = std::process::Command::new(common::BIN)
+        std::process::Command::new(common::BIN)
             .args(args)
             .output()
-            .expect("runs");
-        assert!(!output.status.success(), "{args:?} must fail");
-        String::from_utf8_lossy(&output.stderr).into_owned()
+            .expect("runs")
     };
-    assert!(run(&["serve"]).contains("needs --node-id"));
-    assert!(run(&["serve", "--node-id", "0"]).contains("start at 1"));
-    assert!(
-        run(&[
-            "serve",
-            "--node-id",
-            "1",
-            "--heartbeat-ms",
-            "300",
-            "--election-timeout-ms",
-            "200"
-        ])
-        .contains("must exceed --heartbeat-ms")
-    );
-    assert!(
-        run(&["serve", "--node-id", "1", "--initial-cluster", "1=nowhere"])
-            .contains("needs a peer address")
-    );
-    assert!(run(&["serve", "--node-id", "1"]).contains("needs the store's public key"));
-    assert!(
-        run(&[
-            "serve",
-            "--node-id",
-            "1",
-            "--public-key",
-            "/nonexistent/store.pub.pem"
-        ])
-        .contains("/nonexistent/store.pub.pem")
-    );
-    assert!(run(&["client", "--hub", "not a url", "status"]).contains("not a URL"));
-    // Nothing listens on port 1 of loopback.
-    assert!(
-        run(&["client", "--hub", "http://127.0.0.1:1", "status"]).contains("cannot reach the hub")
+    assert_refused(
+        run,
+        &[
+            (&["serve"], "needs --node-id"),
+            (&["serve", "--node-id", "0"], "start at 1"),
+            (
+                &[
+                    "serve",
+                    "--node-id",
+                    "1",
+                    "--heartbeat-ms",
+                    "300",
+                    "--election-timeout-ms",
+                    "200",
+                ],
+                "must exceed --heartbeat-ms",
+            ),
+            (
+                &["serve", "--node-id", "1", "--initial-cluster", "1=nowhere"],
+                "needs a peer address",
+            ),
+            (&["serve", "--node-id", "1"], "needs the store's public key"),
+            (
+                &[
+                    "serve",
+                    "--node-id",
+                    "1",
+                    "--public-key",
+                    "/nonexistent/store.pub.pem",
+                ],
+                "/nonexistent/store.pub.pem",
+            ),
+            (&["client", "--hub", "not a url", "status"], "not a URL"),
+            // Nothing listens on port 1 of loopback.
+            (
+                &["client", "--hub", "http://127.0.0.1:1", "status"],
+                "cannot reach the hub",
+            ),
+        ],
     );
 }
 
@@ -296,77 +278,76 @@ fn the_till_commands_refuse_bad_flags_and_unknown_orders_with_the_reason() {
             .output()
             .expect("runs")
     };
-    let run = |args: &[&str]| {
-        let output = till(args);
-        assert!(!output.status.success(), "{args:?} must fail");
-        String::from_utf8_lossy(&output.stderr).into_owned()
-    };
-    let order_list = ["order", "list"];
-    assert!(run(&order_list).contains("--device ID"));
-    let with = |extra: &[&'static str]| {
-        let mut all = vec!["--device", "till-1"];
-        all.extend_from_slice(extra);
-        all
-    };
-    assert!(run(&with(&["--hub", "not a url", "order", "list"])).contains("not a URL"));
-    assert!(
-        run(&with(&[
-            "--hub",
-            "http://127.0.0.1:1,https://127.0.0.1:2",
-            "order",
-            "list"
-        ]))
-        .contains("mixes http:// and https://")
-    );
-    assert!(
-        run(&with(&["--hub", "https://127.0.0.1:1", "order", "list"]))
-            .contains("pin the store CA with --ca")
-    );
-    assert!(
-        run(&with(&[
-            "--hub",
-            "http://127.0.0.1:1",
-            "--ca",
-            "/nonexistent/ca.pem",
-            "order",
-            "list"
-        ]))
-        .contains("must be an https:// URL")
-    );
-    assert!(
-        run(&with(&["--token", "not-a-token", "order", "list"])).contains("not a pos-hub token")
-    );
-    assert!(
-        run(&with(&[
-            "order", "add", "o-404", "--sku", "X", "--name", "X", "--price", "1"
-        ]))
-        .contains("order o-404 is not known to this device")
+    assert_refused(till, &[(&["order", "list"], "--device ID")]);
+    let till_1 = |args: &[&str]| till(&[&["--device", "till-1"], args].concat());
+    assert_refused(
+        till_1,
+        &[
+            (&["--hub", "not a url", "order", "list"], "not a URL"),
+            (
+                &[
+                    "--hub",
+                    "http://127.0.0.1:1,https://127.0.0.1:2",
+                    "order",
+                    "list",
+                ],
+                "mixes http:// and https://",
+            ),
+            (
+                &["--hub", "https://127.0.0.1:1", "order", "list"],
+                "pin the store CA with --ca",
+            ),
+            (
+                &[
+                    "--hub",
+                    "http://127.0.0.1:1",
+                    "--ca",
+                    "/nonexistent/ca.pem",
+                    "order",
+                    "list",
+                ],
+                "must be an https:// URL",
+            ),
+            (
+                &["--token", "not-a-token", "order", "list"],
+                "not a pos-hub token",
+            ),
+            (
+                &[
+                    "order", "add", "o-404", "--sku", "X", "--name", "X", "--price", "1",
+                ],
+                "order o-404 is not known to this device",
+            ),
+        ],
     );
     // With no hub at all a new order is still taken: it waits in the outbox.
-    let queued = till(&with(&["order", "new", "--id", "o-1"]));
+    let queued = till_1(&["order", "new", "--id", "o-1"]);
     let out = String::from_utf8_lossy(&queued.stdout);
     assert!(queued.status.success() && out.contains("QUEUED"), "{out}");
-    assert!(
-        run(&with(&[
-            "order",
-            "add",
-            "o-1",
-            "--sku",
-            "X",
-            "--name",
-            "X",
-            "--price",
-            "1",
-            "--modifier",
-            "cheese"
-        ]))
-        .contains("is not NAME=PRICE")
+    assert_refused(
+        till_1,
+        &[
+            (
+                &[
+                    "order",
+                    "add",
+                    "o-1",
+                    "--sku",
+                    "X",
+                    "--name",
+                    "X",
+                    "--price",
+                    "1",
+                    "--modifier",
+                    "cheese",
+                ],
+                "is not NAME=PRICE",
+            ),
+            (
+                &["order", "pay", "o-1", "--method", "cash", "--amount", "5"],
+                "refused (PAYMENT_MISMATCH)",
+            ),
+            (&["outbox", "--resolve", "9"], "there is no dead letter #9"),
+        ],
     );
-    assert!(
-        run(&with(&[
-            "order", "pay", "o-1", "--method", "cash", "--amount", "5"
-        ]))
-        .contains("refused (PAYMENT_MISMATCH)")
-    );
-    assert!(run(&with(&["outbox", "--resolve", "9"])).contains("there is no dead letter #9"));
 }

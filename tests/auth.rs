@@ -4,38 +4,18 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::cluster::*;
-use common::with_token;
+use common::{claims, expect_status, now, phase, with_token};
 use ed25519_dalek::SigningKey;
 use hmac::{Hmac, Mac};
 use pos_hub::auth::keys;
-use pos_hub::auth::token::{self, AUDIENCE, Claims, Role};
+use pos_hub::auth::token::{self, Claims, Role};
 use pos_hub::proto::pb;
 use tonic::Code;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-}
-
-fn claims(device: &str, role: Role) -> Claims {
-    Claims {
-        aud: AUDIENCE.into(),
-        sub: device.into(),
-        tenant_id: TENANT.into(),
-        store_id: STORE.into(),
-        role,
-        exp: now() + 3_600,
-        nbf: now() - 60,
-        iat: now() - 60,
-    }
-}
 
 fn b64(json: serde_json::Value) -> String {
     URL_SAFE_NO_PAD.encode(json.to_string())
@@ -53,19 +33,16 @@ impl Store {
     }
 
     async fn start_nodes(n: u64) -> Store {
-        let (private_pem, public_pem) = keys::generate().expect("generates");
         let dir = tempfile::tempdir().expect("tempdir").keep();
-        let public_path = dir.join("store.pub.pem");
-        std::fs::write(&public_path, &public_pem).expect("writes the key");
+        let key = common::store_key(&dir);
         let options = Options {
-            public_key: Some(public_path),
+            public_key: Some(key.public_path),
             ..Options::default()
         };
         let cluster = Cluster::start_with(n, options).await;
-        let key = keys::signing_key_from_pem(&private_pem, "test key").expect("loads");
         Store {
-            key,
-            public_pem,
+            key: key.signing,
+            public_pem: key.public_pem,
             cluster,
         }
     }
@@ -107,13 +84,7 @@ impl Store {
     /// The append is refused with `code` and a message containing `reason`; the log stays.
     async fn refused(&self, token: Option<&str>, events: Vec<pb::Event>, code: Code, reason: &str) {
         let before = self.last_seq().await;
-        let status = self.append(token, events).await.expect_err("refused");
-        assert_eq!(status.code(), code, "{status:?}");
-        assert!(
-            status.message().contains(reason),
-            "message {:?} should name {reason:?}",
-            status.message()
-        );
+        expect_status(self.append(token, events).await, code, reason);
         assert_eq!(self.last_seq().await, before, "nothing reached the log");
     }
 }
@@ -175,7 +146,7 @@ async fn every_bad_token_is_refused_with_its_reason() {
     let event = || vec![inventory_event("FRIES", 1, "till-1", 1)];
     let good = claims("till-1", Role::Till);
 
-    eprintln!("--- missing and malformed");
+    phase("missing and malformed");
     store
         .refused(None, event(), Code::Unauthenticated, "no token")
         .await;
@@ -196,7 +167,7 @@ async fn every_bad_token_is_refused_with_its_reason() {
         )
         .await;
 
-    eprintln!("--- signed with another key (a forgery)");
+    phase("signed with another key (a forgery)");
     let forger = SigningKey::from_bytes(&[42u8; 32]);
     store
         .refused(
@@ -207,7 +178,7 @@ async fn every_bad_token_is_refused_with_its_reason() {
         )
         .await;
 
-    eprintln!("--- alg none, and HS256 with the public key as the HMAC secret");
+    phase("alg none, and HS256 with the public key as the HMAC secret");
     let claims_json = serde_json::to_value(&good).expect("json");
     let none = format!(
         "{}.{}.",
@@ -243,7 +214,7 @@ async fn every_bad_token_is_refused_with_its_reason() {
         )
         .await;
 
-    eprintln!("--- audience, realm, validity window");
+    phase("audience, realm, validity window");
     let wrong_aud = store.token(&Claims {
         aud: "cloud-api".into(),
         ..good.clone()
@@ -283,7 +254,7 @@ async fn every_bad_token_is_refused_with_its_reason() {
         .refused(Some(&expired), event(), Code::Unauthenticated, "expired")
         .await;
 
-    eprintln!("--- a bad token is refused on reads and Subscribe too");
+    phase("a bad token is refused on reads and Subscribe too");
     let mut hub = store.cluster.client(1);
     let read = hub
         .get_order(with_token(
@@ -312,7 +283,7 @@ async fn every_bad_token_is_refused_with_its_reason() {
 async fn a_valid_token_writes_only_what_its_device_and_role_may() {
     let store = Store::start().await;
 
-    eprintln!("--- an event of another realm, even with a valid token");
+    phase("an event of another realm, even with a valid token");
     let till = store.token(&claims("till-1", Role::Till));
     let mut foreign = inventory_event("FRIES", 1, "till-1", 1);
     foreign.store_id = "s-999".into();
@@ -325,7 +296,7 @@ async fn a_valid_token_writes_only_what_its_device_and_role_may() {
         )
         .await;
 
-    eprintln!("--- impersonation: an event written as another device");
+    phase("impersonation: an event written as another device");
     let as_other = vec![
         inventory_event("FRIES", 1, "till-1", 1),
         inventory_event("FRIES", 1, "till-2", 2),
@@ -339,7 +310,7 @@ async fn a_valid_token_writes_only_what_its_device_and_role_may() {
         )
         .await;
 
-    eprintln!("--- kitchen and bar screens write only their tickets");
+    phase("kitchen and bar screens write only their tickets");
     let kds = store.token(&claims("kds-1", Role::Kds));
     store
         .refused(
@@ -362,15 +333,13 @@ async fn a_valid_token_writes_only_what_its_device_and_role_may() {
         )
         .await;
 
-    eprintln!("--- the group is administered by admins only");
+    phase("the group is administered by admins only");
     let manager = store.token(&claims("boss", Role::Manager));
     let mut cluster = store.cluster.cluster_client(1);
     let refused = cluster
         .remove_node(with_token(pb::RemoveNodeRequest { id: 1 }, Some(&manager)))
         .await;
-    let status = refused.expect_err("refused");
-    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains("role manager"), "{status:?}");
+    expect_status(refused, Code::PermissionDenied, "role manager");
     let status = cluster
         .status(with_token(pb::ClusterStatusRequest {}, Some(&till)))
         .await
@@ -382,82 +351,32 @@ async fn a_valid_token_writes_only_what_its_device_and_role_may() {
 #[test]
 fn keygen_and_token_cli_make_a_token_the_node_accepts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let run = |args: &[&str]| {
-        std::process::Command::new(common::BIN)
-            .args(args)
-            .output()
-            .expect("runs")
-    };
-    let out = run(&["keygen", "--out-dir", dir.path().to_str().expect("utf-8")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeeded(&common::keygen(dir.path()), "keygen");
     let key = dir.path().join("store.key.pem");
     let public = dir.path().join("store.pub.pem");
-    let again = run(&["keygen", "--out-dir", dir.path().to_str().expect("utf-8")]);
     assert!(
-        !again.status.success(),
+        !common::keygen(dir.path()).status.success(),
         "keygen never overwrites a store key"
     );
 
-    let issue = run(&[
-        "token",
-        "issue",
-        "--key",
-        key.to_str().expect("utf-8"),
-        "--tenant",
-        TENANT,
-        "--store",
-        STORE,
-        "--device",
-        "till-7",
-        "--role",
-        "till",
-        "--ttl",
-        "1h",
-    ]);
-    assert!(
-        issue.status.success(),
-        "{}",
-        String::from_utf8_lossy(&issue.stderr)
-    );
-    let token = String::from_utf8(issue.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned();
+    let issue = common::token_issue(&key, "till-7", "till", &["--ttl", "1h"]);
+    let token = common::succeeded(&issue, "token issue").trim().to_owned();
     let verifying = keys::load_verifying_key(&public).expect("loads");
     let claims = token::verify(&token, &verifying, now()).expect("a valid token");
     assert_eq!((claims.sub.as_str(), claims.role), ("till-7", Role::Till));
     assert!(claims.exp > now() + 3_500 && claims.exp <= now() + 3_600);
 
-    let inspect = run(&[
-        "token",
-        "inspect",
-        &token,
-        "--public-key",
-        public.to_str().expect("utf-8"),
-    ]);
+    let inspect = std::process::Command::new(common::BIN)
+        .args(["token", "inspect", &token, "--public-key"])
+        .arg(&public)
+        .output()
+        .expect("runs");
     let text = String::from_utf8_lossy(&inspect.stdout);
     assert!(
         inspect.status.success() && text.contains("alg EdDSA") && text.contains("valid: signed by"),
         "{text}"
     );
-    let bad_role = run(&[
-        "token",
-        "issue",
-        "--key",
-        key.to_str().expect("utf-8"),
-        "--tenant",
-        TENANT,
-        "--store",
-        STORE,
-        "--device",
-        "x",
-        "--role",
-        "root",
-    ]);
+    let bad_role = common::token_issue(&key, "x", "root", &[]);
     assert!(String::from_utf8_lossy(&bad_role.stderr).contains("--role \"root\" is not one of"));
 }
 
@@ -484,7 +403,7 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
         }
     };
 
-    eprintln!("--- till-1 appends once with a valid token on node 1: the log now knows it");
+    phase("till-1 appends once with a valid token on node 1: the log now knows it");
     let valid = store.token(&claims("till-1", Role::Till));
     let reply = append_on(1, valid, inventory_event("FRIES", 1, "till-1", 1))
         .await
@@ -494,7 +413,7 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
         pb::AppendStatus::Accepted as i32
     );
 
-    eprintln!("--- its token expired an hour ago: accepted within the 7-day grace, on every node");
+    phase("its token expired an hour ago: accepted within the 7-day grace, on every node");
     for node in [2, 3, 1] {
         let token = store.token(&expired("till-1", 3_600));
         let event = inventory_event("FRIES", 1, "till-1", 10 + node);
@@ -520,17 +439,17 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
         );
     }
 
-    eprintln!("--- expired 8 days ago: beyond the grace, refused");
+    phase("expired 8 days ago: beyond the grace, refused");
     // Node 1 answers from its own applied state: wait until it has applied the four
     // accepted events (it may lag the leader that acknowledged the last one).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while store.last_seq().await < 4 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node 1 never applied the 4 events"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    poll_until(Duration::from_secs(10), async || {
+        match store.last_seq().await {
+            n if n >= 4 => Ok(()),
+            n => Err(format!("it is at seq {n}")),
+        }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("node 1 never applied the 4 events: {last}"));
     let before = store.last_seq().await;
     assert_eq!(before, 4, "one valid and three in-grace appends");
     let stale = append_on(
@@ -539,20 +458,16 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
         inventory_event("FRIES", 1, "till-1", 20),
     )
     .await;
-    let status = stale.expect_err("beyond grace");
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert!(status.message().contains("expired"), "{status:?}");
+    expect_status(stale, Code::Unauthenticated, "expired");
 
-    eprintln!("--- an unknown device's expired token gets no grace");
+    phase("an unknown device's expired token gets no grace");
     let unknown = append_on(
         1,
         store.token(&expired("till-new", 60)),
         inventory_event("FRIES", 1, "till-new", 1),
     )
     .await;
-    let status = unknown.expect_err("unknown device");
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert!(status.message().contains("expired"), "{status:?}");
+    expect_status(unknown, Code::Unauthenticated, "expired");
     assert_eq!(
         store.last_seq().await,
         before,
@@ -572,7 +487,7 @@ async fn a_device_may_hold_only_so_many_subscriptions_at_once() {
         }
     };
 
-    eprintln!("--- kds-1 opens the 4 streams it may hold; the 5th is refused");
+    phase("kds-1 opens the 4 streams it may hold; the 5th is refused");
     let mut streams = Vec::new();
     for _ in 0..4 {
         streams.push(
@@ -589,11 +504,11 @@ async fn a_device_may_hold_only_so_many_subscriptions_at_once() {
         "{status:?}"
     );
 
-    eprintln!("--- another device is unaffected");
+    phase("another device is unaffected");
     let bds = store.token(&claims("bds-1", Role::Bds));
     open(bds).await.expect("bds-1 subscribes");
 
-    eprintln!("--- closing one stream frees its slot");
+    phase("closing one stream frees its slot");
     drop(streams.pop());
     let mut reopened = open(kds.clone()).await;
     for _ in 0..100 {

@@ -6,12 +6,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::cluster::{free_ports, inventory_event};
-use common::{BIN, stderr, stdout};
+use common::cluster::{Process, free_ports, inventory_event, poll_until};
+use common::{BIN, refused, succeeded};
 use pos_hub::auth::tls;
 use pos_hub::proto::pb;
 use pos_hub::proto::pb::hub_client::HubClient;
@@ -20,32 +20,24 @@ use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Channel, Endpoint};
 
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_tls_node(dir: &Path, tls_dir: &Path, client: u16, peer: u16) -> Node {
-    let log = std::fs::File::create(dir.join("node.log")).expect("log file");
-    let child = Command::new(BIN)
-        .args(["serve", "--no-mdns", "--node-id", "1", "--insecure-no-auth"])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["--listen", &format!("127.0.0.1:{client}")])
-        .args(["--peer-listen", &format!("127.0.0.1:{peer}")])
-        .arg("--client-tls")
-        .arg(tls_dir)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log handle"))
-        .stderr(log)
-        .spawn()
-        .expect("spawns pos-hub serve");
-    Node(child)
+fn spawn_tls_node(dir: &Path, tls_dir: &Path, client: u16, peer: u16) -> Process {
+    let data = dir.join("data");
+    let args = [
+        "serve",
+        "--no-mdns",
+        "--node-id",
+        "1",
+        "--insecure-no-auth",
+        "--data-dir",
+        data.to_str().expect("a UTF-8 path"),
+        "--listen",
+        &format!("127.0.0.1:{client}"),
+        "--peer-listen",
+        &format!("127.0.0.1:{peer}"),
+        "--client-tls",
+        tls_dir.to_str().expect("a UTF-8 path"),
+    ];
+    Process::start(&args, dir, dir.join("node.log"))
 }
 
 async fn tls_channel(url: &str, ca: &Path) -> Result<Channel, String> {
@@ -121,26 +113,20 @@ async fn the_client_port_serves_tls_to_devices_that_pin_the_store_ca() {
     tls::issue_node(&store_ca, 1, &["127.0.0.1".to_owned()], &tls_dir).expect("node cert");
     let ca = store_ca.join(tls::CA_CERT);
     let ports = free_ports(2);
-    let _node = spawn_tls_node(dir.path(), &tls_dir, ports[0], ports[1]);
+    let node = spawn_tls_node(dir.path(), &tls_dir, ports[0], ports[1]);
     let addr = format!("127.0.0.1:{}", ports[0]);
     let url = format!("https://{addr}");
 
     // A device pinning the store CA: Hello, once the node has elected itself.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let welcome = loop {
-        let attempt = match tls_channel(&url, &ca).await {
-            Ok(channel) => hello(channel).await,
-            Err(err) => Err(err),
-        };
-        match attempt {
-            Ok(reply) if reply.leader_id != 0 => break reply,
-            other if Instant::now() > deadline => panic!(
-                "no TLS Hello within 30 s: {other:?}\n{}",
-                common::cluster::tail(&dir.path().join("node.log"), 40)
-            ),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+    let welcome = poll_until(Duration::from_secs(30), async || {
+        let reply = hello(tls_channel(&url, &ca).await?).await?;
+        match reply.leader_id {
+            0 => Err(format!("no leader yet: {reply:?}")),
+            _ => Ok(reply),
         }
-    };
+    })
+    .await
+    .unwrap_or_else(|last| panic!("no TLS Hello within 30 s: {last}\n{}", node.log_tail(40)));
     assert_eq!(welcome.leader_id, 1);
 
     // It appends over TLS.
@@ -229,25 +215,19 @@ async fn the_client_port_serves_tls_to_devices_that_pin_the_store_ca() {
             .expect("runs pos-hub client")
     };
     let ca_arg = ca.to_str().expect("a UTF-8 path");
-    let status = cli(&["--hub", &url, "--ca", ca_arg, "status"]);
-    assert!(
-        status.status.success(),
-        "client status over TLS: {}",
-        stderr(&status)
+    let status = succeeded(
+        &cli(&["--hub", &url, "--ca", ca_arg, "status"]),
+        "client status over TLS",
     );
-    assert!(stdout(&status).contains("leader"), "{}", stdout(&status));
-    let unpinned = cli(&["--hub", &url, "status"]);
-    assert!(!unpinned.status.success());
-    assert!(
-        stderr(&unpinned).contains("pin the store CA with --ca"),
-        "{}",
-        stderr(&unpinned)
+    assert!(status.contains("leader"), "{status}");
+    refused(
+        &cli(&["--hub", &url, "status"]),
+        "an https hub without --ca",
+        "pin the store CA with --ca",
     );
-    let mixed = cli(&["--hub", &format!("http://{addr}"), "--ca", ca_arg, "status"]);
-    assert!(!mixed.status.success());
-    assert!(
-        stderr(&mixed).contains("must be an https:// URL"),
-        "{}",
-        stderr(&mixed)
+    refused(
+        &cli(&["--hub", &format!("http://{addr}"), "--ca", ca_arg, "status"]),
+        "--ca with an http hub",
+        "must be an https:// URL",
     );
 }

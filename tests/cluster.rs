@@ -9,18 +9,13 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
+use common::phase;
 use pos_hub::proto::pb;
-
-fn phase(what: &str) {
-    eprintln!("--- {what}");
-}
 
 const ACCEPTED: i32 = pb::AppendStatus::Accepted as i32;
 const DUPLICATE: i32 = pb::AppendStatus::Duplicate as i32;
@@ -60,19 +55,12 @@ fn inventory_batch(count: u64, device: &str, first_lamport: u64) -> Vec<pb::Even
 }
 
 async fn wait_counter(counter: &AtomicU64, at_least: u64, within: Duration, what: &str) {
-    let deadline = Instant::now() + within;
-    for _ in 0..100_000 {
-        if counter.load(Ordering::SeqCst) >= at_least {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: counter at {} after {within:?}, wanted {at_least}",
-            counter.load(Ordering::SeqCst)
-        );
-        tokio::time::sleep(POLL).await;
-    }
-    panic!("{what}: the wait loop ran out");
+    poll_until(within, async || match counter.load(Ordering::SeqCst) {
+        n if n >= at_least => Ok(()),
+        n => Err(format!("counter at {n}")),
+    })
+    .await
+    .unwrap_or_else(|last| panic!("{what}: {last} after {within:?}, wanted {at_least}"));
 }
 
 /// What a node's local read models say.
@@ -221,13 +209,9 @@ async fn events_appended_through_a_follower_reach_every_node_in_the_same_order()
 
     phase("fresh Subscribe streams from cursor 0 and from cursor 20 on every node");
     for id in 1..=3 {
-        let got = subscribe_ids(&mut c.client(id), 0, 35, Duration::from_secs(15))
-            .await
-            .unwrap_or_else(|e| panic!("node {id}: {e}"));
+        let got = c.log_ids(id, 0, 35, Duration::from_secs(15)).await;
         assert_same_list(&got, &expected, &format!("node {id}, from 0"));
-        let got = subscribe_ids(&mut c.client(id), 20, 35, Duration::from_secs(15))
-            .await
-            .unwrap_or_else(|e| panic!("node {id}: {e}"));
+        let got = c.log_ids(id, 20, 35, Duration::from_secs(15)).await;
         assert_same_list(&got, &expected[20..], &format!("node {id}, from 20"));
     }
 }
@@ -427,9 +411,7 @@ async fn a_new_leader_serves_appends_within_2s_of_the_leader_being_killed_under_
     ));
     let mut lists = Vec::new();
     for id in 1..=3 {
-        let list = subscribe_ids(&mut c.client(id), 0, last, Duration::from_secs(60))
-            .await
-            .unwrap_or_else(|e| panic!("node {id}: {e}"));
+        let list = c.log_ids(id, 0, last, Duration::from_secs(60)).await;
         lists.push(list);
     }
     assert_same_list(&lists[1], &lists[0], "node 2 vs node 1");
@@ -487,9 +469,7 @@ async fn every_node_killed_and_restarted_keeps_its_log_and_read_models() {
     phase("record per node: last_seq, the event list, ListOrders and GetInventory (Local)");
     let mut before = Vec::new();
     for id in 1..=3 {
-        let list = subscribe_ids(&mut c.client(id), 0, last, Duration::from_secs(15))
-            .await
-            .unwrap_or_else(|e| panic!("node {id}: {e}"));
+        let list = c.log_ids(id, 0, last, Duration::from_secs(15)).await;
         let models = local_read_models(&c, id).await;
         assert_eq!(models.orders.len(), 1, "node {id}: one order");
         assert!(!models.stocks.is_empty(), "node {id}: stocks");
@@ -520,9 +500,7 @@ async fn every_node_killed_and_restarted_keeps_its_log_and_read_models() {
             .wait_same_last_seq(&[id], last, Duration::from_secs(30))
             .await;
         assert_eq!(seq, last, "node {id}: last_seq after the restart");
-        let list = subscribe_ids(&mut c.client(id), 0, last, Duration::from_secs(15))
-            .await
-            .unwrap_or_else(|e| panic!("node {id}: {e}"));
+        let list = c.log_ids(id, 0, last, Duration::from_secs(15)).await;
         let (list_before, models_before) = &before[(id - 1) as usize];
         assert_same_list(&list, list_before, &format!("node {id} after the restart"));
         let models = local_read_models(&c, id).await;
@@ -689,18 +667,11 @@ async fn a_fourth_node_catches_up_on_50k_events_by_snapshot_and_is_removed_again
 
     phase("start node 4 blank (its id is not in --initial-cluster)");
     c.spawn_blank_node(4);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for _ in 0..100_000 {
-        c.check_alive();
-        if c.hello(4).await.is_ok() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "blank node 4 does not answer Hello within 30 s"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    c.poll(Duration::from_secs(30), async |c| {
+        c.hello(4).await.map(drop)
+    })
+    .await
+    .unwrap_or_else(|last| panic!("blank node 4 does not answer Hello within 30 s: {last}"));
     let add = pb::AddNodeRequest {
         id: 4,
         peer_addr: c.peer_addr(4),
@@ -778,12 +749,8 @@ async fn a_fourth_node_catches_up_on_50k_events_by_snapshot_and_is_removed_again
         "node 4 at last_seq {last} {:?} after AddNode was sent",
         adding.elapsed()
     );
-    let from_1 = subscribe_ids(&mut c.client(1), 0, last, Duration::from_secs(180))
-        .await
-        .unwrap_or_else(|e| panic!("node 1: {e}"));
-    let from_4 = subscribe_ids(&mut c.client(4), 0, last, Duration::from_secs(180))
-        .await
-        .unwrap_or_else(|e| panic!("node 4: {e}"));
+    let from_1 = c.log_ids(1, 0, last, Duration::from_secs(180)).await;
+    let from_4 = c.log_ids(4, 0, last, Duration::from_secs(180)).await;
     assert_eq!(from_4.len() as u64, last, "node 4 streams every event");
     assert!(last >= BULK_EVENTS);
     assert_same_list(&from_4, &from_1, "node 4 vs node 1");
@@ -859,6 +826,15 @@ async fn a_fourth_node_catches_up_on_50k_events_by_snapshot_and_is_removed_again
 
 // ---------------------------------------------------------------------------------------
 // 5. Quorum loss
+
+/// The seqs at which event `event_id` stands in node 1's log, read up to seq `up_to`.
+async fn seqs_of(c: &Cluster, event_id: &str, up_to: u64) -> Vec<u64> {
+    let log = c.log_ids(1, 0, up_to, Duration::from_secs(15)).await;
+    log.into_iter()
+        .filter(|(_, id)| id == event_id)
+        .map(|(seq, _)| seq)
+        .collect()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_quorum_appends_fail_fast_and_local_reads_still_answer() {
@@ -961,14 +937,7 @@ async fn without_a_quorum_appends_fail_fast_and_local_reads_still_answer() {
         let now = c
             .wait_same_last_seq(&[1, 2, 3], last, Duration::from_secs(30))
             .await;
-        let list = subscribe_ids(&mut c.client(1), 0, now, Duration::from_secs(15))
-            .await
-            .unwrap_or_else(|e| panic!("node 1: {e}"));
-        let found: Vec<u64> = list
-            .iter()
-            .filter(|(_, id)| *id == refused.event_id)
-            .map(|(seq, _)| *seq)
-            .collect();
+        let found = seqs_of(&c, &refused.event_id, now).await;
         // UNAVAILABLE means "outcome unknown": a leader that lost its quorum has already put
         // the entry in its own log, and Raft may still commit it once the followers are back
         // (openraft does: this test has seen it committed a moment after the restart). So
@@ -1032,14 +1001,7 @@ async fn without_a_quorum_appends_fail_fast_and_local_reads_still_answer() {
             .wait_same_last_seq(&[1, 2, 3], last + 1, Duration::from_secs(15))
             .await;
         assert_eq!(last, result.seq, "{case}: exactly one event was added");
-        let list = subscribe_ids(&mut c.client(1), 0, last, Duration::from_secs(15))
-            .await
-            .unwrap_or_else(|e| panic!("node 1: {e}"));
-        let found: Vec<u64> = list
-            .iter()
-            .filter(|(_, id)| *id == refused.event_id)
-            .map(|(seq, _)| *seq)
-            .collect();
+        let found = seqs_of(&c, &refused.event_id, last).await;
         assert_eq!(found, vec![result.seq], "{case}: the refused event, once");
     }
 }
@@ -1194,29 +1156,18 @@ async fn health_status_metrics_and_grpc_web_answer_as_documented() {
     let request = pb::AppendRequest {
         events: vec![event.clone()],
     };
-    let (response, reply) = grpc_web_append(&c.client_addr(follower), &request, LAN_ORIGIN)
-        .await
-        .unwrap_or_else(|e| panic!("gRPC-web Append: {e}"));
-    let ctx = format!(
-        "HTTP {} headers {:?} frames {:?}",
-        response.status, response.headers, reply
-    );
-    assert_eq!(response.status, 200, "{ctx}");
-    assert!(
-        response
-            .header("content-type")
-            .is_some_and(|t| t.starts_with("application/grpc-web")),
-        "{ctx}"
-    );
+    let (response, reply) = grpc_web_call(
+        &c.client_addr(follower),
+        "/pos.v1.Hub/Append",
+        &request,
+        LAN_ORIGIN,
+    )
+    .await;
+    let answer: pb::AppendResponse = grpc_web_answer(&response, &reply);
     let allow = response
         .header("access-control-allow-origin")
-        .unwrap_or_else(|| panic!("no access-control-allow-origin: {ctx}"));
-    assert!(allow == LAN_ORIGIN || allow == "*", "{ctx}");
-    let grpc_status = grpc_web_status(&response, &reply);
-    assert_eq!(grpc_status.as_deref(), Some("0"), "{ctx}");
-    assert_eq!(reply.messages.len(), 1, "{ctx}");
-    let answer: pb::AppendResponse =
-        prost::Message::decode(reply.messages[0].as_slice()).expect("an AppendResponse");
+        .unwrap_or_else(|| panic!("no access-control-allow-origin: {response:?}"));
+    assert!(allow == LAN_ORIGIN || allow == "*", "{response:?}");
     assert_eq!(answer.results.len(), 1, "{answer:?}");
     assert_eq!(answer.results[0].event_id, event.event_id);
     assert_eq!(answer.results[0].status, ACCEPTED, "{answer:?}");
@@ -1228,21 +1179,10 @@ async fn health_status_metrics_and_grpc_web_answer_as_documented() {
 // ---------------------------------------------------------------------------------------
 // 7. The README flow on a dev node
 
-/// The `serve --dev` process: killed on drop, its log printed if the test failed.
+/// The `serve --dev` process, which holds the test lock while it runs.
 struct DevNode {
-    child: Child,
-    log_path: PathBuf,
+    process: Process,
     _serial: std::sync::MutexGuard<'static, ()>,
-}
-
-impl Drop for DevNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("----- dev node log tail:\n{}", tail(&self.log_path, 60));
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1262,39 +1202,18 @@ async fn the_readme_flow_on_a_dev_node() {
 
     phase("start `pos-hub serve --dev` in a temp cwd");
     let cwd = tempfile::tempdir().expect("tempdir");
-    let log_path = cwd.path().join("dev.log");
-    let log = std::fs::File::create(&log_path).expect("creates the log");
-    let child = Command::new(common::BIN)
-        .args(["serve", "--dev"])
-        .current_dir(cwd.path())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log handle"))
-        .stderr(log)
-        .spawn()
-        .expect("spawns pos-hub serve --dev");
     let mut dev = DevNode {
-        child,
-        log_path,
+        process: Process::start(&["serve", "--dev"], cwd.path(), cwd.path().join("dev.log")),
         _serial: serial,
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last: String;
-    for _ in 0..100_000 {
-        if let Ok(Some(status)) = dev.child.try_wait() {
+    poll_until(Duration::from_secs(30), async || {
+        if let Some(status) = dev.process.exited() {
             panic!("serve --dev exited by itself ({status})");
         }
-        match http_get("127.0.0.1:4001", "/healthz").await {
-            Ok(r) if r.status == 200 => break,
-            Ok(r) => last = format!("HTTP {} {}", r.status, r.text()),
-            Err(err) => last = err,
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve --dev: /healthz not 200 within 30 s; last: {last}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+        healthz("127.0.0.1:4001").await
+    })
+    .await
+    .unwrap_or_else(|last| panic!("serve --dev: /healthz not 200 within 30 s; last: {last}"));
     assert!(
         cwd.path().join("data").is_dir(),
         "serve --dev keeps its data in ./data"
@@ -1331,32 +1250,16 @@ async fn the_readme_flow_on_a_dev_node() {
         all.extend(args.iter().map(|a| a.to_string()));
         run_cli_async(all, cwd.path().to_path_buf(), Duration::from_secs(60))
     };
-    let output = cli(&["append", EXAMPLE]).await;
-    let out = common::stdout(&output);
-    assert!(
-        output.status.success(),
-        "client append: {out}{}",
-        common::stderr(&output)
+    let out = common::succeeded(&cli(&["append", EXAMPLE]).await, "client append");
+    common::assert_example_report(
+        &out,
+        "ACCEPTED",
+        "15 events: 15 accepted, 0 duplicate, 0 rejected",
     );
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 16, "{out}");
-    for (i, line) in lines[..15].iter().enumerate() {
-        assert!(
-            line.starts_with(&format!("ACCEPTED  seq={} ", i + 1)),
-            "line {}: {line}",
-            i + 1
-        );
-    }
-    assert_eq!(lines[15], "15 events: 15 accepted, 0 duplicate, 0 rejected");
 
     phase("`pos-hub client --hub … order show o-1001 --linearizable`: paid, total 3750");
     let output = cli(&["order", "show", "o-1001", "--linearizable"]).await;
-    let out = common::stdout(&output);
-    assert!(
-        output.status.success(),
-        "client order: {out}{}",
-        common::stderr(&output)
-    );
+    let out = common::succeeded(&output, "client order");
     let order: serde_json::Value = serde_json::from_str(out.trim())
         .unwrap_or_else(|e| panic!("not one JSON object ({e}): {out}"));
     assert_eq!(order["id"], "o-1001", "{order}");
@@ -1366,12 +1269,7 @@ async fn the_readme_flow_on_a_dev_node() {
 
     phase("`pos-hub client --hub … tail --cursor 0 --limit 15`: the 15 events as JSON lines");
     let output = cli(&["tail", "--cursor", "0", "--limit", "15"]).await;
-    let out = common::stdout(&output);
-    assert!(
-        output.status.success(),
-        "client tail: {out}{}",
-        common::stderr(&output)
-    );
+    let out = common::succeeded(&output, "client tail");
     let example_ids: Vec<String> = example_events().into_iter().map(|e| e.event_id).collect();
     let tailed: Vec<serde_json::Value> = out
         .lines()
@@ -1388,13 +1286,8 @@ async fn the_readme_flow_on_a_dev_node() {
     }
 
     phase("`pos-hub client --hub … status` answers");
-    let output = cli(&["status"]).await;
-    assert!(
-        output.status.success() && !common::stdout(&output).trim().is_empty(),
-        "client status: {}{}",
-        common::stdout(&output),
-        common::stderr(&output)
-    );
+    let out = common::succeeded(&cli(&["status"]).await, "client status");
+    assert!(!out.trim().is_empty(), "client status printed nothing");
     drop(dev);
 }
 

@@ -5,27 +5,16 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::cluster::*;
-use pos_hub::auth::keys;
-use pos_hub::auth::token::{self, AUDIENCE, Claims, Role};
+use common::{claims, phase, with_token};
+use pos_hub::auth::token::{self, Claims, Role};
 use pos_hub::proto::pb;
 use tonic::Code;
-use tonic::metadata::MetadataValue;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-}
 
 fn signed<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {token}").parse().expect("header text");
-    request.metadata_mut().insert("authorization", value);
-    request
+    with_token(message, Some(token))
 }
 
 fn denied<T: std::fmt::Debug>(rpc: &str, result: Result<T, tonic::Status>) {
@@ -39,36 +28,29 @@ fn denied<T: std::fmt::Debug>(rpc: &str, result: Result<T, tonic::Status>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_of_one_store_gets_nothing_from_the_other() {
-    let (private_pem, public_pem) = keys::generate().expect("generates");
     let dir = tempfile::tempdir().expect("tempdir");
-    let public = dir.path().join("tenant.pub.pem");
-    std::fs::write(&public, public_pem).expect("writes");
-    let key = keys::signing_key_from_pem(&private_pem, "tenant key").expect("loads");
+    // The tenant's key: both stores' hubs check tokens against it.
+    let tenant = common::store_key(dir.path());
+    let key = tenant.signing;
     let start = |store: &str| Options {
-        public_key: Some(public.clone()),
+        public_key: Some(tenant.public_path.clone()),
         store: Some(store.to_owned()),
         ..Options::default()
     };
 
-    eprintln!("--- two hubs on this machine: t-demo/s-001 (A) and t-demo/s-002 (B)");
+    phase("two hubs on this machine: t-demo/s-001 (A) and t-demo/s-002 (B)");
     let a = Cluster::start_with(1, start("s-001")).await;
     let b = Cluster::start_beside(&a, 1, start("s-002")).await;
     assert_ne!(a.client_addr(1), b.client_addr(1));
     let claims = |store: &str, device: &str, role: Role| Claims {
-        aud: AUDIENCE.into(),
-        sub: device.into(),
-        tenant_id: TENANT.into(),
         store_id: store.into(),
-        role,
-        exp: now() + 3_600,
-        nbf: now() - 60,
-        iat: now() - 60,
+        ..claims(device, role)
     };
     let till_a = token::issue(&key, &claims("s-001", "till-1", Role::Till));
     let admin_a = token::issue(&key, &claims("s-001", "op", Role::Admin));
     let till_b = token::issue(&key, &claims("s-002", "till-9", Role::Till));
 
-    eprintln!("--- A's till writes to A");
+    phase("A's till writes to A");
     let reply = a
         .client(1)
         .append(signed(
@@ -82,7 +64,7 @@ async fn a_device_of_one_store_gets_nothing_from_the_other() {
         .into_inner();
     assert_eq!(reply.results[0].status, pb::AppendStatus::Accepted as i32);
 
-    eprintln!("--- the same till, with its valid token, on B: PERMISSION_DENIED for every RPC");
+    phase("the same till, with its valid token, on B: PERMISSION_DENIED for every RPC");
     let mut hub = b.client(1);
     denied(
         "Hello",
@@ -134,7 +116,7 @@ async fn a_device_of_one_store_gets_nothing_from_the_other() {
             .await,
     );
 
-    eprintln!("--- B's own devices see B's log, which has none of A's events");
+    phase("B's own devices see B's log, which has none of A's events");
     let hello = hub
         .hello(signed(pb::HelloRequest::default(), &till_b))
         .await

@@ -65,9 +65,7 @@ async fn whole_log(c: &mut Cluster, node: u64, at_least: u64) -> Vec<(u64, Strin
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    subscribe_ids(&mut c.client(node), 0, last, Duration::from_secs(60))
-        .await
-        .expect("streams the whole log")
+    c.log_ids(node, 0, last, Duration::from_secs(60)).await
 }
 
 /// Asserts each of `appended` (in the device's append order, with its aggregate) is in

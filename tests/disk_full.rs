@@ -80,12 +80,8 @@ async fn a_node_out_of_disk_stops_with_the_error_and_catches_up_once_restarted_w
     let last = c.hello(1).await.expect("Hello").last_seq;
     c.wait_same_last_seq(&[1, 2, 3], last, Duration::from_secs(60))
         .await;
-    let on_1 = subscribe_ids(&mut c.client(1), 0, last, Duration::from_secs(30))
-        .await
-        .expect("node 1's log");
-    let on_3 = subscribe_ids(&mut c.client(3), 0, last, Duration::from_secs(30))
-        .await
-        .expect("node 3's log");
+    let on_1 = c.log_ids(1, 0, last, Duration::from_secs(30)).await;
+    let on_3 = c.log_ids(3, 0, last, Duration::from_secs(30)).await;
     assert_eq!(on_1, on_3, "node 3 caught up to the same log");
     assert_eq!(last, 120);
 }

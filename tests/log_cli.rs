@@ -2,30 +2,22 @@
 
 mod common;
 
+use common::cluster::EXAMPLE;
 use common::*;
-
-const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/order-flow.jsonl");
 
 #[test]
 fn the_example_flow_is_accepted_once_and_then_only_duplicated() {
     let dir = tempfile::tempdir().expect("tempdir");
 
-    tracing_phase("--- append the 15 example events to an empty log");
-    let first = log(dir.path(), &["append", EXAMPLE]);
-    assert!(first.status.success(), "append failed: {}", stderr(&first));
-    let lines: Vec<String> = stdout(&first).lines().map(str::to_owned).collect();
-    for (i, line) in lines[..15].iter().enumerate() {
-        assert!(
-            line.starts_with(&format!("ACCEPTED  seq={} ", i + 1)),
-            "line {}: {line}",
-            i + 1
-        );
-    }
-    assert_eq!(lines[15], "15 events: 15 accepted, 0 duplicate, 0 rejected");
+    phase("append the 15 example events to an empty log");
+    let first = succeeded(&log(dir.path(), &["append", EXAMPLE]), "append");
+    assert_example_report(
+        &first,
+        "ACCEPTED",
+        "15 events: 15 accepted, 0 duplicate, 0 rejected",
+    );
 
-    let dump = log(dir.path(), &["dump"]);
-    assert!(dump.status.success(), "dump failed: {}", stderr(&dump));
-    let text = stdout(&dump);
+    let text = succeeded(&log(dir.path(), &["dump"]), "dump");
     assert!(
         text.contains("order o-1001 paid total=3750 version=8"),
         "{text}"
@@ -42,18 +34,13 @@ fn the_example_flow_is_accepted_once_and_then_only_duplicated() {
         .collect();
     assert_eq!(seqs, (1..=15).collect::<Vec<_>>());
 
-    tracing_phase("--- the same file again: 15 duplicates with their first seqs, nothing changes");
-    let again = log(dir.path(), &["append", EXAMPLE]);
-    assert!(again.status.success(), "append failed: {}", stderr(&again));
-    let lines: Vec<String> = stdout(&again).lines().map(str::to_owned).collect();
-    for (i, line) in lines[..15].iter().enumerate() {
-        assert!(
-            line.starts_with(&format!("DUPLICATE seq={} ", i + 1)),
-            "line {}: {line}",
-            i + 1
-        );
-    }
-    assert_eq!(lines[15], "15 events: 0 accepted, 15 duplicate, 0 rejected");
+    phase("the same file again: 15 duplicates with their first seqs, nothing changes");
+    let again = succeeded(&log(dir.path(), &["append", EXAMPLE]), "append");
+    assert_example_report(
+        &again,
+        "DUPLICATE",
+        "15 events: 0 accepted, 15 duplicate, 0 rejected",
+    );
     assert_eq!(
         stdout(&log(dir.path(), &["dump"])),
         text,
@@ -78,8 +65,7 @@ fn a_file_with_one_bad_line_appends_nothing_and_names_the_line() {
     bad.as_object_mut().expect("object").remove("version");
     write_jsonl(&file, &[good, bad]);
     let output = log(dir.path(), &["append", file.to_str().expect("utf-8 path")]);
-    assert!(!output.status.success());
-    let err = stderr(&output);
+    let err = failed(&output, "append of bad.jsonl");
     assert!(
         err.contains("bad.jsonl:2") && err.contains("version"),
         "{err}"
@@ -128,11 +114,10 @@ fn rejected_events_are_reported_with_their_code_and_exit_non_zero() {
 fn a_batch_size_out_of_range_is_refused_before_touching_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     let output = log(dir.path(), &["append", EXAMPLE, "--batch", "0"]);
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("--batch must be between 1 and 1024, got 0"),
-        "{}",
-        stderr(&output)
+    refused(
+        &output,
+        "append --batch 0",
+        "--batch must be between 1 and 1024, got 0",
     );
     assert!(
         !dir.path().join("db").exists(),
@@ -145,16 +130,11 @@ fn a_data_dir_of_one_realm_refuses_another() {
     let dir = tempfile::tempdir().expect("tempdir");
     assert!(log(dir.path(), &["append", EXAMPLE]).status.success());
     let output = log(dir.path(), &["--tenant", "t-other", "dump"]);
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("realm t-demo/s-001, not t-other/s-001"),
-        "{}",
-        stderr(&output)
+    refused(
+        &output,
+        "dump of another realm",
+        "realm t-demo/s-001, not t-other/s-001",
     );
-}
-
-fn tracing_phase(phase: &str) {
-    eprintln!("{phase}");
 }
 
 #[test]

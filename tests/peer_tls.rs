@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::*;
+use common::phase;
 use openraft::{CommittedLeaderId, LogId, Vote};
 use pos_hub::auth::tls;
 use pos_hub::proto::pb;
@@ -85,7 +86,7 @@ async fn only_holders_of_a_store_ca_certificate_reach_the_peer_port() {
     let mut c = Cluster::start_with(3, options).await;
     let leader = c.leader_id().await;
 
-    eprintln!("--- the group works over mutual TLS");
+    phase("the group works over mutual TLS");
     let seqs = append_accepted(
         &mut c.client(leader),
         vec![inventory_event("FRIES", 1, "till-1", 1)],

@@ -4,6 +4,7 @@
 mod common;
 
 use common::cluster::*;
+use common::phase;
 use pos_hub::proto::pb;
 use tonic::Code;
 
@@ -24,7 +25,7 @@ async fn a_flooding_device_is_limited_and_the_others_are_not() {
     let c = Cluster::start_with(1, options).await;
     let mut hub = c.client(1);
 
-    eprintln!("--- till-1 sends 10x its burst at once, one event per call");
+    phase("till-1 sends 10x its burst at once, one event per call");
     let (mut accepted, mut limited) = (0, 0);
     for n in 0..BURST * 10 {
         let event = inventory_event("FRIES", 1, "till-1", n + 1);
@@ -70,7 +71,7 @@ async fn a_flooding_device_is_limited_and_the_others_are_not() {
     );
     assert!(limited >= BURST * 5, "{limited} limited");
 
-    eprintln!("--- till-2 on the same node is unaffected");
+    phase("till-2 on the same node is unaffected");
     for n in 0..BURST {
         let event = inventory_event("FRIES", 1, "till-2", n + 1);
         let reply = hub
@@ -85,7 +86,7 @@ async fn a_flooding_device_is_limited_and_the_others_are_not() {
         );
     }
 
-    eprintln!("--- only accepted appends reached the log");
+    phase("only accepted appends reached the log");
     let hello = hub
         .hello(pb::HelloRequest::default())
         .await

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::*;
+use common::phase;
 use pos_hub::proto::pb;
 
 /// The node keeps this few recent batches for live subscribers (`--feed-batches`).
@@ -49,7 +50,9 @@ async fn a_stalled_subscriber_catches_up_from_storage_without_gaps_or_repeats() 
         .expect("subscribes")
         .into_inner();
 
-    eprintln!("--- {APPENDS} appends of {EVENTS_PER_APPEND} events (one feed batch each)");
+    phase(&format!(
+        "{APPENDS} appends of {EVENTS_PER_APPEND} events (one feed batch each)"
+    ));
     for a in 0..APPENDS {
         let first = a * EVENTS_PER_APPEND + 1;
         let events = (first..first + EVENTS_PER_APPEND).map(adjustment).collect();
@@ -67,7 +70,7 @@ async fn a_stalled_subscriber_catches_up_from_storage_without_gaps_or_repeats() 
         );
     }
 
-    eprintln!("--- read the stream: every seq once, in order");
+    phase("read the stream: every seq once, in order");
     let mut seqs = Vec::new();
     while (seqs.len() as u64) < EVENTS {
         let message = tokio::time::timeout(Duration::from_secs(30), stream.message())
@@ -83,7 +86,7 @@ async fn a_stalled_subscriber_catches_up_from_storage_without_gaps_or_repeats() 
         "every seq once, in order"
     );
 
-    eprintln!("--- and it is live again: the next append arrives on the same stream");
+    phase("and it is live again: the next append arrives on the same stream");
     hub.append(pb::AppendRequest {
         events: vec![adjustment(EVENTS + 1)],
     })

@@ -6,10 +6,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::cluster::*;
-use common::with_token;
+use common::{phase, with_token};
 use pos_hub::auth::{keys, token};
 use pos_hub::proto::pb;
 use tonic::Code;
@@ -17,10 +17,6 @@ use tonic::Code;
 const WEB_DIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/dist");
 const MENU_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/menu.json");
 const LAN_ORIGIN: &str = "http://192.168.1.20:5173";
-
-fn phase(what: &str) {
-    eprintln!("--- {what}");
-}
 
 /// Every file under `dir` (dotfiles left out, as the build leaves them out).
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -54,33 +50,6 @@ fn expected_type(path: &str) -> &'static str {
         "webmanifest" => "application/manifest+json",
         other => panic!("web/dist ships a .{other} file ({path}): add its type to this test"),
     }
-}
-
-/// A gRPC-web call over HTTP/1.1, as a browser makes it: its HTTP reply and frames.
-async fn grpc_web_call(
-    addr: &str,
-    method: &str,
-    message: &impl prost::Message,
-    origin: &str,
-) -> (HttpResponse, GrpcWebReply) {
-    let message = message.encode_to_vec();
-    let mut body = vec![0u8];
-    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    body.extend_from_slice(&message);
-    let mut raw = format!(
-        "POST {method} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/grpc-web+proto\r\n\
-         Accept: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nX-User-Agent: connect-es/2.0.0\r\n\
-         Origin: {origin}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(&body);
-    let response = http_exchange(addr, &raw, Duration::from_secs(15))
-        .await
-        .unwrap_or_else(|e| panic!("gRPC-web {method}: {e}"));
-    let frames = parse_grpc_web_frames(&response.body)
-        .unwrap_or_else(|e| panic!("gRPC-web {method}: bad frames ({e}): {response:?}"));
-    (response, frames)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,27 +118,12 @@ async fn every_node_serves_the_web_app_beside_grpc_and_grpc_web() {
         cursor: 0,
     };
     let (response, reply) = grpc_web_call(&addr, "/pos.v1.Hub/Hello", &hello, LAN_ORIGIN).await;
-    let ctx = format!("{response:?} {reply:?}");
-    assert_eq!(response.status, 200, "{ctx}");
-    assert!(
-        response
-            .header("content-type")
-            .is_some_and(|t| t.starts_with("application/grpc-web")),
-        "{ctx}"
-    );
+    let answer: pb::HelloResponse = grpc_web_answer(&response, &reply);
     assert_eq!(
         response.header("access-control-allow-origin"),
         Some(LAN_ORIGIN),
-        "{ctx}"
+        "{response:?}"
     );
-    assert_eq!(
-        grpc_web_status(&response, &reply).as_deref(),
-        Some("0"),
-        "{ctx}"
-    );
-    assert_eq!(reply.messages.len(), 1, "{ctx}");
-    let answer: pb::HelloResponse =
-        prost::Message::decode(reply.messages[0].as_slice()).expect("a HelloResponse");
     assert_eq!(answer.nodes.len(), 1, "{answer:?}");
     assert!(answer.hub_time > 0, "{answer:?}");
 
@@ -274,6 +228,18 @@ async fn a_page_from_another_node_may_call_this_one() {
     }
 }
 
+/// GetMenu (without a token) on node 1, and what that node has logged so far.
+async fn menu_and_log(c: &Cluster) -> (pb::GetMenuResponse, String) {
+    let menu = c
+        .client(1)
+        .get_menu(pb::GetMenuRequest {})
+        .await
+        .expect("GetMenu")
+        .into_inner();
+    let log = std::fs::read_to_string(&c.node(1).log_path).expect("reads the node log");
+    (menu, log)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_menu_answers_the_menu_file_the_node_was_started_with() {
     let menu_dir = tempfile::tempdir().expect("tempdir");
@@ -302,12 +268,7 @@ async fn get_menu_answers_the_menu_file_the_node_was_started_with() {
     };
     let c = Cluster::start_with(1, options).await;
 
-    let got = c
-        .client(1)
-        .get_menu(pb::GetMenuRequest {})
-        .await
-        .expect("GetMenu")
-        .into_inner();
+    let (got, log) = menu_and_log(&c).await;
     assert_eq!(got.name, "Harbour Cafe");
     assert_eq!(got.currency, "EUR");
     let want_items = menu["items"].as_array().expect("items");
@@ -336,7 +297,6 @@ async fn get_menu_answers_the_menu_file_the_node_was_started_with() {
             .collect();
         assert_eq!(modifiers, want_modifiers, "{}", item.sku);
     }
-    let log = std::fs::read_to_string(&c.node(1).log_path).expect("reads the node log");
     assert!(
         !log.contains("no --menu"),
         "a node with a menu does not warn about its absence:\n{log}"
@@ -346,14 +306,8 @@ async fn get_menu_answers_the_menu_file_the_node_was_started_with() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_menu_get_menu_is_empty_and_the_node_says_so_once() {
     let c = Cluster::start(1).await;
-    let got = c
-        .client(1)
-        .get_menu(pb::GetMenuRequest {})
-        .await
-        .expect("GetMenu")
-        .into_inner();
+    let (got, log) = menu_and_log(&c).await;
     assert_eq!(got, pb::GetMenuResponse::default());
-    let log = std::fs::read_to_string(&c.node(1).log_path).expect("reads the node log");
     assert_eq!(
         log.matches("no --menu: tills will show an empty menu")
             .count(),
@@ -362,24 +316,11 @@ async fn without_a_menu_get_menu_is_empty_and_the_node_says_so_once() {
     );
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_menu_needs_a_token_of_any_role_and_pairing_links_carry_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys_dir = dir.path().join("keys");
-    let keys_arg = keys_dir.to_str().expect("UTF-8").to_owned();
-    let out = run_cli(
-        &["keygen", "--out-dir", &keys_arg],
-        dir.path(),
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "keygen: {}", common::stderr(&out));
+    common::succeeded(&common::keygen(&keys_dir), "keygen");
     let public = keys_dir.join("store.pub.pem");
     let private = keys_dir.join("store.key.pem");
     let c = Cluster::start_with(
@@ -394,35 +335,9 @@ async fn get_menu_needs_a_token_of_any_role_and_pairing_links_carry_one() {
     let url = c.url(1);
 
     phase("`token issue --pair-url URL/`: one line, URL/#/pair/TOKEN, a valid token");
-    let issue = |device: &str, role: &str, pair_url: &str| {
-        run_cli(
-            &[
-                "token",
-                "issue",
-                "--key",
-                private.to_str().expect("UTF-8"),
-                "--tenant",
-                TENANT,
-                "--store",
-                STORE,
-                "--device",
-                device,
-                "--role",
-                role,
-                "--pair-url",
-                pair_url,
-            ],
-            dir.path(),
-            Duration::from_secs(30),
-        )
-    };
-    let out = issue("kds-1", "kds", &format!("{url}/"));
-    assert!(
-        out.status.success(),
-        "token issue: {}",
-        common::stderr(&out)
-    );
-    let stdout = common::stdout(&out);
+    let issue =
+        |pair_url: &str| common::token_issue(&private, "kds-1", "kds", &["--pair-url", pair_url]);
+    let stdout = common::succeeded(&issue(&format!("{url}/")), "token issue");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "one line: {stdout:?}");
     let prefix = format!("{url}/#/pair/");
@@ -430,7 +345,7 @@ async fn get_menu_needs_a_token_of_any_role_and_pairing_links_carry_one() {
         .strip_prefix(&prefix)
         .unwrap_or_else(|| panic!("{:?} does not start with {prefix:?}", lines[0]));
     let key = keys::load_verifying_key(&public).expect("loads the public key");
-    let claims = token::verify(kds_token, &key, now()).expect("the link's token is valid");
+    let claims = token::verify(kds_token, &key, common::now()).expect("the link's token is valid");
     assert_eq!(claims.sub, "kds-1");
     assert_eq!(claims.role, token::Role::Kds);
 
@@ -440,13 +355,8 @@ async fn get_menu_needs_a_token_of_any_role_and_pairing_links_carry_one() {
         ("http://127.0.0.1:4001/app", "more than HOST:PORT"),
         ("http://127.0.0.1:99999", "the port must be"),
     ] {
-        let out = issue("kds-1", "kds", bad);
-        assert!(!out.status.success(), "{bad} must be refused");
-        assert!(
-            common::stderr(&out).contains(reason),
-            "{bad}: {}",
-            common::stderr(&out)
-        );
+        let out = issue(bad);
+        common::refused(&out, bad, reason);
         assert!(
             common::stdout(&out).is_empty(),
             "{bad}: {}",
@@ -538,8 +448,7 @@ fn serve_refuses_a_bad_menu_by_name_and_problem() {
         ];
         // A node that started anyway is killed after the timeout, failing the test.
         let out = run_cli(&args, dir.path(), Duration::from_secs(30));
-        let stderr = common::stderr(&out);
-        assert!(!out.status.success(), "{}: serve must fail", menu.display());
+        let stderr = common::failed(&out, &format!("serve --menu {}", menu.display()));
         assert!(
             stderr.contains(&menu.display().to_string()),
             "names the file: {stderr}"

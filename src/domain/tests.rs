@@ -101,6 +101,17 @@ pub(super) fn inv_ev(n: u128, sku: &str, delta: i64, device: &str) -> Event {
     )
 }
 
+/// `order.paid` for `o-1` by till-1: `create_o1`'s 2500, in cash.
+pub(super) fn paid_in_cash(n: u128, version: u64) -> Event {
+    order_ev(
+        n,
+        version,
+        "order.paid",
+        "till-1",
+        json!({ "payments": [{ "method": "cash", "amount": 2500 }] }),
+    )
+}
+
 /// A state with `events` applied at hub times `T0, T0 + 1000, …`, each required to be
 /// accepted.
 pub(super) fn state_with(events: &[Event]) -> MemState {
@@ -114,6 +125,12 @@ pub(super) fn state_with(events: &[Event]) -> MemState {
         );
     }
     state
+}
+
+/// `o-1` created (event 1), then `event_type` with an empty payload by `device` (event 2,
+/// version 2, at T0 + 1000).
+pub(super) fn o1_after(event_type: &str, device: &str) -> MemState {
+    state_with(&[create_o1(1), order_ev(2, 2, event_type, device, json!({}))])
 }
 
 const ORDER_FLOW: &str = include_str!("../../examples/order-flow.jsonl");

@@ -34,6 +34,19 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for TempStore {
     }
 }
 
+/// A store on a fresh temporary directory (removed when the guard drops).
+async fn fresh() -> (TempDir, LogStore, StateMachine) {
+    TempStore.build().await.expect("opens a fresh store")
+}
+
+/// The current snapshot of a state machine that has one.
+async fn current_snapshot(sm: &mut StateMachine) -> Snapshot {
+    sm.get_current_snapshot()
+        .await
+        .expect("reads")
+        .expect("has one")
+}
+
 fn storage_error_of(err: StoreError) -> StorageError {
     storage_error(
         openraft::ErrorVerb::Write,
@@ -209,8 +222,7 @@ fn contents(
 
 #[tokio::test]
 async fn applying_the_example_flow_assigns_seqs_and_builds_read_models() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_log, mut sm) = open(dir.path(), &realm()).await.expect("opens");
+    let (_dir, _log, mut sm) = fresh().await;
     let (outcomes, next) = apply_events(&mut sm, example_events(), 4, 1).await;
     let expected: Vec<Outcome> = (1..=15).map(|seq| Outcome::Accepted { seq }).collect();
     assert_eq!(outcomes, expected);
@@ -250,8 +262,7 @@ async fn applying_the_example_flow_assigns_seqs_and_builds_read_models() {
 
 #[tokio::test]
 async fn a_later_event_in_the_same_entry_sees_the_earlier_ones() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_log, mut sm) = open(dir.path(), &realm()).await.expect("opens");
+    let (_dir, _log, mut sm) = fresh().await;
     let mut events = example_events();
     events.truncate(3); // created, locked, updated: each depends on the one before
     let duplicate = events[0].clone();
@@ -270,8 +281,7 @@ async fn a_later_event_in_the_same_entry_sees_the_earlier_ones() {
 
 #[tokio::test]
 async fn a_payload_number_that_json_cannot_hold_is_rejected_in_apply() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_log, mut sm) = open(dir.path(), &realm()).await.expect("opens");
+    let (_dir, _log, mut sm) = fresh().await;
     let mut event = adjustments(1).remove(0);
     let payload = event.payload.get_or_insert_with(Default::default);
     payload.fields.insert(
@@ -321,8 +331,7 @@ async fn a_data_dir_refuses_another_realm() {
 
 /// Builds a snapshot of `events` on one state machine and installs it on a fresh one.
 async fn build_and_install(events: u64) -> (TempDir, StateMachine, TempDir, StateMachine) {
-    let dir_a = tempfile::tempdir().expect("tempdir");
-    let (_log, mut a) = open(dir_a.path(), &realm()).await.expect("opens");
+    let (dir_a, _log, mut a) = fresh().await;
     a.apply([membership_entry(1)]).await.expect("membership");
     apply_events(&mut a, example_events(), 3, 2).await;
     apply_events(&mut a, adjustments(events), 256, 100).await;
@@ -337,14 +346,9 @@ async fn build_and_install(events: u64) -> (TempDir, StateMachine, TempDir, Stat
         a.applied_state().await.expect("state").0
     );
 
-    let dir_b = tempfile::tempdir().expect("tempdir");
-    let (_log, mut b) = open(dir_b.path(), &realm()).await.expect("opens");
+    let (dir_b, _log, mut b) = fresh().await;
     let mut receiving = b.begin_receiving_snapshot().await.expect("receives");
-    let current = a
-        .get_current_snapshot()
-        .await
-        .expect("reads")
-        .expect("has one");
+    let current = current_snapshot(&mut a).await;
     *receiving = *current.snapshot;
     b.install_snapshot(&current.meta, receiving)
         .await
@@ -378,32 +382,20 @@ async fn a_snapshot_of_thousands_of_events_installs_into_an_identical_state() {
 
 #[tokio::test]
 async fn a_corrupt_snapshot_is_refused_and_leaves_the_state_machine_untouched() {
-    let (_da, mut a, _db, _b) = build_and_install(100).await;
-    let current = a
-        .get_current_snapshot()
-        .await
-        .expect("reads")
-        .expect("has one");
+    let (_da, _a, snapshot, mut bytes) = snapshot_bytes(100).await;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_log, mut c) = open(dir.path(), &realm()).await.expect("opens");
+    let (dir, _log, mut c) = fresh().await;
     apply_events(&mut c, adjustments(3), 1, 1).await;
     let before = contents(&c.reader());
 
     // Flip one bit in the middle of a copy of the snapshot.
     let path = dir.path().join("corrupt.snap");
-    let mut bytes = Vec::new();
-    {
-        use tokio::io::AsyncReadExt;
-        let mut file = *current.snapshot;
-        file.read_to_end(&mut bytes).await.expect("reads");
-    }
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x10;
     std::fs::write(&path, &bytes).expect("writes");
     let file = tokio::fs::File::open(&path).await.expect("opens");
     let err = c
-        .install_snapshot(&current.meta, Box::new(file))
+        .install_snapshot(&snapshot.meta, Box::new(file))
         .await
         .expect_err("refused");
     assert!(
@@ -423,12 +415,7 @@ async fn a_corrupt_snapshot_is_refused_and_leaves_the_state_machine_untouched() 
 
 #[tokio::test]
 async fn a_snapshot_of_another_realm_is_refused() {
-    let (_da, mut a, _db, _b) = build_and_install(10).await;
-    let current = a
-        .get_current_snapshot()
-        .await
-        .expect("reads")
-        .expect("has one");
+    let (_da, _a, current) = built_snapshot(10).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (_log, mut other) = open(dir.path(), &Realm::new("t-other", "s-009"))
         .await
@@ -503,8 +490,7 @@ async fn a_data_dir_open_in_another_handle_is_refused_as_in_use() {
 
 /// A snapshot of `events` built on a fresh store, with its meta.
 async fn built_snapshot(events: u64) -> (TempDir, StateMachine, Snapshot) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_log, mut sm) = open(dir.path(), &realm()).await.expect("opens");
+    let (dir, _log, mut sm) = fresh().await;
     sm.apply([membership_entry(1)]).await.expect("membership");
     apply_events(&mut sm, adjustments(events), 16, 2).await;
     sm.get_snapshot_builder()
@@ -512,11 +498,7 @@ async fn built_snapshot(events: u64) -> (TempDir, StateMachine, Snapshot) {
         .build_snapshot()
         .await
         .expect("builds");
-    let current = sm
-        .get_current_snapshot()
-        .await
-        .expect("reads")
-        .expect("has one");
+    let current = current_snapshot(&mut sm).await;
     (dir, sm, current)
 }
 
@@ -547,8 +529,7 @@ struct PurgeDuringInstall {
 async fn purge_during_install(events: u64) -> PurgeDuringInstall {
     let (dir_a, _a, snapshot) = built_snapshot(events).await;
     let last = snapshot.meta.last_log_id.expect("a last log id");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (log, mut sm) = open(dir.path(), &realm()).await.expect("opens");
+    let (dir, log, mut sm) = fresh().await;
     let receiving = sm.begin_receiving_snapshot().await.expect("receives");
     let mut purging = log.clone();
     let purge = tokio::spawn(async move { purging.purge(last).await });
@@ -632,32 +613,36 @@ async fn snapshot_bytes(events: u64) -> (TempDir, StateMachine, Snapshot, Vec<u8
     let mut bytes = Vec::new();
     {
         use tokio::io::AsyncReadExt;
-        let mut file = *sm
-            .get_current_snapshot()
-            .await
-            .expect("reads")
-            .expect("has one")
-            .snapshot;
+        let mut file = *current_snapshot(&mut sm).await.snapshot;
         file.read_to_end(&mut bytes).await.expect("reads");
     }
     (dir, sm, snapshot, bytes)
+}
+
+/// A store that a crash left with `copy` received into `snapshots/installing.tmp`,
+/// reopened; the path of that file.
+async fn reopened_with_a_received_copy(
+    copy: &[u8],
+) -> (TempDir, LogStore, StateMachine, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(dir.path(), &realm()).await.expect("opens"));
+    let installing = dir.path().join("snapshots").join("installing.tmp");
+    std::fs::write(&installing, copy).expect("writes the copy");
+    let (log, reopened) = open(dir.path(), &realm()).await.expect("reopens");
+    (dir, log, reopened, installing)
 }
 
 /// A copy cut short by a crash is not used: the live state never depended on it.
 #[tokio::test]
 async fn a_half_copied_install_is_discarded_when_the_store_reopens() {
     let (_da, _a, _snapshot, bytes) = snapshot_bytes(100).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    drop(open(dir.path(), &realm()).await.expect("opens"));
-    let snapshots = dir.path().join("snapshots");
-    std::fs::write(snapshots.join("installing.tmp"), &bytes[..bytes.len() / 2])
-        .expect("writes half a snapshot");
-    let (log, mut reopened) = open(dir.path(), &realm()).await.expect("reopens");
+    let (_dir, log, mut reopened, installing) =
+        reopened_with_a_received_copy(&bytes[..bytes.len() / 2]).await;
     let current = reopened.get_current_snapshot().await.expect("reads");
     assert!(current.is_none(), "half a snapshot was promoted");
     assert_eq!(log.durable_snapshot(), None);
     assert_eq!(reopened.reader().applied().expect("applied").last_seq, 0);
-    assert!(!snapshots.join("installing.tmp").exists());
+    assert!(!installing.exists());
 }
 
 /// A whole received copy is finished after a crash: the log may already have been purged
@@ -665,12 +650,7 @@ async fn a_half_copied_install_is_discarded_when_the_store_reopens() {
 #[tokio::test]
 async fn a_received_snapshot_whose_replay_a_crash_cut_short_is_replayed_when_the_store_reopens() {
     let (_da, a, snapshot, bytes) = snapshot_bytes(300).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    drop(open(dir.path(), &realm()).await.expect("opens"));
-    let snapshots = dir.path().join("snapshots");
-    std::fs::write(snapshots.join("installing.tmp"), &bytes).expect("writes the copy");
-
-    let (log, mut reopened) = open(dir.path(), &realm()).await.expect("reopens");
+    let (_dir, log, mut reopened, installing) = reopened_with_a_received_copy(&bytes).await;
     assert_eq!(contents(&reopened.reader()), contents(&a.reader()));
     let current = reopened
         .get_current_snapshot()
@@ -683,7 +663,7 @@ async fn a_received_snapshot_whose_replay_a_crash_cut_short_is_replayed_when_the
         reopened.applied_state().await.expect("state").0,
         snapshot.meta.last_log_id
     );
-    assert!(!snapshots.join("installing.tmp").exists());
+    assert!(!installing.exists());
 }
 
 /// Found by the chaos harness (`corrupt`, then the leader panicked with "follower log
@@ -692,14 +672,9 @@ async fn a_received_snapshot_whose_replay_a_crash_cut_short_is_replayed_when_the
 /// acknowledged. The log mark kept outside sled catches that at start.
 #[tokio::test]
 async fn a_log_that_comes_back_shorter_than_it_acknowledged_is_refused_at_start() {
-    use openraft::storage::RaftLogStorageExt;
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let (mut log, _sm) = open(dir.path(), &realm()).await.expect("opens");
-        let entries: Vec<Entry> = (1..=20)
-            .map(|i| command_entry(i, 1_764_000_000_000, adjustments(1)))
-            .collect();
-        log.blocking_append(entries).await.expect("appends");
+        let (mut log, _sm) = log_of_twenty(dir.path()).await;
         // A conflicting suffix is removed: the mark comes down with it.
         log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 18))
             .await
@@ -771,13 +746,21 @@ fn record_boundary(segment: &std::path::Path, records: usize) -> u64 {
     offset as u64
 }
 
-async fn log_of_twenty(dir: &std::path::Path) {
-    use openraft::storage::RaftLogStorageExt;
-    let (mut log, _sm) = open(dir, &realm()).await.expect("opens");
-    let entries: Vec<Entry> = (1..=20)
+/// Entries 1..=`count`, one adjustment each.
+fn one_adjustment_each(count: u64) -> Vec<Entry> {
+    (1..=count)
         .map(|i| command_entry(i, 1_764_000_000_000, adjustments(1)))
-        .collect();
-    log.blocking_append(entries).await.expect("appends");
+        .collect()
+}
+
+/// A store in `dir` whose log holds `one_adjustment_each(20)`, still open.
+async fn log_of_twenty(dir: &std::path::Path) -> (LogStore, StateMachine) {
+    use openraft::storage::RaftLogStorageExt;
+    let (mut log, sm) = open(dir, &realm()).await.expect("opens");
+    log.blocking_append(one_adjustment_each(20))
+        .await
+        .expect("appends");
+    (log, sm)
 }
 
 async fn last_index(dir: &std::path::Path) -> Option<u64> {
@@ -836,9 +819,7 @@ async fn a_damaged_record_inside_the_log_is_refused_with_the_file_named() {
 async fn a_log_kept_in_sled_moves_into_segment_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     drop(open(dir.path(), &realm()).await.expect("creates"));
-    let entries: Vec<Entry> = (1..=7)
-        .map(|i| command_entry(i, 1_764_000_000_000, adjustments(1)))
-        .collect();
+    let entries = one_adjustment_each(7);
     {
         let db = sled::open(dir.path().join("db")).expect("opens sled");
         let tree = db.open_tree(keys::TREE_LOG).expect("the log tree");

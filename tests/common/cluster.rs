@@ -454,49 +454,76 @@ impl Cluster {
         hello_at(&self.nodes[&id].client_addr, 0).await
     }
 
+    /// `(seq, eventId)` of every event of node `id`'s log after `cursor`, up to seq `up_to`,
+    /// as Subscribe streams them (`subscribe_ids`); panics, naming the node, past `within`.
+    pub async fn log_ids(
+        &self,
+        id: u64,
+        cursor: u64,
+        up_to: u64,
+        within: Duration,
+    ) -> Vec<(u64, String)> {
+        subscribe_ids(&mut self.client(id), cursor, up_to, within)
+            .await
+            .unwrap_or_else(|e| panic!("node {id}'s log: {e}"))
+    }
+
+    /// `poll_until`, first checking on every try that no node has exited by itself.
+    pub async fn poll<T>(
+        &mut self,
+        within: Duration,
+        mut probe: impl AsyncFnMut(&Self) -> Result<T, String>,
+    ) -> Result<T, String> {
+        poll_until(within, async || {
+            self.check_alive();
+            probe(self).await
+        })
+        .await
+    }
+
     /// Waits until every node of `among` answers Hello with the same leader, itself one of
     /// `among`; returns it.
     pub async fn wait_leader(&mut self, among: &[u64], within: Duration) -> u64 {
-        let deadline = Instant::now() + within;
-        let mut view = String::new();
-        for _ in 0..100_000 {
-            self.check_alive();
-            let mut leaders = Vec::new();
-            view.clear();
-            for &id in among {
-                // /status needs no token, so this works whether the nodes check tokens or not.
-                let leader = match self.http_get(id, "/status").await {
-                    Ok(response) if response.status == 200 => {
-                        serde_json::from_slice::<serde_json::Value>(&response.body)
-                            .ok()
-                            .and_then(|status| status["leaderId"].as_u64())
-                            .unwrap_or(0)
+        let agreed = self
+            .poll(within, async |c| {
+                let mut leaders = Vec::new();
+                let mut view = String::new();
+                for &id in among {
+                    // /status needs no token, so this works whether the nodes check tokens or not.
+                    let leader = match c.http_get(id, "/status").await {
+                        Ok(response) if response.status == 200 => {
+                            serde_json::from_slice::<serde_json::Value>(&response.body)
+                                .ok()
+                                .and_then(|status| status["leaderId"].as_u64())
+                                .unwrap_or(0)
+                        }
+                        Ok(response) => {
+                            view.push_str(&format!(" node {id}: /status {};", response.status));
+                            0
+                        }
+                        Err(err) => {
+                            view.push_str(&format!(" node {id}: {err};"));
+                            0
+                        }
+                    };
+                    leaders.push(leader);
+                    view.push_str(&format!(" node {id}: leader {leader};"));
+                }
+                match leaders.first() {
+                    Some(&first)
+                        if first != 0
+                            && among.contains(&first)
+                            && leaders.iter().all(|&l| l == first) =>
+                    {
+                        Ok(first)
                     }
-                    Ok(response) => {
-                        view.push_str(&format!(" node {id}: /status {};", response.status));
-                        0
-                    }
-                    Err(err) => {
-                        view.push_str(&format!(" node {id}: {err};"));
-                        0
-                    }
-                };
-                leaders.push(leader);
-                view.push_str(&format!(" node {id}: leader {leader};"));
-            }
-            if let Some(&first) = leaders.first()
-                && first != 0
-                && among.contains(&first)
-                && leaders.iter().all(|&l| l == first)
-            {
-                return first;
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        panic!("no leader agreed by nodes {among:?} within {within:?}; last view:{view}");
+                    _ => Err(view),
+                }
+            })
+            .await;
+        agreed.unwrap_or_else(|view| {
+            panic!("no leader agreed by nodes {among:?} within {within:?}; last view:{view}")
+        })
     }
 
     /// The leader that all running members agree on.
@@ -518,38 +545,37 @@ impl Cluster {
         at_least: u64,
         within: Duration,
     ) -> u64 {
-        let deadline = Instant::now() + within;
-        let mut view = String::new();
-        for _ in 0..100_000 {
-            self.check_alive();
-            let mut seqs = Vec::new();
-            view.clear();
-            for &id in among {
-                match self.hello(id).await {
-                    Ok(h) => {
-                        seqs.push(Some(h.last_seq));
-                        view.push_str(&format!(" node {id}: last_seq {};", h.last_seq));
-                    }
-                    Err(err) => {
-                        seqs.push(None);
-                        view.push_str(&format!(" node {id}: {err};"));
+        let agreed = self
+            .poll(within, async |c| {
+                let mut seqs = Vec::new();
+                let mut view = String::new();
+                for &id in among {
+                    match c.hello(id).await {
+                        Ok(h) => {
+                            seqs.push(Some(h.last_seq));
+                            view.push_str(&format!(" node {id}: last_seq {};", h.last_seq));
+                        }
+                        Err(err) => {
+                            seqs.push(None);
+                            view.push_str(&format!(" node {id}: {err};"));
+                        }
                     }
                 }
-            }
-            if let Some(&Some(first)) = seqs.first()
-                && first >= at_least
-                && seqs.iter().all(|&s| s == Some(first))
-            {
-                return first;
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        panic!(
-            "nodes {among:?} did not agree on a last_seq >= {at_least} within {within:?}; last view:{view}"
-        );
+                match seqs.first() {
+                    Some(&Some(first))
+                        if first >= at_least && seqs.iter().all(|&s| s == Some(first)) =>
+                    {
+                        Ok(first)
+                    }
+                    _ => Err(view),
+                }
+            })
+            .await;
+        agreed.unwrap_or_else(|view| {
+            panic!(
+                "nodes {among:?} did not agree on a last_seq >= {at_least} within {within:?}; last view:{view}"
+            )
+        })
     }
 
     /// GET on a node's client port (HTTP/1.0, Connection: close), bounded by 5 s.
@@ -559,21 +585,11 @@ impl Cluster {
 
     /// Waits until `/healthz` of the node answers 200.
     pub async fn wait_healthy(&mut self, id: u64, within: Duration) {
-        let deadline = Instant::now() + within;
-        let mut last = String::new();
-        for _ in 0..100_000 {
-            self.check_alive();
-            match self.http_get(id, "/healthz").await {
-                Ok(r) if r.status == 200 => return,
-                Ok(r) => last = format!("HTTP {} {}", r.status, r.text()),
-                Err(err) => last = err,
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        panic!("node {id}: /healthz not 200 within {within:?}; last: {last}");
+        self.poll(within, async |c| healthz(&c.nodes[&id].client_addr).await)
+            .await
+            .unwrap_or_else(|last| {
+                panic!("node {id}: /healthz not 200 within {within:?}; last: {last}")
+            });
     }
 
     /// `/status` of a node as JSON.
@@ -870,6 +886,36 @@ impl HttpResponse {
     }
 }
 
+/// Tries `probe` every POLL until it answers `Ok`, or `within` has passed: then the last
+/// `Err` it answered (what it was still waiting for).
+pub async fn poll_until<T>(
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + within;
+    let mut last = String::new();
+    for _ in 0..100_000 {
+        match probe().await {
+            Ok(done) => return Ok(done),
+            Err(waiting) => last = waiting,
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Err(last)
+}
+
+/// `Ok` once `/healthz` at `addr` answers 200; else what it answered.
+pub async fn healthz(addr: &str) -> Result<(), String> {
+    match http_get(addr, "/healthz").await {
+        Ok(r) if r.status == 200 => Ok(()),
+        Ok(r) => Err(format!("HTTP {} {}", r.status, r.text())),
+        Err(err) => Err(err),
+    }
+}
+
 /// `GET path` with HTTP/1.0 and `Connection: close` (so the reply is not chunked).
 pub async fn http_get(addr: &str, path: &str) -> Result<HttpResponse, String> {
     let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -1023,30 +1069,107 @@ pub fn parse_grpc_web_frames(mut body: &[u8]) -> Result<GrpcWebReply, String> {
     Err("too many frames".into())
 }
 
-/// `POST /pos.v1.Hub/Append` as gRPC-web over HTTP/1.1, with an `Origin` header.
-pub async fn grpc_web_append(
+/// A gRPC-web call over HTTP/1.1 (`method` is its path, `/pos.v1.Hub/Hello`), as a browser
+/// makes it from a page of `origin`: its HTTP reply and frames.
+pub async fn grpc_web_call(
     addr: &str,
-    request: &pb::AppendRequest,
+    method: &str,
+    message: &impl prost::Message,
     origin: &str,
-) -> Result<(HttpResponse, GrpcWebReply), String> {
-    let message = prost::Message::encode_to_vec(request);
-    let mut body = Vec::with_capacity(message.len() + 5);
-    body.push(0u8);
+) -> (HttpResponse, GrpcWebReply) {
+    let message = message.encode_to_vec();
+    let mut body = vec![0u8];
     body.extend_from_slice(&(message.len() as u32).to_be_bytes());
     body.extend_from_slice(&message);
-    let head = format!(
-        "POST /pos.v1.Hub/Append HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/grpc-web+proto\r\nAccept: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nX-User-Agent: grpc-web-javascript/0.1\r\nOrigin: {origin}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+    let mut raw = format!(
+        "POST {method} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/grpc-web+proto\r\n\
+         Accept: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nX-User-Agent: connect-es/2.0.0\r\n\
+         Origin: {origin}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    );
-    let mut raw = head.into_bytes();
+    )
+    .into_bytes();
     raw.extend_from_slice(&body);
-    let response = http_exchange(addr, &raw, Duration::from_secs(15)).await?;
-    let frames = parse_grpc_web_frames(&response.body)?;
-    Ok((response, frames))
+    let response = http_exchange(addr, &raw, Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|e| panic!("gRPC-web {method}: {e}"));
+    let frames = parse_grpc_web_frames(&response.body)
+        .unwrap_or_else(|e| panic!("gRPC-web {method}: bad frames ({e}): {response:?}"));
+    (response, frames)
+}
+
+/// The one message of a gRPC-web call that succeeded (HTTP 200, a gRPC-web content type,
+/// grpc-status 0), decoded.
+pub fn grpc_web_answer<M: prost::Message + Default>(
+    response: &HttpResponse,
+    reply: &GrpcWebReply,
+) -> M {
+    let ctx = format!("{response:?} {reply:?}");
+    assert_eq!(response.status, 200, "{ctx}");
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/grpc-web")),
+        "{ctx}"
+    );
+    assert_eq!(
+        grpc_web_status(response, reply).as_deref(),
+        Some("0"),
+        "{ctx}"
+    );
+    assert_eq!(reply.messages.len(), 1, "{ctx}");
+    M::decode(reply.messages[0].as_slice())
+        .unwrap_or_else(|e| panic!("not a {} ({e}): {ctx}", std::any::type_name::<M>()))
 }
 
 // ---------------------------------------------------------------------------------------
 // The CLI
+
+/// A `pos-hub` process a test runs by itself (outside a `Cluster`), its stdout and stderr
+/// in a log file: killed when dropped, and its log's tail printed if the test failed.
+pub struct Process {
+    child: Child,
+    log_path: PathBuf,
+}
+
+impl Process {
+    /// Starts `pos-hub ARGS…` in `cwd`, logging to `log_path` (does not wait).
+    pub fn start(args: &[&str], cwd: &Path, log_path: PathBuf) -> Process {
+        let log = std::fs::File::create(&log_path).expect("creates the log");
+        let child = Command::new(BIN)
+            .args(args)
+            .current_dir(cwd)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clones the log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawns `pos-hub {}`: {e}", args.join(" ")));
+        Process { child, log_path }
+    }
+
+    /// How it exited, if it has exited (by itself).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log_path, lines)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- {} tail:\n{}",
+                self.log_path.display(),
+                self.log_tail(LOG_TAIL_LINES)
+            );
+        }
+    }
+}
 
 /// Runs `pos-hub ARGS…` (in `cwd`) to completion, killing it after `within`.
 pub fn run_cli(args: &[&str], cwd: &Path, within: Duration) -> Output {

@@ -1,13 +1,84 @@
-//! Helpers shared by the integration tests: run the real `pos-hub` binary, build events.
+//! Helpers shared by the integration tests: run the real `pos-hub` binary, build events
+//! and tokens, check refusals.
 
 #![allow(dead_code)]
 
 pub mod cluster;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cluster::{STORE, TENANT};
+use pos_hub::auth::keys;
+use pos_hub::auth::token::{AUDIENCE, Claims, Role};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pos-hub");
+
+/// Marks the start of a test's next step in its output.
+pub fn phase(what: &str) {
+    eprintln!("--- {what}");
+}
+
+/// Seconds since the epoch, the clock of tokens.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+/// A new key pair of a store (or of a tenant), its public half written to a file for the
+/// nodes' `--public-key`.
+pub struct StoreKey {
+    pub signing: ed25519_dalek::SigningKey,
+    pub public_pem: String,
+    pub public_path: PathBuf,
+}
+
+/// A new `StoreKey`, its public key in `dir/store.pub.pem`.
+pub fn store_key(dir: &Path) -> StoreKey {
+    let (private_pem, public_pem) = keys::generate().expect("generates a key pair");
+    let public_path = dir.join("store.pub.pem");
+    std::fs::write(&public_path, &public_pem).expect("writes the public key");
+    let signing = keys::signing_key_from_pem(&private_pem, "test key").expect("loads the key");
+    StoreKey {
+        signing,
+        public_pem,
+        public_path,
+    }
+}
+
+/// The claims of `device` with `role` in realm TENANT/STORE, valid from a minute ago for an
+/// hour.
+pub fn claims(device: &str, role: Role) -> Claims {
+    Claims {
+        aud: AUDIENCE.into(),
+        sub: device.into(),
+        tenant_id: TENANT.into(),
+        store_id: STORE.into(),
+        role,
+        exp: now() + 3_600,
+        nbf: now() - 60,
+        iat: now() - 60,
+    }
+}
+
+/// The status of a refused call: it has `code`, and its message contains `words`.
+pub fn expect_status<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    words: &str,
+) -> tonic::Status {
+    let status = result.expect_err("the call is refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(words),
+        "message {:?} should say {words:?}",
+        status.message()
+    );
+    status
+}
 
 /// A request carrying `authorization: Bearer TOKEN` when a token is given.
 pub fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
@@ -18,6 +89,31 @@ pub fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
         request.metadata_mut().insert("authorization", value);
     }
     request
+}
+
+/// Runs `pos-hub keygen --out-dir DIR` to completion.
+pub fn keygen(out_dir: &Path) -> Output {
+    Command::new(BIN)
+        .arg("keygen")
+        .arg("--out-dir")
+        .arg(out_dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("pos-hub runs")
+}
+
+/// Runs `pos-hub token issue` to completion: with the store key `key`, for `device` of
+/// TENANT/STORE with `role` (as the CLI spells it), then the `extra` flags.
+pub fn token_issue(key: &Path, device: &str, role: &str, extra: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["token", "issue", "--key"])
+        .arg(key)
+        .args(["--tenant", TENANT, "--store", STORE])
+        .args(["--device", device, "--role", role])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("pos-hub runs")
 }
 
 /// Runs `pos-hub log --data-dir DIR ARGS…` to completion.
@@ -40,11 +136,53 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The stdout of `what`, a run that must have succeeded.
+pub fn succeeded(output: &Output, what: &str) -> String {
+    let out = stdout(output);
+    assert!(
+        output.status.success(),
+        "{what} failed: {out}{}",
+        stderr(output)
+    );
+    out
+}
+
+/// The stderr of `what`, a run that must have failed.
+pub fn failed(output: &Output, what: &str) -> String {
+    let err = stderr(output);
+    assert!(
+        !output.status.success(),
+        "{what} must fail: {}{err}",
+        stdout(output)
+    );
+    err
+}
+
+/// The stderr of `what`, a run that must have failed naming `reason` there.
+pub fn refused(output: &Output, what: &str, reason: &str) -> String {
+    let err = failed(output, what);
+    assert!(err.contains(reason), "{what}: {reason:?} is not in: {err}");
+    err
+}
+
+/// The report of appending the 15 events of the example (`log append`, `client append`):
+/// `OUTCOME seq=N …` for each in order, then the totals line.
+pub fn assert_example_report(report: &str, outcome: &str, totals: &str) {
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines.len(), 16, "{report}");
+    for (i, line) in lines[..15].iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("{outcome:<9} seq={} ", i + 1)),
+            "line {}: {line}",
+            i + 1
+        );
+    }
+    assert_eq!(lines[15], totals);
+}
+
 /// The committed log as `pos-hub log dump --json` prints it.
 pub fn dump_json(data_dir: &Path) -> Vec<serde_json::Value> {
-    let output = log(data_dir, &["dump", "--json"]);
-    assert!(output.status.success(), "dump failed: {}", stderr(&output));
-    stdout(&output)
+    succeeded(&log(data_dir, &["dump", "--json"]), "dump")
         .lines()
         .map(|line| serde_json::from_str(line).expect("dump prints JSON lines"))
         .collect()

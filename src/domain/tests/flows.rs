@@ -8,7 +8,9 @@ use super::super::order::OrderStatus;
 use super::super::outcome::{Outcome, RejectCode};
 use super::super::state::MemState;
 use super::super::ticket::{TicketKind, TicketStatus};
-use super::{T0, burger, create_o1, ev, inv_ev, order_ev, realm, state_with, uuid};
+use super::{
+    T0, burger, create_o1, ev, inv_ev, o1_after, order_ev, paid_in_cash, realm, state_with, uuid,
+};
 
 fn accepted(state: &mut MemState, event: &super::Event, hub_time: u64) -> u64 {
     match state.apply(event, hub_time) {
@@ -105,10 +107,7 @@ fn order_lifecycle_happy_path() {
 
 #[test]
 fn parked_order_can_be_cancelled() {
-    let mut s = state_with(&[
-        create_o1(1),
-        order_ev(2, 2, "order.parked", "till-1", json!({})),
-    ]);
+    let mut s = o1_after("order.parked", "till-1");
     accepted(
         &mut s,
         &order_ev(
@@ -245,22 +244,13 @@ fn expired_lock_binds_nobody() {
         Some("till-2")
     );
     // The former holder cannot renew or release it any more.
-    assert_eq!(
-        rejected(
-            &mut s,
-            &order_ev(5, 4, "order.lock.renew", "till-1", json!({})),
-            expiry + 1
-        ),
-        RejectCode::NotLockHolder
-    );
-    assert_eq!(
-        rejected(
-            &mut s,
-            &order_ev(6, 4, "order.lock.released", "till-1", json!({})),
-            expiry + 1
-        ),
-        RejectCode::NotLockHolder
-    );
+    for (n, ty) in [(5, "order.lock.renew"), (6, "order.lock.released")] {
+        assert_eq!(
+            rejected(&mut s, &order_ev(n, 4, ty, "till-1", json!({})), expiry + 1),
+            RejectCode::NotLockHolder,
+            "{ty}"
+        );
+    }
     // Its own expired lock can still be released by its holder.
     accepted(
         &mut s,
@@ -272,30 +262,14 @@ fn expired_lock_binds_nobody() {
 
 #[test]
 fn paying_clears_the_lock() {
-    let mut s = state_with(&[
-        create_o1(1),
-        order_ev(2, 2, "order.locked", "till-1", json!({})),
-    ]);
-    accepted(
-        &mut s,
-        &order_ev(
-            3,
-            3,
-            "order.paid",
-            "till-1",
-            json!({ "payments": [{ "method": "cash", "amount": 2500 }] }),
-        ),
-        T0 + 2000,
-    );
+    let mut s = o1_after("order.locked", "till-1");
+    accepted(&mut s, &paid_in_cash(3, 3), T0 + 2000);
     assert_eq!(s.orders["o-1"].lock, None);
 }
 
 #[test]
 fn forced_write_wins_on_lamport_and_eventid() {
-    let mut s = state_with(&[
-        create_o1(1),
-        order_ev(2, 2, "order.locked", "till-2", json!({})),
-    ]);
+    let mut s = o1_after("order.locked", "till-2");
     // Stale version, and till-2 holds the lock: a forced write with a higher lamport wins.
     let mut forced = order_ev(30, 1, "order.updated", "till-1", json!({ "guestCount": 9 }));
     forced.force = true;
@@ -343,10 +317,7 @@ fn forced_write_wins_on_lamport_and_eventid() {
 
 #[test]
 fn tickets_follow_their_order() {
-    let mut s = state_with(&[
-        create_o1(1),
-        order_ev(2, 2, "order.locked", "till-1", json!({})),
-    ]);
+    let mut s = o1_after("order.locked", "till-1");
     let order_head = s.orders["o-1"].head.clone();
     // Ticket writes ignore the order's lock and leave its version alone.
     accepted(
@@ -401,17 +372,7 @@ fn tickets_follow_their_order() {
     assert!(s.orders["o-1"].ticket(TicketKind::Bds, "bt-1").is_some());
 
     // Paid orders still get their food.
-    accepted(
-        &mut s,
-        &order_ev(
-            6,
-            3,
-            "order.paid",
-            "till-1",
-            json!({ "payments": [{ "method": "cash", "amount": 2500 }] }),
-        ),
-        T0 + 4000,
-    );
+    accepted(&mut s, &paid_in_cash(6, 3), T0 + 4000);
     accepted(
         &mut s,
         &ev(7, "kds", "kt-1", 3, "kds.ticket.done", "kds-1", json!({})),
@@ -474,10 +435,7 @@ fn inventory_is_a_pn_counter_without_versions() {
 
 #[test]
 fn duplicates_answer_with_the_first_seq_whatever_they_carry() {
-    let mut s = state_with(&[
-        create_o1(1),
-        order_ev(2, 2, "order.updated", "till-1", json!({})),
-    ]);
+    let mut s = o1_after("order.updated", "till-1");
     let before = s.clone();
     let mut resent = order_ev(
         1,

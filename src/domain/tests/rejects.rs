@@ -193,21 +193,25 @@ fn cases() -> Vec<Case> {
     all
 }
 
+/// Plays the case `name`: its event must be rejected and leave the state as it was; returns
+/// the code and the message.
+fn reject(name: &str, scenario: fn() -> Scenario) -> (RejectCode, String) {
+    let (mut state, event, hub_time) = scenario();
+    let before = state.clone();
+    let outcome = state.apply(&event, hub_time);
+    assert_eq!(state, before, "{name}: state changed");
+    match outcome {
+        Outcome::Rejected { code, message, .. } => (code, message),
+        other => panic!("{name}: expected a rejection, got {other:?}"),
+    }
+}
+
 #[test]
 fn every_case_rejects_with_its_code_and_changes_nothing() {
     for (code, name, scenario) in cases() {
-        let (mut state, event, hub_time) = scenario();
-        let before = state.clone();
-        match state.apply(&event, hub_time) {
-            Outcome::Rejected {
-                code: got, message, ..
-            } => {
-                assert_eq!(got, code, "{name}: {message}");
-                assert!(!message.is_empty(), "{name}: empty message");
-            }
-            other => panic!("{name}: expected {code}, got {other:?}"),
-        }
-        assert_eq!(state, before, "{name}: state changed");
+        let (got, message) = reject(name, scenario);
+        assert_eq!(got, code, "{name}: {message}");
+        assert!(!message.is_empty(), "{name}: empty message");
     }
 }
 
@@ -219,70 +223,43 @@ fn every_reject_code_has_a_case() {
     }
 }
 
-/// Messages name the problem and its figures.
+/// The message of the case named `name`.
+fn message_of(name: &str) -> String {
+    let (_, _, scenario) = cases()
+        .into_iter()
+        .find(|(_, n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no case is named {name:?}"));
+    reject(name, scenario).1
+}
+
+/// Messages name the problem and its figures (those of the cases above).
 #[test]
 fn messages_name_the_values() {
-    let message = |(mut state, event, hub_time): Scenario| match state.apply(&event, hub_time) {
-        Outcome::Rejected { message, .. } => message,
-        other => panic!("expected a rejection, got {other:?}"),
-    };
-    let m = message(on(
-        created(),
-        order_ev(2, 3, "order.updated", "till-1", json!({})),
-    ));
-    assert_eq!(m, "order o-1 is at version 1; expected version 2, got 3");
-    let m = message(on(
-        rules::locked_by_till2(),
-        order_ev(3, 3, "order.updated", "till-1", json!({})),
-    ));
     assert_eq!(
-        m,
+        message_of("skipped version"),
+        "order o-1 is at version 1; expected version 2, got 3"
+    );
+    assert_eq!(
+        message_of("other device edits"),
         format!(
             "order o-1 is locked by till-2 until hub time {} ms",
             T0 + 46_000
         )
     );
-    let payments = json!([{ "method": "cash", "amount": 2000 }]);
-    let m = message(on(
-        created(),
-        paid_ev(2, 2, json!({ "payments": payments })),
-    ));
+    let m = message_of("amounts short");
     assert!(m.contains("2500") && m.contains("2000"), "{m}");
-    let item = json!({ "id": "li-1", "sku": "X", "name": "X", "unitPrice": 12.5, "quantity": 1 });
-    let m = message(on(empty(), create_with_items(json!([item]))));
+    let m = message_of("fractional unitPrice");
     assert!(
         m.contains("items[0].unitPrice") && m.contains("12.5"),
         "{m}"
     );
-    let m = message(on(
-        created(),
-        ev(
-            2,
-            "kds",
-            "kt-1",
-            1,
-            "bds.ticket.created",
-            "till-1",
-            json!({}),
-        ),
-    ));
+    let m = message_of("bds type on kds aggregate");
     assert!(
         m.contains("kds.ticket.created, kds.ticket.ack, kds.ticket.done"),
         "{m}"
     );
-    let m = message(on(
-        created(),
-        ev(
-            2,
-            "payment",
-            "p-1",
-            1,
-            "payment.captured",
-            "till-1",
-            json!({}),
-        ),
-    ));
+    let m = message_of("payment aggregate");
     assert!(m.contains("order.paid"), "{m}");
-    let m = message(on(empty(), o1(|e| e.store_id.clear())));
+    let m = message_of("empty storeId");
     assert!(m.contains("storeId"), "{m}");
 }

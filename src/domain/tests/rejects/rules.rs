@@ -4,36 +4,27 @@
 use serde_json::json;
 
 use super::super::super::state::MemState;
+use super::super::{o1_after, paid_in_cash};
 use super::{
     Case, T0, T1, create_o1, create_with_items, created, empty, ev, inv_ev, kds, kds_created, on,
     order_ev, paid_ev, state_with,
 };
 
 /// o-1 at version 2, locked by till-2 from T0 + 1000 until T0 + 46_000.
-pub(super) fn locked_by_till2() -> MemState {
-    state_with(&[
-        create_o1(1),
-        order_ev(2, 2, "order.locked", "till-2", json!({})),
-    ])
+fn locked_by_till2() -> MemState {
+    o1_after("order.locked", "till-2")
 }
 
 fn parked() -> MemState {
-    state_with(&[
-        create_o1(1),
-        order_ev(2, 2, "order.parked", "till-1", json!({})),
-    ])
+    o1_after("order.parked", "till-1")
 }
 
 fn paid() -> MemState {
-    let payments = json!([{ "method": "cash", "amount": 2500 }]);
-    state_with(&[create_o1(1), paid_ev(2, 2, json!({ "payments": payments }))])
+    state_with(&[create_o1(1), paid_in_cash(2, 2)])
 }
 
 fn cancelled() -> MemState {
-    state_with(&[
-        create_o1(1),
-        order_ev(2, 2, "order.cancelled", "till-1", json!({})),
-    ])
+    o1_after("order.cancelled", "till-1")
 }
 
 /// o-1 with kds ticket kt-1 at version 2 after `then` (`kds.ticket.ack` or `.done`).
@@ -158,7 +149,7 @@ pub(super) fn cases() -> Vec<Case> {
             )
         }),
         (OrderParked, "payment while parked", || {
-            on(parked(), paid_ev(3, 3, json!({ "payments": pay(2500) })))
+            on(parked(), paid_in_cash(3, 3))
         }),
         (OrderParked, "park twice", || {
             on(
