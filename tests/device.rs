@@ -22,14 +22,7 @@ fn device(c: &Cluster, dir: &Path, id: &str) -> Device {
         data_dir: dir.join(id),
         device_id: id.to_owned(),
         user_id: None,
-        hub: HubConfig {
-            addrs,
-            realm: Realm::new(TENANT, STORE),
-            token: None,
-            tls: None,
-            discovery: false,
-            cache_dir: None,
-        },
+        hub: HubConfig::new(addrs, Realm::new(TENANT, STORE)),
     })
     .expect("opens the device")
 }

@@ -35,7 +35,13 @@ fn bench_report(args: &[&str]) -> (String, serde_json::Value) {
     let json = dir.path().join("bench.json");
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--json", json.to_str().expect("utf-8")]);
-    let stdout = common::succeeded(&bench(&all), "bench");
+    let out = bench(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON file"))
         .expect("valid JSON");
     (stdout, report)
@@ -99,7 +105,10 @@ fn a_short_bench_with_a_failover_reports_every_figure() {
 #[test]
 fn bad_bench_flags_are_refused_with_the_reason() {
     let refused = |args: &[&str], reason: &str| {
-        common::refused(&bench(args), &format!("{args:?}"), reason);
+        let out = bench(args);
+        assert!(!out.status.success(), "{args:?} must fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
     };
     refused(&["--nodes", "7"], "--nodes must be 1 to 5");
     refused(&["--clients", "0"], "--clients must be at least 1");

@@ -7,12 +7,14 @@ use serde_json::json;
 use super::model::{Changes, Layer, ReadModel};
 use super::outbox::{DeadLetter, Outbox, Queued};
 use super::{ClientError, Device, DeviceConfig, Draft, HubConfig};
-use crate::domain::{Actor, Clock, Event, Realm, RejectCode};
+use crate::domain::tests::ev;
+use crate::domain::{Event, Realm, RejectCode};
 
 fn realm() -> Realm {
     Realm::new("t-demo", "s-001")
 }
 
+/// Event `id` on `order` by till-1, its Lamport time its version.
 fn event(
     id: u128,
     order: &str,
@@ -20,31 +22,10 @@ fn event(
     event_type: &str,
     payload: serde_json::Value,
 ) -> Event {
-    Event {
-        event_id: uuid::Uuid::from_u128(id).to_string(),
-        tenant_id: "t-demo".into(),
-        store_id: "s-001".into(),
-        aggregate_type: "order".into(),
-        aggregate_id: order.into(),
-        version,
-        event_type: event_type.into(),
-        at: "2026-11-25T12:00:00.000Z".into(),
-        actor: Actor {
-            device_id: "till-1".into(),
-            user_id: None,
-        },
-        clock: Clock {
-            lamport: version,
-            device_id: "till-1".into(),
-        },
-        payload: match payload {
-            serde_json::Value::Object(map) => map,
-            _ => Default::default(),
-        },
-        force: false,
-        seq: None,
-        hub_time: None,
-    }
+    let mut event = ev(id, "order", order, version, event_type, "till-1", payload);
+    event.actor.user_id = None;
+    event.clock.lamport = version;
+    event
 }
 
 fn items(quantity: i64) -> serde_json::Value {
@@ -183,14 +164,7 @@ fn offline_config(dir: &std::path::Path, device_id: &str) -> DeviceConfig {
         data_dir: dir.to_path_buf(),
         device_id: device_id.into(),
         user_id: Some("u-anna".into()),
-        hub: HubConfig {
-            addrs: Vec::new(),
-            realm: realm(),
-            token: None,
-            tls: None,
-            discovery: false,
-            cache_dir: None,
-        },
+        hub: HubConfig::new(Vec::new(), realm()),
     }
 }
 

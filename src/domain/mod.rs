@@ -27,8 +27,9 @@ mod version;
 
 #[cfg(test)]
 mod proptests;
+/// The rules' tests, and the event builder the crate's other unit tests share.
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

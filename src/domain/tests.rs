@@ -22,12 +22,13 @@ pub(super) fn realm() -> Realm {
 }
 
 /// The eventId of test event `n`; tests number their events to keep ids distinct.
-pub(super) fn uuid(n: u128) -> String {
+pub(crate) fn uuid(n: u128) -> String {
     Uuid::from_u128(n).to_string()
 }
 
-/// Event number `n` (its eventId and Lamport time both derive from `n`).
-pub(super) fn ev(
+/// Event number `n` (its eventId and Lamport time both derive from `n`). Shared by the
+/// crate's unit tests (`crate::domain::tests::ev`).
+pub(crate) fn ev(
     n: u128,
     aggregate_type: &str,
     aggregate_id: &str,

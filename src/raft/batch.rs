@@ -169,41 +169,30 @@ async fn commit(raft: &Raft, batch: Vec<Waiting>, count: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Actor, Clock, Event, Realm};
+    use crate::domain::Realm;
+    use crate::domain::tests::ev;
     use crate::proto::{ConvertError, convert};
     use crate::raft::local::LocalNode;
 
     const TENANT: &str = "t-demo";
     const STORE: &str = "s-001";
 
-    /// Till `client`'s `n`th event, an inventory adjustment with a fresh eventId.
+    /// Till `client`'s `n`th event (n < 100), an inventory adjustment with its own eventId.
     fn event(client: usize, n: u64) -> Result<pb::Event, ConvertError> {
+        let sku = format!("SKU-{client}");
+        let payload = serde_json::json!({"sku": sku, "delta": 1});
+        let id = (client as u128) * 100 + u128::from(n);
         let device = format!("till-{client}");
-        let mut payload = serde_json::Map::new();
-        payload.insert("sku".into(), format!("SKU-{client}").into());
-        payload.insert("delta".into(), 1.into());
-        convert::event_to_pb(&Event {
-            event_id: uuid::Uuid::now_v7().to_string(),
-            tenant_id: TENANT.into(),
-            store_id: STORE.into(),
-            aggregate_type: "inventory".into(),
-            aggregate_id: format!("SKU-{client}"),
-            version: 1,
-            event_type: "inventory.adjusted".into(),
-            at: "2026-11-25T12:00:00.000Z".into(),
-            actor: Actor {
-                device_id: device.clone(),
-                user_id: None,
-            },
-            clock: Clock {
-                lamport: n,
-                device_id: device,
-            },
+        let event = ev(
+            id,
+            "inventory",
+            &sku,
+            1,
+            "inventory.adjusted",
+            &device,
             payload,
-            force: false,
-            seq: None,
-            hub_time: None,
-        })
+        );
+        convert::event_to_pb(&event)
     }
 
     async fn local() -> (tempfile::TempDir, LocalNode) {
