@@ -141,18 +141,24 @@ fn lease_lock_take_renew_release() {
         ("till-1", Some("u-till-1"), t + LOCK_TTL_MS_DEFAULT)
     );
 
-    // Another device is shut out of every write; the holder is not.
+    // Another device is shut out of every write, told who holds the lock in its own
+    // field; the holder is not shut out.
     for (n, ty) in [
         (3, "order.updated"),
         (4, "order.parked"),
         (5, "order.cancelled"),
         (6, "order.locked"),
     ] {
-        assert_eq!(
-            rejected(&mut s, &order_ev(n, 3, ty, "till-2", json!({})), t + 1),
-            RejectCode::Locked,
-            "{ty}"
-        );
+        match s.apply(&order_ev(n, 3, ty, "till-2", json!({})), t + 1) {
+            Outcome::Rejected {
+                code, lock_holder, ..
+            } => assert_eq!(
+                (code, lock_holder.as_deref()),
+                (RejectCode::Locked, Some("till-1")),
+                "{ty}"
+            ),
+            other => panic!("{ty}: {other:?}"),
+        }
     }
     assert_eq!(
         rejected(
