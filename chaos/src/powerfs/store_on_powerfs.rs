@@ -14,10 +14,17 @@ use super::*;
 /// Needs root, /dev/fuse and fusermount3, and a built `pos-hub` (`POS_HUB_BIN`).
 #[test]
 fn events_a_store_reported_durable_survive_a_power_cut() {
-    let bin = std::env::var_os("POS_HUB_BIN").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pos-hub"),
-        std::path::PathBuf::from,
-    );
+    // Else the workspace's `pos-hub` beside this test's build: tests run from
+    // `<target>/debug/deps/`, whatever the target dir.
+    let bin = match std::env::var_os("POS_HUB_BIN") {
+        Some(bin) => std::path::PathBuf::from(bin),
+        None => std::env::current_exe()
+            .expect("this test's path")
+            .parent()
+            .and_then(Path::parent)
+            .expect("the target dir's profile dir")
+            .join("pos-hub"),
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).expect("mkdir");

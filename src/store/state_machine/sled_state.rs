@@ -18,7 +18,7 @@ use crate::store::keys;
 use crate::store::{StoreError, decode, encode};
 
 /// The domain's `State` over one state machine tree, with this apply's writes buffered in
-/// `pending` (read back before the tree) until `into_batch`.
+/// `pending` (read back before the tree) until `take_batch`.
 pub(in crate::store) struct SledState<'a> {
     tree: &'a sled::Tree,
     realm: &'a Realm,
