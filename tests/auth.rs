@@ -167,11 +167,27 @@ async fn every_bad_token_is_refused_with_its_reason() {
         )
         .await;
 
-    phase("signed with another key (a forgery)");
+    phase("signed with another key (a forgery), naming its own key or the store's");
     let forger = SigningKey::from_bytes(&[42u8; 32]);
     store
         .refused(
             Some(&token::issue(&forger, &good)),
+            event(),
+            Code::Unauthenticated,
+            "is not one of this hub's keys",
+        )
+        .await;
+    let store_kid = token::kid_of(&store.key.verifying_key());
+    let input = format!(
+        "{}.{}",
+        b64(serde_json::json!({"alg": "EdDSA", "kid": store_kid})),
+        b64(serde_json::to_value(&good).expect("json"))
+    );
+    let signature =
+        URL_SAFE_NO_PAD.encode(ed25519_dalek::Signer::sign(&forger, input.as_bytes()).to_bytes());
+    store
+        .refused(
+            Some(&format!("{input}.{signature}")),
             event(),
             Code::Unauthenticated,
             "bad token signature",
@@ -246,8 +262,9 @@ async fn every_bad_token_is_refused_with_its_reason() {
             "not valid yet",
         )
         .await;
+    // Past its expiry by more than the 60 s leeway.
     let expired = store.token(&Claims {
-        exp: now() - 10,
+        exp: now() - 120,
         ..good.clone()
     });
     store
@@ -463,7 +480,7 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
     phase("an unknown device's expired token gets no grace");
     let unknown = append_on(
         1,
-        store.token(&expired("till-new", 60)),
+        store.token(&expired("till-new", 600)),
         inventory_event("FRIES", 1, "till-new", 1),
     )
     .await;

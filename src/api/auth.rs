@@ -1,7 +1,10 @@
 //! The access rules of the client API, checked by an interceptor before any handler runs:
 //! - a valid device token for this hub's realm (UNAUTHENTICATED / PERMISSION_DENIED with
-//!   the reason), unless the node runs open (`--dev` or `--insecure-no-auth`); an expired
-//!   token still works for the offline grace period if its device is known to the log;
+//!   the reason), unless the node runs open (`--dev` or `--insecure-no-auth`), signed by
+//!   one of the hub's keys (two during a rotation), checked against the hub's clock
+//!   (`HubClock`: never behind the group's committed hub time); an expired token still
+//!   works for the offline grace period if its device is known to the log; a device on
+//!   the replicated deny-list (`cluster revoke-device`) is refused, grace or not;
 //! - Cluster calls: role admin (`CallerCheck::admin`);
 //! - Append (checked by its handler, on the decoded events): every event is of the token's
 //!   realm and written as the token's device (no impersonation), and kitchen/bar screens
@@ -11,14 +14,12 @@
 //! read it (`caller`). A refused call is refused whole, before anything is proposed:
 //! nothing reaches the log.
 
-use ed25519_dalek::VerifyingKey;
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 use super::error::ApiError;
-use crate::auth::token::{self, Claims, Role, TokenError};
-use crate::clock::now_s;
+use crate::auth::token::{self, Claims, KeySet, Role, Standing, TokenError};
 use crate::domain::Realm;
 use crate::proto::pb;
 use crate::store::StateReader;
@@ -27,42 +28,60 @@ use crate::store::StateReader;
 #[derive(Clone)]
 pub struct AccessPolicy {
     /// `None`: no tokens are checked (dev, or explicitly insecure).
-    key: Option<VerifyingKey>,
+    keys: Option<KeySet>,
     realm: Realm,
-    /// The replicated state, asked whether a device is known (offline grace).
+    /// The replicated state, asked whether a device is revoked or known (offline grace),
+    /// and the node's hub clock.
     reader: StateReader,
     /// How long after expiry a known device's token still works, in seconds.
     grace_s: u64,
 }
 
 impl AccessPolicy {
-    pub fn new(key: Option<VerifyingKey>, realm: Realm, reader: StateReader, grace_s: u64) -> Self {
+    pub fn new(keys: Option<KeySet>, realm: Realm, reader: StateReader, grace_s: u64) -> Self {
         Self {
-            key,
+            keys,
             realm,
             reader,
             grace_s,
         }
     }
 
-    /// Whether the device has an accepted event in the log (so it once held a valid token).
-    fn known(&self, device: &str) -> bool {
+    /// What this node's applied state says of the device: revoked (the deny-list), known
+    /// (an accepted event in the log, so it once held a valid token), or unknown. A
+    /// deny-list that cannot be read refuses the call; known devices that cannot be read
+    /// only lose the grace.
+    fn standing(&self, device: &str) -> Result<Standing, TokenError> {
+        match self.reader.revocation(device) {
+            Ok(Some(revoked)) => {
+                return Ok(Standing::Revoked {
+                    at_s: revoked.revoked_at_ms / 1_000,
+                    seq: revoked.seq,
+                });
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::error!(%err, device, "cannot read the deny-list; refusing the call");
+                return Err(TokenError::DenyListUnreadable(err.to_string()));
+            }
+        }
         match self.reader.device(device) {
-            Ok(found) => found.is_some(),
+            Ok(Some(_)) => Ok(Standing::Known),
+            Ok(None) => Ok(Standing::Unknown),
             Err(err) => {
                 tracing::error!(%err, device, "cannot read the known devices; no grace given");
-                false
+                Ok(Standing::Unknown)
             }
         }
     }
 
     pub fn is_open(&self) -> bool {
-        self.key.is_none()
+        self.keys.is_none()
     }
 
     /// The verified claims of the token in `metadata` (`None` when the node runs open).
     fn verify(&self, metadata: &MetadataMap) -> Result<Option<Claims>, TokenError> {
-        let Some(key) = &self.key else {
+        let Some(keys) = &self.keys else {
             return Ok(None);
         };
         let header = match metadata.get("authorization") {
@@ -79,8 +98,9 @@ impl AccessPolicy {
                 "the authorization header is not `Bearer <token>`".into(),
             ));
         };
+        let now = self.reader.clock().now_s();
         let claims =
-            token::verify_with_grace(bearer.trim(), key, now_s(), self.grace_s, |d| self.known(d))?;
+            token::verify_with_grace(bearer.trim(), keys, now, self.grace_s, |d| self.standing(d))?;
         token::check_realm(&claims, &self.realm)?;
         Ok(Some(claims))
     }
@@ -179,6 +199,31 @@ pub fn check_events(claims: Option<&Claims>, events: &[pb::Event]) -> Result<(),
     }
     Ok(())
 }
+
+/// The deny-list (aggregateType `device`) is written by admins only: any other role's
+/// Append carrying such an event is refused whole. Kept apart from `check_events` (the
+/// roles' rules for the store's own data).
+pub fn check_device_events(claims: Option<&Claims>, events: &[pb::Event]) -> Result<(), ApiError> {
+    let Some(claims) = claims else { return Ok(()) };
+    if claims.role == Role::Admin {
+        return Ok(());
+    }
+    match events
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.aggregate_type == DEVICE_AGGREGATE)
+    {
+        Some((i, event)) => Err(ApiError::OnlyAdminRevokes {
+            role: claims.role,
+            which: format!("event {i} ({})", event.event_id),
+            event_type: event.r#type.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The aggregate type of the deny-list's events.
+pub const DEVICE_AGGREGATE: &str = "device";
 
 #[cfg(test)]
 mod tests {

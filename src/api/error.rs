@@ -43,6 +43,16 @@ pub enum ApiError {
         which: String,
         event_type: String,
     },
+    #[error(
+        "role {role} may not write {event_type} ({which}): only an admin revokes devices \
+         (`pos-hub cluster revoke-device`)",
+        role = .role.as_str()
+    )]
+    OnlyAdminRevokes {
+        role: Role,
+        which: String,
+        event_type: String,
+    },
     #[error("Append needs at least one event")]
     EmptyAppend,
     #[error("Append carries {count} events; at most {APPEND_EVENTS_MAX} are allowed per call")]
@@ -128,11 +138,13 @@ impl From<ApiError> for Status {
         let message = err.to_string();
         match err {
             ApiError::Token(TokenError::WrongRealm { .. }) => Status::permission_denied(message),
+            ApiError::Token(TokenError::DenyListUnreadable(_)) => Status::unavailable(message),
             ApiError::Token(_) => Status::unauthenticated(message),
             ApiError::NotAdmin { .. }
             | ApiError::ForeignRealm { .. }
             | ApiError::Impersonation { .. }
-            | ApiError::RoleMayNotWrite { .. } => Status::permission_denied(message),
+            | ApiError::RoleMayNotWrite { .. }
+            | ApiError::OnlyAdminRevokes { .. } => Status::permission_denied(message),
             ApiError::EmptyAppend
             | ApiError::TooManyEvents { .. }
             | ApiError::UnknownEnum(_)

@@ -8,11 +8,10 @@ use futures::Stream;
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
-use super::auth::{caller, check_events};
+use super::auth::{caller, check_device_events, check_events};
 use super::error::ApiError;
 use super::limits::{RateLimiter, SubscriptionSlots};
 use super::subscribe;
-use crate::clock::now_ms;
 use crate::menu::Menu;
 use crate::proto::pb::hub_server::Hub;
 use crate::proto::{convert, pb};
@@ -107,7 +106,7 @@ impl Hub for HubService {
             nodes: node_infos(&self.node),
             last_seq: applied.last_seq,
             lamport: applied.lamport,
-            hub_time: now_ms(),
+            hub_time: self.node.reader.clock().now_ms(),
             snapshot_needed: request.cursor > applied.last_seq,
         }))
     }
@@ -128,6 +127,7 @@ impl Hub for HubService {
             .into());
         }
         check_events(claims.as_ref(), &events)?;
+        check_device_events(claims.as_ref(), &events)?;
         // The token's device; without tokens, the device the first event claims to be.
         let device = match &claims {
             Some(claims) => claims.sub.clone(),

@@ -80,7 +80,7 @@ fn cors() -> CorsLayer {
 /// The gRPC services of the client port, each behind the caller check, and reflection.
 fn grpc_routes(config: &ServeConfig, node: &Arc<Node>) -> Result<tonic::service::Routes, AppError> {
     let access = AccessPolicy::new(
-        config.public_key,
+        config.public_keys.clone(),
         config.realm.clone(),
         node.reader.clone(),
         config.offline_grace_s,

@@ -47,8 +47,11 @@ pub struct ServeConfig {
     pub keep_log_entries: u64,
     /// Recent batches of applied events kept in memory for live subscribers.
     pub feed_batches: usize,
-    /// The store's public key, to verify device tokens; `None` runs the client API open.
-    pub public_key: Option<ed25519_dalek::VerifyingKey>,
+    /// The store's public keys (one, or two during a rotation), to verify device tokens;
+    /// `None` runs the client API open.
+    pub public_keys: Option<crate::auth::token::KeySet>,
+    /// Shifts this node's wall clock reading (ms); 0 except in tests (`--clock-offset-ms`).
+    pub clock_offset_ms: i64,
     /// How long after expiry a known device's token still works, in seconds.
     pub offline_grace_s: u64,
     /// The peer port's TLS dir (store CA, node certificate): mutual TLS between nodes.

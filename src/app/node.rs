@@ -36,6 +36,20 @@ pub(super) async fn open(config: &ServeConfig) -> Result<Arc<Node>, AppError> {
     }
     let committed = log.committed_index();
     let reader = state_machine.reader();
+    let clock = reader.clock().clone();
+    if config.clock_offset_ms != 0 {
+        tracing::warn!(
+            offset_ms = config.clock_offset_ms,
+            "TEST ONLY: this node's wall clock reading is shifted (--clock-offset-ms)"
+        );
+        clock.set_wall_offset_ms(config.clock_offset_ms);
+    }
+    if clock.behind_ms() > 0 {
+        tracing::warn!(
+            behind_ms = clock.behind_ms(),
+            "the wall clock is behind the group's last committed hub time; using that hub time, advancing"
+        );
+    }
     let raft_config = Config {
         cluster_name: format!("pos-hub {}", config.realm),
         heartbeat_interval: config.timing.heartbeat_ms,
@@ -74,6 +88,6 @@ pub(super) async fn open(config: &ServeConfig) -> Result<Arc<Node>, AppError> {
         peers,
         metrics: Arc::new(Metrics::default()),
         timing: config.timing,
-        batcher: Batcher::start(raft),
+        batcher: Batcher::start(raft, clock),
     }))
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 
 use crate::app::{self, ServeConfig};
+use crate::auth::token::KeySet;
 use crate::domain::Realm;
 use crate::menu::Menu;
 use crate::raft::node::Timing;
@@ -91,12 +92,18 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=65_536))]
     feed_batches: u64,
     /// The store's public key (PEM) that signs device tokens; every client call then needs
-    /// `authorization: Bearer <token>`.
-    #[arg(long)]
-    public_key: Option<PathBuf>,
-    /// The same key as base64 of the PEM file (the spec's .env variable).
+    /// `authorization: Bearer <token>`. Give it twice during a key rotation (current and
+    /// next): tokens signed by either are accepted, each checked by the key its `kid` names.
+    #[arg(long, value_name = "FILE")]
+    public_key: Vec<PathBuf>,
+    /// The same key as base64 of the PEM file (the spec's .env variable); two keys during a
+    /// rotation, separated by a comma. Ignored when --public-key is given.
     #[arg(long, env = "CLUSTER_PUBLIC_KEY_BASE64", hide_env_values = true)]
     public_key_base64: Option<String>,
+    /// TESTS ONLY: shift this node's wall clock reading by this many ms (negative: into the
+    /// past), to show what a node whose clock is wrong does. Never in a shop.
+    #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
+    clock_offset_ms: i64,
     /// How long after expiry a token of a device known to the log still works, in days: a
     /// store without internet cannot refresh tokens (spec §6.6). Unknown devices get none.
     #[arg(long, default_value_t = 7)]
@@ -146,15 +153,27 @@ fn menu(args: &ServeArgs) -> anyhow::Result<Menu> {
 }
 
 /// The token-verifying key from the flags, if any.
-fn public_key(args: &ServeArgs) -> anyhow::Result<Option<ed25519_dalek::VerifyingKey>> {
+/// The public keys from `--public-key` (one or two files), else from
+/// `CLUSTER_PUBLIC_KEY_BASE64` (one or two, comma-separated); `None` when neither is given.
+fn public_keys(args: &ServeArgs) -> anyhow::Result<Option<KeySet>> {
     use crate::auth::keys;
-    Ok(match (&args.public_key, &args.public_key_base64) {
-        (Some(path), _) => Some(keys::load_verifying_key(path)?),
-        (None, Some(encoded)) if !encoded.trim().is_empty() => {
-            Some(keys::verifying_key_from_base64_pem(encoded)?)
+    let keys = if !args.public_key.is_empty() {
+        args.public_key
+            .iter()
+            .map(|path| keys::load_verifying_key(path))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        match &args.public_key_base64 {
+            Some(encoded) if !encoded.trim().is_empty() => encoded
+                .split(',')
+                .map(keys::verifying_key_from_base64_pem)
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => return Ok(None),
         }
-        _ => None,
-    })
+    };
+    let set = KeySet::new(keys).context("the store's public keys")?;
+    tracing::info!(kids = ?set.kids(), "verifying device tokens with these store keys");
+    Ok(Some(set))
 }
 
 /// Parses `ID=PEER[/CLIENT],…`.
@@ -283,7 +302,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             args.heartbeat_ms
         );
     }
-    let public_key = public_key(&args)?;
+    let public_key = public_keys(&args)?;
     let menu = menu(&args)?;
     if public_key.is_none() && !args.insecure_no_auth && !args.dev {
         bail!(
@@ -310,7 +329,8 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             .keep_log_entries
             .unwrap_or(args.snapshot_every.saturating_mul(KEEP_LOG_SNAPSHOTS)),
         feed_batches: args.feed_batches as usize,
-        public_key,
+        public_keys: public_key,
+        clock_offset_ms: args.clock_offset_ms,
         offline_grace_s: args.offline_grace_days.saturating_mul(86_400),
         subscriptions_per_device: args.subscriptions_per_device,
         peer_tls: args.peer_tls,

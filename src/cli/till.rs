@@ -88,7 +88,7 @@ fn device_config(args: &ClientArgs) -> anyhow::Result<DeviceConfig> {
         Some(token) => Some(
             crate::auth::token::decode_unverified(token.trim())
                 .context("--token is not a pos-hub token")?
-                .1,
+                .claims,
         ),
         None => None,
     };

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 
 use crate::auth::keys;
-use crate::auth::token::{self, AUDIENCE, Claims, Role};
+use crate::auth::token::{
+    self, AUDIENCE, Claims, KeySet, LIFETIME_DEFAULT, LIFETIME_MAX_S, Role, Standing,
+};
 use crate::clock::now_s;
 
 #[derive(Debug, clap::Args)]
@@ -39,8 +41,9 @@ enum TokenCommand {
         /// till | kds | bds | manager | admin
         #[arg(long)]
         role: String,
-        /// Lifetime: seconds, or with a unit: 90s, 30m, 12h, 7d.
-        #[arg(long, default_value = "30d")]
+        /// Lifetime: seconds, or with a unit: 90s, 30m, 12h, 7d; at most 30d (hubs refuse
+        /// longer tokens).
+        #[arg(long, default_value = LIFETIME_DEFAULT)]
         ttl: String,
         /// A node's client URL, `http://HOST:PORT`: print the web app's pairing link
         /// `http://HOST:PORT/#/pair/TOKEN` instead of the bare token: opened on the device,
@@ -48,11 +51,18 @@ enum TokenCommand {
         #[arg(long, value_name = "URL")]
         pair_url: Option<String>,
     },
-    /// Print a token's header algorithm and claims; with --public-key, also verify it.
+    /// Print a token's header algorithm, key id and claims; with --public-key, also
+    /// verify it (give two keys during a rotation, as to `serve`).
     Inspect {
         token: String,
-        #[arg(long)]
-        public_key: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        public_key: Vec<PathBuf>,
+    },
+    /// Print the key id (`kid`) of a store key, public or private: tokens name it in their
+    /// header, and a hub logs the kids it accepts at start.
+    Kid {
+        /// `store.pub.pem` or `store.key.pem`.
+        key: PathBuf,
     },
 }
 
@@ -75,6 +85,9 @@ pub fn parse_ttl(ttl: &str) -> anyhow::Result<u64> {
     };
     if seconds == 0 {
         bail!("--ttl must be longer than zero");
+    }
+    if seconds > LIFETIME_MAX_S {
+        bail!("--ttl {ttl} is {seconds} s; hubs accept tokens of at most {LIFETIME_MAX_S} s (30d)");
     }
     Ok(seconds)
 }
@@ -204,19 +217,40 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         TokenCommand::Inspect { token, public_key } => {
-            let (alg, claims) = token::decode_unverified(&token)?;
-            println!("alg {alg}");
-            println!("{}", serde_json::to_string_pretty(&claims)?);
-            if let Some(path) = public_key {
-                let key = keys::load_verifying_key(&path)?;
-                match token::verify(&token, &key, now_s()) {
-                    Ok(_) => println!("valid: signed by {}", path.display()),
+            let token = token.trim();
+            let header = token::decode_unverified(token)?;
+            println!("alg {}", header.alg);
+            println!("kid {}", header.kid.as_deref().unwrap_or("(none)"));
+            println!("{}", serde_json::to_string_pretty(&header.claims)?);
+            if !public_key.is_empty() {
+                let keys = public_key
+                    .iter()
+                    .map(|path| keys::load_verifying_key(path))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let keys = KeySet::new(keys)?;
+                // Offline: no log to say whether the device is revoked or known.
+                match token::verify_with_grace(token, &keys, now_s(), 0, |_| Ok(Standing::Unknown))
+                {
+                    Ok(_) => println!("valid: signed by a key with kid in {:?}", keys.kids()),
                     Err(err) => {
                         println!("NOT VALID: {err}");
                         return Ok(ExitCode::FAILURE);
                     }
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::Kid { key } => {
+            let text = std::fs::read_to_string(&key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            let what = key.display().to_string();
+            let public = match keys::verifying_key_from_pem(&text, &what) {
+                Ok(public) => public,
+                Err(_) => keys::signing_key_from_pem(&text, &what)
+                    .with_context(|| format!("{what} is neither a public nor a private store key"))?
+                    .verifying_key(),
+            };
+            println!("{}", token::kid_of(&public));
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -285,8 +319,11 @@ mod tests {
         assert_eq!(parse_ttl("30m").expect("ok"), 1_800);
         assert_eq!(parse_ttl("12h").expect("ok"), 43_200);
         assert_eq!(parse_ttl("7d").expect("ok"), 604_800);
-        for bad in ["", "d", "7w", "-1d", "0s"] {
+        assert_eq!(parse_ttl("30d").expect("the longest"), 30 * 86_400);
+        for bad in ["", "d", "7w", "-1d", "0s", "31d", "2592001"] {
             assert!(parse_ttl(bad).is_err(), "{bad:?}");
         }
+        let err = parse_ttl("365d").expect_err("too long").to_string();
+        assert!(err.contains("at most 2592000 s (30d)"), "{err}");
     }
 }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
+use crate::domain::device::Revocation;
 use crate::domain::inventory::Stock;
 use crate::domain::order::Order;
 use crate::domain::ticket::{Ticket, TicketKind};
@@ -85,6 +86,10 @@ impl State for Committed<'_> {
         self.layer.stock.insert(stock.sku.clone(), stock);
         Ok(())
     }
+    fn put_revocation(&mut self, _revocation: Revocation) -> Result<(), Self::Error> {
+        // Devices keep no deny-list: only hubs check tokens against it.
+        Ok(())
+    }
     fn put_event(&mut self, event_id: Uuid, _event: Event) -> Result<(), Self::Error> {
         self.layer.last_seq += 1;
         self.layer.event_ids.insert(event_id, self.layer.last_seq);
@@ -154,6 +159,10 @@ impl State for Stacked<'_> {
     }
     fn put_stock(&mut self, stock: Stock) -> Result<(), Self::Error> {
         self.top.stock.insert(stock.sku.clone(), stock);
+        Ok(())
+    }
+    fn put_revocation(&mut self, _revocation: Revocation) -> Result<(), Self::Error> {
+        // Devices keep no deny-list: only hubs check tokens against it.
         Ok(())
     }
     fn put_event(&mut self, event_id: Uuid, _event: Event) -> Result<(), Self::Error> {

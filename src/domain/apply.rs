@@ -25,6 +25,7 @@ use chrono::DateTime;
 use uuid::Uuid;
 
 use super::Head;
+use super::device::{self, Revocation};
 use super::event::{Event, Realm};
 use super::inventory::{self, Stock};
 use super::kind::{AGGREGATE_TYPES, AggregateKind, EventKind};
@@ -118,6 +119,9 @@ pub fn apply<S: State>(
     if let Some(stock) = change.stock {
         state.put_stock(stock)?;
     }
+    if let Some(revocation) = change.revocation {
+        state.put_revocation(revocation)?;
+    }
     let mut stamped = event.clone();
     stamped.seq = Some(seq);
     stamped.hub_time = Some(hub_time_ms);
@@ -131,6 +135,7 @@ struct Change {
     order: Option<Order>,
     ticket: Option<Ticket>,
     stock: Option<Stock>,
+    revocation: Option<Revocation>,
 }
 
 /// Loads what the command's rules need and runs them. The outer `Result` is the state's
@@ -164,7 +169,7 @@ fn decide<S: State>(
             ticket::decide(kind, existing, order, cmd, ctx).map(|(t, o)| Change {
                 order: o,
                 ticket: Some(t),
-                stock: None,
+                ..Change::default()
             })
         }
         Command::Inventory(adj) => {
@@ -174,6 +179,10 @@ fn decide<S: State>(
                 ..Change::default()
             })
         }
+        Command::Revoke(revoke) => Ok(Change {
+            revocation: Some(device::decide(revoke, ctx)),
+            ..Change::default()
+        }),
     })
 }
 

@@ -13,10 +13,12 @@ pub enum AggregateKind {
     Inventory,
     /// Reserved: payments are recorded by `order.paid` on the order for now.
     Payment,
+    /// The deny-list of revoked devices (`device.rs`); admins only.
+    Device,
 }
 
 /// Every `aggregateType` string, for messages.
-pub const AGGREGATE_TYPES: [&str; 5] = ["order", "kds", "bds", "inventory", "payment"];
+pub const AGGREGATE_TYPES: [&str; 6] = ["order", "kds", "bds", "inventory", "payment", "device"];
 
 impl AggregateKind {
     /// The aggregate type named `s`, if the hub knows it (names are case-sensitive).
@@ -27,6 +29,7 @@ impl AggregateKind {
             "bds" => Some(Self::Bds),
             "inventory" => Some(Self::Inventory),
             "payment" => Some(Self::Payment),
+            "device" => Some(Self::Device),
             _ => None,
         }
     }
@@ -57,6 +60,7 @@ impl AggregateKind {
             ],
             Self::Inventory => &[("inventory.adjusted", InventoryAdjusted)],
             Self::Payment => &[],
+            Self::Device => &[("device.revoked", DeviceRevoked)],
         }
     }
 
@@ -87,4 +91,5 @@ pub enum EventKind {
     BdsTicketCreated,
     BdsTicketDone,
     InventoryAdjusted,
+    DeviceRevoked,
 }

@@ -14,6 +14,7 @@
 //! time `apply` knows is the leader-stamped `hub_time_ms` passed in with the event.
 
 mod apply;
+pub mod device;
 pub mod event;
 pub mod inventory;
 pub mod kind;

@@ -10,6 +10,7 @@
 
 use serde_json::{Map, Value};
 
+use super::device::Revoke;
 use super::event::Event;
 use super::inventory::{Adjustment, INVENTORY_DELTA_ABS_MAX};
 use super::kind::EventKind;
@@ -44,6 +45,7 @@ pub enum Command {
     Order(OrderCommand),
     Ticket(TicketKind, TicketCommand),
     Inventory(Adjustment),
+    Revoke(Revoke),
 }
 
 /// Validates the payload of `event`, whose type has already been resolved to `kind`.
@@ -100,6 +102,9 @@ pub fn parse(kind: EventKind, event: &Event) -> Result<Command, Rejection> {
             },
         ),
         EventKind::InventoryAdjusted => Command::Inventory(adjustment(&p, &event.aggregate_id)?),
+        EventKind::DeviceRevoked => Command::Revoke(Revoke {
+            reason: p.opt_str("reason", TEXT_BYTES_MAX, false)?,
+        }),
     })
 }
 

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
+use super::device::Revocation;
 use super::event::{Event, Realm};
 use super::inventory::Stock;
 use super::order::Order;
@@ -31,6 +32,9 @@ pub trait State {
     fn put_order(&mut self, order: Order) -> Result<(), Self::Error>;
     fn put_ticket(&mut self, ticket: Ticket) -> Result<(), Self::Error>;
     fn put_stock(&mut self, stock: Stock) -> Result<(), Self::Error>;
+    /// Puts a device on the deny-list (replacing its earlier entry). No rule reads the
+    /// deny-list back: hubs read it to refuse tokens (`StateReader::revocation`).
+    fn put_revocation(&mut self, revocation: Revocation) -> Result<(), Self::Error>;
     /// Appends an accepted event: `event.seq` is `last_seq() + 1` and `event.hub_time`
     /// is set. Afterwards `last_seq()` is that seq and `seq_of(event_id)` finds it.
     fn put_event(&mut self, event_id: Uuid, event: Event) -> Result<(), Self::Error>;
@@ -47,6 +51,8 @@ pub struct MemState {
     pub orders: BTreeMap<String, Order>,
     pub tickets: BTreeMap<(TicketKind, String), Ticket>,
     pub stock: BTreeMap<String, Stock>,
+    /// The deny-list, by device id.
+    pub revoked: BTreeMap<String, Revocation>,
 }
 
 impl MemState {
@@ -58,6 +64,7 @@ impl MemState {
             orders: BTreeMap::new(),
             tickets: BTreeMap::new(),
             stock: BTreeMap::new(),
+            revoked: BTreeMap::new(),
         }
     }
 
@@ -110,6 +117,12 @@ impl State for MemState {
 
     fn put_stock(&mut self, stock: Stock) -> Result<(), Self::Error> {
         self.stock.insert(stock.sku.clone(), stock);
+        Ok(())
+    }
+
+    fn put_revocation(&mut self, revocation: Revocation) -> Result<(), Self::Error> {
+        self.revoked
+            .insert(revocation.device_id.clone(), revocation);
         Ok(())
     }
 

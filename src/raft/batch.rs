@@ -15,7 +15,7 @@ use std::sync::Arc;
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::clock::now_ms;
+use crate::clock::HubClock;
 use crate::domain::Outcome;
 use crate::proto::pb;
 use crate::raft_types::Raft;
@@ -58,14 +58,14 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the task that drains the queue into log entries.
-    pub fn start(raft: Raft) -> Batcher {
-        Self::with_queue(raft, QUEUE)
+    /// Starts the task that drains the queue into log entries, stamped with `clock`.
+    pub fn start(raft: Raft, clock: HubClock) -> Batcher {
+        Self::with_queue(raft, clock, QUEUE)
     }
 
-    fn with_queue(raft: Raft, capacity: usize) -> Batcher {
+    fn with_queue(raft: Raft, clock: HubClock, capacity: usize) -> Batcher {
         let (queue, waiting) = mpsc::channel(capacity);
-        tokio::spawn(drain(raft, waiting));
+        tokio::spawn(drain(raft, clock, waiting));
         Batcher { queue }
     }
 
@@ -83,7 +83,7 @@ impl Batcher {
     }
 }
 
-async fn drain(raft: Raft, mut waiting: mpsc::Receiver<Waiting>) {
+async fn drain(raft: Raft, clock: HubClock, mut waiting: mpsc::Receiver<Waiting>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT_ENTRIES));
     let mut carried: Option<Waiting> = None;
     loop {
@@ -114,15 +114,16 @@ async fn drain(raft: Raft, mut waiting: mpsc::Receiver<Waiting>) {
             }
         }
         let raft = raft.clone();
+        let clock = clock.clone();
         tokio::spawn(async move {
-            commit(&raft, batch, count).await;
+            commit(&raft, &clock, batch, count).await;
             drop(slot);
         });
     }
 }
 
 /// One entry for the whole batch; each caller gets the outcomes of its own events.
-async fn commit(raft: &Raft, batch: Vec<Waiting>, count: usize) {
+async fn commit(raft: &Raft, clock: &HubClock, batch: Vec<Waiting>, count: usize) {
     let mut events = Vec::with_capacity(count);
     let mut replies = Vec::with_capacity(batch.len());
     for w in batch {
@@ -131,7 +132,7 @@ async fn commit(raft: &Raft, batch: Vec<Waiting>, count: usize) {
     }
     let result = raft
         .client_write(Command {
-            hub_time_ms: now_ms(),
+            hub_time_ms: clock.now_ms(),
             events,
         })
         .await;
@@ -210,7 +211,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_share_entries_and_each_gets_its_own_outcomes() {
         let (_dir, node) = local().await;
-        let batcher = Batcher::start(node.raft().clone());
+        let batcher = Batcher::start(node.raft().clone(), node.reader().clock().clone());
         let before = last_index(node.raft());
         // 40 appends of two events each; the last one repeats an event of the first.
         let mut requests: Vec<Vec<pb::Event>> = (0..40)
@@ -257,7 +258,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_answers_overloaded_and_writes_nothing() {
         let (_dir, node) = local().await;
-        let batcher = Batcher::with_queue(node.raft().clone(), 1);
+        let batcher = Batcher::with_queue(node.raft().clone(), node.reader().clock().clone(), 1);
         let before = node.reader().applied().expect("applied").last_seq;
         // On this single-threaded runtime the draining task cannot run between the two
         // sends: the first fills the queue, the second finds it full.

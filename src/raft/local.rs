@@ -18,7 +18,6 @@ use openraft::raft::{
 };
 use openraft::{Config, SnapshotPolicy};
 
-use crate::clock::now_ms;
 use crate::domain::{Outcome, Realm};
 use crate::proto::pb;
 use crate::raft_types::Raft;
@@ -165,7 +164,7 @@ impl LocalNode {
     /// outcome of each once the entry is durable, committed and applied.
     pub async fn append(&self, events: Vec<pb::Event>) -> Result<Vec<Outcome>, LocalError> {
         let command = Command {
-            hub_time_ms: now_ms(),
+            hub_time_ms: self.reader.clock().now_ms(),
             events,
         };
         let response = self.raft.client_write(command).await?;

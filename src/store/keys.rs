@@ -31,6 +31,8 @@ pub const PREFIX_TICKET: u8 = b't';
 pub const PREFIX_STOCK: u8 = b's';
 /// Devices with an accepted event in the log (for the offline grace of their tokens).
 pub const PREFIX_DEVICE: u8 = b'd';
+/// The deny-list: revoked devices, by device id (`domain::device`).
+pub const PREFIX_REVOKED: u8 = b'r';
 
 pub fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()

@@ -303,6 +303,12 @@ impl Cluster {
         node.child = Some(cmd.spawn().expect("spawns pos-hub serve"));
     }
 
+    /// The flags later starts and restarts use: a test that reconfigures its nodes changes
+    /// them before restarting each.
+    pub fn options_mut(&mut self) -> &mut Options {
+        &mut self.options
+    }
+
     /// The process id of a running node.
     pub fn pid(&self, id: u64) -> u32 {
         self.nodes[&id]

@@ -77,6 +77,7 @@ impl StateMachine {
         self.generation = generation;
         self.tree = installed.tree.clone();
         self.applied = installed.applied;
+        self.clock.observe(self.applied.hub_time_ms);
         match self.shared_tree.write() {
             Ok(mut shared) => *shared = installed.tree,
             Err(poisoned) => *poisoned.into_inner() = installed.tree,

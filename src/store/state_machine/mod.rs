@@ -30,6 +30,7 @@ use super::disk::{Disk, DurableSnapshot};
 use super::keys::{self, KEY_GENERATION, KEY_REALM, TREE_SM_META};
 use super::snapshot;
 use super::{StoreError, decode, encode};
+use crate::clock::HubClock;
 use crate::domain::Realm;
 use crate::proto::pb;
 use crate::raft_types::Response;
@@ -100,6 +101,8 @@ pub struct StateMachine {
     /// Files handed out by `begin_receiving_snapshot`, removed once an install is done.
     receiving: Vec<PathBuf>,
     feed: broadcast::Sender<EventBatch>,
+    /// The node's hub clock, told every hub time applied here (its floor; see `clock`).
+    clock: HubClock,
 }
 
 impl StateMachine {
@@ -155,6 +158,7 @@ impl StateMachine {
             generation_guard: Arc::new(RwLock::new(())),
             receiving: Vec::new(),
             feed: broadcast::channel(feed_batches.max(1)).0,
+            clock: HubClock::new(),
         };
         // An install a crash interrupted is finished now, so that the snapshot on disk
         // covers the live state and the log's purge point.
@@ -162,6 +166,7 @@ impl StateMachine {
         snapshot::remove_temp_files(&sm.snapshot_dir)?;
         sm.snapshot
             .set(snapshot::current_last_log_id(&sm.snapshot_dir)?);
+        sm.clock.observe(sm.applied.hub_time_ms);
         Ok(sm)
     }
 
@@ -171,6 +176,7 @@ impl StateMachine {
             tree: self.shared_tree.clone(),
             realm: self.realm.clone(),
             feed: self.feed.clone(),
+            clock: self.clock.clone(),
         }
     }
 
@@ -210,6 +216,7 @@ impl StateMachine {
         // Not flushed here: the Raft log is durable, and a crash rolls this back to a whole
         // earlier entry that openraft re-applies.
         self.tree.apply_batch(batch)?;
+        self.clock.observe(applied.hub_time_ms);
         self.applied = applied;
         if !accepted.is_empty() {
             // No receiver is fine: nobody is subscribed.

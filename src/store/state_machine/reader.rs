@@ -7,6 +7,8 @@ use prost::Message;
 use tokio::sync::broadcast;
 
 use super::{Applied, EventBatch, KnownDevice, SledState, read_applied};
+use crate::clock::HubClock;
+use crate::domain::device::Revocation;
 use crate::domain::inventory::Stock;
 use crate::domain::order::Order;
 use crate::domain::ticket::{Ticket, TicketKind};
@@ -22,6 +24,7 @@ pub struct StateReader {
     pub(super) tree: Arc<StdRwLock<sled::Tree>>,
     pub(super) realm: Realm,
     pub(super) feed: broadcast::Sender<EventBatch>,
+    pub(super) clock: HubClock,
 }
 
 impl StateReader {
@@ -35,6 +38,11 @@ impl StateReader {
 
     pub fn realm(&self) -> &Realm {
         &self.realm
+    }
+
+    /// The node's hub clock: never behind the hub times this state machine has applied.
+    pub fn clock(&self) -> &HubClock {
+        &self.clock
     }
 
     /// Every batch of events the state machine accepts from now on (see `EventBatch`).
@@ -94,6 +102,16 @@ impl StateReader {
         state.get(
             "device",
             &keys::prefixed(keys::PREFIX_DEVICE, device_id.as_bytes()),
+        )
+    }
+
+    /// The device's deny-list entry, if an admin revoked it.
+    pub fn revocation(&self, device_id: &str) -> Result<Option<Revocation>, StoreError> {
+        let tree = self.tree();
+        let state = SledState::new(&tree, &self.realm, 0, 0);
+        state.get(
+            "revocation",
+            &keys::prefixed(keys::PREFIX_REVOKED, device_id.as_bytes()),
         )
     }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::KnownDevice;
+use crate::domain::device::Revocation;
 use crate::domain::inventory::Stock;
 use crate::domain::order::Order;
 use crate::domain::ticket::{Ticket, TicketKind};
@@ -174,6 +175,14 @@ impl State for SledState<'_> {
             "stock",
             keys::prefixed(keys::PREFIX_STOCK, stock.sku.as_bytes()),
             &stock,
+        )
+    }
+
+    fn put_revocation(&mut self, revocation: Revocation) -> Result<(), StoreError> {
+        self.put(
+            "revocation",
+            keys::prefixed(keys::PREFIX_REVOKED, revocation.device_id.as_bytes()),
+            &revocation,
         )
     }
 
