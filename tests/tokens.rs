@@ -245,10 +245,9 @@ async fn a_revoked_device_is_refused_on_every_node_through_a_snapshot_a_full_res
     );
 
     phase("entries until snapshots purge, on nodes 1 and 2, every entry node 3 lacks");
-    let mut last = 0;
     let mut n = 0;
-    loop {
-        last = store
+    let last = loop {
+        let last = store
             .accepted(1, &till2, inventory_event("FRIES", 1, "till-2", 30 + n))
             .await;
         n += 1;
@@ -258,13 +257,13 @@ async fn a_revoked_device_is_refused_on_every_node_through_a_snapshot_a_full_res
             purged.push(status["purgedIndex"].as_u64().unwrap_or(0));
         }
         if purged.iter().all(|&p| p > node3_applied) {
-            break;
+            break last;
         }
         assert!(
             n < 200,
             "the log was never purged past node 3's {node3_applied}: {purged:?}"
         );
-    }
+    };
 
     phase("node 3 comes back: it can only catch up by snapshot, and refuses till-1 too");
     store.cluster.restart(3);
