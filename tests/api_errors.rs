@@ -79,7 +79,7 @@ async fn bad_requests_are_refused_by_name_and_change_nothing() {
     let tickets = |kind: i32, status: i32| pb::ListTicketsRequest {
         kind,
         status,
-        consistency: 0,
+        ..Default::default()
     };
     expect_status(
         hub.get_order(get("o-404", 0)).await,
@@ -94,7 +94,7 @@ async fn bad_requests_are_refused_by_name_and_change_nothing() {
     expect_status(
         hub.list_orders(pb::ListOrdersRequest {
             status: 42,
-            consistency: 0,
+            ..Default::default()
         })
         .await,
         Code::InvalidArgument,

@@ -101,7 +101,8 @@ fn order_created(device: &str, order: &str) -> pb::Event {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_good_token_works_for_every_rpc() {
     let store = Store::start().await;
-    let token = store.token(&claims("till-1", Role::Till));
+    // A manager's: the event is a stock adjustment.
+    let token = store.token(&claims("till-1", Role::Manager));
     let reply = store
         .append(Some(&token), vec![inventory_event("FRIES", 2, "till-1", 1)])
         .await
@@ -114,7 +115,7 @@ async fn a_good_token_works_for_every_rpc() {
     let mut hub = store.cluster.client(1);
     let inventory = pb::GetInventoryRequest {
         sku: "FRIES".into(),
-        consistency: 0,
+        ..Default::default()
     };
     let stocks = hub
         .get_inventory(with_token(inventory, Some(&token)))
@@ -315,8 +316,8 @@ async fn a_valid_token_writes_only_what_its_device_and_role_may() {
 
     phase("impersonation: an event written as another device");
     let as_other = vec![
-        inventory_event("FRIES", 1, "till-1", 1),
-        inventory_event("FRIES", 1, "till-2", 2),
+        order_created("till-1", "o-1"),
+        order_created("till-2", "o-2"),
     ];
     store
         .refused(
@@ -350,6 +351,70 @@ async fn a_valid_token_writes_only_what_its_device_and_role_may() {
         )
         .await;
 
+    phase("a clock stamped by another device");
+    let mut other_clock = order_created("till-1", "o-3");
+    other_clock.clock = Some(pb::Clock {
+        lamport: 1,
+        device_id: "till-2".into(),
+    });
+    store
+        .refused(
+            Some(&till),
+            vec![other_clock],
+            Code::PermissionDenied,
+            "clock.deviceId \"till-2\" but the token is for device \"till-1\"",
+        )
+        .await;
+
+    phase("force (the manager's override) and stock adjustments are a manager's");
+    let manager_till = store.token(&claims("till-1", Role::Manager));
+    let created = store
+        .append(Some(&till), vec![order_created("till-1", "o-4")])
+        .await
+        .expect("a till creates an order");
+    assert_eq!(created.results[0].seq, 1, "{created:?}");
+    let mut forced = order_created("till-1", "o-4");
+    forced.r#type = "order.cancelled".into();
+    forced.version = 2;
+    forced.force = true;
+    forced.clock = Some(pb::Clock {
+        lamport: 2,
+        device_id: "till-1".into(),
+    });
+    store
+        .refused(
+            Some(&till),
+            vec![forced.clone()],
+            Code::PermissionDenied,
+            "role till may not force an event over a lock or a newer version",
+        )
+        .await;
+    let accepted = store
+        .append(Some(&manager_till), vec![forced])
+        .await
+        .expect("a manager may force");
+    assert_eq!(
+        (accepted.results[0].status, accepted.results[0].seq),
+        (pb::AppendStatus::Accepted as i32, 2),
+        "{accepted:?}"
+    );
+    store
+        .refused(
+            Some(&till),
+            vec![inventory_event("FRIES", -3, "till-1", 3)],
+            Code::PermissionDenied,
+            "role till may not adjust inventory",
+        )
+        .await;
+    let adjusted = store
+        .append(
+            Some(&manager_till),
+            vec![inventory_event("FRIES", -3, "till-1", 3)],
+        )
+        .await
+        .expect("a manager adjusts stock");
+    assert_eq!(adjusted.results[0].seq, 3, "{adjusted:?}");
+
     phase("the group is administered by admins only");
     let manager = store.token(&claims("boss", Role::Manager));
     let mut cluster = store.cluster.cluster_client(1);
@@ -362,7 +427,7 @@ async fn a_valid_token_writes_only_what_its_device_and_role_may() {
         .await
         .expect_err("refused");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert_eq!(store.last_seq().await, 0);
+    assert_eq!(store.last_seq().await, 3);
 }
 
 #[test]
@@ -405,7 +470,8 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
         exp: now() - ago,
         nbf: now() - ago - DAY,
         iat: now() - ago - DAY,
-        ..claims(device, Role::Till)
+        // A manager's: the events are stock adjustments.
+        ..claims(device, Role::Manager)
     };
     let append_on = |node: u64, token: String, event: pb::Event| {
         let mut hub = store.cluster.client(node);
@@ -421,7 +487,7 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
     };
 
     phase("till-1 appends once with a valid token on node 1: the log now knows it");
-    let valid = store.token(&claims("till-1", Role::Till));
+    let valid = store.token(&claims("till-1", Role::Manager));
     let reply = append_on(1, valid, inventory_event("FRIES", 1, "till-1", 1))
         .await
         .expect("appends");

@@ -73,31 +73,51 @@ struct ReadModels {
 async fn local_read_models(c: &Cluster, id: u64) -> ReadModels {
     let mut client = c.client(id);
     let within = Duration::from_secs(5);
-    let orders = tokio::time::timeout(
-        within,
-        client.list_orders(pb::ListOrdersRequest {
-            status: pb::OrderStatus::Unspecified as i32,
-            consistency: LOCAL,
-        }),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("node {id}: ListOrders(Local) hangs"))
-    .unwrap_or_else(|s| panic!("node {id}: ListOrders(Local) failed: {s:?}"))
-    .into_inner();
-    let stocks = tokio::time::timeout(
-        within,
-        client.get_inventory(pb::GetInventoryRequest {
-            sku: String::new(),
-            consistency: LOCAL,
-        }),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("node {id}: GetInventory(Local) hangs"))
-    .unwrap_or_else(|s| panic!("node {id}: GetInventory(Local) failed: {s:?}"))
-    .into_inner();
-    let mut orders = orders.orders;
+    // Every page: a listing answers 100 items at a time unless asked for more.
+    let (mut orders, mut stocks) = (Vec::new(), Vec::new());
+    let mut after = String::new();
+    loop {
+        let page = tokio::time::timeout(
+            within,
+            client.list_orders(pb::ListOrdersRequest {
+                status: pb::OrderStatus::Unspecified as i32,
+                consistency: LOCAL,
+                limit: 1_000,
+                after,
+            }),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("node {id}: ListOrders(Local) hangs"))
+        .unwrap_or_else(|s| panic!("node {id}: ListOrders(Local) failed: {s:?}"))
+        .into_inner();
+        orders.extend(page.orders);
+        if page.next.is_empty() {
+            break;
+        }
+        after = page.next;
+    }
+    let mut after = String::new();
+    loop {
+        let page = tokio::time::timeout(
+            within,
+            client.get_inventory(pb::GetInventoryRequest {
+                sku: String::new(),
+                consistency: LOCAL,
+                limit: 1_000,
+                after,
+            }),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("node {id}: GetInventory(Local) hangs"))
+        .unwrap_or_else(|s| panic!("node {id}: GetInventory(Local) failed: {s:?}"))
+        .into_inner();
+        stocks.extend(page.stocks);
+        if page.next.is_empty() {
+            break;
+        }
+        after = page.next;
+    }
     orders.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut stocks = stocks.stocks;
     stocks.sort_by(|a, b| a.sku.cmp(&b.sku));
     ReadModels { orders, stocks }
 }
@@ -900,6 +920,7 @@ async fn without_a_quorum_appends_fail_fast_and_local_reads_still_answer() {
                 kind: pb::TicketKind::Unspecified as i32,
                 status: pb::TicketStatus::Unspecified as i32,
                 consistency: LOCAL,
+                ..Default::default()
             }),
         )
         .await
@@ -1324,6 +1345,7 @@ async fn a_linearizable_read_on_any_node_sees_the_write_acknowledged_just_before
             .get_inventory(pb::GetInventoryRequest {
                 sku: "LINEAR".into(),
                 consistency: LINEARIZABLE,
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|s| panic!("round {round}: read on node {reader}: {s:?}"))

@@ -11,7 +11,8 @@ use std::sync::LazyLock;
 
 use pos_hub::domain::inventory::INVENTORY_DELTA_ABS_MAX;
 use pos_hub::domain::payload::{GUEST_COUNT_MAX, MONEY_ABS_MAX_MINOR, QUANTITY_MAX};
-use pos_hub::domain::{Event, MemState, Outcome, Realm, State};
+use pos_hub::domain::rules::{self, Rules};
+use pos_hub::domain::{Event, MemState, Outcome, Realm, RejectCode, State};
 use pos_hub::proto::convert::{self, PAYLOAD_INTEGER_ABS_MAX};
 use pos_hub::proto::pb;
 use proptest::option::weighted;
@@ -212,7 +213,7 @@ prop_compose! {
         actor in weighted(0.9, (often("till-1"), often(""))),
         clock in weighted(0.9, (any::<u64>(), often("till-1"))),
         payload in weighted(0.9, prop::collection::btree_map(key(), pb_value(), 0..6)),
-        (force, seq, hub_time) in any::<(bool, u64, u64)>(),
+        (force, seq, hub_time, rules) in any::<(bool, u64, u64, u32)>(),
     ) -> pb::Event {
         // Creates and follow-ups share an aggregate, so a request can create, then edit it.
         let (aggregate_type, aggregate_id) = target(known);
@@ -220,7 +221,7 @@ prop_compose! {
         let (aggregate_type, r#type, aggregate_id) = unknown.unwrap_or(known);
         pb::Event {
             event_id: id, tenant_id: realm.0, store_id: realm.1, aggregate_type, aggregate_id,
-            version, r#type, at, force, seq, hub_time,
+            version, r#type, at, force, seq, hub_time, rules,
             actor: actor.map(|(device_id, user_id)| pb::Actor { device_id, user_id }),
             clock: clock.map(|(lamport, device_id)| pb::Clock { lamport, device_id }),
             payload: payload.map(|fields| Struct { fields }),
@@ -447,4 +448,199 @@ proptest! {
             apply_checked(&mut SEEDED.clone(), &event, T0)?;
         }
     }
+}
+
+/// A bounded place in a payload of `ty` (a JSON pointer into `template(ty)`), the bound
+/// rules V2 set on it, and whether it holds text (bytes) or a list (entries).
+struct Bound {
+    ty: &'static str,
+    pointer: &'static str,
+    field: &'static str,
+    max: usize,
+    list: bool,
+}
+
+fn bounds() -> Vec<Bound> {
+    let b = Rules::CURRENT.bounds();
+    let text = |ty, pointer, field, max| Bound {
+        ty,
+        pointer,
+        field,
+        max,
+        list: false,
+    };
+    let list = |ty, pointer, field, max| Bound {
+        ty,
+        pointer,
+        field,
+        max,
+        list: true,
+    };
+    vec![
+        text("order.created", "/tableNumber", "tableNumber", b.name_bytes),
+        text("order.created", "/items/0/id", "items[0].id", b.id_bytes),
+        text("order.created", "/items/0/sku", "items[0].sku", b.id_bytes),
+        text(
+            "order.created",
+            "/items/0/name",
+            "items[0].name",
+            b.name_bytes,
+        ),
+        text(
+            "order.updated",
+            "/items/0/category",
+            "items[0].category",
+            b.name_bytes,
+        ),
+        text(
+            "order.created",
+            "/items/0/modifiers/0/id",
+            "items[0].modifiers[0].id",
+            b.id_bytes,
+        ),
+        text(
+            "order.created",
+            "/items/0/modifiers/0/name",
+            "items[0].modifiers[0].name",
+            b.name_bytes,
+        ),
+        text("order.parked", "/reason", "reason", b.note_bytes),
+        text("order.cancelled", "/reason", "reason", b.note_bytes),
+        text(
+            "order.paid",
+            "/payments/0/method",
+            "payments[0].method",
+            b.id_bytes,
+        ),
+        text("kds.ticket.created", "/station", "station", b.name_bytes),
+        text(
+            "kds.ticket.created",
+            "/items/0/name",
+            "items[0].name",
+            b.name_bytes,
+        ),
+        text(
+            "bds.ticket.created",
+            "/items/0/sku",
+            "items[0].sku",
+            b.id_bytes,
+        ),
+        text(
+            "kds.ticket.created",
+            "/items/0/notes",
+            "items[0].notes",
+            b.note_bytes,
+        ),
+        text("inventory.adjusted", "/reason", "reason", b.note_bytes),
+        list("order.created", "/items", "items", b.line_items),
+        list(
+            "order.updated",
+            "/items/0/modifiers",
+            "items[0].modifiers",
+            b.modifiers_per_item,
+        ),
+        list("order.paid", "/payments", "payments", b.payments),
+        list("kds.ticket.created", "/items", "items", b.ticket_items),
+    ]
+}
+
+/// `template(ty)` with the place of `bound` grown to `len` bytes or entries (list entries
+/// get distinct ids, so that only the count can be wrong).
+fn grown(bound: &Bound, len: usize) -> Value {
+    let mut payload = template(bound.ty);
+    let Some(place) = payload.pointer_mut(bound.pointer) else {
+        panic!("{} has no {}", bound.ty, bound.pointer)
+    };
+    if bound.list {
+        let first = place[0].clone();
+        *place = Value::Array(
+            (0..len)
+                .map(|i| {
+                    let mut entry = first.clone();
+                    if entry.get("id").is_some() {
+                        entry["id"] = json!(format!("id-{i}"));
+                    }
+                    entry
+                })
+                .collect(),
+        );
+    } else {
+        *place = json!("é".repeat(len / 2) + &"x".repeat(len % 2));
+    }
+    payload
+}
+
+proptest! {
+    #![proptest_config(config(2_000))]
+
+    /// Every bounded text and list of rules V2, at its bound and one over: at the bound no
+    /// rule complains about that field, one over is MALFORMED_PAYLOAD naming it. An
+    /// unknown key planted anywhere the validators read is refused by name.
+    #[test]
+    fn every_bound_holds_at_its_limit_and_refuses_one_over(
+        which in any::<Index>(),
+        over in any::<bool>(),
+        unknown in weighted(0.3, (any::<Index>(), "[a-z]{1,12}")),
+    ) {
+        let all = bounds();
+        let bound = &all[which.index(all.len())];
+        let len = if over { bound.max + 1 } else { bound.max };
+        let mut payload = grown(bound, len);
+        let mut planted = None;
+        if let Some((at, key)) = unknown
+            && !FIELDS.split_whitespace().any(|f| f == key)
+        {
+            plant(&mut payload, at, key.clone(), json!(1));
+            planted = Some(key);
+        }
+        let line = event_json(9_999, bound.ty, &target(bound.ty).1, false, payload);
+        let event: Event = serde_json::from_value(line).map_err(fail)?;
+        let outcome = SEEDED.clone().apply(&event, T0);
+        let message = match &outcome {
+            Outcome::Rejected { code: RejectCode::MalformedPayload, message, .. } => {
+                Some(message.clone())
+            }
+            _ => None,
+        };
+        let names_bound = message
+            .as_deref()
+            .is_some_and(|m| m.contains(&format!("field {} ", bound.field)) && m.contains("at most"));
+        let names_unknown = |key: &str| {
+            message.as_deref().is_some_and(|m| m.contains(key) && m.contains("unknown fields"))
+        };
+        let landed = planted.filter(|key| payload_has(&event, key));
+        match (landed, over) {
+            // Both wrong: either refusal may come first.
+            (Some(key), true) => prop_assert!(
+                names_bound || names_unknown(&key),
+                "{} over its bound with {key}: {outcome:?}", bound.field
+            ),
+            (Some(key), false) => prop_assert!(
+                names_unknown(&key),
+                "unknown key {key} beside {} at its bound: {outcome:?}", bound.field
+            ),
+            (None, true) => prop_assert!(names_bound, "{} over its bound: {outcome:?}", bound.field),
+            (None, false) => prop_assert!(!names_bound, "{} at its bound: {outcome:?}", bound.field),
+        }
+    }
+
+    /// The byte bound on an encoded event, at it and one over.
+    #[test]
+    fn the_event_byte_bound_holds_at_its_limit(extra in 0usize..2) {
+        let max = rules::EVENT_BYTES_MAX;
+        prop_assert!(Rules::CURRENT.check_event_bytes(max - 1 + extra).is_ok());
+        let refused = Rules::CURRENT.check_event_bytes(max + 1 + extra);
+        prop_assert!(
+            matches!(&refused, Err(r) if r.code == RejectCode::EventTooLarge
+                && r.message.contains(&format!("at most {max}"))),
+            "{refused:?}"
+        );
+        prop_assert!(Rules::V1.check_event_bytes(max * 64).is_ok(), "V1 had no byte bound");
+    }
+}
+
+/// Whether the unknown `key` landed in the payload at all (a planted place may not exist
+/// in this type's payload).
+fn payload_has(event: &Event, key: &str) -> bool {
+    serde_json::to_string(&event.payload).is_ok_and(|s| s.contains(&format!("\"{key}\"")))
 }

@@ -160,3 +160,44 @@ fn logs_are_json_lines_when_asked() {
         );
     }
 }
+
+#[test]
+fn a_data_dir_written_before_rules_versions_reads_as_it_did_and_takes_new_events() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixtures.join("data-v1"))
+        .arg(&dir)
+        .status()
+        .expect("runs cp");
+    assert!(copied.success(), "copies the fixture");
+
+    phase("this release dumps the old data dir exactly as the old release did");
+    let expected =
+        std::fs::read_to_string(fixtures.join("data-v1.dump.txt")).expect("reads the dump");
+    assert_eq!(succeeded(&log(&dir, &["dump"]), "dump"), expected);
+
+    phase("new events are decided by the new rules");
+    let file = tmp.path().join("new.jsonl");
+    let fine = event(
+        "0193a1f0-0000-7000-8000-000000000010",
+        ("inventory", "FRIES"),
+        1,
+        "inventory.adjusted",
+        "till-1",
+        9,
+        serde_json::json!({"sku": "FRIES", "delta": 1}),
+    );
+    let mut far = fine.clone();
+    far["eventId"] = "0193a1f0-0000-7000-8000-000000000011".into();
+    far["clock"]["lamport"] = (1u64 << 53).into();
+    write_jsonl(&file, &[fine, far]);
+    let report = stdout(&log(&dir, &["append", file.to_str().expect("utf-8 path")]));
+    assert!(report.contains("ACCEPTED  seq=10"), "{report}");
+    assert!(
+        report.contains("REJECTED") && report.contains("CLOCK_OUT_OF_RANGE"),
+        "{report}"
+    );
+}

@@ -152,6 +152,16 @@ async fn revoke_cli(hub: String, token: String, device: &str) -> std::process::O
     .expect("the CLI thread")
 }
 
+/// A new order (`order.created`, its own id) by `device`: any till may write one.
+fn sale(device: &str, lamport: u64) -> pb::Event {
+    let mut event = inventory_event("X", 1, device, lamport);
+    event.aggregate_type = "order".into();
+    event.aggregate_id = format!("o-{}", event.event_id);
+    event.r#type = "order.created".into();
+    event.payload = Some(prost_types::Struct::default());
+    event
+}
+
 /// A `device.revoked` event for `device`, written as `writer`.
 fn revocation(device: &str, writer: &str) -> pb::Event {
     let mut event = inventory_event("X", 1, writer, 1);
@@ -187,12 +197,8 @@ async fn a_revoked_device_is_refused_on_every_node_through_a_snapshot_a_full_res
     let admin = store.token(&claims("operator", Role::Admin));
 
     phase("till-1 writes, so the log knows it: its expired token works within the grace");
-    store
-        .accepted(1, &valid, inventory_event("FRIES", 1, "till-1", 1))
-        .await;
-    let seq = store
-        .accepted(2, &grace, inventory_event("FRIES", 1, "till-1", 2))
-        .await;
+    store.accepted(1, &valid, sale("till-1", 1)).await;
+    let seq = store.accepted(2, &grace, sale("till-1", 2)).await;
     store.applied(3, seq).await;
 
     phase("only an admin writes the deny-list");
@@ -221,16 +227,14 @@ async fn a_revoked_device_is_refused_on_every_node_through_a_snapshot_a_full_res
 
     phase("nodes 1 and 2 refuse till-1, valid token or in grace; others still write");
     for id in [1, 2] {
-        let last = store
-            .accepted(id, &till2, inventory_event("FRIES", 1, "till-2", 10 + id))
-            .await;
+        let last = store.accepted(id, &till2, sale("till-2", 10 + id)).await;
         store.applied(id, last).await;
         for token in [&valid, &grace] {
             store
                 .refused(
                     id,
                     token,
-                    inventory_event("FRIES", 1, "till-1", 20),
+                    sale("till-1", 20),
                     Code::Unauthenticated,
                     "device \"till-1\" was revoked",
                 )
@@ -247,9 +251,7 @@ async fn a_revoked_device_is_refused_on_every_node_through_a_snapshot_a_full_res
     phase("entries until snapshots purge, on nodes 1 and 2, every entry node 3 lacks");
     let mut n = 0;
     let last = loop {
-        let last = store
-            .accepted(1, &till2, inventory_event("FRIES", 1, "till-2", 30 + n))
-            .await;
+        let last = store.accepted(1, &till2, sale("till-2", 30 + n)).await;
         n += 1;
         let mut purged = Vec::new();
         for id in [1, 2] {
@@ -280,7 +282,7 @@ async fn a_revoked_device_is_refused_on_every_node_through_a_snapshot_a_full_res
             .refused(
                 3,
                 token,
-                inventory_event("FRIES", 1, "till-1", 40),
+                sale("till-1", 40),
                 Code::Unauthenticated,
                 "device \"till-1\" was revoked",
             )
@@ -300,7 +302,7 @@ async fn a_revoked_device_is_refused_on_every_node_through_a_snapshot_a_full_res
                 .refused(
                     id,
                     token,
-                    inventory_event("FRIES", 1, "till-1", 50),
+                    sale("till-1", 50),
                     Code::Unauthenticated,
                     "device \"till-1\" was revoked",
                 )
@@ -326,9 +328,7 @@ async fn a_revoked_device_is_refused_on_every_node_through_a_snapshot_a_full_res
         nbf: now() + 60,
         ..claims("till-1", Role::Till)
     });
-    store
-        .accepted(1, &reissued, inventory_event("FRIES", 1, "till-1", 60))
-        .await;
+    store.accepted(1, &reissued, sale("till-1", 60)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,7 +347,7 @@ async fn a_token_signed_with_the_second_key_is_accepted_once_it_is_configured() 
             .refused(
                 id,
                 &new_token,
-                inventory_event("FRIES", 1, "till-1", 1),
+                sale("till-1", 1),
                 Code::Unauthenticated,
                 &format!("key id (kid) \"{kid}\" is not one of this hub's keys"),
             )
@@ -364,18 +364,10 @@ async fn a_token_signed_with_the_second_key_is_accepted_once_it_is_configured() 
         store.cluster.restart(id);
         store.cluster.wait_healthy(id, WAIT).await;
         store
-            .accepted(
-                id,
-                &new_token,
-                inventory_event("FRIES", 1, "till-1", 10 + id),
-            )
+            .accepted(id, &new_token, sale("till-1", 10 + id))
             .await;
         store
-            .accepted(
-                id,
-                &old_token,
-                inventory_event("FRIES", 1, "till-1", 20 + id),
-            )
+            .accepted(id, &old_token, sale("till-1", 20 + id))
             .await;
     }
 
@@ -385,7 +377,7 @@ async fn a_token_signed_with_the_second_key_is_accepted_once_it_is_configured() 
         .refused(
             1,
             &token::issue(&stranger, &claims("till-1", Role::Till)),
-            inventory_event("FRIES", 1, "till-1", 30),
+            sale("till-1", 30),
             Code::Unauthenticated,
             "is not one of this hub's keys",
         )
@@ -539,9 +531,7 @@ async fn lifetimes_are_bounded_and_a_minute_of_clock_difference_is_forgiven() {
         nbf: now() + 5,
         ..claims("till-1", Role::Till)
     });
-    store
-        .accepted(1, &early, inventory_event("FRIES", 1, "till-1", 1))
-        .await;
+    store.accepted(1, &early, sale("till-1", 1)).await;
 
     phase("expired 30 s ago: within the leeway, accepted (no grace involved: unknown device)");
     let just_expired = store.token(&Claims {
@@ -550,9 +540,7 @@ async fn lifetimes_are_bounded_and_a_minute_of_clock_difference_is_forgiven() {
         iat: now() - 3_600,
         ..claims("till-new", Role::Till)
     });
-    store
-        .accepted(1, &just_expired, inventory_event("FRIES", 1, "till-new", 1))
-        .await;
+    store.accepted(1, &just_expired, sale("till-new", 1)).await;
 
     phase("beyond the leeway, and longer than 30 days: refused with the reason");
     let future = store.token(&Claims {
@@ -564,7 +552,7 @@ async fn lifetimes_are_bounded_and_a_minute_of_clock_difference_is_forgiven() {
         .refused(
             1,
             &future,
-            inventory_event("FRIES", 1, "till-1", 2),
+            sale("till-1", 2),
             Code::Unauthenticated,
             "issued in the future",
         )
@@ -577,7 +565,7 @@ async fn lifetimes_are_bounded_and_a_minute_of_clock_difference_is_forgiven() {
         .refused(
             1,
             &not_yet,
-            inventory_event("FRIES", 1, "till-1", 2),
+            sale("till-1", 2),
             Code::Unauthenticated,
             "not valid yet",
         )
@@ -590,7 +578,7 @@ async fn lifetimes_are_bounded_and_a_minute_of_clock_difference_is_forgiven() {
         .refused(
             1,
             &too_long,
-            inventory_event("FRIES", 1, "till-1", 2),
+            sale("till-1", 2),
             Code::Unauthenticated,
             "this hub accepts at most 2592000 s (30 days)",
         )

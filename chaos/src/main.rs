@@ -417,17 +417,29 @@ async fn read_node(addr: &str, last_seq: u64) -> anyhow::Result<NodeState> {
         }
     }
     log.truncate(last_seq as usize);
-    let orders = client
-        .list_orders(pb::ListOrdersRequest {
-            status: 0,
-            consistency: pb::Consistency::Local as i32,
-        })
-        .await?
-        .into_inner()
-        .orders
-        .into_iter()
-        .map(|o| (o.id, o.version, o.total, o.last_seq))
-        .collect();
+    // Every page of the listing.
+    let mut orders = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = client
+            .list_orders(pb::ListOrdersRequest {
+                status: 0,
+                consistency: pb::Consistency::Local as i32,
+                limit: 1_000,
+                after,
+            })
+            .await?
+            .into_inner();
+        orders.extend(
+            page.orders
+                .into_iter()
+                .map(|o| (o.id, o.version, o.total, o.last_seq)),
+        );
+        if page.next.is_empty() {
+            break;
+        }
+        after = page.next;
+    }
     Ok(NodeState { log, orders })
 }
 

@@ -14,13 +14,14 @@
 //! read it (`caller`). A refused call is refused whole, before anything is proposed:
 //! nothing reaches the log.
 
+use prost::Message;
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 use super::error::ApiError;
 use crate::auth::token::{self, Claims, KeySet, Role, Standing, TokenError};
-use crate::domain::Realm;
+use crate::domain::{Realm, Rules};
 use crate::proto::pb;
 use crate::store::StateReader;
 
@@ -166,9 +167,19 @@ pub fn caller<T>(request: &Request<T>) -> Result<Option<&Claims>, ApiError> {
 
 /// Every event must be the caller's to write.
 pub fn check_events(claims: Option<&Claims>, events: &[pb::Event]) -> Result<(), ApiError> {
+    // Size first, with or without tokens: an oversize event never reaches the log.
+    for (i, event) in events.iter().enumerate() {
+        let bytes = event.encoded_len();
+        if Rules::CURRENT.check_event_bytes(bytes).is_err() {
+            return Err(ApiError::EventTooLarge {
+                which: which(i, event),
+                bytes,
+            });
+        }
+    }
     let Some(claims) = claims else { return Ok(()) };
     for (i, event) in events.iter().enumerate() {
-        let which = format!("event {i} ({})", event.event_id);
+        let which = which(i, event);
         if event.tenant_id != claims.tenant_id || event.store_id != claims.store_id {
             return Err(ApiError::ForeignRealm {
                 which,
@@ -184,6 +195,14 @@ pub fn check_events(claims: Option<&Claims>, events: &[pb::Event]) -> Result<(),
                 token_device: claims.sub.clone(),
             });
         }
+        let clock_device = event.clock.as_ref().map_or("", |c| c.device_id.as_str());
+        if clock_device != claims.sub {
+            return Err(ApiError::ClockImpersonation {
+                which,
+                clock_device: clock_device.to_owned(),
+                token_device: claims.sub.clone(),
+            });
+        }
         let allowed = match claims.role {
             Role::Kds => event.aggregate_type == "kds",
             Role::Bds => event.aggregate_type == "bds",
@@ -194,6 +213,14 @@ pub fn check_events(claims: Option<&Claims>, events: &[pb::Event]) -> Result<(),
                 role: claims.role,
                 which,
                 event_type: event.r#type.clone(),
+            });
+        }
+        let manager = matches!(claims.role, Role::Manager | Role::Admin);
+        if !manager && let Some(what) = manager_only(event) {
+            return Err(ApiError::ManagerOnly {
+                role: claims.role,
+                which,
+                what,
             });
         }
     }
@@ -224,6 +251,25 @@ pub fn check_device_events(claims: Option<&Claims>, events: &[pb::Event]) -> Res
 
 /// The aggregate type of the deny-list's events.
 pub const DEVICE_AGGREGATE: &str = "device";
+
+/// What in `event` only a manager (or admin) may do, if anything: overriding another
+/// device's lock or a newer version (`force`, the spec's manager override), and changing
+/// stock counts (`inventory.adjusted`, which moves what the shop believes it owns).
+/// Cancelling (voiding) an order stays with tills: it is the routine end of an unsent
+/// order, and the log keeps which device did it.
+fn manager_only(event: &pb::Event) -> Option<&'static str> {
+    if event.force {
+        Some("force an event over a lock or a newer version")
+    } else if event.aggregate_type == "inventory" {
+        Some("adjust inventory")
+    } else {
+        None
+    }
+}
+
+fn which(i: usize, event: &pb::Event) -> String {
+    format!("event {i} ({})", event.event_id)
+}
 
 #[cfg(test)]
 mod tests {

@@ -53,6 +53,34 @@ pub enum ApiError {
         which: String,
         event_type: String,
     },
+    #[error(
+        "{which} names clock.deviceId {clock_device:?} but the token is for device \
+         {token_device:?}; a device stamps only its own clock"
+    )]
+    ClockImpersonation {
+        which: String,
+        clock_device: String,
+        token_device: String,
+    },
+    #[error(
+        "role {role} may not {what}; {which} needs a manager's token",
+        role = .role.as_str()
+    )]
+    ManagerOnly {
+        role: Role,
+        which: String,
+        what: &'static str,
+    },
+    #[error(
+        "{which} is {bytes} bytes encoded; at most {max} are allowed per event",
+        max = crate::domain::rules::EVENT_BYTES_MAX
+    )]
+    EventTooLarge { which: String, bytes: usize },
+    #[error(
+        "limit {limit} is more than a page holds ({})",
+        super::paging::PAGE_ITEMS_MAX
+    )]
+    PageTooLarge { limit: u32 },
     #[error("Append needs at least one event")]
     EmptyAppend,
     #[error("Append carries {count} events; at most {APPEND_EVENTS_MAX} are allowed per call")]
@@ -65,8 +93,9 @@ pub enum ApiError {
     #[error("order {0:?} does not exist")]
     OrderNotFound(String),
     #[error(
-        "device {device:?} is over its rate limit ({events_per_s} events/s, bursts of {burst}); \
-         retry after {} ms", retry_after_ms(*.retry_after)
+        "device {device:?} is over its rate limit ({events_per_s} events/s, bursts of {burst}; \
+         an event counts once per started {} bytes); retry after {} ms",
+        super::limits::RATE_BYTES_PER_EVENT, retry_after_ms(*.retry_after)
     )]
     RateLimited {
         device: String,
@@ -144,7 +173,12 @@ impl From<ApiError> for Status {
             | ApiError::ForeignRealm { .. }
             | ApiError::Impersonation { .. }
             | ApiError::RoleMayNotWrite { .. }
-            | ApiError::OnlyAdminRevokes { .. } => Status::permission_denied(message),
+            | ApiError::OnlyAdminRevokes { .. }
+            | ApiError::ClockImpersonation { .. }
+            | ApiError::ManagerOnly { .. } => Status::permission_denied(message),
+            ApiError::EventTooLarge { .. } | ApiError::PageTooLarge { .. } => {
+                Status::invalid_argument(message)
+            }
             ApiError::EmptyAppend
             | ApiError::TooManyEvents { .. }
             | ApiError::UnknownEnum(_)

@@ -11,7 +11,11 @@ use tonic::{Request, Response, Status};
 use super::auth::{caller, check_device_events, check_events};
 use super::error::ApiError;
 use super::limits::{RateLimiter, SubscriptionSlots};
+use super::paging;
 use super::subscribe;
+use crate::auth::token::{Claims, Role};
+use crate::domain::order::Order;
+use crate::domain::ticket::Ticket;
 use crate::menu::Menu;
 use crate::proto::pb::hub_server::Hub;
 use crate::proto::{convert, pb};
@@ -137,7 +141,8 @@ impl Hub for HubService {
                 .map(|a| a.device_id.clone())
                 .unwrap_or_default(),
         };
-        self.limiter.check(&device, events.len())?;
+        let bytes = events.iter().map(prost::Message::encoded_len).sum();
+        self.limiter.check(&device, events.len(), bytes)?;
         let results = self.node.append(events).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::AppendResponse { results }))
     }
@@ -163,7 +168,7 @@ impl Hub for HubService {
         &self,
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
-        caller(&request)?;
+        let view = OrderView::of(caller(&request)?);
         let request = request.into_inner();
         self.read_barrier(request.consistency).await?;
         match self
@@ -173,7 +178,7 @@ impl Hub for HubService {
             .map_err(ApiError::from)?
         {
             Some(order) => Ok(Response::new(pb::GetOrderResponse {
-                order: Some(convert::order(order)),
+                order: Some(view.show(order)),
             })),
             None => Err(ApiError::OrderNotFound(request.order_id).into()),
         }
@@ -183,20 +188,20 @@ impl Hub for HubService {
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
-        caller(&request)?;
+        let view = OrderView::of(caller(&request)?);
         let request = request.into_inner();
         let wanted = convert::order_status_filter(request.status).map_err(ApiError::from)?;
         self.read_barrier(request.consistency).await?;
-        let orders = self
-            .node
-            .reader
-            .orders()
-            .map_err(ApiError::from)?
-            .into_iter()
-            .filter(|o| wanted.is_none_or(|status| o.status == status))
-            .map(convert::order)
-            .collect();
-        Ok(Response::new(pb::ListOrdersResponse { orders }))
+        let page = paging::page(
+            self.node.reader.orders_after(&request.after),
+            request.limit,
+            |o: &Order| wanted.is_none_or(|status| o.status == status),
+            |o| view.show(o),
+        )?;
+        Ok(Response::new(pb::ListOrdersResponse {
+            orders: page.items,
+            next: page.next,
+        }))
     }
 
     async fn get_inventory(
@@ -207,14 +212,22 @@ impl Hub for HubService {
         let request = request.into_inner();
         self.read_barrier(request.consistency).await?;
         let reader = &self.node.reader;
-        let stocks = if request.sku.is_empty() {
-            reader.stocks().map_err(ApiError::from)?
-        } else {
+        if !request.sku.is_empty() {
             let stock = reader.stock(&request.sku).map_err(ApiError::from)?;
-            stock.into_iter().collect()
-        };
+            return Ok(Response::new(pb::GetInventoryResponse {
+                stocks: stock.into_iter().map(convert::stock).collect(),
+                next: String::new(),
+            }));
+        }
+        let page = paging::page(
+            reader.stocks_after(&request.after),
+            request.limit,
+            |_| true,
+            convert::stock,
+        )?;
         Ok(Response::new(pb::GetInventoryResponse {
-            stocks: stocks.into_iter().map(convert::stock).collect(),
+            stocks: page.items,
+            next: page.next,
         }))
     }
 
@@ -227,16 +240,16 @@ impl Hub for HubService {
         let kind = convert::ticket_kind_filter(request.kind).map_err(ApiError::from)?;
         let status = convert::ticket_status_filter(request.status).map_err(ApiError::from)?;
         self.read_barrier(request.consistency).await?;
-        let tickets = self
-            .node
-            .reader
-            .tickets()
-            .map_err(ApiError::from)?
-            .into_iter()
-            .filter(|t| kind.is_none_or(|k| t.kind == k) && status.is_none_or(|s| t.status == s))
-            .map(convert::ticket)
-            .collect();
-        Ok(Response::new(pb::ListTicketsResponse { tickets }))
+        let page = paging::page(
+            self.node.reader.tickets_after(&request.after),
+            request.limit,
+            |t: &Ticket| kind.is_none_or(|k| t.kind == k) && status.is_none_or(|s| t.status == s),
+            convert::ticket,
+        )?;
+        Ok(Response::new(pb::ListTicketsResponse {
+            tickets: page.items,
+            next: page.next,
+        }))
     }
 
     async fn get_menu(
@@ -246,5 +259,30 @@ impl Hub for HubService {
         // Every role may read the menu: a kitchen screen shows the same names as the till.
         caller(&request)?;
         Ok(Response::new(convert::menu(&self.menu)))
+    }
+}
+
+/// How much of an order a caller sees: kitchen and bar screens get what they cook from and
+/// not how the guest paid (payments are for tills and managers).
+#[derive(Clone, Copy)]
+enum OrderView {
+    Full,
+    Kitchen,
+}
+
+impl OrderView {
+    fn of(claims: Option<&Claims>) -> OrderView {
+        match claims.map(|c| c.role) {
+            Some(Role::Kds | Role::Bds) => OrderView::Kitchen,
+            _ => OrderView::Full,
+        }
+    }
+
+    fn show(self, order: Order) -> pb::Order {
+        let mut order = convert::order(order);
+        if let OrderView::Kitchen = self {
+            order.payments.clear();
+        }
+        order
     }
 }

@@ -1,5 +1,7 @@
 //! Per-device rate limiting of appends: a token bucket per device, refilled at
-//! `events_per_s` up to `burst`. An Append costs one token per event; one that does not fit
+//! `events_per_s` up to `burst`. An Append costs one token per event, or one per started
+//! `RATE_BYTES_PER_EVENT` of its events' encoded size if that is more (so a device sending
+//! few large events is held to the same bytes as one sending many small ones); one that does not fit
 //! is refused whole with RESOURCE_EXHAUSTED and the delay after which it would fit, so an
 //! outbox backs off instead of hammering the hub. Other devices' buckets are unaffected.
 
@@ -14,6 +16,8 @@ use super::error::ApiError;
 pub const RATE_EVENTS_PER_S: u32 = 200;
 /// Default burst per device, in events: an outbox flushing after an outage.
 pub const RATE_BURST_EVENTS: u32 = 2_000;
+/// The bytes one token pays for: the spec's largest usual event (0.5–2 KB).
+pub const RATE_BYTES_PER_EVENT: usize = 2_048;
 /// Devices tracked at most; the least recently seen are forgotten beyond this.
 const DEVICES_MAX: usize = 10_000;
 
@@ -37,10 +41,18 @@ impl RateLimiter {
         }
     }
 
-    /// Takes `events` tokens from `device`'s bucket at `now`, or says how long to wait. An
-    /// Append larger than the burst costs a full bucket, so it can still go through.
-    pub fn take(&self, device: &str, events: usize, now: Instant) -> Result<(), Duration> {
-        let cost = (events as f64).min(self.burst);
+    /// Takes the tokens `events` events of `bytes` encoded bytes cost from `device`'s bucket
+    /// at `now`, or says how long to wait. An Append larger than the burst costs a full
+    /// bucket, so it can still go through.
+    pub fn take(
+        &self,
+        device: &str,
+        events: usize,
+        bytes: usize,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let tokens = events.max(bytes.div_ceil(RATE_BYTES_PER_EVENT));
+        let cost = (tokens as f64).min(self.burst);
         // A std mutex: the critical section is a few float operations, never an await.
         let mut buckets = match self.buckets.lock() {
             Ok(guard) => guard,
@@ -69,8 +81,8 @@ impl RateLimiter {
     }
 
     /// `take`, as the refusal the client sees.
-    pub fn check(&self, device: &str, events: usize) -> Result<(), ApiError> {
-        self.take(device, events, Instant::now())
+    pub fn check(&self, device: &str, events: usize, bytes: usize) -> Result<(), ApiError> {
+        self.take(device, events, bytes, Instant::now())
             .map_err(|retry_after| ApiError::RateLimited {
                 device: device.to_owned(),
                 events_per_s: self.events_per_s,
@@ -88,41 +100,60 @@ mod tests {
     fn a_bucket_refills_at_its_rate_and_each_device_has_its_own() {
         let limiter = RateLimiter::new(10, 20);
         let t0 = Instant::now();
-        assert_eq!(limiter.take("till-1", 20, t0), Ok(()), "a full burst");
-        let wait = limiter.take("till-1", 5, t0).expect_err("empty");
+        assert_eq!(limiter.take("till-1", 20, 0, t0), Ok(()), "a full burst");
+        let wait = limiter.take("till-1", 5, 0, t0).expect_err("empty");
         assert_eq!(wait, Duration::from_millis(500), "5 events at 10/s");
         assert_eq!(
-            limiter.take("till-2", 20, t0),
+            limiter.take("till-2", 20, 0, t0),
             Ok(()),
             "another device is unaffected"
         );
         assert_eq!(
-            limiter.take("till-1", 5, t0 + Duration::from_millis(500)),
+            limiter.take("till-1", 5, 0, t0 + Duration::from_millis(500)),
             Ok(()),
             "refilled"
         );
         assert!(
             limiter
-                .take("till-1", 1, t0 + Duration::from_millis(500))
+                .take("till-1", 1, 0, t0 + Duration::from_millis(500))
                 .is_err()
         );
         assert_eq!(
-            limiter.take("till-1", 20, t0 + Duration::from_secs(60)),
+            limiter.take("till-1", 20, 0, t0 + Duration::from_secs(60)),
             Ok(()),
             "capped at the burst"
         );
         assert_eq!(
-            limiter.take("till-3", 500, t0),
+            limiter.take("till-3", 500, 0, t0),
             Ok(()),
             "larger than the burst: costs a full bucket"
         );
     }
 
     #[test]
+    fn large_events_cost_by_their_bytes() {
+        let limiter = RateLimiter::new(10, 100);
+        let t0 = Instant::now();
+        // One 100 KB event costs 49 tokens (100,000 / 2,048, rounded up), not one.
+        assert_eq!(limiter.take("till-1", 1, 100_000, t0), Ok(()));
+        assert_eq!(limiter.take("till-1", 1, 100_000, t0), Ok(()));
+        let wait = limiter
+            .take("till-1", 1, 100_000, t0)
+            .expect_err("the bucket holds 2 tokens");
+        assert_eq!(
+            wait,
+            Duration::from_millis(4_700),
+            "47 missing tokens at 10/s"
+        );
+        // Small events still cost one each.
+        assert_eq!(limiter.take("till-2", 100, 100 * 300, t0), Ok(()));
+    }
+
+    #[test]
     fn the_refusal_names_the_device_and_carries_the_delay() {
         let limiter = RateLimiter::new(1, 1);
-        assert!(limiter.check("kds-1", 1).is_ok());
-        let status = tonic::Status::from(limiter.check("kds-1", 1).expect_err("limited"));
+        assert!(limiter.check("kds-1", 1, 0).is_ok());
+        let status = tonic::Status::from(limiter.check("kds-1", 1, 0).expect_err("limited"));
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert!(
             status.message().contains("\"kds-1\"") && status.message().contains("retry after"),

@@ -5,13 +5,15 @@
 //! - `error`: `ApiError`, every refusal, and the one place it becomes a gRPC status;
 //! - `hub`, `cluster`, `subscribe`: the handlers. They stay thin: writes and linearizable
 //!   reads go through `raft::node::Node`; conversions are `proto::convert`'s;
-//! - `limits`: per-device append rate and Subscribe stream caps.
+//! - `limits`: per-device append rate and Subscribe stream caps;
+//! - `paging`: listings answered a page at a time, bounded in count and bytes.
 
 pub mod auth;
 pub mod cluster;
 pub mod error;
 pub mod hub;
 pub mod limits;
+pub mod paging;
 mod subscribe;
 
 pub use error::ApiError;

@@ -15,13 +15,17 @@ use uuid::Uuid;
 use crate::domain::device::Revocation;
 use crate::domain::inventory::Stock;
 use crate::domain::order::Order;
+use crate::domain::rules::LAMPORT_MAX;
 use crate::domain::ticket::{Ticket, TicketKind};
-use crate::domain::{Event, Outcome, Realm, State};
+use crate::domain::{Event, Outcome, Realm, Rules, State};
 
 /// One layer of state in ordered maps.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Layer {
     pub last_seq: u64,
+    /// The highest Lamport clock of this layer's events (and, for the committed layer
+    /// loaded from disk, the device's own clock then).
+    pub lamport: u64,
     pub event_ids: BTreeMap<Uuid, u64>,
     pub orders: BTreeMap<String, Order>,
     pub tickets: BTreeMap<(TicketKind, String), Ticket>,
@@ -32,6 +36,8 @@ pub struct Layer {
 #[derive(Debug, Default)]
 pub struct Changes {
     pub event_ids: Vec<(Uuid, u64)>,
+    /// The committed layer's clock after the changes, if an event was applied.
+    pub lamport: Option<u64>,
     pub orders: Vec<Order>,
     pub tickets: Vec<Ticket>,
     pub stock: Vec<Stock>,
@@ -52,6 +58,9 @@ impl State for Committed<'_> {
     }
     fn last_seq(&self) -> u64 {
         self.layer.last_seq
+    }
+    fn lamport(&self) -> u64 {
+        self.layer.lamport
     }
     fn seq_of(&self, event_id: &Uuid) -> Result<Option<u64>, Self::Error> {
         Ok(self.layer.event_ids.get(event_id).copied())
@@ -90,7 +99,11 @@ impl State for Committed<'_> {
         // Devices keep no deny-list: only hubs check tokens against it.
         Ok(())
     }
-    fn put_event(&mut self, event_id: Uuid, _event: Event) -> Result<(), Self::Error> {
+    fn put_event(&mut self, event_id: Uuid, event: Event) -> Result<(), Self::Error> {
+        if event.clock.lamport <= LAMPORT_MAX {
+            self.layer.lamport = self.layer.lamport.max(event.clock.lamport);
+        }
+        self.changes.lamport = Some(self.layer.lamport);
         self.layer.last_seq += 1;
         self.layer.event_ids.insert(event_id, self.layer.last_seq);
         self.changes.event_ids.push((event_id, self.layer.last_seq));
@@ -113,6 +126,9 @@ impl State for Stacked<'_> {
     }
     fn last_seq(&self) -> u64 {
         self.top.last_seq
+    }
+    fn lamport(&self) -> u64 {
+        self.top.lamport.max(self.base.lamport)
     }
     fn seq_of(&self, event_id: &Uuid) -> Result<Option<u64>, Self::Error> {
         Ok(self
@@ -165,7 +181,10 @@ impl State for Stacked<'_> {
         // Devices keep no deny-list: only hubs check tokens against it.
         Ok(())
     }
-    fn put_event(&mut self, event_id: Uuid, _event: Event) -> Result<(), Self::Error> {
+    fn put_event(&mut self, event_id: Uuid, event: Event) -> Result<(), Self::Error> {
+        if event.clock.lamport <= LAMPORT_MAX {
+            self.top.lamport = self.top.lamport.max(event.clock.lamport);
+        }
         self.top.last_seq += 1;
         self.top.event_ids.insert(event_id, self.top.last_seq);
         Ok(())
@@ -242,16 +261,18 @@ impl ReadModel {
         let mut as_sent = event.clone();
         as_sent.seq = None;
         as_sent.hub_time = None;
+        // The rules that accepted it (unstamped: accepted before versions, rules 1).
+        let rules = as_sent.rules.take().unwrap_or(Rules::V1);
         let mut state = Committed {
             realm: &self.realm,
             layer: &mut self.committed,
             changes,
         };
-        let outcome = match crate::domain::apply(&mut state, &as_sent, event.hub_time.unwrap_or(0))
-        {
-            Ok(outcome) => outcome,
-            Err(never) => match never {},
-        };
+        let outcome =
+            match crate::domain::apply(&mut state, &as_sent, event.hub_time.unwrap_or(0), rules) {
+                Ok(outcome) => outcome,
+                Err(never) => match never {},
+            };
         self.stale = true;
         match outcome {
             Outcome::Accepted { seq: got } if got == seq => Ok(()),
@@ -267,7 +288,7 @@ impl ReadModel {
             base: &self.committed,
             top: &mut self.overlay,
         };
-        match crate::domain::apply(&mut state, event, now_ms) {
+        match crate::domain::apply(&mut state, event, now_ms, Rules::CURRENT) {
             Ok(outcome) => outcome,
             Err(never) => match never {},
         }

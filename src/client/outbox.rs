@@ -64,6 +64,8 @@ pub struct DeadLetter {
 
 const CURSOR: &[u8] = b"m/cursor";
 const LAMPORT: &[u8] = b"m/lamport";
+/// The committed layer's clock (the store's clock as of the cursor).
+const STORE_LAMPORT: &[u8] = b"m/store-lamport";
 const NEXT: &[u8] = b"m/next";
 
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
@@ -146,8 +148,16 @@ impl Outbox {
     }
 
     fn load(&self) -> Result<Loaded, OutboxError> {
+        // A device dir written before the store's clock was kept: the device's own clock
+        // is at least the store's as of the cursor, which is all the rules ask of it (they
+        // bound how far ahead of it an event may be).
+        let store_lamport = match self.tree.get(STORE_LAMPORT).map_err(|e| self.sled(e))? {
+            Some(_) => self.u64_at(STORE_LAMPORT)?,
+            None => self.u64_at(LAMPORT)?,
+        };
         let mut committed = Layer {
             last_seq: self.u64_at(CURSOR)?,
+            lamport: store_lamport,
             ..Layer::default()
         };
         let mut queued = BTreeMap::new();
@@ -273,6 +283,9 @@ impl Outbox {
         }
         batch.insert(CURSOR, &cursor.to_be_bytes());
         batch.insert(LAMPORT, &lamport.to_be_bytes());
+        if let Some(store_lamport) = changes.lamport {
+            batch.insert(STORE_LAMPORT, &store_lamport.to_be_bytes());
+        }
         self.tree.apply_batch(batch).map_err(|e| self.sled(e))
     }
 
@@ -286,6 +299,7 @@ impl Outbox {
             }
         }
         batch.insert(CURSOR, &0u64.to_be_bytes());
+        batch.insert(STORE_LAMPORT, &0u64.to_be_bytes());
         self.tree.apply_batch(batch).map_err(|e| self.sled(e))?;
         self.tree.flush().map_err(|e| self.sled(e))?;
         Ok(())

@@ -8,17 +8,21 @@
 //! 3. The UUID was accepted before: `Duplicate { seq }` of that first acceptance,
 //!    whatever the rest of the event says, and nothing changes.
 //! 4. The rest of the envelope, else `MALFORMED_EVENT`: aggregateId non-empty and at most
-//!    `ID_BYTES_MAX` bytes, version ≥ 1, actor.deviceId and clock.deviceId non-empty and
+//!    the rules' `id_bytes`, version ≥ 1, actor.deviceId and clock.deviceId non-empty and
 //!    bounded, actor.userId bounded, `at` RFC 3339, `type` non-empty.
-//! 5. `aggregateType` known, else `UNKNOWN_AGGREGATE_TYPE`; `type` one of that aggregate
-//!    type's own event types, else `UNKNOWN_EVENT_TYPE` (`payment` has none yet).
-//! 6. The payload validates into a typed command, else `MALFORMED_PAYLOAD` (see
-//!    `payload.rs`).
+//!    From rules `V2`: the Lamport clock at most `LAMPORT_MAX` and at most
+//!    `LAMPORT_AHEAD_MAX` ahead of the store's clock, else `CLOCK_OUT_OF_RANGE`.
+//! 5. `aggregateType` known under the rules (`device`, the deny-list, from `V2`), else
+//!    `UNKNOWN_AGGREGATE_TYPE`; `type` one of that aggregate type's own event types, else
+//!    `UNKNOWN_EVENT_TYPE` (`payment` has none yet).
+//! 6. The payload validates into a typed command under the rules' bounds, else
+//!    `MALFORMED_PAYLOAD` (see `payload.rs`).
 //! 7. The aggregate's rules: `order::decide` (which documents its own order: closed →
 //!    lock → version/force → transition), `ticket::decide`, `inventory::decide`.
 //!
 //! Only then is the event accepted: the changed aggregates are written with `put_*`, and
-//! `put_event` is called last, once, with the event stamped with its seq and hub time.
+//! `put_event` is called last, once, with the event stamped with its seq, hub time and the
+//! rules version that accepted it (`rules.rs`: replay uses each entry's own version).
 //! A rejected or duplicate event makes no `put_*` call at all.
 
 use chrono::DateTime;
@@ -28,10 +32,11 @@ use super::Head;
 use super::device::{self, Revocation};
 use super::event::{Event, Realm};
 use super::inventory::{self, Stock};
-use super::kind::{AGGREGATE_TYPES, AggregateKind, EventKind};
+use super::kind::{AggregateKind, EventKind};
 use super::order::{self, Order};
 use super::outcome::{Outcome, RejectCode, Rejection};
-use super::payload::{self, Command, ID_BYTES_MAX};
+use super::payload::{self, Command};
+use super::rules::{Bounds, Rules};
 use super::state::State;
 use super::ticket::{self, Ticket, TicketCommand};
 
@@ -63,13 +68,14 @@ impl Ctx<'_> {
     }
 }
 
-/// Decides `event` against `state` at hub time `hub_time_ms` and, if it is accepted,
-/// writes its effects and appends it. Rejections are `Ok(Outcome::Rejected)`; `Err` is
-/// only the state's own failure to read or write.
+/// Decides `event` against `state` at hub time `hub_time_ms` under `rules` and, if it is
+/// accepted, writes its effects and appends it. Rejections are `Ok(Outcome::Rejected)`;
+/// `Err` is only the state's own failure to read or write.
 pub fn apply<S: State>(
     state: &mut S,
     event: &Event,
     hub_time_ms: u64,
+    rules: Rules,
 ) -> Result<Outcome, S::Error> {
     let event_id = match Uuid::parse_str(&event.event_id) {
         Ok(id) => id,
@@ -85,9 +91,10 @@ pub fn apply<S: State>(
     if let Some(seq) = state.seq_of(&event_id)? {
         return Ok(Outcome::Duplicate { seq });
     }
-    let command = check_envelope(event)
-        .and_then(|()| classify(event))
-        .and_then(|kind| payload::parse(kind, event));
+    let command = check_envelope(event, rules.bounds())
+        .and_then(|()| rules.check_lamport(event.clock.lamport, state.lamport()))
+        .and_then(|()| classify(event, rules))
+        .and_then(|kind| payload::parse(kind, event, rules));
     let command = match command {
         Ok(c) => c,
         Err(r) => return Ok(r.into()),
@@ -125,6 +132,8 @@ pub fn apply<S: State>(
     let mut stamped = event.clone();
     stamped.seq = Some(seq);
     stamped.hub_time = Some(hub_time_ms);
+    // V1 events stay unstamped, byte for byte what the release before versions stored.
+    stamped.rules = (rules != Rules::V1).then_some(rules);
     state.put_event(event_id, stamped)?;
     Ok(Outcome::Accepted { seq })
 }
@@ -208,21 +217,22 @@ fn check_realm(event: &Event, realm: &Realm) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn check_envelope(event: &Event) -> Result<(), Rejection> {
-    check_id("aggregateId", &event.aggregate_id)?;
+fn check_envelope(event: &Event, bounds: &Bounds) -> Result<(), Rejection> {
+    let id_bytes = bounds.id_bytes;
+    check_id("aggregateId", &event.aggregate_id, id_bytes)?;
     if event.version == 0 {
         return Err(malformed("version must be at least 1, got 0".into()));
     }
-    check_id("actor.deviceId", &event.actor.device_id)?;
+    check_id("actor.deviceId", &event.actor.device_id, id_bytes)?;
     if let Some(user) = &event.actor.user_id
-        && user.len() > ID_BYTES_MAX
+        && user.len() > id_bytes
     {
         return Err(malformed(format!(
-            "actor.userId is {} bytes long; at most {ID_BYTES_MAX} are allowed",
+            "actor.userId is {} bytes long; at most {id_bytes} are allowed",
             user.len()
         )));
     }
-    check_id("clock.deviceId", &event.clock.device_id)?;
+    check_id("clock.deviceId", &event.clock.device_id, id_bytes)?;
     if event.at.len() > AT_BYTES_MAX || DateTime::parse_from_rfc3339(&event.at).is_err() {
         return Err(malformed(format!(
             "at {:?} is not an RFC 3339 timestamp",
@@ -235,13 +245,13 @@ fn check_envelope(event: &Event) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn check_id(field: &str, value: &str) -> Result<(), Rejection> {
+fn check_id(field: &str, value: &str, max: usize) -> Result<(), Rejection> {
     if value.is_empty() {
         return Err(malformed(format!("{field} is empty")));
     }
-    if value.len() > ID_BYTES_MAX {
+    if value.len() > max {
         return Err(malformed(format!(
-            "{field} is {} bytes long; at most {ID_BYTES_MAX} are allowed",
+            "{field} is {} bytes long; at most {max} are allowed",
             value.len()
         )));
     }
@@ -249,14 +259,14 @@ fn check_id(field: &str, value: &str) -> Result<(), Rejection> {
 }
 
 /// Resolves `aggregateType` and `type` to a known event kind.
-fn classify(event: &Event) -> Result<EventKind, Rejection> {
-    let Some(aggregate) = AggregateKind::parse(&event.aggregate_type) else {
+fn classify(event: &Event, rules: Rules) -> Result<EventKind, Rejection> {
+    let Some(aggregate) = AggregateKind::parse(&event.aggregate_type, rules) else {
         return Err(Rejection::new(
             RejectCode::UnknownAggregateType,
             format!(
                 "aggregateType {:?} is unknown; known: {}",
                 echo(&event.aggregate_type),
-                AGGREGATE_TYPES.join(", ")
+                AggregateKind::names(rules).join(", ")
             ),
         ));
     };

@@ -8,6 +8,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::rules::Rules;
+
 /// A realm is the isolation boundary: one event log per `{tenantId, storeId}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -83,6 +85,10 @@ pub struct Event {
     /// entry that carried this event; the only clock `apply` ever uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub_time: Option<u64>,
+    /// The rules version that accepted the event, stamped with `seq`; `None` on an event
+    /// not yet accepted, and on events accepted before versions were recorded (`V1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Rules>,
 }
 
 impl Event {

@@ -4,6 +4,8 @@
 //! `bds.ticket.created` sent with `aggregateType: "kds"` is unknown rather than silently
 //! rerouted to another aggregate.
 
+use super::rules::Rules;
+
 /// The `aggregateType` of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AggregateKind {
@@ -13,24 +15,37 @@ pub enum AggregateKind {
     Inventory,
     /// Reserved: payments are recorded by `order.paid` on the order for now.
     Payment,
-    /// The deny-list of revoked devices (`device.rs`); admins only.
+    /// The deny-list of revoked devices (`device.rs`); admins only. From rules `V2`:
+    /// under `V1` it stays unknown, as it was when those entries were decided.
     Device,
 }
 
-/// Every `aggregateType` string, for messages.
-pub const AGGREGATE_TYPES: [&str; 6] = ["order", "kds", "bds", "inventory", "payment", "device"];
+/// Every `aggregateType` string of rules `V1`, for messages.
+const AGGREGATE_TYPES_V1: [&str; 5] = ["order", "kds", "bds", "inventory", "payment"];
+/// Every `aggregateType` string from rules `V2` on.
+const AGGREGATE_TYPES_V2: [&str; 6] = ["order", "kds", "bds", "inventory", "payment", "device"];
 
 impl AggregateKind {
-    /// The aggregate type named `s`, if the hub knows it (names are case-sensitive).
-    pub fn parse(s: &str) -> Option<Self> {
+    /// The aggregate type named `s`, if the hub knows it under `rules` (names are
+    /// case-sensitive).
+    pub fn parse(s: &str, rules: Rules) -> Option<Self> {
         match s {
             "order" => Some(Self::Order),
             "kds" => Some(Self::Kds),
             "bds" => Some(Self::Bds),
             "inventory" => Some(Self::Inventory),
             "payment" => Some(Self::Payment),
-            "device" => Some(Self::Device),
+            "device" if rules >= Rules::V2 => Some(Self::Device),
             _ => None,
+        }
+    }
+
+    /// Every `aggregateType` string `rules` knows, for messages.
+    pub fn names(rules: Rules) -> &'static [&'static str] {
+        if rules >= Rules::V2 {
+            &AGGREGATE_TYPES_V2
+        } else {
+            &AGGREGATE_TYPES_V1
         }
     }
 

@@ -7,7 +7,8 @@
 //! - `order`, `ticket`, `inventory`, `lock`: one read model and its rules per file;
 //! - `apply`: the single entry point, dispatching on the event type;
 //! - `kind`, `payload`, `version`: the known event types, payload validation, and the
-//!   version/force rules shared by orders and tickets.
+//!   version/force rules shared by orders and tickets;
+//! - `rules`: the rules version each log entry is decided under, and its bounds.
 //!
 //! Nothing here does I/O, reads a clock, draws a random number or iterates a hash map:
 //! every node replays the same log through `apply` and must reach the same state. The only
@@ -22,6 +23,7 @@ pub mod lock;
 pub mod order;
 pub mod outcome;
 pub mod payload;
+pub mod rules;
 pub mod state;
 pub mod ticket;
 mod version;
@@ -38,6 +40,7 @@ use uuid::Uuid;
 pub use apply::apply;
 pub use event::{Actor, Clock, Event, Realm};
 pub use outcome::{Outcome, RejectCode};
+pub use rules::Rules;
 pub use state::{MemState, State};
 
 /// What every versioned aggregate (order, ticket) remembers of its last accepted event:

@@ -47,10 +47,15 @@ pub enum RejectCode {
     PaymentMismatch,
     /// An amount or counter would leave its representable range.
     OutOfRange,
+    /// The event's Lamport clock is above 2^53 − 1 or too far ahead of the store's clock
+    /// (rules `V2`): re-read the clock with Hello and re-stamp the event.
+    ClockOutOfRange,
+    /// The encoded event is larger than the rules allow (rules `V2`).
+    EventTooLarge,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 20] = [
+    pub const ALL: [RejectCode; 22] = [
         RejectCode::WrongRealm,
         RejectCode::MalformedEvent,
         RejectCode::UnknownAggregateType,
@@ -71,6 +76,8 @@ impl RejectCode {
         RejectCode::TicketDone,
         RejectCode::PaymentMismatch,
         RejectCode::OutOfRange,
+        RejectCode::ClockOutOfRange,
+        RejectCode::EventTooLarge,
     ];
 
     /// The code named `code` on the wire (`as_str`'s inverse); `None` for a code this build
@@ -101,6 +108,8 @@ impl RejectCode {
             RejectCode::TicketDone => "TICKET_DONE",
             RejectCode::PaymentMismatch => "PAYMENT_MISMATCH",
             RejectCode::OutOfRange => "OUT_OF_RANGE",
+            RejectCode::ClockOutOfRange => "CLOCK_OUT_OF_RANGE",
+            RejectCode::EventTooLarge => "EVENT_TOO_LARGE",
         }
     }
 }

@@ -5,8 +5,10 @@
 //! every message can name the exact field path (`items[1].unitPrice`) and so that the
 //! rules about numbers are explicit: integers must be JSON integers that fit `i64` (money
 //! is in minor units, so `12.5` is malformed), and every amount has a named bound.
-//! Unknown extra fields are ignored for forward compatibility; an explicit `null` counts
-//! as an absent optional field.
+//! An explicit `null` counts as an absent optional field. The bounds come from the rules
+//! version deciding the event (`rules.rs`): under `V1` unknown extra fields were ignored;
+//! from `V2` on they are refused by name, since the log would otherwise keep bytes no rule
+//! reads (a device could park megabytes in a field nobody knows).
 
 use serde_json::{Map, Value};
 
@@ -18,26 +20,15 @@ use super::order::{
     LineItem, Modifier, OrderCommand, OrderDraft, OrderEdit, Payment, PaymentClaim,
 };
 use super::outcome::{RejectCode, Rejection};
+use super::rules::{Bounds, Rules};
 use super::ticket::{TicketCommand, TicketDraft, TicketItem, TicketKind};
 
-/// Longest identifier (aggregate ids, device ids, skus, line ids, …), in bytes.
-pub const ID_BYTES_MAX: usize = 128;
-/// Longest free text (names, reasons, notes, table numbers, …), in bytes.
-pub const TEXT_BYTES_MAX: usize = 1024;
 /// Largest absolute money amount in one field, in minor units (10^12 cents = 10^10 units).
 pub const MONEY_ABS_MAX_MINOR: i64 = 1_000_000_000_000;
 /// Largest quantity of one line or ticket item, in units.
 pub const QUANTITY_MAX: i64 = 10_000;
 /// Largest guest count of one order.
 pub const GUEST_COUNT_MAX: i64 = 10_000;
-/// Most line items in one order.
-pub const LINE_ITEMS_MAX: usize = 1_000;
-/// Most modifiers on one line item.
-pub const MODIFIERS_PER_ITEM_MAX: usize = 100;
-/// Most payments settling one order.
-pub const PAYMENTS_MAX: usize = 100;
-/// Most items on one ticket.
-pub const TICKET_ITEMS_MAX: usize = 1_000;
 
 /// A validated payload, ready for the rules of its aggregate.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,29 +40,31 @@ pub enum Command {
 }
 
 /// Validates the payload of `event`, whose type has already been resolved to `kind`.
-pub fn parse(kind: EventKind, event: &Event) -> Result<Command, Rejection> {
-    let p = Obj::root(&event.payload);
-    let ticket_follow_up = |p: &Obj| p.opt_str("orderId", ID_BYTES_MAX, true);
+pub fn parse(kind: EventKind, event: &Event, rules: Rules) -> Result<Command, Rejection> {
+    let b = rules.bounds();
+    let p = Obj::root(&event.payload, b);
+    p.known(&event.event_type, fields_of(kind))?;
+    let ticket_follow_up = |p: &Obj| p.opt_str("orderId", b.id_bytes, true);
     Ok(match kind {
         EventKind::OrderCreated => Command::Order(OrderCommand::Created(OrderDraft {
-            table_number: p.opt_str("tableNumber", TEXT_BYTES_MAX, false)?,
+            table_number: p.opt_str("tableNumber", b.name_bytes, false)?,
             guest_count: p.opt_int("guestCount", 0, GUEST_COUNT_MAX)?,
             currency: currency(&p)?,
             items: line_items(&p)?.unwrap_or_default(),
         })),
         EventKind::OrderUpdated => Command::Order(OrderCommand::Updated(OrderEdit {
             items: line_items(&p)?,
-            table_number: p.opt_str("tableNumber", TEXT_BYTES_MAX, false)?,
+            table_number: p.opt_str("tableNumber", b.name_bytes, false)?,
             guest_count: p.opt_int("guestCount", 0, GUEST_COUNT_MAX)?,
         })),
         EventKind::OrderParked => {
-            p.opt_str("reason", TEXT_BYTES_MAX, false)?;
+            p.opt_str("reason", b.note_bytes, false)?;
             Command::Order(OrderCommand::Parked)
         }
         EventKind::OrderReparked => Command::Order(OrderCommand::Reparked),
         EventKind::OrderPaid => Command::Order(OrderCommand::Paid(payment_claim(&p)?)),
         EventKind::OrderCancelled => {
-            p.opt_str("reason", TEXT_BYTES_MAX, false)?;
+            p.opt_str("reason", b.note_bytes, false)?;
             Command::Order(OrderCommand::Cancelled)
         }
         EventKind::OrderLocked => Command::Order(OrderCommand::Locked { ttl_ms: ttl(&p)? }),
@@ -103,7 +96,7 @@ pub fn parse(kind: EventKind, event: &Event) -> Result<Command, Rejection> {
         ),
         EventKind::InventoryAdjusted => Command::Inventory(adjustment(&p, &event.aggregate_id)?),
         EventKind::DeviceRevoked => Command::Revoke(Revoke {
-            reason: p.opt_str("reason", TEXT_BYTES_MAX, false)?,
+            reason: p.opt_str("reason", b.note_bytes, false)?,
         }),
     })
 }
@@ -123,35 +116,51 @@ fn currency(p: &Obj) -> Result<Option<String>, Rejection> {
 }
 
 fn line_items(p: &Obj) -> Result<Option<Vec<LineItem>>, Rejection> {
-    let Some(rows) = p.opt_objects("items", LINE_ITEMS_MAX)? else {
+    let b = p.bounds;
+    let Some(rows) = p.opt_objects("items", b.line_items)? else {
         return Ok(None);
     };
     let mut items: Vec<LineItem> = Vec::with_capacity(rows.len());
+    let mut modifiers_seen = 0usize;
     for row in rows {
-        let id = row.req_str("id", ID_BYTES_MAX, true)?;
+        row.known_fields(&ITEM_FIELDS)?;
+        let id = row.req_str("id", b.id_bytes, true)?;
         // Line ids address lines in later edits and on tickets, so they must be unique.
         if items.iter().any(|it| it.id == id) {
             return Err(row.malformed("id", format!("duplicates line id {id:?}")));
         }
-        let modifiers = row
-            .opt_objects("modifiers", MODIFIERS_PER_ITEM_MAX)?
-            .unwrap_or_default()
+        let modifier_rows = row
+            .opt_objects("modifiers", b.modifiers_per_item)?
+            .unwrap_or_default();
+        modifiers_seen += modifier_rows.len();
+        if modifiers_seen > b.modifiers_per_event {
+            return Err(row.malformed(
+                "modifiers",
+                format!(
+                    "brings the event's modifiers to {modifiers_seen}; at most {} are allowed \
+                     over all its items",
+                    b.modifiers_per_event
+                ),
+            ));
+        }
+        let modifiers = modifier_rows
             .into_iter()
             .map(|m| {
+                m.known_fields(&MODIFIER_FIELDS)?;
                 Ok(Modifier {
-                    id: m.opt_str("id", ID_BYTES_MAX, false)?,
-                    name: m.req_str("name", TEXT_BYTES_MAX, false)?,
+                    id: m.opt_str("id", b.id_bytes, false)?,
+                    name: m.req_str("name", b.name_bytes, false)?,
                     price: m.req_int("price", 0, MONEY_ABS_MAX_MINOR)?,
                 })
             })
             .collect::<Result<Vec<_>, Rejection>>()?;
         items.push(LineItem {
             id,
-            sku: row.req_str("sku", ID_BYTES_MAX, true)?,
-            name: row.req_str("name", TEXT_BYTES_MAX, false)?,
+            sku: row.req_str("sku", b.id_bytes, true)?,
+            name: row.req_str("name", b.name_bytes, false)?,
             unit_price: row.req_int("unitPrice", 0, MONEY_ABS_MAX_MINOR)?,
             quantity: row.req_int("quantity", 1, QUANTITY_MAX)?,
-            category: row.opt_str("category", TEXT_BYTES_MAX, false)?,
+            category: row.opt_str("category", b.name_bytes, false)?,
             modifiers,
         });
     }
@@ -159,15 +168,17 @@ fn line_items(p: &Obj) -> Result<Option<Vec<LineItem>>, Rejection> {
 }
 
 fn payment_claim(p: &Obj) -> Result<PaymentClaim, Rejection> {
-    let rows = p.opt_objects("payments", PAYMENTS_MAX)?.unwrap_or_default();
+    let b = p.bounds;
+    let rows = p.opt_objects("payments", b.payments)?.unwrap_or_default();
     if rows.is_empty() {
         return Err(p.malformed("payments", "must list at least one payment".into()));
     }
     let payments = rows
         .into_iter()
         .map(|r| {
+            r.known_fields(&PAYMENT_FIELDS)?;
             Ok(Payment {
-                method: r.req_str("method", ID_BYTES_MAX, true)?,
+                method: r.req_str("method", b.id_bytes, true)?,
                 amount: r.req_int("amount", 1, MONEY_ABS_MAX_MINOR)?,
             })
         })
@@ -186,9 +197,8 @@ fn ttl(p: &Obj) -> Result<Option<u64>, Rejection> {
 }
 
 fn ticket_draft(p: &Obj) -> Result<TicketDraft, Rejection> {
-    let rows = p
-        .opt_objects("items", TICKET_ITEMS_MAX)?
-        .unwrap_or_default();
+    let b = p.bounds;
+    let rows = p.opt_objects("items", b.ticket_items)?.unwrap_or_default();
     // A ticket with nothing on it has nothing for the station to make.
     if rows.is_empty() {
         return Err(p.malformed("items", "must list at least one item".into()));
@@ -196,23 +206,24 @@ fn ticket_draft(p: &Obj) -> Result<TicketDraft, Rejection> {
     let items = rows
         .into_iter()
         .map(|r| {
+            r.known_fields(&TICKET_ITEM_FIELDS)?;
             Ok(TicketItem {
-                sku: r.opt_str("sku", ID_BYTES_MAX, false)?,
-                name: r.req_str("name", TEXT_BYTES_MAX, false)?,
+                sku: r.opt_str("sku", b.id_bytes, false)?,
+                name: r.req_str("name", b.name_bytes, false)?,
                 quantity: r.req_int("quantity", 1, QUANTITY_MAX)?,
-                notes: r.opt_str("notes", TEXT_BYTES_MAX, false)?,
+                notes: r.opt_str("notes", b.note_bytes, false)?,
             })
         })
         .collect::<Result<Vec<_>, Rejection>>()?;
     Ok(TicketDraft {
-        order_id: p.req_str("orderId", ID_BYTES_MAX, true)?,
-        station: p.opt_str("station", TEXT_BYTES_MAX, false)?,
+        order_id: p.req_str("orderId", b.id_bytes, true)?,
+        station: p.opt_str("station", b.name_bytes, false)?,
         items,
     })
 }
 
 fn adjustment(p: &Obj, aggregate_id: &str) -> Result<Adjustment, Rejection> {
-    let sku = p.req_str("sku", ID_BYTES_MAX, true)?;
+    let sku = p.req_str("sku", p.bounds.id_bytes, true)?;
     if sku != aggregate_id {
         return Err(p.malformed(
             "sku",
@@ -223,7 +234,7 @@ fn adjustment(p: &Obj, aggregate_id: &str) -> Result<Adjustment, Rejection> {
     if delta == 0 {
         return Err(p.malformed("delta", "must not be zero".into()));
     }
-    p.opt_str("reason", TEXT_BYTES_MAX, false)?;
+    p.opt_str("reason", p.bounds.note_bytes, false)?;
     Ok(Adjustment { sku, delta })
 }
 
@@ -231,14 +242,55 @@ fn adjustment(p: &Obj, aggregate_id: &str) -> Result<Adjustment, Rejection> {
 struct Obj<'a> {
     map: &'a Map<String, Value>,
     path: String,
+    bounds: &'static Bounds,
 }
 
 impl<'a> Obj<'a> {
-    fn root(map: &'a Map<String, Value>) -> Self {
+    fn root(map: &'a Map<String, Value>, bounds: &'static Bounds) -> Self {
         Self {
             map,
             path: String::new(),
+            bounds,
         }
+    }
+
+    /// The payload of a `kind` event, whose fields are `fields`: any other is refused when
+    /// the rules refuse unknown fields.
+    fn known(&self, event_type: &str, fields: &[&str]) -> Result<(), Rejection> {
+        self.unknown_field(fields).map_or(Ok(()), |key| {
+            Err(self.malformed(
+                key,
+                format!(
+                    "is not a field of {event_type} (it has {}); unknown fields are refused",
+                    list_or_none(fields)
+                ),
+            ))
+        })
+    }
+
+    /// An object in a list (a line item, a modifier, …) whose fields are `fields`.
+    fn known_fields(&self, fields: &[&str]) -> Result<(), Rejection> {
+        self.unknown_field(fields).map_or(Ok(()), |key| {
+            Err(self.malformed(
+                key,
+                format!(
+                    "is not a known field here (known: {}); unknown fields are refused",
+                    list_or_none(fields)
+                ),
+            ))
+        })
+    }
+
+    /// The first key, in the payload's own order, that is not one of `fields`, if the
+    /// rules refuse unknown fields.
+    fn unknown_field(&self, fields: &[&str]) -> Option<&'a str> {
+        if !self.bounds.refuse_unknown_fields {
+            return None;
+        }
+        self.map
+            .keys()
+            .map(String::as_str)
+            .find(|key| !fields.contains(key))
     }
 
     fn field(&self, key: &str) -> String {
@@ -336,6 +388,7 @@ impl<'a> Obj<'a> {
                 Value::Object(map) => Ok(Obj {
                     map,
                     path: format!("{base}[{i}]"),
+                    bounds: self.bounds,
                 }),
                 other => Err(Rejection::new(
                     RejectCode::MalformedPayload,
@@ -347,6 +400,47 @@ impl<'a> Obj<'a> {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
+    }
+}
+
+/// The payload fields each event type defines (all optional unless its parser says so).
+fn fields_of(kind: EventKind) -> &'static [&'static str] {
+    match kind {
+        EventKind::OrderCreated => &["tableNumber", "guestCount", "currency", "items"],
+        EventKind::OrderUpdated => &["items", "tableNumber", "guestCount"],
+        EventKind::OrderParked | EventKind::OrderCancelled => &["reason"],
+        EventKind::OrderReparked | EventKind::OrderLockReleased => &[],
+        EventKind::OrderPaid => &["payments", "total", "currency"],
+        EventKind::OrderLocked | EventKind::OrderLockRenew => &["ttlMs"],
+        EventKind::KdsTicketCreated | EventKind::BdsTicketCreated => {
+            &["orderId", "station", "items"]
+        }
+        EventKind::KdsTicketAck | EventKind::KdsTicketDone | EventKind::BdsTicketDone => {
+            &["orderId"]
+        }
+        EventKind::InventoryAdjusted => &["sku", "delta", "reason"],
+        EventKind::DeviceRevoked => &["reason"],
+    }
+}
+
+const ITEM_FIELDS: [&str; 7] = [
+    "id",
+    "sku",
+    "name",
+    "unitPrice",
+    "quantity",
+    "category",
+    "modifiers",
+];
+const MODIFIER_FIELDS: [&str; 3] = ["id", "name", "price"];
+const PAYMENT_FIELDS: [&str; 2] = ["method", "amount"];
+const TICKET_ITEM_FIELDS: [&str; 4] = ["sku", "name", "quantity", "notes"];
+
+fn list_or_none(fields: &[&str]) -> String {
+    if fields.is_empty() {
+        "no fields".to_owned()
+    } else {
+        fields.join(", ")
     }
 }
 

@@ -23,6 +23,10 @@ pub trait State {
     fn realm(&self) -> &Realm;
     /// The seq of the last accepted event, 0 when the log is empty.
     fn last_seq(&self) -> u64;
+    /// The store's Lamport clock: the highest `clock.lamport` of any accepted event that
+    /// is at most `rules::LAMPORT_MAX` (higher ones were accepted only under rules `V1`),
+    /// 0 when there is none.
+    fn lamport(&self) -> u64;
     /// The seq at which this eventId was accepted, if it was.
     fn seq_of(&self, event_id: &Uuid) -> Result<Option<u64>, Self::Error>;
     fn order(&self, order_id: &str) -> Result<Option<Order>, Self::Error>;
@@ -70,7 +74,17 @@ impl MemState {
 
     /// Applies one event; in memory nothing can fail.
     pub fn apply(&mut self, event: &Event, hub_time_ms: u64) -> super::Outcome {
-        match super::apply(self, event, hub_time_ms) {
+        self.apply_under(event, hub_time_ms, super::Rules::CURRENT)
+    }
+
+    /// `apply` under the given rules version.
+    pub fn apply_under(
+        &mut self,
+        event: &Event,
+        hub_time_ms: u64,
+        rules: super::Rules,
+    ) -> super::Outcome {
+        match super::apply(self, event, hub_time_ms, rules) {
             Ok(outcome) => outcome,
             Err(never) => match never {},
         }
@@ -86,6 +100,15 @@ impl State for MemState {
 
     fn last_seq(&self) -> u64 {
         self.events.len() as u64
+    }
+
+    fn lamport(&self) -> u64 {
+        self.events
+            .iter()
+            .map(|e| e.clock.lamport)
+            .filter(|&l| l <= super::rules::LAMPORT_MAX)
+            .max()
+            .unwrap_or(0)
     }
 
     fn seq_of(&self, event_id: &Uuid) -> Result<Option<u64>, Self::Error> {

@@ -61,6 +61,7 @@ pub(crate) fn ev(
         force: false,
         seq: None,
         hub_time: None,
+        rules: None,
     }
 }
 

@@ -21,9 +21,14 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::domain::payload::{
-    ID_BYTES_MAX, MODIFIERS_PER_ITEM_MAX, MONEY_ABS_MAX_MINOR, TEXT_BYTES_MAX,
-};
+use crate::domain::Rules;
+use crate::domain::payload::MONEY_ABS_MAX_MINOR;
+
+// A menu item becomes an order line and a ticket item, so its text obeys the bounds of the
+// rules new events are decided under.
+const ID_BYTES_MAX: usize = Rules::CURRENT.bounds().id_bytes;
+const TEXT_BYTES_MAX: usize = Rules::CURRENT.bounds().name_bytes;
+const MODIFIERS_PER_ITEM_MAX: usize = Rules::CURRENT.bounds().modifiers_per_item;
 
 /// The category whose items go to the bar (BDS); every other one goes to the kitchen (KDS).
 pub const BEVERAGE_CATEGORY: &str = "beverage";

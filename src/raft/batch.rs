@@ -13,10 +13,11 @@
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
+use prost::Message;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::clock::HubClock;
-use crate::domain::Outcome;
+use crate::domain::{Outcome, Rules};
 use crate::proto::pb;
 use crate::raft_types::Raft;
 use crate::raft_types::{Command, NodeId};
@@ -26,6 +27,11 @@ use crate::wire::APPEND_EVENTS_MAX;
 /// Appends queue and form the next entry. More than one keeps openraft's pipeline busy
 /// (the next entry is on its way while the last is being synced); a few is enough.
 pub const IN_FLIGHT_ENTRIES: usize = 4;
+
+/// Events of one entry, in encoded bytes, at most: Appends join an entry while it stays
+/// under this (and under `APPEND_EVENTS_MAX` events). One Append always fits its own entry,
+/// so an entry is at most one client message (4 MiB).
+pub const ENTRY_BYTES_MAX: usize = 1 << 20;
 
 /// Appends waiting for a slot, at most. A full queue answers at once (the node is
 /// overloaded) rather than letting requests pile up unbounded.
@@ -48,6 +54,8 @@ type Reply = oneshot::Sender<Result<Vec<Outcome>, ProposeError>>;
 
 struct Waiting {
     events: Vec<pb::Event>,
+    /// The events' encoded size.
+    bytes: usize,
     reply: Reply,
 }
 
@@ -73,8 +81,13 @@ impl Batcher {
     /// their outcomes once that entry is committed and applied here.
     pub async fn propose(&self, events: Vec<pb::Event>) -> Result<Vec<Outcome>, ProposeError> {
         let (reply, answer) = oneshot::channel();
+        let bytes = events.iter().map(Message::encoded_len).sum();
         self.queue
-            .try_send(Waiting { events, reply })
+            .try_send(Waiting {
+                events,
+                bytes,
+                reply,
+            })
             .map_err(|err| match err {
                 mpsc::error::TrySendError::Full(_) => ProposeError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => ProposeError::Stopped,
@@ -99,11 +112,16 @@ async fn drain(raft: Raft, clock: HubClock, mut waiting: mpsc::Receiver<Waiting>
             },
         };
         let mut count = first.events.len();
+        let mut bytes = first.bytes;
         let mut batch = vec![first];
-        while count < APPEND_EVENTS_MAX {
+        while count < APPEND_EVENTS_MAX && bytes < ENTRY_BYTES_MAX {
             match waiting.try_recv() {
-                Ok(next) if count + next.events.len() <= APPEND_EVENTS_MAX => {
+                Ok(next)
+                    if count + next.events.len() <= APPEND_EVENTS_MAX
+                        && bytes + next.bytes <= ENTRY_BYTES_MAX =>
+                {
                     count += next.events.len();
+                    bytes += next.bytes;
                     batch.push(next);
                 }
                 Ok(next) => {
@@ -133,6 +151,7 @@ async fn commit(raft: &Raft, clock: &HubClock, batch: Vec<Waiting>, count: usize
     let result = raft
         .client_write(Command {
             hub_time_ms: clock.now_ms(),
+            rules: Rules::CURRENT,
             events,
         })
         .await;
@@ -252,6 +271,39 @@ mod tests {
             Outcome::Duplicate { seq },
             "the repeat names the first seq"
         );
+        node.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_are_bounded_in_bytes_and_the_rules_refuse_oversize_events() {
+        let (_dir, node) = local().await;
+        let batcher = Batcher::start(node.raft().clone(), node.reader().clock().clone());
+        let before = last_index(node.raft());
+        // 20 appends of one 200 KB event: at most five fit one 1 MiB entry.
+        let requests: Vec<Vec<pb::Event>> = (0..20)
+            .map(|c| {
+                let mut e = event(c, 1).expect("event");
+                e.at = "x".repeat(200_000);
+                vec![e]
+            })
+            .collect();
+        let answers =
+            futures::future::join_all(requests.iter().map(|r| batcher.propose(r.clone()))).await;
+        let entries = last_index(node.raft()) - before;
+        assert!(entries >= 4, "4 MB of events took only {entries} entries");
+        for answer in answers {
+            let outcomes = answer.expect("committed");
+            assert!(
+                matches!(
+                    &outcomes[0],
+                    Outcome::Rejected {
+                        code: crate::domain::RejectCode::EventTooLarge,
+                        ..
+                    }
+                ),
+                "{outcomes:?}"
+            );
+        }
         node.shutdown().await;
     }
 

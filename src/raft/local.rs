@@ -18,7 +18,7 @@ use openraft::raft::{
 };
 use openraft::{Config, SnapshotPolicy};
 
-use crate::domain::{Outcome, Realm};
+use crate::domain::{Outcome, Realm, Rules};
 use crate::proto::pb;
 use crate::raft_types::Raft;
 use crate::raft_types::{Command, HubNode, NodeId, TypeConfig};
@@ -165,6 +165,7 @@ impl LocalNode {
     pub async fn append(&self, events: Vec<pb::Event>) -> Result<Vec<Outcome>, LocalError> {
         let command = Command {
             hub_time_ms: self.reader.clock().now_ms(),
+            rules: Rules::CURRENT,
             events,
         };
         let response = self.raft.client_write(command).await?;

@@ -23,13 +23,18 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::proto::pb;
 use crate::proto::pb::peer_client::PeerClient;
-use crate::raft_types::{HubNode, NodeId, TypeConfig};
+use crate::raft_types::{Entry, HubNode, LogId, NodeId, TypeConfig};
 
 /// How long to wait for a TCP connection to a peer before calling it unreachable.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// Largest peer message accepted or sent, in bytes: a batch of log entries or a snapshot
 /// chunk. Bounded so a confused peer cannot make us allocate without limit.
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
+/// Log entries sent in one AppendEntries message, in bytes, at most (unless the first entry
+/// alone is larger; an entry is at most one client message, 4 MiB): openraft bounds a
+/// message by entry count only, and 64 entries of large events would not fit the peer
+/// message bound. The rest follows in the next message.
+pub const REPLICATION_BYTES_MAX: u64 = 8 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -102,6 +107,26 @@ impl PeerClients {
         channels.insert(id, (addr.to_owned(), client.clone()));
         Ok(client)
     }
+}
+
+/// Keeps the longest prefix of `entries` (at least one entry) whose encoding is at most
+/// `max_bytes`; returns the log id of the last kept entry when it dropped any.
+fn keep_prefix_within(entries: &mut Vec<Entry>, max_bytes: u64) -> Option<LogId> {
+    let mut total = 0u64;
+    let mut keep = entries.len();
+    for (i, entry) in entries.iter().enumerate() {
+        // An entry that cannot be sized cannot be encoded either: the send reports it.
+        total = total.saturating_add(bincode::serialized_size(entry).unwrap_or(0));
+        if total > max_bytes && i > 0 {
+            keep = i;
+            break;
+        }
+    }
+    if keep == entries.len() {
+        return None;
+    }
+    entries.truncate(keep);
+    entries.last().map(|e| e.log_id)
 }
 
 pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<pb::RaftMessage, PeerError> {
@@ -198,10 +223,18 @@ impl PeerConnection {
 impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, HubNode, RaftError<NodeId>>> {
-        self.call(Rpc::AppendEntries, &rpc, &option).await
+        let cut = keep_prefix_within(&mut rpc.entries, REPLICATION_BYTES_MAX);
+        let response = self.call(Rpc::AppendEntries, &rpc, &option).await?;
+        // The peer holds the prefix: openraft sends the rest next.
+        Ok(match (response, cut) {
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (response, _) => response,
+        })
     }
 
     async fn install_snapshot(
@@ -229,6 +262,43 @@ mod tests {
     use openraft::error::Fatal;
 
     use super::*;
+
+    /// An entry at `index` carrying one event with `bytes` of payload.
+    fn entry(index: u64, bytes: usize) -> Entry {
+        let event = pb::Event {
+            event_id: "x".repeat(bytes),
+            ..Default::default()
+        };
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Normal(crate::raft_types::Command {
+                hub_time_ms: 1,
+                rules: crate::domain::Rules::CURRENT,
+                events: vec![event],
+            }),
+        }
+    }
+
+    #[test]
+    fn append_entries_carry_a_prefix_bounded_in_bytes() {
+        let mb = 1 << 20;
+        let mut small: Vec<Entry> = (1..=64).map(|i| entry(i, 1_000)).collect();
+        assert_eq!(keep_prefix_within(&mut small, 8 * mb), None, "all fit");
+        assert_eq!(small.len(), 64);
+
+        let mut large: Vec<Entry> = (1..=5).map(|i| entry(i, 3 * mb as usize)).collect();
+        let last = keep_prefix_within(&mut large, 8 * mb).expect("cut");
+        assert_eq!(large.len(), 2, "two 3 MiB entries fit 8 MiB, three do not");
+        assert_eq!(last.index, 2);
+
+        let mut one_huge = vec![entry(7, 9 * mb as usize), entry(8, 10)];
+        let last = keep_prefix_within(&mut one_huge, 8 * mb).expect("cut");
+        assert_eq!(
+            (one_huge.len(), last.index),
+            (1, 7),
+            "the first entry always goes"
+        );
+    }
 
     #[test]
     fn raft_results_survive_the_peer_encoding() {

@@ -2,23 +2,104 @@
 
 use prost::Message;
 use serde::de::{self, SeqAccess, Visitor};
-use serde::ser::SerializeSeq;
+use serde::ser::{self, SerializeSeq, SerializeTuple};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::domain::Outcome;
+use crate::domain::{Outcome, Rules};
 use crate::proto::pb;
 
 /// A batch of events as committed to the log. `hub_time_ms` is stamped once by the leader
 /// when it proposes the entry; `apply` uses it for lock expiry and never reads a clock, so
-/// every node that applies this entry reaches the same state.
+/// every node that applies this entry reaches the same state. `rules` is the rules version
+/// the leader decided the entry under: every node, and every later replay, applies the
+/// entry under that version (`domain::rules`).
 ///
 /// Events are kept as the protobuf messages the devices sent: the log stores exactly the
 /// bytes that came in, and decoding them is part of the deterministic `apply`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Encoding: a tuple `(hub_time_ms | VERSIONED, events, rules)`. Entries written before
+/// rules versions were recorded are the pair `(hub_time_ms, events)` and decode as rules
+/// `V1`; the top bit of the first field tells them apart (hub time in ms stays below 2^63
+/// for 292 million years). An entry naming a rules version this build does not know fails
+/// to decode, so the node stops instead of deciding it under other rules.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Command {
     pub hub_time_ms: u64,
-    #[serde(with = "protobuf_list")]
+    pub rules: Rules,
     pub events: Vec<pb::Event>,
+}
+
+/// Set in the first field of an entry that records its rules version.
+const VERSIONED: u64 = 1 << 63;
+
+impl Serialize for Command {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.hub_time_ms & VERSIONED != 0 {
+            return Err(ser::Error::custom(format!(
+                "hub time {} ms does not fit below 2^63",
+                self.hub_time_ms
+            )));
+        }
+        let mut tuple = serializer.serialize_tuple(3)?;
+        tuple.serialize_element(&(self.hub_time_ms | VERSIONED))?;
+        tuple.serialize_element(&Events(&self.events))?;
+        tuple.serialize_element(&self.rules.number())?;
+        tuple.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CommandVisitor;
+        impl<'de> Visitor<'de> for CommandVisitor {
+            type Value = Command;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a log entry's command: (hub time, events[, rules version])")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Command, A::Error> {
+                let first: u64 = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let OwnedEvents(events) = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                if first & VERSIONED == 0 {
+                    return Ok(Command {
+                        hub_time_ms: first,
+                        rules: Rules::V1,
+                        events,
+                    });
+                }
+                let number: u32 = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(2, &self))?;
+                let rules = Rules::try_from(number).map_err(de::Error::custom)?;
+                Ok(Command {
+                    hub_time_ms: first & !VERSIONED,
+                    rules,
+                    events,
+                })
+            }
+        }
+        deserializer.deserialize_tuple(3, CommandVisitor)
+    }
+}
+
+/// The events of a command, written as a list of protobuf byte strings.
+struct Events<'a>(&'a [pb::Event]);
+
+impl Serialize for Events<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        protobuf_list::serialize(self.0, serializer)
+    }
+}
+
+struct OwnedEvents(Vec<pb::Event>);
+
+impl<'de> Deserialize<'de> for OwnedEvents {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        protobuf_list::deserialize(deserializer).map(OwnedEvents)
+    }
 }
 
 /// One outcome per event of the command, in the same order.
@@ -104,6 +185,7 @@ mod tests {
         };
         Command {
             hub_time_ms: 1_764_000_000_123,
+            rules: Rules::CURRENT,
             events: vec![event.clone(), event],
         }
     }
@@ -129,5 +211,45 @@ mod tests {
         let last = bin.len() - 1;
         bin[last] = 0xff; // a field tag with an invalid wire type
         assert!(bincode::deserialize::<Command>(&bin).is_err());
+    }
+
+    /// The shape entries had before rules versions were recorded.
+    #[derive(Serialize)]
+    struct Legacy {
+        hub_time_ms: u64,
+        #[serde(with = "protobuf_list")]
+        events: Vec<pb::Event>,
+    }
+
+    #[test]
+    fn an_entry_written_before_rules_versions_decodes_as_rules_v1() {
+        let current = sample();
+        let legacy = Legacy {
+            hub_time_ms: current.hub_time_ms,
+            events: current.events.clone(),
+        };
+        let bin = bincode::serialize(&legacy).expect("encodes");
+        let decoded = bincode::deserialize::<Command>(&bin).expect("decodes");
+        assert_eq!(decoded.rules, Rules::V1);
+        assert_eq!(decoded.hub_time_ms, current.hub_time_ms);
+        assert_eq!(decoded.events, current.events);
+        // And the new encoding is not read as the old one.
+        let bin = bincode::serialize(&current).expect("encodes");
+        assert_eq!(
+            bincode::deserialize::<Command>(&bin)
+                .expect("decodes")
+                .rules,
+            Rules::CURRENT
+        );
+    }
+
+    #[test]
+    fn an_entry_under_rules_this_build_does_not_know_fails_to_decode() {
+        let mut bin = bincode::serialize(&sample()).expect("encodes");
+        // The rules version is the last field: a u32, little-endian.
+        let at = bin.len() - 4;
+        bin[at..].copy_from_slice(&99u32.to_le_bytes());
+        let err = bincode::deserialize::<Command>(&bin).expect_err("unknown rules");
+        assert!(err.to_string().contains("rules version 99"), "{err}");
     }
 }

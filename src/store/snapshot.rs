@@ -28,7 +28,7 @@ use super::disk::{Disk, DurableSnapshot};
 use super::keys;
 use super::state_machine::{Applied, SledState};
 use super::{StoreError, decode, encode, storage_error};
-use crate::domain::{Outcome, Realm};
+use crate::domain::{Outcome, Realm, Rules};
 use crate::proto::pb;
 use crate::raft_types::TypeConfig;
 use crate::raft_types::{LogId, Snapshot, SnapshotMeta, StorageError};
@@ -371,7 +371,9 @@ fn replay(
                 format!("expected seq {seq}, found {}", event.seq),
             ));
         }
-        let outcome = state.apply_pb(&event, event.hub_time)?;
+        // Each event replays under the rules that accepted it.
+        let rules = Rules::from_stamp(event.rules).map_err(|e| refuse(e.to_string()))?;
+        let outcome = state.apply_pb(&event, event.hub_time, rules)?;
         if outcome != (Outcome::Accepted { seq }) {
             return Err(refuse(format!(
                 "event {} at seq {seq} replays as {outcome:?}",

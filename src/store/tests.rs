@@ -7,13 +7,14 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use openraft::RaftLogReader;
 use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership};
 use tempfile::TempDir;
 
 use super::*;
-use crate::domain::{Event, Outcome, Realm, RejectCode};
+use crate::domain::{Event, Outcome, Realm, RejectCode, Rules};
 use crate::proto::{convert, pb};
 use crate::raft_types::{Command, Response, TypeConfig};
 use crate::raft_types::{Entry, Snapshot, StorageError};
@@ -165,6 +166,7 @@ fn command_entry(index: u64, hub_time_ms: u64, events: Vec<pb::Event>) -> Entry 
         index,
         EntryPayload::Normal(Command {
             hub_time_ms,
+            rules: Rules::CURRENT,
             events,
         }),
     )
@@ -851,4 +853,103 @@ async fn a_log_kept_in_sled_moves_into_segment_files() {
     assert!(db.open_tree(keys::TREE_LOG).expect("tree").is_empty());
     drop(db);
     assert_eq!(last_index(dir.path()).await, Some(7));
+}
+
+/// A copy of `tests/fixtures/data-v1`: a data dir written by the release before rules
+/// versions (by `pos-hub log append --batch 1 --snapshot-every 4` of
+/// `data-v1.events.jsonl`). Its nine events were all accepted under rules V1; four of them
+/// V2 refuses (an unknown payload field, a 2^64 − 1 clock, 150 lines, a 600-byte reason).
+fn data_v1_copy() -> TempDir {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-v1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&fixture, dir.path());
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creates the copy");
+    for entry in std::fs::read_dir(from).expect("reads the fixture") {
+        let entry = entry.expect("a fixture entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copies a fixture file");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_data_dir_written_before_rules_versions_opens_replays_and_installs_identically() {
+    let dir = data_v1_copy();
+    let (mut log, mut old) = open(dir.path(), &realm()).await.expect("opens");
+    let written = contents(&old.reader());
+    assert_eq!(written.3, 9, "the nine events of the fixture");
+    let clocks: Vec<u64> = written
+        .0
+        .iter()
+        .map(|e| e.clock.as_ref().map_or(0, |c| c.lamport))
+        .collect();
+    assert_eq!(clocks[2], u64::MAX, "the V1 event keeps its clock");
+    assert!(
+        written.0.iter().all(|e| e.rules == 0),
+        "V1 events are unstamped"
+    );
+    assert_eq!(
+        old.reader().applied().expect("applied").lamport,
+        8,
+        "the store's clock leaves out the clock over 2^53 - 1"
+    );
+
+    // Replay: every entry of the log, applied again from nothing, under its own rules.
+    let entries = log.try_get_log_entries(0..).await.expect("reads the log");
+    assert!(
+        entries
+            .iter()
+            .any(|e| matches!(&e.payload, EntryPayload::Normal(c) if c.rules == Rules::V1)),
+        "the fixture's entries decode as rules V1"
+    );
+    let (_d, _l, mut replayed) = fresh().await;
+    replayed.apply(entries.clone()).await.expect("replays");
+    assert_eq!(contents(&replayed.reader()), written, "replay under V1");
+
+    // Install the snapshot the old release built, then the entries after it.
+    let old_snapshot = current_snapshot(&mut old).await;
+    let since = old_snapshot
+        .meta
+        .last_log_id
+        .expect("a snapshot of entries");
+    let (_d, _l, mut installed) = fresh().await;
+    let mut receiving = installed
+        .begin_receiving_snapshot()
+        .await
+        .expect("receives");
+    *receiving = *old_snapshot.snapshot;
+    installed
+        .install_snapshot(&old_snapshot.meta, receiving)
+        .await
+        .expect("installs the old snapshot");
+    let after: Vec<Entry> = entries
+        .into_iter()
+        .filter(|e| e.log_id.index > since.index)
+        .collect();
+    installed.apply(after).await.expect("applies the rest");
+    assert_eq!(contents(&installed.reader()), written, "old snapshot + log");
+
+    // And a snapshot this release builds of the same state.
+    let built = old
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("builds");
+    let (_d, _l, mut rebuilt) = fresh().await;
+    let mut receiving = rebuilt.begin_receiving_snapshot().await.expect("receives");
+    *receiving = *built.snapshot;
+    rebuilt
+        .install_snapshot(&built.meta, receiving)
+        .await
+        .expect("installs the new snapshot");
+    assert_eq!(contents(&rebuilt.reader()), written, "new snapshot");
+    assert_eq!(rebuilt.reader().applied().expect("applied").lamport, 8);
 }

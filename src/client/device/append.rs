@@ -9,6 +9,7 @@ use crate::client::ClientError;
 use crate::client::model::ReadModel;
 use crate::client::outbox::Queued;
 use crate::clock::{now_ms, now_rfc3339};
+use crate::domain::rules::LAMPORT_MAX;
 use crate::domain::ticket::TicketKind;
 use crate::domain::{Actor, Clock, Event, Outcome, RejectCode};
 use crate::proto::convert;
@@ -28,8 +29,9 @@ impl Device {
     pub fn append_all(&self, drafts: Vec<Draft>) -> Result<Vec<Appended>, ClientError> {
         let mut state = self.state();
         state.fresh_model();
-        let lamport_floor = self.inner.hub.lamport_seen();
-        let mut lamport = state.lamport.max(lamport_floor);
+        // A hub from before rules V2 may report a clock over the bound: not one to follow.
+        let lamport_floor = Some(self.inner.hub.lamport_seen()).filter(|&l| l <= LAMPORT_MAX);
+        let mut lamport = state.lamport.max(lamport_floor.unwrap_or(0));
         let mut next = state.next;
         let mut entries = Vec::with_capacity(drafts.len());
         let mut appended = Vec::with_capacity(drafts.len());
@@ -39,7 +41,8 @@ impl Device {
                 Some(v) => v,
                 None => next_version(&state.model, &draft),
             };
-            lamport += 1;
+            // Never wraps: past the bound, the rules below refuse it (CLOCK_OUT_OF_RANGE).
+            lamport = lamport.saturating_add(1);
             let event_id = Uuid::now_v7().to_string();
             let event = Event {
                 event_id: event_id.clone(),
@@ -62,6 +65,7 @@ impl Device {
                 force: draft.force,
                 seq: None,
                 hub_time: None,
+                rules: None,
             };
             // The event must also survive the trip to protobuf.
             if let Err(err) = convert::event_to_pb(&event) {

@@ -10,6 +10,7 @@ use super::backoff::Backoff;
 use super::{Device, Final, SUBSCRIPTION_STALL};
 use crate::client::ClientError;
 use crate::client::model::Changes;
+use crate::domain::rules::LAMPORT_MAX;
 use crate::proto::{convert, pb};
 
 impl Device {
@@ -105,7 +106,11 @@ impl Device {
             if event.seq.is_some_and(|seq| seq <= state.model.cursor()) {
                 continue; // a resent batch: already applied
             }
-            lamport = lamport.max(event.clock.lamport);
+            // A clock over the bound (accepted before rules V2) must not carry this
+            // device's clock out of the range every client holds.
+            if event.clock.lamport <= LAMPORT_MAX {
+                lamport = lamport.max(event.clock.lamport);
+            }
             state
                 .model
                 .apply_committed(&event, &mut changes)

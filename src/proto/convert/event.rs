@@ -8,7 +8,7 @@
 use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
 
-use crate::domain::{Actor, Clock, Event};
+use crate::domain::{Actor, Clock, Event, Rules};
 use crate::proto::pb;
 
 /// The largest integer a double represents exactly, and so the largest a payload may carry.
@@ -67,6 +67,7 @@ pub fn event_to_pb(event: &Event) -> Result<pb::Event, ConvertError> {
         force: event.force,
         seq: event.seq.unwrap_or(0),
         hub_time: event.hub_time.unwrap_or(0),
+        rules: event.rules.map_or(0, Rules::number),
     })
 }
 
@@ -99,6 +100,8 @@ pub fn event_from_pb(event: &pb::Event) -> Result<Event, ConvertError> {
         force: event.force,
         seq: (event.seq != 0).then_some(event.seq),
         hub_time: (event.hub_time != 0).then_some(event.hub_time),
+        // A device's own (unaccepted) event may carry anything here; only the hub stamps it.
+        rules: Rules::try_from(event.rules).ok(),
     })
 }
 

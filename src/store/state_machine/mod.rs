@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock as StdRwLock};
 
 use openraft::{EntryPayload, RaftLogId};
+use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, broadcast};
 
@@ -32,6 +33,7 @@ use super::snapshot;
 use super::{StoreError, decode, encode};
 use crate::clock::HubClock;
 use crate::domain::Realm;
+use crate::domain::rules::LAMPORT_MAX;
 use crate::proto::pb;
 use crate::raft_types::Response;
 use crate::raft_types::{Entry, LogId, StoredMembership};
@@ -50,7 +52,9 @@ pub struct Applied {
     /// The latest hub time applied. Entries' hub times are clamped to never go below it,
     /// so lock expiry never runs backwards when a new leader's clock is behind.
     pub hub_time_ms: u64,
-    /// The highest Lamport clock among accepted events; devices bump theirs past it.
+    /// The store's clock: the highest Lamport clock among accepted events that is at most
+    /// `LAMPORT_MAX` (clocks above it were accepted only before rules `V2`, and must not
+    /// push every device past what a browser holds); devices bump theirs past it.
     pub lamport: u64,
 }
 
@@ -144,7 +148,19 @@ impl StateMachine {
             }
         }
         let tree = db.open_tree(live)?;
-        let applied = read_applied(&tree)?;
+        let mut applied = read_applied(&tree)?;
+        if applied.lamport > LAMPORT_MAX {
+            // Written before rules V2 by an event with a clock over the bound.
+            let clean = store_clock(&tree)?;
+            tracing::warn!(
+                stored = applied.lamport,
+                clean,
+                "the store's clock was above 2^53 - 1; recomputed from the events within it"
+            );
+            applied.lamport = clean;
+            // Readers (Hello) read the stored copy: correct it now, not at the next apply.
+            tree.insert(keys::applied_key(), encode("applied state", &applied)?)?;
+        }
         let mut sm = Self {
             disk,
             snapshot,
@@ -201,7 +217,7 @@ impl StateMachine {
                     applied.hub_time_ms = hub_time_ms;
                     let mut outcomes = Vec::with_capacity(command.events.len());
                     for event in &command.events {
-                        outcomes.push(state.apply_pb(event, hub_time_ms)?);
+                        outcomes.push(state.apply_pb(event, hub_time_ms, command.rules)?);
                     }
                     replies.push(Response { outcomes });
                 }
@@ -224,4 +240,20 @@ impl StateMachine {
         }
         Ok(replies)
     }
+}
+
+/// The store's clock recomputed from the stored events: the highest Lamport clock at most
+/// `LAMPORT_MAX`.
+fn store_clock(tree: &sled::Tree) -> Result<u64, StoreError> {
+    let mut clock = 0;
+    for item in tree.scan_prefix([keys::PREFIX_EVENT]) {
+        let (_, bytes) = item?;
+        let event =
+            pb::Event::decode(bytes.as_ref()).map_err(|e| StoreError::corrupt("event", e))?;
+        let lamport = event.clock.map_or(0, |c| c.lamport);
+        if lamport <= LAMPORT_MAX {
+            clock = clock.max(lamport);
+        }
+    }
+    Ok(clock)
 }

@@ -125,6 +125,35 @@ impl StateReader {
         self.scan(keys::PREFIX_STOCK, "stock")
     }
 
+    /// Orders by id, starting after the order whose cursor is `after` (its id).
+    pub fn orders_after(&self, after: &str) -> Listing<Order> {
+        self.listing(keys::PREFIX_ORDER, "order", after)
+    }
+
+    /// Tickets by kind then id, after the cursor `after`.
+    pub fn tickets_after(&self, after: &str) -> Listing<Ticket> {
+        self.listing(keys::PREFIX_TICKET, "ticket", after)
+    }
+
+    /// Stock by SKU, after the SKU `after`.
+    pub fn stocks_after(&self, after: &str) -> Listing<Stock> {
+        self.listing(keys::PREFIX_STOCK, "stock", after)
+    }
+
+    fn listing<T>(&self, prefix: u8, what: &'static str, after: &str) -> Listing<T> {
+        let mut start = keys::prefixed(prefix, after.as_bytes());
+        if !after.is_empty() {
+            // The least key greater than the cursor's own: strictly after it.
+            start.push(0);
+        }
+        Listing {
+            iter: self.tree().range(start..),
+            prefix,
+            what,
+            item: std::marker::PhantomData,
+        }
+    }
+
     fn scan<T: serde::de::DeserializeOwned>(
         &self,
         prefix: u8,
@@ -136,5 +165,30 @@ impl StateReader {
             out.push(decode(what, &bytes)?);
         }
         Ok(out)
+    }
+}
+
+/// Read models of one kind in key order, each with its cursor (its key after the prefix),
+/// for paged listings.
+pub struct Listing<T> {
+    iter: sled::Iter,
+    prefix: u8,
+    what: &'static str,
+    item: std::marker::PhantomData<T>,
+}
+
+impl<T: serde::de::DeserializeOwned> Iterator for Listing<T> {
+    type Item = Result<(String, T), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, bytes) = match self.iter.next()? {
+            Ok(kv) => kv,
+            Err(e) => return Some(Err(e.into())),
+        };
+        if key.first() != Some(&self.prefix) {
+            return None;
+        }
+        let cursor = String::from_utf8_lossy(&key[1..]).into_owned();
+        Some(decode(self.what, &bytes).map(|item| (cursor, item)))
     }
 }

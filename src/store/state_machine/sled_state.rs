@@ -12,8 +12,9 @@ use super::KnownDevice;
 use crate::domain::device::Revocation;
 use crate::domain::inventory::Stock;
 use crate::domain::order::Order;
+use crate::domain::rules::LAMPORT_MAX;
 use crate::domain::ticket::{Ticket, TicketKind};
-use crate::domain::{self, Event, Outcome, Realm, RejectCode, State};
+use crate::domain::{self, Event, Outcome, Realm, RejectCode, Rules, State};
 use crate::proto::{convert, pb};
 use crate::store::keys;
 use crate::store::{StoreError, decode, encode};
@@ -93,15 +94,20 @@ impl<'a> SledState<'a> {
         batch
     }
 
-    /// Decodes a stored event and runs the domain rules on it. An event whose payload cannot
-    /// become JSON (NaN, infinity) is rejected here, identically on every node.
+    /// Decodes a stored event and runs the domain rules of `rules` on it. An event over the
+    /// rules' size bound, or whose payload cannot become JSON (NaN, infinity), is rejected
+    /// here, identically on every node.
     pub(in crate::store) fn apply_pb(
         &mut self,
         event: &pb::Event,
         hub_time_ms: u64,
+        rules: Rules,
     ) -> Result<Outcome, StoreError> {
+        if let Err(rejection) = rules.check_event_bytes(event.encoded_len()) {
+            return Ok(rejection.into());
+        }
         match convert::event_from_pb(event) {
-            Ok(event) => domain::apply(self, &event, hub_time_ms),
+            Ok(event) => domain::apply(self, &event, hub_time_ms, rules),
             Err(err) => Ok(Outcome::rejected(
                 RejectCode::MalformedPayload,
                 err.to_string(),
@@ -130,6 +136,10 @@ impl State for SledState<'_> {
 
     fn last_seq(&self) -> u64 {
         self.last_seq
+    }
+
+    fn lamport(&self) -> u64 {
+        self.lamport
     }
 
     fn seq_of(&self, event_id: &Uuid) -> Result<Option<u64>, StoreError> {
@@ -205,7 +215,9 @@ impl State for SledState<'_> {
             seq.to_be_bytes().to_vec(),
         );
         self.last_seq = seq;
-        self.lamport = self.lamport.max(event.clock.lamport);
+        if event.clock.lamport <= LAMPORT_MAX {
+            self.lamport = self.lamport.max(event.clock.lamport);
+        }
         let device_key = keys::prefixed(keys::PREFIX_DEVICE, event.actor.device_id.as_bytes());
         let first_seq = self
             .get::<KnownDevice>("device", &device_key)?

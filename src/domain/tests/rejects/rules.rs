@@ -3,6 +3,8 @@
 
 use serde_json::json;
 
+use super::super::super::outcome::{Outcome, RejectCode};
+use super::super::super::rules::Rules;
 use super::super::super::state::MemState;
 use super::super::{o1_after, paid_in_cash};
 use super::{
@@ -201,19 +203,6 @@ pub(super) fn cases() -> Vec<Case> {
                 paid_ev(2, 2, json!({ "payments": pay(2500), "currency": "EUR" })),
             )
         }),
-        (OutOfRange, "order total overflows", || {
-            // 10 lines of (10^12 + 100 × 10^12) × 10^4 ≈ 10^19 > i64::MAX, each field in bounds.
-            let modifiers: Vec<_> = (0..100)
-                .map(|i| json!({ "name": format!("m{i}"), "price": 1_000_000_000_000i64 }))
-                .collect();
-            let items: Vec<_> = (0..10)
-                .map(|i| {
-                    json!({ "id": format!("li-{i}"), "sku": "X", "name": "X",
-                        "unitPrice": 1_000_000_000_000i64, "quantity": 10_000, "modifiers": modifiers })
-                })
-                .collect();
-            on(empty(), create_with_items(json!(items)))
-        }),
         (OutOfRange, "stock counter overflows", || {
             let mut state = state_with(&[inv_ev(1, "A", 5, "till-1")]);
             if let Some(stock) = state.stock.get_mut("A") {
@@ -228,3 +217,40 @@ pub(super) fn cases() -> Vec<Case> {
 
 // The lock cases rely on T1 falling inside a lock taken at T0 + 1000.
 const _: () = assert!(T1 < T0 + 1000 + super::super::super::lock::LOCK_TTL_MS_MIN);
+
+/// Under rules V2 no order total can overflow (100 lines and 100 modifiers of at most
+/// 10^12 each, times 10^4, stay below 2^63); under V1's bounds it could, and still must be
+/// refused when an old entry replays.
+#[test]
+fn an_order_total_that_overflows_is_out_of_range_under_v1_bounds() {
+    // 10 lines of (10^12 + 100 × 10^12) × 10^4 ≈ 10^19 > i64::MAX, each field in V1's bounds.
+    let modifiers: Vec<_> = (0..100)
+        .map(|i| json!({ "name": format!("m{i}"), "price": 1_000_000_000_000i64 }))
+        .collect();
+    let items: Vec<_> = (0..10)
+        .map(|i| {
+            json!({ "id": format!("li-{i}"), "sku": "X", "name": "X",
+                "unitPrice": 1_000_000_000_000i64, "quantity": 10_000, "modifiers": modifiers })
+        })
+        .collect();
+    let mut state = empty();
+    let before = state.clone();
+    let outcome = state.apply_under(&create_with_items(json!(items)), T1, Rules::V1);
+    assert!(
+        matches!(
+            &outcome,
+            Outcome::Rejected {
+                code: RejectCode::OutOfRange,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(state, before);
+    let outcome = state.apply(&create_with_items(json!(items)), T1);
+    assert!(
+        matches!(&outcome, Outcome::Rejected { code: RejectCode::MalformedPayload, message, .. }
+            if message.contains("at most 10")),
+        "V2 refuses the lines themselves: {outcome:?}"
+    );
+}
