@@ -9,7 +9,8 @@
 //!   keys; `metrics`: a node's counters;
 //! - `auth`: device tokens (Ed25519), the store's keys, TLS configuration;
 //! - `menu`: the store's menu file, checked at start and served by `GetMenu`;
-//! - `discovery`: mDNS advertisement and browsing;
+//! - `discovery`: mDNS advertisement and browsing; `wan`: whether the hub reaches the
+//!   internet (the offline grace of expired tokens);
 //! - `proto`: the protobuf types (`pos.v1`) and every conversion to and from them;
 //! - `raft_types`: what the group replicates — openraft's type configuration, the
 //!   `Command` a log entry carries and its `Response`;
@@ -39,4 +40,5 @@ pub mod proto;
 pub mod raft;
 pub mod raft_types;
 pub mod store;
+pub mod wan;
 pub mod wire;

@@ -606,3 +606,56 @@ async fn lifetimes_are_bounded_and_a_minute_of_clock_difference_is_forgiven() {
         "hubs accept tokens of at most 2592000 s (30d)",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offline_grace_applies_only_while_the_hub_cannot_reach_its_wan() {
+    // The "internet": a listener the node's WAN probe connects to while it exists.
+    let wan = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let wan_addr = wan.local_addr().expect("address").to_string();
+    let options = Options {
+        extra_args: vec!["--wan-probe".into(), wan_addr.clone()],
+        ..Options::default()
+    };
+    let store = Store::start(1, options).await;
+    let valid = store.token(&claims("till-1", Role::Till));
+    let grace = store.token(&in_grace("till-1"));
+    store.accepted(1, &valid, sale("till-1", 1)).await;
+
+    phase("online: an expired token of a known device gets no grace");
+    poll_until(WAIT, async || {
+        match store.append(1, &grace, vec![sale("till-1", 2)]).await {
+            Err(status) if status.message().contains("this hub is online") => Ok(()),
+            other => {
+                tokio::time::sleep(POLL).await;
+                Err(format!("{other:?}"))
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the node never saw its WAN: {e}"));
+    store
+        .refused(
+            1,
+            &grace,
+            sale("till-1", 3),
+            Code::Unauthenticated,
+            &format!(
+                "this hub is online (it reaches {wan_addr}), so expired tokens get no offline grace"
+            ),
+        )
+        .await;
+
+    phase("the WAN goes away: the grace applies again");
+    drop(wan);
+    poll_until(WAIT, async || {
+        match store.append(1, &grace, vec![sale("till-1", 4)]).await {
+            Ok(results) if results[0].status == pb::AppendStatus::Accepted as i32 => Ok(()),
+            other => {
+                tokio::time::sleep(POLL).await;
+                Err(format!("{other:?}"))
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the grace never came back offline: {e}"));
+}

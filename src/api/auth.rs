@@ -24,6 +24,7 @@ use crate::auth::token::{self, Claims, KeySet, Role, Standing, TokenError};
 use crate::domain::{Realm, Rules};
 use crate::proto::pb;
 use crate::store::StateReader;
+use crate::wan::Wan;
 
 /// How a node checks callers.
 #[derive(Clone)]
@@ -34,17 +35,27 @@ pub struct AccessPolicy {
     /// The replicated state, asked whether a device is revoked or known (offline grace),
     /// and the node's hub clock.
     reader: StateReader,
-    /// How long after expiry a known device's token still works, in seconds.
+    /// How long after expiry a known device's token still works, in seconds, while the
+    /// hub is offline.
     grace_s: u64,
+    /// Whether the hub reaches its WAN: online, it gives no grace.
+    wan: Wan,
 }
 
 impl AccessPolicy {
-    pub fn new(keys: Option<KeySet>, realm: Realm, reader: StateReader, grace_s: u64) -> Self {
+    pub fn new(
+        keys: Option<KeySet>,
+        realm: Realm,
+        reader: StateReader,
+        grace_s: u64,
+        wan: Wan,
+    ) -> Self {
         Self {
             keys,
             realm,
             reader,
             grace_s,
+            wan,
         }
     }
 
@@ -100,8 +111,20 @@ impl AccessPolicy {
             ));
         };
         let now = self.reader.clock().now_s();
-        let claims =
-            token::verify_with_grace(bearer.trim(), keys, now, self.grace_s, |d| self.standing(d))?;
+        let online = self.wan.online();
+        let grace_s = if online.is_some() { 0 } else { self.grace_s };
+        let verified =
+            token::verify_with_grace(bearer.trim(), keys, now, grace_s, |d| self.standing(d));
+        let claims = match (verified, online) {
+            (Err(TokenError::Expired { exp, now }), Some(probe)) if self.grace_s > 0 => {
+                return Err(TokenError::ExpiredOnline {
+                    exp,
+                    now,
+                    probe: probe.to_owned(),
+                });
+            }
+            (verified, _) => verified?,
+        };
         token::check_realm(&claims, &self.realm)?;
         Ok(Some(claims))
     }

@@ -79,11 +79,23 @@ fn cors() -> CorsLayer {
 
 /// The gRPC services of the client port, each behind the caller check, and reflection.
 fn grpc_routes(config: &ServeConfig, node: &Arc<Node>) -> Result<tonic::service::Routes, AppError> {
+    let wan = match &config.wan_probe {
+        Some(target) => crate::wan::Wan::probe(target.clone()),
+        None => {
+            if config.public_keys.is_some() && config.offline_grace_s > 0 {
+                tracing::info!(
+                    "no --wan-probe: this hub cannot tell whether it is online, so expired tokens of known devices get the offline grace"
+                );
+            }
+            crate::wan::Wan::unprobed()
+        }
+    };
     let access = AccessPolicy::new(
         config.public_keys.clone(),
         config.realm.clone(),
         node.reader.clone(),
         config.offline_grace_s,
+        wan,
     );
     if access.is_open() {
         tracing::warn!("NO AUTHENTICATION: the client API accepts any caller (no --public-key)");

@@ -50,6 +50,8 @@ pub struct ServeConfig {
     /// The store's public keys (one, or two during a rotation), to verify device tokens;
     /// `None` runs the client API open.
     pub public_keys: Option<crate::auth::token::KeySet>,
+    /// The WAN address probed to tell whether the hub is online (no offline grace then).
+    pub wan_probe: Option<String>,
     /// Shifts this node's wall clock reading (ms); 0 except in tests (`--clock-offset-ms`).
     pub clock_offset_ms: i64,
     /// How long after expiry a known device's token still works, in seconds.

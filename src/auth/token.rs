@@ -114,6 +114,11 @@ pub enum TokenError {
     #[error("token expired at {exp} (now {now})")]
     Expired { exp: u64, now: u64 },
     #[error(
+        "token expired at {exp} (now {now}); this hub is online (it reaches {probe}), so \
+         expired tokens get no offline grace: issue the device a new token"
+    )]
+    ExpiredOnline { exp: u64, now: u64, probe: String },
+    #[error(
         "token lifetime (exp − iat) is {lifetime_s} s; this hub accepts at most \
          {LIFETIME_MAX_S} s (30 days): issue a shorter one"
     )]

@@ -105,9 +105,15 @@ pub struct ServeArgs {
     #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
     clock_offset_ms: i64,
     /// How long after expiry a token of a device known to the log still works, in days: a
-    /// store without internet cannot refresh tokens (spec §6.6). Unknown devices get none.
+    /// store without internet cannot refresh tokens (spec §6.6). Unknown devices get none,
+    /// revoked ones none, and none is given while the --wan-probe address answers.
     #[arg(long, default_value_t = 7)]
     offline_grace_days: u64,
+    /// A WAN address (`HOST:PORT`, e.g. the cloud's API) probed by TCP every 5 s: while it
+    /// answers, the hub is online and expired tokens get no offline grace. Without it the
+    /// hub cannot tell, and gives the grace.
+    #[arg(long, value_name = "HOST:PORT")]
+    wan_probe: Option<String>,
     /// TLS dir for the peer port (`pos-hub certs issue`): mutual TLS with the store CA.
     #[arg(long)]
     peer_tls: Option<PathBuf>,
@@ -331,6 +337,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         feed_batches: args.feed_batches as usize,
         public_keys: public_key,
         clock_offset_ms: args.clock_offset_ms,
+        wan_probe: args.wan_probe,
         offline_grace_s: args.offline_grace_days.saturating_mul(86_400),
         subscriptions_per_device: args.subscriptions_per_device,
         peer_tls: args.peer_tls,
