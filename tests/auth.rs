@@ -453,7 +453,8 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
         exp: now() - ago,
         nbf: now() - ago - DAY,
         iat: now() - ago - DAY,
-        ..claims(device, Role::Till)
+        // A manager's: the events are stock adjustments.
+        ..claims(device, Role::Manager)
     };
     let append_on = |node: u64, token: String, event: pb::Event| {
         let mut hub = store.cluster.client(node);
@@ -469,7 +470,7 @@ async fn an_expired_token_works_within_the_grace_only_for_a_device_the_log_knows
     };
 
     phase("till-1 appends once with a valid token on node 1: the log now knows it");
-    let valid = store.token(&claims("till-1", Role::Till));
+    let valid = store.token(&claims("till-1", Role::Manager));
     let reply = append_on(1, valid, inventory_event("FRIES", 1, "till-1", 1))
         .await
         .expect("appends");
