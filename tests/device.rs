@@ -390,3 +390,43 @@ async fn a_stale_edit_becomes_a_dead_letter_and_the_view_rolls_back_to_the_hub()
     assert!(b.dead_letters().is_empty());
     c.check_alive();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_refused_for_a_clock_that_ran_ahead_are_restamped_not_dead_lettered() {
+    let c = Cluster::start(1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        // The device's clock ran two million past the store's (a store reset, a bug).
+        let (outbox, _) =
+            pos_hub::client::outbox::Outbox::open(&dir.path().join("till-r")).expect("opens");
+        outbox.queue(&[], 2_000_000, 1).expect("sets the clock");
+    }
+    let d = device(&c, dir.path(), "till-r");
+    let appended = d
+        .append(Draft::order(
+            "o-r",
+            "order.created",
+            json!({"items": items(1)}),
+        ))
+        .expect("queued");
+    assert_eq!(
+        appended.lamport, 2_000_001,
+        "stamped from the device's clock"
+    );
+    let _run = d.start();
+    match d
+        .wait_outcome(appended.number, Duration::from_secs(30))
+        .await
+    {
+        Some(Final::Committed { seq }) => assert_eq!(seq, 1),
+        other => panic!("the re-stamped event: {other:?}"),
+    }
+    assert!(d.dead_letters().is_empty(), "{:?}", d.dead_letters());
+    let hello = c.hello(1).await.expect("Hello");
+    assert!(
+        (1..=10).contains(&hello.lamport),
+        "the event went in re-stamped near the store's clock, not at {}",
+        hello.lamport
+    );
+    assert_eq!(hub_order(&c, 1, "o-r").await.version, 1);
+}

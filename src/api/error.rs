@@ -104,6 +104,17 @@ pub enum ApiError {
         retry_after: Duration,
     },
     #[error(
+        "device {device:?} is over its read limit ({reads_per_s} reads/s, bursts of {burst}); \
+         retry after {} ms",
+        retry_after_ms(*.retry_after)
+    )]
+    ReadRateLimited {
+        device: String,
+        reads_per_s: f64,
+        burst: f64,
+        retry_after: Duration,
+    },
+    #[error(
         "device {device:?} already has {open} open subscriptions (at most {max}); close one first"
     )]
     TooManySubscriptions {
@@ -186,7 +197,8 @@ impl From<ApiError> for Status {
             | ApiError::NotAVoter(_) => Status::invalid_argument(message),
             ApiError::OrderNotFound(_) | ApiError::NotAMember(_) => Status::not_found(message),
             ApiError::AlreadyVoter(_) => Status::already_exists(message),
-            ApiError::RateLimited { retry_after, .. } => {
+            ApiError::RateLimited { retry_after, .. }
+            | ApiError::ReadRateLimited { retry_after, .. } => {
                 let mut status = Status::resource_exhausted(message);
                 if let Ok(value) = retry_after_ms(retry_after).to_string().parse() {
                     status.metadata_mut().insert(RETRY_AFTER_METADATA, value);

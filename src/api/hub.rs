@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::auth::{caller, check_device_events, check_events};
 use super::error::ApiError;
-use super::limits::{RateLimiter, SubscriptionSlots};
+use super::limits::{RateLimiter, ReadLimiter, SubscriptionSlots};
 use super::paging;
 use super::subscribe;
 use crate::auth::token::{Claims, Role};
@@ -29,6 +29,7 @@ const HELLO_BARRIER_MIN_MS: u64 = 1_000;
 pub struct HubService {
     pub node: Arc<Node>,
     pub limiter: Arc<RateLimiter>,
+    pub reads: Arc<ReadLimiter>,
     pub subscriptions: Arc<SubscriptionSlots>,
     /// The menu this node was started with (`serve --menu`); empty without one.
     pub menu: Arc<Menu>,
@@ -66,6 +67,13 @@ pub fn node_infos(node: &Node) -> Vec<pb::NodeInfo> {
 }
 
 impl HubService {
+    /// The caller of a read, once it is within its device's read limit.
+    fn read_caller<'r, T>(&self, request: &'r Request<T>) -> Result<Option<&'r Claims>, ApiError> {
+        let claims = caller(request)?;
+        self.reads.check(claims.map(|c| c.sub.as_str()))?;
+        Ok(claims)
+    }
+
     /// Waits for a linearizable view when asked for one; LOCAL reads answer at once.
     async fn read_barrier(&self, consistency: i32) -> Result<(), ApiError> {
         if convert::is_linearizable(consistency)? {
@@ -83,7 +91,7 @@ impl Hub for HubService {
         &self,
         request: Request<pb::HelloRequest>,
     ) -> Result<Response<pb::HelloResponse>, Status> {
-        caller(&request)?;
+        self.read_caller(&request)?;
         let request = request.into_inner();
         let mut applied = self.node.reader.applied().map_err(ApiError::from)?;
         if request.cursor > applied.last_seq {
@@ -168,7 +176,7 @@ impl Hub for HubService {
         &self,
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
-        let view = OrderView::of(caller(&request)?);
+        let view = OrderView::of(self.read_caller(&request)?);
         let request = request.into_inner();
         self.read_barrier(request.consistency).await?;
         match self
@@ -188,7 +196,7 @@ impl Hub for HubService {
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
-        let view = OrderView::of(caller(&request)?);
+        let view = OrderView::of(self.read_caller(&request)?);
         let request = request.into_inner();
         let wanted = convert::order_status_filter(request.status).map_err(ApiError::from)?;
         self.read_barrier(request.consistency).await?;
@@ -208,7 +216,7 @@ impl Hub for HubService {
         &self,
         request: Request<pb::GetInventoryRequest>,
     ) -> Result<Response<pb::GetInventoryResponse>, Status> {
-        caller(&request)?;
+        self.read_caller(&request)?;
         let request = request.into_inner();
         self.read_barrier(request.consistency).await?;
         let reader = &self.node.reader;
@@ -235,7 +243,7 @@ impl Hub for HubService {
         &self,
         request: Request<pb::ListTicketsRequest>,
     ) -> Result<Response<pb::ListTicketsResponse>, Status> {
-        caller(&request)?;
+        self.read_caller(&request)?;
         let request = request.into_inner();
         let kind = convert::ticket_kind_filter(request.kind).map_err(ApiError::from)?;
         let status = convert::ticket_status_filter(request.status).map_err(ApiError::from)?;
@@ -257,7 +265,7 @@ impl Hub for HubService {
         request: Request<pb::GetMenuRequest>,
     ) -> Result<Response<pb::GetMenuResponse>, Status> {
         // Every role may read the menu: a kitchen screen shows the same names as the till.
-        caller(&request)?;
+        self.read_caller(&request)?;
         Ok(Response::new(convert::menu(&self.menu)))
     }
 }

@@ -16,6 +16,11 @@ use super::error::ApiError;
 pub const RATE_EVENTS_PER_S: u32 = 200;
 /// Default burst per device, in events: an outbox flushing after an outage.
 pub const RATE_BURST_EVENTS: u32 = 2_000;
+/// Reads (Hello, GetOrder, the listings, GetMenu) per device per second, sustained: a
+/// screen refreshing several views every second stays far below it.
+pub const RATE_READS_PER_S: u32 = 50;
+/// Burst of reads per device: a device starting up and loading every view.
+pub const RATE_BURST_READS: u32 = 500;
 /// The bytes one token pays for: the spec's largest usual event (0.5–2 KB).
 pub const RATE_BYTES_PER_EVENT: usize = 2_048;
 /// Devices tracked at most; the least recently seen are forgotten beyond this.
@@ -87,6 +92,29 @@ impl RateLimiter {
                 device: device.to_owned(),
                 events_per_s: self.events_per_s,
                 burst: self.burst,
+                retry_after,
+            })
+    }
+}
+
+/// The read limit: a token bucket per device like the append limit's, one token a read.
+pub struct ReadLimiter(RateLimiter);
+
+impl ReadLimiter {
+    pub fn new(reads_per_s: u32, burst: u32) -> Self {
+        Self(RateLimiter::new(reads_per_s, burst))
+    }
+
+    /// Takes one read from `device`'s bucket; without tokens there is no device to count
+    /// by, so an open node does not limit reads.
+    pub fn check(&self, device: Option<&str>) -> Result<(), ApiError> {
+        let Some(device) = device else { return Ok(()) };
+        self.0
+            .take(device, 1, 0, Instant::now())
+            .map_err(|retry_after| ApiError::ReadRateLimited {
+                device: device.to_owned(),
+                reads_per_s: self.0.events_per_s,
+                burst: self.0.burst,
                 retry_after,
             })
     }
@@ -251,5 +279,20 @@ mod slot_tests {
             slots.acquire("kds-1").is_ok(),
             "a closed stream frees its slot"
         );
+    }
+
+    #[test]
+    fn reads_have_their_own_bucket_per_device() {
+        let reads = ReadLimiter::new(1, 2);
+        assert!(reads.check(Some("kds-1")).is_ok());
+        assert!(reads.check(Some("kds-1")).is_ok());
+        let status = tonic::Status::from(reads.check(Some("kds-1")).expect_err("limited"));
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("read limit"), "{status:?}");
+        assert!(
+            reads.check(Some("kds-2")).is_ok(),
+            "another device is unaffected"
+        );
+        assert!(reads.check(None).is_ok(), "no tokens, no device to count");
     }
 }

@@ -16,6 +16,9 @@ use crate::raft::node::Node;
 
 /// Events per message while catching up from storage.
 pub const SUBSCRIBE_PAGE_EVENTS: usize = 512;
+/// Catch-up pages stop at about this many encoded bytes too (512 events of the largest
+/// valid size would be 32 MiB).
+pub const SUBSCRIBE_PAGE_BYTES: usize = 1 << 20;
 /// Messages buffered towards one client before its stream applies backpressure.
 pub const SUBSCRIBE_BUFFER_MESSAGES: usize = 16;
 
@@ -61,7 +64,7 @@ async fn catch_up(
     loop {
         let page = node
             .reader
-            .events_after(*cursor, SUBSCRIBE_PAGE_EVENTS)
+            .events_after(*cursor, SUBSCRIBE_PAGE_EVENTS, SUBSCRIBE_PAGE_BYTES)
             .map_err(ApiError::from)?;
         let Some(last) = page.last() else {
             return Ok(Ok(()));

@@ -17,7 +17,9 @@ use super::{AppError, ServeConfig};
 use crate::api::auth::AccessPolicy;
 use crate::api::cluster::ClusterService;
 use crate::api::hub::HubService;
-use crate::api::limits::{RateLimiter, SubscriptionSlots};
+use crate::api::limits::{
+    RATE_BURST_READS, RATE_READS_PER_S, RateLimiter, ReadLimiter, SubscriptionSlots,
+};
 use crate::discovery::Advertiser;
 use crate::proto::pb;
 use crate::raft::node::Node;
@@ -106,6 +108,7 @@ fn grpc_routes(config: &ServeConfig, node: &Arc<Node>) -> Result<tonic::service:
             config.rate_events_per_s,
             config.rate_burst_events,
         )),
+        reads: Arc::new(ReadLimiter::new(RATE_READS_PER_S, RATE_BURST_READS)),
         subscriptions: Arc::new(SubscriptionSlots::new(config.subscriptions_per_device)),
         menu: config.menu.clone(),
     };

@@ -180,7 +180,7 @@ fn print_dump(node: &LocalNode, json: bool) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     let mut after = 0;
     loop {
-        let page = reader.events_after(after, DUMP_PAGE_EVENTS)?;
+        let page = reader.events_after(after, DUMP_PAGE_EVENTS, usize::MAX)?;
         let Some(last) = page.last() else { break };
         after = last.seq;
         for event in &page {

@@ -263,7 +263,10 @@ mod tests {
         let Outcome::Accepted { seq } = first[1] else {
             panic!("{first:?}")
         };
-        let stored = node.reader().events_after(seq - 1, 1).expect("read back");
+        let stored = node
+            .reader()
+            .events_after(seq - 1, 1, usize::MAX)
+            .expect("read back");
         assert_eq!(stored[0].event_id, repeated.event_id);
         let last = answers[39].as_ref().expect("committed");
         assert_eq!(

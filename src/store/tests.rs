@@ -11,6 +11,7 @@ use openraft::RaftLogReader;
 use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership};
+use prost::Message;
 use tempfile::TempDir;
 
 use super::*;
@@ -213,7 +214,9 @@ fn contents(
     Vec<crate::domain::inventory::Stock>,
     u64,
 ) {
-    let events = reader.events_after(0, usize::MAX).expect("events");
+    let events = reader
+        .events_after(0, usize::MAX, usize::MAX)
+        .expect("events");
     (
         events,
         reader.orders().expect("orders"),
@@ -244,7 +247,7 @@ async fn applying_the_example_flow_assigns_seqs_and_builds_read_models() {
             .total(),
         22
     );
-    let events = reader.events_after(0, 100).expect("events");
+    let events = reader.events_after(0, 100, usize::MAX).expect("events");
     assert_eq!(
         events.iter().map(|e| e.seq).collect::<Vec<_>>(),
         (1..=15).collect::<Vec<_>>()
@@ -253,6 +256,13 @@ async fn applying_the_example_flow_assigns_seqs_and_builds_read_models() {
         events.iter().all(|e| e.hub_time >= 1_764_000_000_000),
         "every event carries its hub time"
     );
+    // Pages bounded in bytes: the event that reaches the bound is the last, and the first
+    // always comes.
+    let one = reader.events_after(0, 100, 1).expect("events");
+    assert_eq!(one.len(), 1);
+    let two_bytes = events[0].encoded_len() + events[1].encoded_len();
+    let two = reader.events_after(0, 100, two_bytes).expect("events");
+    assert_eq!(two.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
 
     // The same events again, in one entry: all duplicates with their first seq, nothing new.
     let before = contents(&reader);

@@ -61,6 +61,8 @@ export class Device {
   private refused: Refused[] = [];
   private cursor = 0;
   private lamport = 0;
+  /** The store's clock as the hub last reported it (Hello): re-stamps start past it. */
+  private storeClock = 0;
   private hubOffsetMs = 0;
   private leaderId = 0;
   private nodes: NodeInfo[] = [];
@@ -90,7 +92,9 @@ export class Device {
       device.stream?.abort();
     };
     device.cursor = (await db.get<number>("meta", "cursor")) ?? 0;
-    device.lamport = (await db.get<number>("meta", "lamport")) ?? 0;
+    // A clock stored by an older app from a hub without the bound may not be exact.
+    const stored = (await db.get<number>("meta", "lamport")) ?? 0;
+    device.lamport = Number.isSafeInteger(stored) ? stored : 0;
     for (const o of await db.all<OrderView>("orders")) device.committed.orders.set(o.id, o);
     for (const t of await db.all<TicketView>("tickets")) device.committed.tickets.set(t.key, t);
     device.outbox = await db.all<Queued>("outbox");
@@ -262,16 +266,22 @@ export class Device {
   ): Promise<void> {
     const acked: Queued[] = [];
     const refused: { entry: Queued; code: string; message: string }[] = [];
+    const restamp: Queued[] = [];
     batch.forEach((entry, i) => {
       const r = results[i];
       if (!r || r.eventId !== entry.eventId) {
         refused.push({ entry, code: "NO_ANSWER", message: "the hub's answer did not name this event" });
       } else if (r.status === AppendStatus.ACCEPTED || r.status === AppendStatus.DUPLICATE) {
         acked.push({ ...entry, ackedSeq: Number(r.seq) });
+      } else if (r.code === "CLOCK_OUT_OF_RANGE" && stampOf(entry) > BigInt(this.storeClock + 1)) {
+        // This device's clock ran ahead of the store's (or the store was reset): the
+        // event is fine, its stamp is not. Re-stamped once; refused again, it is refused.
+        restamp.push(entry);
       } else {
         refused.push({ entry, code: r.code, message: r.message });
       }
     });
+    if (restamp.length) await this.restamp(restamp);
     // Still queued (not settled by the committed stream meanwhile)?
     const live = new Set(this.outbox.map((e) => e.n));
     const stillAcked = acked.filter((e) => live.has(e.n));
@@ -285,6 +295,27 @@ export class Device {
     // reload): nothing more will come for it on the stream.
     await this.settleBelowCursor();
     this.notify();
+  }
+
+  /** Gives `entries` clocks just past the store's and moves this device's clock there. */
+  private async restamp(entries: Queued[]): Promise<void> {
+    const live = new Set(this.outbox.map((e) => e.n));
+    let lamport = this.storeClock;
+    const updated = entries
+      .filter((e) => live.has(e.n))
+      .map((entry) => {
+        const event = fromBinary(EventSchema, entry.bytes);
+        lamport += 1;
+        if (event.clock) event.clock.lamport = BigInt(lamport);
+        return { ...entry, bytes: toBinary(EventSchema, event) };
+      });
+    await this.db.settle(updated, [], []);
+    await this.db.putMeta("lamport", lamport);
+    this.lamport = lamport;
+    for (const u of updated) {
+      const i = this.outbox.findIndex((e) => e.n === u.n);
+      if (i >= 0) this.outbox[i] = u;
+    }
   }
 
   private async refuse(refused: { entry: Queued; code: string; message: string }[]): Promise<void> {
@@ -353,7 +384,8 @@ export class Device {
     this.nodes = hello.nodes;
     this.leaderId = Number(hello.leaderId);
     this.hubOffsetMs = Number(hello.hubTime) - Date.now();
-    this.lamport = Math.max(this.lamport, Number(hello.lamport));
+    this.storeClock = clockOf(hello.lamport);
+    this.lamport = Math.max(this.lamport, this.storeClock);
     await this.db.putMeta("nodes", this.link.known);
     if (hello.snapshotNeeded) {
       // The hub's log is not the one this copy followed (the store was reset): start
@@ -389,7 +421,7 @@ export class Device {
       if (changed.order) orders.add(changed.order);
       if (changed.ticket) tickets.add(changed.ticket);
       this.cursor = fact.seq;
-      this.lamport = Math.max(this.lamport, Number(e.clock?.lamport ?? 0n));
+      this.lamport = Math.max(this.lamport, clockOf(e.clock?.lamport));
       seen.add(fact.eventId);
     }
     const settled = this.outbox.filter(
@@ -464,3 +496,18 @@ function encodeMenu(menu: GetMenuResponse): Uint8Array {
 function decodeMenu(bytes: Uint8Array): GetMenuResponse {
   return fromBinary(GetMenuResponseSchema, bytes);
 }
+
+/** The hub's bound on Lamport clocks (rules V2): 2^53 - 1, what a JavaScript number holds
+ * exactly. A clock above it (accepted before the bound) never moves this device's clock. */
+const LAMPORT_MAX = BigInt(Number.MAX_SAFE_INTEGER);
+
+function clockOf(lamport: bigint | undefined): number {
+  const l = lamport ?? 0n;
+  return l <= LAMPORT_MAX ? Number(l) : 0;
+}
+
+/** The clock a queued event was stamped with, exactly. */
+function stampOf(entry: Queued): bigint {
+  return fromBinary(EventSchema, entry.bytes).clock?.lamport ?? 0n;
+}
+

@@ -10,6 +10,7 @@ use crate::client::hub::CallError;
 use crate::client::outbox::{DeadLetter, Queued};
 use crate::client::{Refusal, RefusalCode};
 use crate::domain::RejectCode;
+use crate::domain::rules::LAMPORT_MAX;
 use crate::proto::convert::{self, Answer};
 use crate::proto::pb;
 
@@ -88,14 +89,62 @@ impl Device {
     fn record_results(&self, batch: &[Queued], results: Vec<pb::AppendResult>) {
         let mut acked = Vec::new();
         let mut dead = Vec::new();
+        let mut restamp = Vec::new();
+        let floor = self.store_clock();
         for (entry, result) in batch.iter().zip(results) {
             match convert::read_result(result) {
                 Answer::Committed { seq } => acked.push((entry, seq)),
+                // The device's clock ran ahead of the store's (or the store was reset):
+                // the event is fine, its stamp is not. Re-stamped once from the store's
+                // clock; refused again at that stamp, it is a dead letter like any other.
+                Answer::Refused(refusal)
+                    if refusal.code == RefusalCode::Rule(RejectCode::ClockOutOfRange)
+                        && entry.event.clock.lamport > floor.saturating_add(1) =>
+                {
+                    restamp.push(entry.clone());
+                }
                 Answer::Refused(refusal) => dead.push((entry, refusal)),
             }
         }
         self.settle_answers(acked, dead);
+        if !restamp.is_empty() {
+            self.restamp(restamp, floor);
+        }
         self.state().single = false;
+    }
+
+    /// The store's clock as the hubs last reported it, if it is one every client holds.
+    fn store_clock(&self) -> u64 {
+        Some(self.inner.hub.lamport_seen())
+            .filter(|&l| l <= LAMPORT_MAX)
+            .unwrap_or(0)
+    }
+
+    /// Gives `entries` fresh clocks just past `floor` and moves the device's clock back
+    /// there, on disk first; the send loop sends them again under their own eventIds.
+    fn restamp(&self, entries: Vec<Queued>, floor: u64) {
+        let mut state = self.state();
+        let mut lamport = floor;
+        let mut updated = Vec::with_capacity(entries.len());
+        for mut entry in entries {
+            if !state.queued.contains_key(&entry.number) {
+                continue;
+            }
+            lamport += 1;
+            tracing::warn!(event = %entry.event.event_id, from = entry.event.clock.lamport, to = lamport, "outbox: the hub refused the event's clock; re-stamped from the store's");
+            entry.event.clock.lamport = lamport;
+            updated.push(entry);
+        }
+        if let Err(err) = self.inner.outbox.queue(&updated, lamport, state.next) {
+            // Not re-stamped on disk: sent again as it was, refused again, retried.
+            tracing::warn!(%err, "outbox: cannot record re-stamped events");
+            return;
+        }
+        state.lamport = lamport;
+        for entry in updated {
+            state.queued.insert(entry.number, entry);
+        }
+        state.model.rebuild_needed();
     }
 
     /// Records answered events (their seqs) and refused ones (dead letters), on disk and

@@ -59,14 +59,26 @@ impl StateReader {
         read_applied(&self.tree())
     }
 
-    /// Up to `limit` committed events with seq > `after_seq`, in seq order.
-    pub fn events_after(&self, after_seq: u64, limit: usize) -> Result<Vec<pb::Event>, StoreError> {
+    /// Up to `limit` committed events with seq > `after_seq`, in seq order, stopping once
+    /// they add up to `max_bytes` encoded (the event that crosses it is the last; the first
+    /// always comes, so a page is never empty while events remain).
+    pub fn events_after(
+        &self,
+        after_seq: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<pb::Event>, StoreError> {
         let tree = self.tree();
         let start = keys::event_key(after_seq.saturating_add(1));
         let end = keys::event_key(u64::MAX);
         let mut events = Vec::new();
+        let mut total = 0usize;
         for item in tree.range(start..=end).take(limit) {
+            if total >= max_bytes {
+                break;
+            }
             let (key, bytes) = item?;
+            total = total.saturating_add(bytes.len());
             let event =
                 pb::Event::decode(bytes.as_ref()).map_err(|e| StoreError::corrupt("event", e))?;
             if keys::event_seq(&key) != Some(event.seq) {

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file pos/v1/events.proto.
  */
 export const file_pos_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChNwb3MvdjEvZXZlbnRzLnByb3RvEgZwb3MudjEiKwoFQWN0b3ISEQoJZGV2aWNlX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiKwoFQ2xvY2sSDwoHbGFtcG9ydBgBIAEoBBIRCglkZXZpY2VfaWQYAiABKAkiqwIKBUV2ZW50EhAKCGV2ZW50X2lkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIQCghzdG9yZV9pZBgDIAEoCRIWCg5hZ2dyZWdhdGVfdHlwZRgEIAEoCRIUCgxhZ2dyZWdhdGVfaWQYBSABKAkSDwoHdmVyc2lvbhgGIAEoBBIMCgR0eXBlGAcgASgJEgoKAmF0GAggASgJEhwKBWFjdG9yGAkgASgLMg0ucG9zLnYxLkFjdG9yEhwKBWNsb2NrGAogASgLMg0ucG9zLnYxLkNsb2NrEigKB3BheWxvYWQYCyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg0KBWZvcmNlGAwgASgIEgsKA3NlcRgNIAEoBBIQCghodWJfdGltZRgOIAEoBGIGcHJvdG8z", [file_google_protobuf_struct]);
+  fileDesc("ChNwb3MvdjEvZXZlbnRzLnByb3RvEgZwb3MudjEiKwoFQWN0b3ISEQoJZGV2aWNlX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiKwoFQ2xvY2sSDwoHbGFtcG9ydBgBIAEoBBIRCglkZXZpY2VfaWQYAiABKAkiugIKBUV2ZW50EhAKCGV2ZW50X2lkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIQCghzdG9yZV9pZBgDIAEoCRIWCg5hZ2dyZWdhdGVfdHlwZRgEIAEoCRIUCgxhZ2dyZWdhdGVfaWQYBSABKAkSDwoHdmVyc2lvbhgGIAEoBBIMCgR0eXBlGAcgASgJEgoKAmF0GAggASgJEhwKBWFjdG9yGAkgASgLMg0ucG9zLnYxLkFjdG9yEhwKBWNsb2NrGAogASgLMg0ucG9zLnYxLkNsb2NrEigKB3BheWxvYWQYCyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg0KBWZvcmNlGAwgASgIEgsKA3NlcRgNIAEoBBIQCghodWJfdGltZRgOIAEoBBINCgVydWxlcxgPIAEoDWIGcHJvdG8z", [file_google_protobuf_struct]);
 
 /**
  * Who wrote the event.
@@ -156,6 +156,15 @@ export type Event = Message<"pos.v1.Event"> & {
    * @generated from field: uint64 hub_time = 14;
    */
   hubTime: bigint;
+
+  /**
+   * The rules version that accepted the event, stamped with seq: replaying it (snapshot
+   * install, restart) uses these rules. 0 until committed, and on events accepted before
+   * versions were recorded (decided by rules 1).
+   *
+   * @generated from field: uint32 rules = 15;
+   */
+  rules: number;
 };
 
 /**
