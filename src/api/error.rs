@@ -253,6 +253,40 @@ mod tests {
                 "role kds may only write kds ticket events; event 0 (e-1) is order.created",
             ),
             (
+                ApiError::OnlyAdminRevokes {
+                    role: Role::Manager,
+                    which: "event 0 (e-1)".into(),
+                    event_type: "device.revoked".into(),
+                },
+                tonic::Code::PermissionDenied,
+                "role manager may not write device.revoked (event 0 (e-1)): only an admin revokes devices",
+            ),
+            (
+                TokenError::Revoked {
+                    device: "till-1".into(),
+                    revoked_at_s: 1_795_788_476,
+                    seq: 3,
+                }
+                .into(),
+                tonic::Code::Unauthenticated,
+                "device \"till-1\" was revoked at 2026-11-27T14:07:56+00:00 (seq 3)",
+            ),
+            (
+                TokenError::DenyListUnreadable("io error".into()).into(),
+                tonic::Code::Unavailable,
+                "cannot read the deny-list of revoked devices (io error); refused to be safe",
+            ),
+            (
+                TokenError::ExpiredOnline {
+                    exp: 1,
+                    now: 2,
+                    probe: "cloud:443".into(),
+                }
+                .into(),
+                tonic::Code::Unauthenticated,
+                "this hub is online (it reaches cloud:443), so expired tokens get no offline grace",
+            ),
+            (
                 ApiError::EmptyAppend,
                 tonic::Code::InvalidArgument,
                 "at least one event",
