@@ -104,6 +104,7 @@ pub fn domain_event(client: usize, n: u64) -> Event {
         force: false,
         seq: None,
         hub_time: None,
+        rules: None,
     }
 }
 

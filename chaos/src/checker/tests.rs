@@ -44,6 +44,7 @@ fn event(
         force: false,
         seq: Some(seq),
         hub_time: Some(t),
+        rules: None,
     }
 }
 

@@ -34,6 +34,7 @@ pub(super) fn event(
         force: false,
         seq: None,
         hub_time: None,
+        rules: None,
     }
 }
 
