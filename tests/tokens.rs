@@ -215,6 +215,15 @@ async fn a_revoked_device_is_refused_on_every_node_through_a_snapshot_a_full_res
             .await;
     }
 
+    let before = store.last_seq(1).await;
+    let out = revoke_cli(store.cluster.client_addr(1), till2.clone(), "till-1").await;
+    common::refused(
+        &out,
+        "revoke-device with a till's token",
+        "role till may not write device.revoked",
+    );
+    assert_eq!(store.last_seq(1).await, before, "nothing reached the log");
+
     phase("node 3 goes down; the admin revokes till-1 through node 2 (a follower or not)");
     let node3_applied = store.cluster.status_json(3).await["appliedIndex"]
         .as_u64()
