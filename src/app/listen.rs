@@ -85,7 +85,10 @@ impl Slots {
             ));
         }
         if *total >= self.total {
-            return Err(format!("{} {} in all (at most)", self.total, self.what));
+            return Err(format!(
+                "the node already holds {} {} in all (the most it takes)",
+                self.total, self.what
+            ));
         }
         *total += 1;
         per_ip.insert(ip, held + 1);
