@@ -1309,6 +1309,38 @@ async fn the_readme_flow_on_a_dev_node() {
     phase("`pos-hub client --hub … status` answers");
     let out = common::succeeded(&cli(&["status"]).await, "client status");
     assert!(!out.trim().is_empty(), "client status printed nothing");
+
+    phase("the README's till lines, without --hub or POS_HUB: the device finds the dev hub");
+    let till = |args: &[&str]| {
+        let mut all = vec![
+            "client".to_owned(),
+            "--device".to_owned(),
+            "till-1".to_owned(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        run_cli_async(all, cwd.path().to_path_buf(), Duration::from_secs(60))
+    };
+    for (args, seq) in [
+        (&["order", "new", "--id", "o-2001", "--table", "7"][..], 16),
+        (
+            &[
+                "order", "add", "o-2001", "--sku", "FRIES", "--name", "Fries", "--price", "350",
+            ][..],
+            17,
+        ),
+        (&["order", "pay", "o-2001", "--method", "cash"][..], 18),
+    ] {
+        let out = common::succeeded(&till(args).await, &format!("client {args:?}"));
+        assert!(
+            out.contains(&format!("#{} COMMITTED seq={seq}", seq - 15)),
+            "{args:?}: {out}"
+        );
+    }
+    let out = common::succeeded(&till(&["outbox"]).await, "client outbox");
+    assert!(
+        out.contains("pending: 0") && out.contains("dead letters: 0"),
+        "{out}"
+    );
     drop(dev);
 }
 

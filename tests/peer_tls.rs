@@ -1,6 +1,8 @@
 //! With `--peer-tls`, the peer port speaks mutual TLS with the store CA: a process without
 //! a certificate from that CA (plaintext, a foreign CA's certificate, or none) cannot make
-//! the group accept an entry or change its term. A certificate from the store CA gets in.
+//! the group accept an entry or change its term. A certificate from the store CA gets in,
+//! and is held to the node it names: a non-member's is refused, and a member's may not
+//! speak for another node.
 
 mod common;
 
@@ -137,21 +139,105 @@ async fn only_holders_of_a_store_ca_certificate_reach_the_peer_port() {
         "no term moved and nothing was appended"
     );
 
-    eprintln!(
-        "--- a certificate from the store CA does get through (so the attacks above could have)"
-    );
-    let insider = dir.path().join("insider");
-    tls::issue_node(&store_ca, 9, &["127.0.0.1".to_owned()], &insider).expect("store cert");
+    phase("a store certificate of a node that is not a member: refused by name");
+    let outsider = dir.path().join("outsider");
+    tls::issue_node(&store_ca, 9, &["127.0.0.1".to_owned()], &outsider).expect("store cert");
     let mut client = peer(
         &c.peer_addr(leader),
-        Some(tls::peer_client_config(&insider).expect("config")),
+        Some(tls::peer_client_config(&outsider).expect("config")),
     )
     .await
     .expect("connects with a store certificate");
+    let refused = client
+        .read_index(pb::ReadIndexRequest {})
+        .await
+        .expect_err("a non-member may not ask for a read index");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("node 9") && refused.message().contains("not a member"),
+        "{refused:?}"
+    );
+    let refused = client
+        .forward(pb::AppendRequest {
+            events: vec![inventory_event("FRIES", 1, "intruder", 2)],
+        })
+        .await
+        .expect_err("a non-member may not forward appends");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+
+    phase("a member's certificate speaking for another node: refused, naming both");
+    let other = (1..=3).find(|id| *id != leader).expect("a follower");
+    let impostor = (1..=3)
+        .find(|id| *id != leader && *id != other)
+        .expect("a third node");
+    let certs = dir.path().join("member-certs");
+    tls::issue_node(&store_ca, impostor, &["127.0.0.1".to_owned()], &certs).expect("cert");
+    let mut client = peer(
+        &c.peer_addr(other),
+        Some(tls::peer_client_config(&certs).expect("config")),
+    )
+    .await
+    .expect("connects with a member's certificate");
+    let vote = openraft::raft::VoteRequest::<u64> {
+        vote: Vote::new(1_000_000, leader),
+        last_log_id: Some(LogId::new(
+            CommittedLeaderId::new(1_000_000, leader),
+            1_000_000,
+        )),
+    };
+    let refused = client
+        .vote(encode("vote", &vote).expect("encodes"))
+        .await
+        .expect_err("a vote for another candidate is refused");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains(&format!(
+            "vote request from node {leader} sent with the certificate of node {impostor}"
+        )),
+        "{refused:?}"
+    );
+    let entries = openraft::raft::AppendEntriesRequest::<pos_hub::raft_types::TypeConfig> {
+        vote: Vote::new_committed(1_000_000, leader),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    };
+    let refused = client
+        .append_entries(encode("entries", &entries).expect("encodes"))
+        .await
+        .expect_err("entries as another leader are refused");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains(&format!("node {leader}"))
+            && refused.message().contains(&format!("node {impostor}")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        terms_and_seqs(&c).await,
+        before,
+        "no term moved and nothing was appended"
+    );
+
+    phase("a member's certificate does get through (so the refusals above could have)");
     let index = client
         .read_index(pb::ReadIndexRequest {})
         .await
-        .expect("the leader answers")
+        .map(|reply| reply.into_inner().index);
+    // The follower answers with its own read-index call to the leader, or refuses as not
+    // the leader; either way not as a permission matter.
+    if let Err(status) = &index {
+        assert_ne!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    }
+    let mut client = peer(
+        &c.peer_addr(leader),
+        Some(tls::peer_client_config(&certs).expect("config")),
+    )
+    .await
+    .expect("connects with a member's certificate");
+    let index = client
+        .read_index(pb::ReadIndexRequest {})
+        .await
+        .expect("the leader answers a member")
         .into_inner()
         .index;
     assert!(index >= 1, "read index {index}");

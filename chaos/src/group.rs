@@ -210,6 +210,11 @@ impl Group {
             // rebuilt node can catch up after its install while the workload runs.
             .args(["--keep-log-entries", "5000"])
             .args(&hub_args);
+        if topology.is_netns() {
+            // The peer port listens on the namespaces' own network, which only the group's
+            // nodes reach.
+            cmd.arg("--insecure-plaintext-peers");
+        }
         if node.joins {
             cmd.arg("--join");
         } else {

@@ -1,7 +1,10 @@
 //! Step 3 of `serve`: the client port. One listener serves gRPC and gRPC-web (the same
 //! services), the plain HTTP routes and the web app; every gRPC call passes the caller
 //! check (`api::auth`) before its handler. Browsers on the shop's LAN may call it (CORS);
-//! TLS when `--client-tls` is given. Also the mDNS advertisement of this port.
+//! every response carries the browser security headers, and a hub without authentication
+//! answers only to Host names on its allow-list (`http::guard`). TLS when `--client-tls`
+//! is given; connections are capped per address and in all (`listen`). Also the mDNS
+//! advertisement of this port.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +15,7 @@ use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use super::listen;
 use super::shutdown::Stop;
 use super::{AppError, ServeConfig};
 use crate::api::auth::AccessPolicy;
@@ -21,6 +25,7 @@ use crate::api::limits::{
     RATE_BURST_READS, RATE_READS_PER_S, RateLimiter, ReadLimiter, SubscriptionSlots,
 };
 use crate::discovery::Advertiser;
+use crate::http::guard::HostAllowList;
 use crate::proto::pb;
 use crate::raft::node::Node;
 use crate::wire::CLIENT_MESSAGE_BYTES_MAX;
@@ -141,37 +146,53 @@ pub(super) fn start(
     let grpc = tower::ServiceBuilder::new()
         .layer(tonic_web::GrpcWebLayer::new())
         .service(grpc_routes(config, &node)?);
+    // Without authentication, only names that cannot be re-pointed at this node by
+    // another site (DNS rebinding) may reach it.
+    let hosts = config.public_keys.is_none().then(|| {
+        HostAllowList::new(
+            config
+                .allowed_hosts
+                .iter()
+                .cloned()
+                .chain([config.advertise.client_addr.clone()]),
+        )
+    });
     let app = crate::http::routes(node)
         .fallback_service(axum::routing::post_service(grpc).fallback(crate::http::web::not_found))
-        .layer(cors());
+        .layer(cors())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(hosts),
+            crate::http::guard::guard,
+        ));
+    let connections = listen::Slots::new(
+        "connections",
+        listen::CONNECTIONS_PER_ADDRESS_MAX,
+        listen::CONNECTIONS_MAX,
+    );
     let task = match &config.client_tls {
         Some(dir) => {
             let tls = crate::auth::tls::client_server_config(dir)?;
-            let listener = crate::auth::tls::TlsListener::new(listener, tls).map_err(|source| {
-                AppError::Bind {
-                    addr: config.listen,
-                    what: "client port",
-                    source,
-                }
-            })?;
-            tokio::spawn(
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.stopped())
-                    .into_future(),
-            )
+            let handshakes = listen::Slots::new(
+                "TLS handshakes",
+                listen::HANDSHAKES_PER_ADDRESS_MAX,
+                listen::HANDSHAKES_MAX,
+            );
+            let accepted = listen::tls(listener, tls, handshakes, Some(connections), "client port");
+            tokio::spawn(listen::serve_http(
+                listen::client_tls(accepted),
+                app,
+                stop.stopped(),
+            ))
         }
         None => {
             tracing::warn!(
                 "the client port is plaintext (no --client-tls): tokens cross the network readable"
             );
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            tokio::spawn(
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.stopped())
-                    .into_future(),
-            )
+            tokio::spawn(listen::serve_http(
+                listen::plaintext(listener, connections),
+                app,
+                stop.stopped(),
+            ))
         }
     };
     Ok(task)

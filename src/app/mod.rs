@@ -8,6 +8,7 @@
 //!    ordered stop.
 
 mod client;
+pub mod listen;
 mod node;
 mod peer;
 mod shutdown;
@@ -71,6 +72,9 @@ pub struct ServeConfig {
     pub rate_burst_events: u32,
     /// The store's menu, checked at start and served by GetMenu.
     pub menu: Arc<Menu>,
+    /// Host names (besides loopback names, IP addresses and the advertised client host)
+    /// the client port answers to while it runs without authentication.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,14 +1,16 @@
 //! Step 2 of `serve`: the peer port, where the group's other nodes send Raft RPCs,
 //! forwarded appends and read-index requests. Mutual TLS with the store CA when
-//! `--peer-tls` is given; plaintext (with a warning) otherwise.
+//! `--peer-tls` is given; plaintext (with a warning) otherwise, which `serve` allows only
+//! on a loopback address or with `--insecure-plaintext-peers`.
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
+use super::listen;
 use super::shutdown::Stop;
 use super::{AppError, ServeConfig};
 use crate::raft::node::Node;
@@ -33,22 +35,41 @@ pub(super) fn start(
     // group's own nodes, so the guard is raised, not removed.
     let mut builder = tonic::transport::Server::builder()
         .http2_max_pending_accept_reset_streams(Some(PEER_MAX_PENDING_RESETS));
-    if let Some(dir) = &config.peer_tls {
-        // Mutual TLS: a caller without a certificate from the store CA is refused during
-        // the handshake, before any Raft message is read.
-        builder = builder.tls_config(crate::auth::tls::peer_server_config(dir)?)?;
-    } else {
-        tracing::warn!(
-            "the peer port is plaintext (no --peer-tls): keep it off networks guests can reach"
-        );
-    }
-    let incoming = TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        })
-    });
-    let server = builder
-        .add_service(peer::server(node))
-        .serve_with_incoming_shutdown(incoming, stop.stopped());
-    Ok(tokio::spawn(server))
+    let task = match &config.peer_tls {
+        Some(dir) => {
+            // Mutual TLS: a caller without a certificate from the store CA is refused during
+            // the handshake, before any Raft message is read; the handshakes run off the
+            // accept path, a few at a time per address.
+            let tls = crate::auth::tls::peer_server_config(dir)?;
+            let handshakes = listen::Slots::new(
+                "TLS handshakes",
+                listen::HANDSHAKES_PER_ADDRESS_MAX,
+                listen::HANDSHAKES_MAX,
+            );
+            let accepted = listen::tls(listener, tls, handshakes, None, "peer port");
+            let incoming =
+                ReceiverStream::new(accepted).map(|(tls, _, _)| Ok::<_, std::io::Error>(tls));
+            tokio::spawn(
+                builder
+                    .add_service(peer::server(node, true))
+                    .serve_with_incoming_shutdown(incoming, stop.stopped()),
+            )
+        }
+        None => {
+            tracing::warn!(
+                "the peer port is plaintext (no --peer-tls): keep it off networks guests can reach"
+            );
+            let incoming = TcpListenerStream::new(listener).map(|accepted| {
+                accepted.inspect(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                })
+            });
+            tokio::spawn(
+                builder
+                    .add_service(peer::server(node, false))
+                    .serve_with_incoming_shutdown(incoming, stop.stopped()),
+            )
+        }
+    };
+    Ok(task)
 }

@@ -3,27 +3,24 @@
 //! a client certificate from the store CA, so a machine without one cannot even send a
 //! Raft message.
 //!
-//! The client port serves TLS from the same kind of dir (`serve --client-tls`): the
-//! handshake runs off the accept path ([`TlsListener`]) so a slow or hostile client cannot
-//! hold up the others, and devices pin the store CA (`pos-hub client --ca`).
+//! The client port serves TLS from the same kind of dir (`serve --client-tls`), and devices
+//! pin the store CA (`pos-hub client --ca`). Handshakes on both ports run off the accept
+//! path, bounded per address (`app::listen`).
+//!
+//! A node certificate names its node in a subjectAltName URI, `pos-hub-node:ID`
+//! ([`node_id_of`]), so a certificate of one node cannot speak for another.
 //!
 //! A TLS dir holds `ca.pem` (the store CA), `node.pem` and `node.key.pem` (this node's
 //! certificate, for both serving and connecting to peers).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 pub const CA_CERT: &str = "ca.pem";
 pub const CA_KEY: &str = "ca.key.pem";
@@ -39,7 +36,7 @@ pub enum TlsError {
     },
     #[error("certificate: {0}")]
     Cert(#[from] rcgen::Error),
-    #[error("{0} exists; refusing to overwrite")]
+    #[error("{0} exists; refusing to overwrite it (--force replaces it)")]
     Exists(String),
     #[error("{path}: not a PEM {what}: {detail}")]
     Pem {
@@ -49,6 +46,10 @@ pub enum TlsError {
     },
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("client certificate verifier: {0}")]
+    Verifier(String),
+    #[error("peer certificate: {0}")]
+    NodeIdentity(String),
 }
 
 fn read(dir: &Path, name: &str) -> Result<String, TlsError> {
@@ -59,12 +60,92 @@ fn read(dir: &Path, name: &str) -> Result<String, TlsError> {
     })
 }
 
-fn write(dir: &Path, name: &str, contents: &str) -> Result<(), TlsError> {
-    let path = dir.join(name);
-    std::fs::write(&path, contents).map_err(|source| TlsError::Io {
-        path: path.display().to_string(),
+/// What to do when a file about to be written already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Refuse, naming the file (the default: a second `certs init` must not replace the
+    /// store CA every node trusts).
+    Refuse,
+    /// Replace it (`--force`).
+    Replace,
+}
+
+/// Who may read a file: private keys only their owner, certificates anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    OwnerOnly,
+    Public,
+}
+
+/// Refuses when any of `names` exists in `dir` (unless replacing), before anything is
+/// written, so a refused command leaves the dir as it was.
+fn check_absent(dir: &Path, names: &[&str], existing: Existing) -> Result<(), TlsError> {
+    if existing == Existing::Replace {
+        return Ok(());
+    }
+    for name in names {
+        let path = dir.join(name);
+        if path.symlink_metadata().is_ok() {
+            return Err(TlsError::Exists(path.display().to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` (owner-only when new) and any missing parents.
+fn create_dir(dir: &Path) -> Result<(), TlsError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| TlsError::Io {
+        path: dir.display().to_string(),
         source,
     })
+}
+
+/// Writes a new file, created with its final mode (a key is never readable by others,
+/// not even for a moment), and never over an existing one unless replacing.
+fn write(
+    dir: &Path,
+    name: &str,
+    contents: &str,
+    access: Access,
+    existing: Existing,
+) -> Result<(), TlsError> {
+    use std::io::Write;
+    let path = dir.join(name);
+    let io = |source| TlsError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    if existing == Existing::Replace {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(io(err)),
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(
+        &mut options,
+        match access {
+            Access::OwnerOnly => 0o600,
+            Access::Public => 0o644,
+        },
+    );
+    let mut file = options.open(&path).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::AlreadyExists {
+            TlsError::Exists(path.display().to_string())
+        } else {
+            io(err)
+        }
+    })?;
+    file.write_all(contents.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io)
 }
 
 /// The CA's parameters: rebuilt identically when issuing, so the issuer name of a node
@@ -79,32 +160,58 @@ fn ca_params() -> Result<CertificateParams, TlsError> {
     Ok(params)
 }
 
-/// `pos-hub certs init`: a new store CA in `dir` (`ca.pem`, `ca.key.pem`).
+/// `pos-hub certs init`: a new store CA in `dir` (`ca.pem`, `ca.key.pem`), refusing to
+/// replace an existing one.
 pub fn init_ca(dir: &Path) -> Result<(), TlsError> {
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
-        path: dir.display().to_string(),
-        source,
-    })?;
-    if dir.join(CA_KEY).exists() {
-        return Err(TlsError::Exists(dir.join(CA_KEY).display().to_string()));
-    }
-    let key = KeyPair::generate()?;
-    let cert = ca_params()?.self_signed(&key)?;
-    write(dir, CA_CERT, &cert.pem())?;
-    write(dir, CA_KEY, &key.serialize_pem())
+    init_ca_with(dir, Existing::Refuse)
 }
 
+pub fn init_ca_with(dir: &Path, existing: Existing) -> Result<(), TlsError> {
+    create_dir(dir)?;
+    check_absent(dir, &[CA_KEY, CA_CERT], existing)?;
+    let key = KeyPair::generate()?;
+    let cert = ca_params()?.self_signed(&key)?;
+    write(
+        dir,
+        CA_KEY,
+        &key.serialize_pem(),
+        Access::OwnerOnly,
+        existing,
+    )?;
+    write(dir, CA_CERT, &cert.pem(), Access::Public, existing)
+}
+
+/// The URI a node certificate carries (a subjectAltName) to say which node it is:
+/// `pos-hub-node:ID`. The peer service holds every Raft message to it.
+pub const NODE_ID_URI_PREFIX: &str = "pos-hub-node:";
+
 /// `pos-hub certs issue`: a certificate for node `node` valid for `hosts` (names or IPs),
-/// written with a copy of the CA certificate into `out_dir`, which becomes the node's TLS dir.
+/// written with a copy of the CA certificate into `out_dir`, which becomes the node's TLS
+/// dir; refuses to replace an existing one.
 pub fn issue_node(
     ca_dir: &Path,
     node: u64,
     hosts: &[String],
     out_dir: &Path,
 ) -> Result<(), TlsError> {
+    issue_node_with(ca_dir, node, hosts, out_dir, Existing::Refuse)
+}
+
+pub fn issue_node_with(
+    ca_dir: &Path,
+    node: u64,
+    hosts: &[String],
+    out_dir: &Path,
+    existing: Existing,
+) -> Result<(), TlsError> {
     let ca_key = KeyPair::from_pem(&read(ca_dir, CA_KEY)?)?;
+    let ca_cert = read(ca_dir, CA_CERT)?;
     let issuer = Issuer::new(ca_params()?, ca_key);
     let mut params = CertificateParams::new(hosts.to_vec())?;
+    let uri = format!("{NODE_ID_URI_PREFIX}{node}");
+    params
+        .subject_alt_names
+        .push(SanType::URI(uri.as_str().try_into()?));
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, format!("pos-hub node {node}"));
     params.distinguished_name = name;
@@ -114,24 +221,97 @@ pub fn issue_node(
     ];
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
-    std::fs::create_dir_all(out_dir).map_err(|source| TlsError::Io {
-        path: out_dir.display().to_string(),
-        source,
-    })?;
-    write(out_dir, CA_CERT, &read(ca_dir, CA_CERT)?)?;
-    write(out_dir, NODE_CERT, &cert.pem())?;
-    write(out_dir, NODE_KEY, &key.serialize_pem())
+    create_dir(out_dir)?;
+    check_absent(out_dir, &[NODE_KEY, NODE_CERT, CA_CERT], existing)?;
+    write(
+        out_dir,
+        NODE_KEY,
+        &key.serialize_pem(),
+        Access::OwnerOnly,
+        existing,
+    )?;
+    write(out_dir, NODE_CERT, &cert.pem(), Access::Public, existing)?;
+    write(out_dir, CA_CERT, &ca_cert, Access::Public, existing)
+}
+
+/// The node id a peer's certificate (DER) names in its `pos-hub-node:ID` URI.
+pub fn node_id_of(cert_der: &[u8]) -> Result<u64, TlsError> {
+    use x509_parser::extensions::GeneralName;
+    let bad = |detail: String| TlsError::NodeIdentity(detail);
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|err| bad(format!("not an X.509 certificate: {err}")))?;
+    let names = cert
+        .subject_alternative_name()
+        .map_err(|err| bad(format!("bad subjectAltName: {err}")))?;
+    let mut ids = names
+        .iter()
+        .flat_map(|san| san.value.general_names.iter())
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => uri.strip_prefix(NODE_ID_URI_PREFIX),
+            _ => None,
+        });
+    let (Some(id), None) = (ids.next(), ids.next()) else {
+        return Err(bad(format!(
+            "the certificate must name exactly one node as {NODE_ID_URI_PREFIX}ID \
+             (reissue it with `pos-hub certs issue`)"
+        )));
+    };
+    match id.parse::<u64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(bad(format!("{NODE_ID_URI_PREFIX}{id} is not a node id"))),
+    }
 }
 
 /// The peer port's server side: TLS with this node's certificate, and a client
-/// certificate from the store CA required of every caller.
-pub fn peer_server_config(dir: &Path) -> Result<ServerTlsConfig, TlsError> {
-    Ok(ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            read(dir, NODE_CERT)?,
-            read(dir, NODE_KEY)?,
-        ))
-        .client_ca_root(Certificate::from_pem(read(dir, CA_CERT)?)))
+/// certificate from the store CA required of every caller (the peer service then holds
+/// each caller to the node its certificate names). HTTP/2 only: peers speak gRPC.
+pub fn peer_server_config(dir: &Path) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in pem_certs(dir, CA_CERT)? {
+        roots.add(cert)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|err| TlsError::Verifier(err.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(pem_certs(dir, NODE_CERT)?, pem_key(dir)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+fn pem_error(
+    dir: &Path,
+    name: &str,
+    what: &'static str,
+) -> impl FnOnce(rustls_pki_types::pem::Error) -> TlsError {
+    let path = dir.join(name).display().to_string();
+    move |err| TlsError::Pem {
+        path,
+        what,
+        detail: err.to_string(),
+    }
+}
+
+fn pem_certs(
+    dir: &Path,
+    name: &str,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, TlsError> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(read(dir, name)?.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_error(dir, name, "certificate"))
+}
+
+fn pem_key(dir: &Path) -> Result<rustls_pki_types::PrivateKeyDer<'static>, TlsError> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::PrivateKeyDer::from_pem_slice(read(dir, NODE_KEY)?.as_bytes())
+        .map_err(pem_error(dir, NODE_KEY, "private key"))
 }
 
 /// The peer port's client side: trust only the store CA, present this node's certificate.
@@ -148,111 +328,13 @@ pub fn peer_client_config(dir: &Path) -> Result<ClientTlsConfig, TlsError> {
 /// authenticate with tokens). ALPN offers HTTP/2 for gRPC and HTTP/1.1 for browsers and
 /// `/healthz`.
 pub fn client_server_config(dir: &Path) -> Result<rustls::ServerConfig, TlsError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let pem_error = |name: &str, what: &'static str| {
-        let path = dir.join(name).display().to_string();
-        move |err: rustls_pki_types::pem::Error| TlsError::Pem {
-            path,
-            what,
-            detail: err.to_string(),
-        }
-    };
-    let certs = CertificateDer::pem_slice_iter(read(dir, NODE_CERT)?.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pem_error(NODE_CERT, "certificate"))?;
-    let key = PrivateKeyDer::from_pem_slice(read(dir, NODE_KEY)?.as_bytes())
-        .map_err(pem_error(NODE_KEY, "private key"))?;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_single_cert(pem_certs(dir, NODE_CERT)?, pem_key(dir)?)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// A handshake that has not finished in this time is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; further connections wait in the kernel's backlog.
-pub const HANDSHAKES_MAX: usize = 256;
-
-/// A TLS listener for `axum::serve`: a task accepts TCP connections and runs each
-/// handshake in its own task, with a timeout; finished ones are handed to the server.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    pub fn new(listener: TcpListener, config: rustls::ServerConfig) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
-        let (tx, ready) = mpsc::channel(HANDSHAKES_MAX);
-        tokio::spawn(accept_loop(
-            listener,
-            TlsAcceptor::from(Arc::new(config)),
-            tx,
-        ));
-        Ok(TlsListener { ready, local })
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
-    let handshakes = Arc::new(Semaphore::new(HANDSHAKES_MAX));
-    loop {
-        let Ok(permit) = handshakes.clone().acquire_owned().await else {
-            return;
-        };
-        let accepted = tokio::select! {
-            // The server is gone: release the port.
-            _ = ready.closed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, addr) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                // Out of file descriptors and the like: wait instead of spinning.
-                tracing::warn!(%err, "client port: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // Small gRPC answers must leave at once, not wait for the last one's ACK (Nagle).
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let _ = ready.send((tls, addr)).await;
-                }
-                Ok(Err(err)) => tracing::debug!(%addr, %err, "client port: TLS handshake failed"),
-                Err(_) => tracing::debug!(%addr, "client port: TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The accept task only ends when this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }
 
 /// A device's TLS to the client port: trust the store CA only (pinning), no public roots.

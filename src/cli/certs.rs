@@ -20,6 +20,10 @@ enum CertsCommand {
     Init {
         #[arg(long, default_value = "ca")]
         out_dir: PathBuf,
+        /// Replace an existing CA in --out-dir. Every node certificate issued by the old
+        /// one stops being trusted by nodes given the new `ca.pem`.
+        #[arg(long)]
+        force: bool,
     },
     /// Issue a node's certificate into its TLS dir (`ca.pem`, `node.pem`, `node.key.pem`),
     /// for `serve --peer-tls DIR`.
@@ -33,13 +37,24 @@ enum CertsCommand {
         hosts: Vec<String>,
         #[arg(long)]
         out_dir: PathBuf,
+        /// Replace the files of an existing TLS dir in --out-dir.
+        #[arg(long)]
+        force: bool,
     },
+}
+
+fn existing(force: bool) -> tls::Existing {
+    if force {
+        tls::Existing::Replace
+    } else {
+        tls::Existing::Refuse
+    }
 }
 
 pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        CertsCommand::Init { out_dir } => {
-            tls::init_ca(&out_dir)?;
+        CertsCommand::Init { out_dir, force } => {
+            tls::init_ca_with(&out_dir, existing(force))?;
             println!("{}", out_dir.join(tls::CA_CERT).display());
         }
         CertsCommand::Issue {
@@ -47,11 +62,12 @@ pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
             node,
             hosts,
             out_dir,
+            force,
         } => {
             if node == 0 {
                 bail!("--node: node ids start at 1");
             }
-            tls::issue_node(&ca_dir, node, &hosts, &out_dir)?;
+            tls::issue_node_with(&ca_dir, node, &hosts, &out_dir, existing(force))?;
             println!("{}", out_dir.display());
         }
     }

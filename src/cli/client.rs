@@ -14,8 +14,8 @@ use crate::proto::{convert, pb};
 #[derive(Debug, clap::Args)]
 pub struct ClientArgs {
     /// Hub client addresses, comma-separated (`http://HOST:PORT`, `https://…` with --ca, or
-    /// `HOST:PORT`). Without, the device commands find hubs by mDNS and the cache, and the
-    /// others ask the dev hub at http://127.0.0.1:4001.
+    /// `HOST:PORT`). Without, every command asks the dev hub at http://127.0.0.1:4001, and
+    /// the device commands also their cached hub addresses and hubs found by mDNS.
     #[arg(long, env = "POS_HUB", value_delimiter = ',')]
     pub hub: Vec<String>,
     /// This device's token (`pos-hub token issue`), sent as `authorization: Bearer …`.

@@ -142,6 +142,16 @@ pub struct ServeArgs {
     /// Serve the client API without tokens. Only for trials on a private machine.
     #[arg(long, conflicts_with_all = ["public_key", "public_key_base64"])]
     insecure_no_auth: bool,
+    /// Serve the peer port without TLS on an address other machines can reach. Anyone who
+    /// reaches it can then vote and forward events as any device: only on a network that
+    /// nothing but the group's nodes can reach (a test's own network namespace).
+    #[arg(long)]
+    insecure_plaintext_peers: bool,
+    /// A host name (or NAME:PORT) browsers may use for this node while it runs without
+    /// authentication (repeat). Loopback names, IP addresses and the advertised client
+    /// address are always allowed; other names are refused (DNS rebinding).
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
     /// The store's menu (JSON, see `examples/menu.json`), the same file on every node;
     /// checked at start, served to tills by GetMenu. `--dev` without it serves the example.
     #[arg(long, value_name = "FILE")]
@@ -308,6 +318,18 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             args.heartbeat_ms
         );
     }
+    if args.peer_tls.is_none()
+        && !place.peer_listen.ip().is_loopback()
+        && !args.insecure_plaintext_peers
+    {
+        bail!(
+            "--peer-listen {} is reachable from other machines, and without --peer-tls anyone \
+             who reaches it can send votes and forward events as any device: give --peer-tls \
+             DIR (`pos-hub certs issue`), listen on a loopback address, or, on a network only \
+             the group's nodes reach, --insecure-plaintext-peers",
+            place.peer_listen
+        );
+    }
     let public_key = public_keys(&args)?;
     let menu = menu(&args)?;
     if public_key.is_none() && !args.insecure_no_auth && !args.dev {
@@ -351,6 +373,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         rate_events_per_s: args.rate_events_per_s,
         rate_burst_events: args.rate_burst_events,
         menu: Arc::new(menu),
+        allowed_hosts: args.allow_hosts,
     })
 }
 
@@ -459,6 +482,37 @@ mod tests {
             err.to_string().contains(&missing.display().to_string()),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_plaintext_peer_port_off_loopback_needs_the_insecure_flag() {
+        let base = ["--node-id", "1", "--insecure-no-auth"];
+        let with = |extra: &[&str]| {
+            let mut flags = base.to_vec();
+            flags.extend_from_slice(extra);
+            config(args(&flags))
+        };
+        for addr in ["0.0.0.0:4002", "192.168.1.10:4002", "[::]:4002"] {
+            let err = with(&["--peer-listen", addr])
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(
+                err.contains(&format!(
+                    "--peer-listen {}",
+                    addr.parse::<SocketAddr>().expect("an address")
+                )) && err.contains("--peer-tls")
+                    && err.contains("--insecure-plaintext-peers"),
+                "{err}"
+            );
+            with(&["--peer-listen", addr, "--insecure-plaintext-peers"])
+                .expect("allowed when asked for");
+        }
+        for addr in ["127.0.0.1:4002", "127.0.0.5:4002", "[::1]:4002"] {
+            with(&["--peer-listen", addr]).expect("loopback is fine");
+        }
+        with(&["--peer-listen", "0.0.0.0:4002", "--peer-tls", "tls"])
+            .expect("TLS is fine (the dir is read when serving)");
     }
 
     #[test]

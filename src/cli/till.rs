@@ -125,6 +125,12 @@ fn device_config(args: &ClientArgs) -> anyhow::Result<DeviceConfig> {
         }
         addrs.push(addr.to_owned());
     }
+    // Like the other client commands, a device given no hub tries the dev hub (`serve
+    // --dev`, which listens on loopback and so does not advertise on mDNS), then its cached
+    // addresses, then mDNS. Where no dev hub runs, the connection is refused at once.
+    if args.hub.is_empty() && args.ca.is_none() {
+        addrs.push(super::serve::DEV_CLIENT_ADDR.to_owned());
+    }
     let tls = match (&args.ca, https) {
         (Some(ca), Some(true) | None) => Some(crate::auth::tls::device_client_config(ca)?),
         (Some(_), Some(false)) => {

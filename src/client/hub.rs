@@ -252,7 +252,14 @@ impl HubClient {
             }
         }
         let mut tried = Vec::new();
-        let mut last_error = String::from("no hub address known (give --hub, or enable discovery)");
+        let mut last_error = if self.config.discovery {
+            format!(
+                "no hub known: none given, none cached, and no hub of {} answered on mDNS",
+                self.config.realm
+            )
+        } else {
+            String::from("no hub address known: give one (discovery is off)")
+        };
         for round in 0..2 {
             if round == 1 {
                 if !self.config.discovery {
@@ -281,6 +288,9 @@ impl HubClient {
                     Err(err) => last_error = format!("{addr}: {err}"),
                 }
             }
+        }
+        if self.config.discovery && !tried.is_empty() {
+            last_error.push_str(" (and no other hub of this store answered on mDNS)");
         }
         Err(CallError::Retry(last_error))
     }

@@ -1,7 +1,9 @@
 //! Plain HTTP on the client port: `/healthz`, `/status` (JSON) and `/metrics`
 //! (Prometheus text), for operators, load balancers and the spec's runbooks; and the
-//! browser app (`web`).
+//! browser app (`web`); the security headers and Host allow-list every request passes
+//! (`guard`).
 
+pub mod guard;
 pub mod web;
 
 use std::fmt::Write;

@@ -1,6 +1,12 @@
 //! The peer service: only for the other nodes of this Raft group, on the peer port.
 //! Devices never reach it (the client port serves them). It carries openraft's RPCs,
 //! appends forwarded by followers, read-index requests and election nudges.
+//!
+//! With mutual TLS, every caller's certificate names its node (`pos-hub-node:ID`): a Raft
+//! message must come from the node it names as its sender (the candidate of a vote, the
+//! leader of entries or a snapshot), and forwarded appends, read-index requests and
+//! election nudges only from a member of the group. A certificate of one node cannot
+//! speak for another.
 
 use std::sync::Arc;
 
@@ -15,6 +21,63 @@ use crate::raft_types::{NodeId, TypeConfig};
 
 pub struct PeerService {
     pub node: Arc<Node>,
+    /// The peer port serves mutual TLS: every caller has a certificate naming its node.
+    pub tls: bool,
+}
+
+impl PeerService {
+    /// The node the caller's certificate names; `None` on a plaintext peer port.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Option<NodeId>, Status> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| Status::permission_denied("the caller presented no certificate"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::permission_denied("the caller presented no certificate"))?;
+        crate::auth::tls::node_id_of(leaf)
+            .map(Some)
+            .map_err(|err| Status::permission_denied(err.to_string()))
+    }
+
+    /// A Raft message must come from the node it names as its sender.
+    fn check_sender<T>(
+        &self,
+        request: &Request<T>,
+        what: &str,
+        sender: Option<NodeId>,
+    ) -> Result<(), Status> {
+        match (self.caller(request)?, sender) {
+            (None, _) => Ok(()),
+            (Some(caller), Some(sender)) if caller == sender => Ok(()),
+            (Some(caller), sender) => Err(Status::permission_denied(format!(
+                "{what} from node {} sent with the certificate of node {caller}",
+                sender.map_or_else(|| "(none)".to_owned(), |id| id.to_string())
+            ))),
+        }
+    }
+
+    /// Forwarded appends, read-index requests and election nudges come from members only.
+    fn check_member<T>(&self, request: &Request<T>, what: &str) -> Result<(), Status> {
+        let Some(caller) = self.caller(request)? else {
+            return Ok(());
+        };
+        let metrics = self.node.raft_metrics();
+        if metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(id, _)| *id == caller)
+        {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "{what} from node {caller}, which is not a member of this group"
+            )))
+        }
+    }
 }
 
 fn bad_request(err: impl std::fmt::Display) -> Status {
@@ -38,6 +101,7 @@ impl Peer for PeerService {
     ) -> Result<Response<pb::RaftMessage>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode("append entries", request.get_ref()).map_err(bad_request)?;
+        self.check_sender(&request, "append entries", rpc.vote.leader_id().voted_for())?;
         encode_reply(
             "append entries reply",
             &self.node.raft.append_entries(rpc).await,
@@ -49,6 +113,7 @@ impl Peer for PeerService {
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
         let rpc: VoteRequest<NodeId> = decode("vote", request.get_ref()).map_err(bad_request)?;
+        self.check_sender(&request, "a vote request", rpc.vote.leader_id().voted_for())?;
         encode_reply("vote reply", &self.node.raft.vote(rpc).await)
     }
 
@@ -58,6 +123,11 @@ impl Peer for PeerService {
     ) -> Result<Response<pb::RaftMessage>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> =
             decode("snapshot chunk", request.get_ref()).map_err(bad_request)?;
+        self.check_sender(
+            &request,
+            "a snapshot chunk",
+            rpc.vote.leader_id().voted_for(),
+        )?;
         encode_reply(
             "snapshot reply",
             &self.node.raft.install_snapshot(rpc).await,
@@ -68,6 +138,7 @@ impl Peer for PeerService {
         &self,
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
+        self.check_member(&request, "a forwarded append")?;
         let events = request.into_inner().events;
         // Only the leader proposes; a forwarded append is never forwarded again.
         let results = self.node.propose(events).await?;
@@ -76,16 +147,18 @@ impl Peer for PeerService {
 
     async fn read_index(
         &self,
-        _: Request<pb::ReadIndexRequest>,
+        request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        self.check_member(&request, "a read-index request")?;
         let index = self.node.read_index_as_leader().await?;
         Ok(Response::new(pb::ReadIndexResponse { index }))
     }
 
     async fn elect(
         &self,
-        _: Request<pb::ElectRequest>,
+        request: Request<pb::ElectRequest>,
     ) -> Result<Response<pb::ElectResponse>, Status> {
+        self.check_member(&request, "an election nudge")?;
         self.node
             .raft
             .trigger()
@@ -96,9 +169,10 @@ impl Peer for PeerService {
     }
 }
 
-/// The peer service with message limits fitting log batches and snapshot chunks.
-pub fn server(node: Arc<Node>) -> pb::peer_server::PeerServer<PeerService> {
-    pb::peer_server::PeerServer::new(PeerService { node })
+/// The peer service with message limits fitting log batches and snapshot chunks; `tls`
+/// when the port serves mutual TLS (callers are then held to their certificates).
+pub fn server(node: Arc<Node>, tls: bool) -> pb::peer_server::PeerServer<PeerService> {
+    pb::peer_server::PeerServer::new(PeerService { node, tls })
         .max_decoding_message_size(super::network::PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(super::network::PEER_MESSAGE_BYTES_MAX)
 }

@@ -28,8 +28,14 @@ export async function pairedPage(
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.on("pageerror", (err) => console.log(`[${device}] page error: ${err.message}`));
+  // The hub serves the app with a Content-Security-Policy: anything it blocks is a bug.
+  const blocked: string[] = [];
+  page.on("console", (msg) => {
+    if (msg.type() === "error" && msg.text().includes("Content Security Policy")) blocked.push(msg.text());
+  });
   await page.goto(cluster.pairLink(device, role, node));
   await expect(page.getByTestId("connection")).toHaveAttribute("data-phase", "online");
+  expect(blocked, "the page ran within its Content-Security-Policy").toEqual([]);
   // The token does not stay in the address bar (or the history).
   expect(page.url()).not.toContain("#/pair/");
   return page;
