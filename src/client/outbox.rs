@@ -99,10 +99,31 @@ pub struct Outbox {
     path: PathBuf,
 }
 
+/// How long `open` waits for the file lock of a store this process just closed: sled
+/// releases it from its flusher thread a moment after the last handle drops.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the sled store at `path`, waiting up to `LOCK_WAIT` while its file lock is held
+/// (a store held longer, by another process, is refused with sled's error).
+fn open_sled(path: &Path) -> Result<sled::Db, sled::Error> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::open(path) {
+            Err(sled::Error::Io(err))
+                if err.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Outbox {
     pub fn open(dir: &Path) -> Result<(Outbox, Loaded), OutboxError> {
         let path = dir.join("device.sled");
-        let tree = sled::open(&path).map_err(|source| OutboxError::Sled {
+        let tree = open_sled(&path).map_err(|source| OutboxError::Sled {
             path: path.display().to_string(),
             source,
         })?;
