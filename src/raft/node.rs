@@ -137,6 +137,20 @@ impl Node {
             .and_then(|m| m.current_leader)
     }
 
+    /// Resolves once this node no longer takes `leader` for the leader.
+    async fn leadership_moves_from(&self, leader: NodeId) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if metrics.borrow_and_update().current_leader != Some(leader) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                // Raft stopped: the forward's own timeout or error ends the wait.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     fn not_leader(&self, leader: Option<NodeId>) -> WriteError {
         let leader_client_addr = leader.and_then(|id| self.member(id)).map(|n| n.client_addr);
         WriteError::NotLeader {
@@ -206,8 +220,18 @@ impl Node {
             .forwarded_appends
             .fetch_add(1, Ordering::Relaxed);
         let budget = Duration::from_millis(self.timing.append_timeout_ms);
-        let reply = tokio::time::timeout(budget, client.forward(pb::AppendRequest { events }))
-            .await
+        let call = tokio::time::timeout(budget, client.forward(pb::AppendRequest { events }));
+        // A leader that died or was cut off mid-forward says nothing: stop waiting once
+        // this node sees the leadership move (it votes in an election, or hears a new
+        // leader), and send again to the new leader. Safe: a resent event keeps its
+        // eventId and is answered DUPLICATE if the old leader's entry commits after all.
+        let reply = tokio::select! {
+            reply = call => reply,
+            () = self.leadership_moves_from(leader) => {
+                return Err(self.not_leader(self.raft_metrics().current_leader));
+            }
+        };
+        let reply = reply
             .map_err(|_| fail(PeerError::Timeout(budget)))?
             .map_err(|status| match status.code() {
                 // The leader stepped down between our look and its answer.
