@@ -67,6 +67,10 @@ pub struct FaultStats {
     pub recoveries_ms: Vec<f64>,
     /// The maximum of `recoveries_ms`: the device that waited longest.
     pub worst_recovery_ms: Option<f64>,
+    /// The worst, over each time the fault ran, of the first device's recovery: about
+    /// how long the group took to serve appends again (a new leader elected), which no
+    /// device can beat.
+    pub worst_first_recovery_ms: Option<f64>,
 }
 
 impl FaultStats {

@@ -120,6 +120,14 @@ pub(super) fn stats(history: &[Entry], out: &mut Outcome) {
                 *first = first.min(*t);
             }
         }
+        if let Some(first) = recovered.values().copied().reduce(f64::min) {
+            let first = first - start;
+            stats.worst_first_recovery_ms = Some(
+                stats
+                    .worst_first_recovery_ms
+                    .map_or(first, |w: f64| w.max(first)),
+            );
+        }
         for t in recovered.into_values() {
             let recovery = t - start;
             stats.recoveries_ms.push(recovery);

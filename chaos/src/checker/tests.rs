@@ -398,4 +398,5 @@ fn recovery_is_measured_per_device_and_the_worst_is_the_slowest_device() {
     assert_eq!(recoveries, vec![20.0, 30.0, 1_040.0]);
     assert_eq!(pause.worst_recovery_ms, Some(1_040.0));
     assert_eq!(pause.median_recovery_ms(), Some(30.0));
+    assert_eq!(pause.worst_first_recovery_ms, Some(20.0));
 }
