@@ -12,6 +12,7 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 
 use super::batch::{Batcher, ProposeError};
 use super::network::{PeerClients, PeerError};
+use super::watchdog::LeaderContact;
 use crate::metrics::Metrics;
 use crate::proto::convert::{self, OutcomeCountMismatch};
 use crate::proto::pb;
@@ -102,6 +103,8 @@ pub struct Node {
     pub timing: Timing,
     /// Group commit in front of `raft.client_write` (see `batch`).
     pub batcher: Batcher,
+    /// When a leader was last heard from, for the election watchdog (see `watchdog`).
+    pub leader_contact: LeaderContact,
 }
 
 impl Node {
