@@ -28,12 +28,10 @@ pub const ELECTION_TIMEOUT_MS: u64 = 200;
 pub const LEADER_REPLACED_MS: u64 = 4 * ELECTION_TIMEOUT_MS;
 
 /// A device's deadline for one call (Hello, Append, a read) before it tries the next node:
-/// the time a silent leader takes to be replaced, plus 400 ms for the vote round and the
-/// commit on a busy node. A call to a healthy follower made as the leader died waits for
-/// the new leader and still answers within it (under the chaos load the first append
-/// after a failover was acknowledged up to 1.05 s in); a node that says nothing for this
-/// long is paused, cut off or gone.
-pub const CALL_DEADLINE_MS: u64 = LEADER_REPLACED_MS + 400;
+/// the time a silent leader takes to be replaced, plus 200 ms for the commit. A call to a
+/// healthy follower made as the leader died waits for the new leader and still answers
+/// within it; a node that says nothing for this long is paused, cut off or gone.
+pub const CALL_DEADLINE_MS: u64 = LEADER_REPLACED_MS + 200;
 
 /// The longest a Subscribe stream stays silent: after this long without a message the
 /// node sends a heartbeat (a `SubscribeResponse` with no events).

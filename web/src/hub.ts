@@ -26,7 +26,7 @@ export class OfflineError extends Error {}
  * default election timeout. A dead leader is replaced in about 4 × 200 ms; a call to a
  * healthy node made as it died answers within this, and a paused or cut-off node costs
  * the page no more than this. */
-export const CALL_DEADLINE_MS = 1_200;
+export const CALL_DEADLINE_MS = 1_000;
 /** The longest the deadline grows to while every node answers too slowly (a busy hub, a
  * big batch): the hub's own append timeout (5 s) plus the trip. */
 export const CALL_DEADLINE_MAX_MS = 8_000;
