@@ -15,3 +15,28 @@ pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
 
 /// Metadata key naming the leader's client address on a FAILED_PRECONDITION "not leader".
 pub const LEADER_METADATA: &str = "x-pos-hub-leader";
+
+/// The default Raft timing (`serve --heartbeat-ms`, `--election-timeout-ms`; the maximum
+/// election timeout is twice the minimum). Devices size their deadlines from it.
+pub const HEARTBEAT_MS: u64 = 50;
+pub const ELECTION_TIMEOUT_MS: u64 = 200;
+
+/// How long the group takes, with the default timing, to replace a leader that went
+/// silent: openraft 0.9 followers first wait out the leader's lease (the maximum election
+/// timeout) and then their own election timeout (up to the maximum), so 2 × 2 × 200 ms.
+/// A candidate that loses a round to a longer log waits longer (see `docs/reliability.md`).
+pub const LEADER_REPLACED_MS: u64 = 4 * ELECTION_TIMEOUT_MS;
+
+/// A device's deadline for one call (Hello, Append, a read) before it tries the next node:
+/// the time a silent leader takes to be replaced, plus 200 ms for the commit. A call to a
+/// healthy follower made as the leader died waits for the new leader and still answers
+/// within it; a node that says nothing for this long is paused, cut off or gone.
+pub const CALL_DEADLINE_MS: u64 = LEADER_REPLACED_MS + 200;
+
+/// The longest a Subscribe stream stays silent: after this long without a message the
+/// node sends a heartbeat (a `SubscribeResponse` with no events).
+pub const SUBSCRIBE_HEARTBEAT_MS: u64 = 1_000;
+
+/// A Subscribe stream silent for this long (two heartbeats missed) is dead: the device
+/// closes it and subscribes on the next node.
+pub const SUBSCRIBE_SILENCE_MS: u64 = 2 * SUBSCRIBE_HEARTBEAT_MS;

@@ -19,7 +19,7 @@ use crate::topology::Topology;
 pub const TENANT: &str = "t-chaos";
 pub const STORE: &str = "s-001";
 /// The hub's Raft timing in the runs: its defaults.
-pub const ELECTION_TIMEOUT_MS: u64 = 200;
+pub use pos_hub::wire::ELECTION_TIMEOUT_MS;
 
 pub struct Node {
     pub data_dir: PathBuf,
@@ -49,12 +49,13 @@ pub struct Group {
     initial_cluster: String,
 }
 
-/// A channel for the workload's calls: each bounded by 3 s.
+/// A channel for the harness's own questions to a node: each bounded by 3 s.
 pub fn channel(addr: &str) -> Channel {
     channel_with_timeout(addr, Duration::from_secs(3))
 }
 
-fn channel_with_timeout(addr: &str, timeout: Duration) -> Channel {
+/// A channel whose calls are each bounded by `timeout`.
+pub fn channel_with_timeout(addr: &str, timeout: Duration) -> Channel {
     // A static, well-formed URL: from_shared cannot fail on it.
     Endpoint::from_shared(format!("http://{addr}"))
         .unwrap_or_else(|_| Endpoint::from_static("http://127.0.0.1:1"))

@@ -69,19 +69,32 @@ pub fn markdown(info: &RunInfo, outcome: &Outcome) -> String {
     );
     let _ = writeln!(
         md,
-        "| fault | count | ops ok | fail | unknown | worst recovery (fault start → first ok append) |"
+        "| fault | count | ops ok | fail | unknown | recoveries | p50 recovery | worst recovery | worst first device |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let ms = |v: Option<f64>| v.map_or("—".to_owned(), |ms| format!("{ms:.0} ms"));
     for (name, s) in &outcome.faults {
-        let recovery = s
-            .worst_recovery_ms
-            .map_or("—".to_owned(), |ms| format!("{:.0} ms", ms));
         let _ = writeln!(
             md,
-            "| {name} | {} | {} | {} | {} | {recovery} |",
-            s.count, s.ok, s.fail, s.unknown
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            s.count,
+            s.ok,
+            s.fail,
+            s.unknown,
+            s.recoveries_ms.len(),
+            ms(s.median_recovery_ms()),
+            ms(s.worst_recovery_ms),
+            ms(s.worst_first_recovery_ms)
         );
     }
+    let _ = writeln!(
+        md,
+        "\nRecovery, per device and per time the fault ran: from the fault's start to that \
+         device's next acknowledged append (the first it invoked at or after the start). The \
+         worst is the maximum over devices; the worst first device is, each time the fault \
+         ran, the device that recovered first (about when the group served appends again), \
+         at its worst."
+    );
     let _ = writeln!(md, "\nViolations: {}\n", outcome.violations.len());
     for v in &outcome.violations {
         let _ = writeln!(md, "- `{}`: {}", v.check, v.detail);

@@ -1,18 +1,22 @@
 //! Subscribe: every committed event after the cursor, in seq order, once each — first
 //! from storage in pages, then live from the state machine's feed. A subscriber that
 //! falls behind the feed (or sees a gap, e.g. after a snapshot install) reads storage
-//! again instead of being dropped or dropping events.
+//! again instead of being dropped or dropping events. When there is nothing to send for
+//! `SUBSCRIBE_HEARTBEAT`, a heartbeat (a message with no events) goes out, so a client
+//! finds a dead stream (a paused node, a dropped link) by its silence.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::{broadcast, mpsc};
+use tokio::time::{Duration, Instant};
 use tonic::Status;
 
 use super::error::ApiError;
 use super::limits::SubscriptionSlot;
 use crate::proto::pb;
 use crate::raft::node::Node;
+use crate::wire::SUBSCRIBE_HEARTBEAT_MS;
 
 /// Events per message while catching up from storage.
 pub const SUBSCRIBE_PAGE_EVENTS: usize = 512;
@@ -21,6 +25,10 @@ pub const SUBSCRIBE_PAGE_EVENTS: usize = 512;
 pub const SUBSCRIBE_PAGE_BYTES: usize = 1 << 20;
 /// Messages buffered towards one client before its stream applies backpressure.
 pub const SUBSCRIBE_BUFFER_MESSAGES: usize = 16;
+/// The longest a stream stays silent: after this long without a message, a heartbeat (a
+/// `SubscribeResponse` with no events) is sent. Clients treat a stream silent for twice
+/// this (`wire::SUBSCRIBE_SILENCE_MS`) as dead and move to another node.
+pub const SUBSCRIBE_HEARTBEAT: Duration = Duration::from_millis(SUBSCRIBE_HEARTBEAT_MS);
 
 pub type Outbound = mpsc::Receiver<Result<pb::SubscribeResponse, Status>>;
 
@@ -46,20 +54,29 @@ enum Stop {
     ClientGone,
 }
 
-async fn send(
-    tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
-    events: Vec<pb::Event>,
-) -> Result<(), Stop> {
-    tx.send(Ok(pb::SubscribeResponse { events }))
-        .await
-        .map_err(|_| Stop::ClientGone)
+/// The client's end of the stream, and when it was last sent anything.
+struct Out<'a> {
+    tx: &'a mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    last_sent: Instant,
+}
+
+impl Out<'_> {
+    /// Sends events, or a heartbeat when `events` is empty.
+    async fn send(&mut self, events: Vec<pb::Event>) -> Result<(), Stop> {
+        self.tx
+            .send(Ok(pb::SubscribeResponse { events }))
+            .await
+            .map_err(|_| Stop::ClientGone)?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
 }
 
 /// Sends everything in storage after `*cursor`, advancing it.
 async fn catch_up(
     node: &Node,
     cursor: &mut u64,
-    tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    tx: &mut Out<'_>,
 ) -> Result<Result<(), Stop>, Status> {
     loop {
         let page = node
@@ -70,7 +87,7 @@ async fn catch_up(
             return Ok(Ok(()));
         };
         let last_seq = last.seq;
-        if let Err(stop) = send(tx, page).await {
+        if let Err(stop) = tx.send(page).await {
             return Ok(Err(stop));
         }
         *cursor = last_seq;
@@ -83,13 +100,24 @@ async fn stream(
     mut feed: broadcast::Receiver<crate::store::EventBatch>,
     tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
 ) -> Result<(), Status> {
+    let tx = &mut Out {
+        tx,
+        last_sent: Instant::now(),
+    };
     if catch_up(node, &mut cursor, tx).await?.is_err() {
         return Ok(());
     }
     loop {
+        let heartbeat_due = tx.last_sent + SUBSCRIBE_HEARTBEAT;
         let batch = tokio::select! {
             received = feed.recv() => received,
-            () = tx.closed() => return Ok(()),
+            () = tx.tx.closed() => return Ok(()),
+            () = tokio::time::sleep_until(heartbeat_due) => {
+                if tx.send(Vec::new()).await.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
         };
         match batch {
             Ok(batch) => {
@@ -99,7 +127,7 @@ async fn stream(
                     // Contiguous with what the client has: send straight from memory.
                     Some(first) if first.seq == cursor + 1 => {
                         let last_seq = fresh.last().map_or(cursor, |e| e.seq);
-                        if send(tx, fresh).await.is_err() {
+                        if tx.send(fresh).await.is_err() {
                             return Ok(());
                         }
                         cursor = last_seq;

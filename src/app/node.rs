@@ -1,5 +1,6 @@
 //! Step 1 of `serve`: open the data dir, start the Raft core over it with this node's
-//! timing and snapshot policy, and assemble the `Node` every handler shares.
+//! timing and snapshot policy, assemble the `Node` every handler shares, and start its
+//! election watchdog.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::raft::batch::Batcher;
 use crate::raft::network::{PeerClients, PeerNetwork};
 use crate::raft::node::Node;
+use crate::raft::watchdog::{self, LeaderContact};
 use crate::raft_types::Raft;
 use crate::store;
 
@@ -80,7 +82,7 @@ pub(super) async fn open(config: &ServeConfig) -> Result<Arc<Node>, AppError> {
         state_machine,
     )
     .await?;
-    Ok(Arc::new(Node {
+    let node = Arc::new(Node {
         id: config.node_id,
         raft: raft.clone(),
         reader,
@@ -89,5 +91,9 @@ pub(super) async fn open(config: &ServeConfig) -> Result<Arc<Node>, AppError> {
         metrics: Arc::new(Metrics::default()),
         timing: config.timing,
         batcher: Batcher::start(raft, clock),
-    }))
+        leader_contact: LeaderContact::default(),
+    });
+    // Ends by itself once Raft stops.
+    tokio::spawn(watchdog::run(node.clone()));
+    Ok(node)
 }

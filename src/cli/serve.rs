@@ -18,13 +18,13 @@ use crate::raft_types::{HubNode, NodeId};
 /// By default the leader keeps this many snapshot intervals of log behind its snapshot.
 const KEEP_LOG_SNAPSHOTS: u64 = 10;
 
-/// Raft timing for a store LAN. openraft 0.9 refuses votes while the leader's lease (the
-/// maximum election timeout, twice this minimum) holds, so a dead leader is replaced after
-/// lease + timeout: measured 0.7–0.9 s typically and 1.6 s at worst (a candidate with a
-/// shorter log losing a round) on loopback, within the 2 s a till may wait. Heartbeats at a
-/// quarter of the timeout keep a briefly slow Wi-Fi link from starting elections.
-pub const HEARTBEAT_MS: u64 = 50;
-pub const ELECTION_TIMEOUT_MS: u64 = 200;
+// Raft timing for a store LAN, defined in `wire` because devices size their call
+// deadlines from it. openraft 0.9 refuses votes while the leader's lease (the maximum
+// election timeout, twice this minimum) holds, so a dead leader is replaced after
+// lease + timeout: measured 0.7–0.9 s typically and 1.6 s at worst (a candidate with a
+// shorter log losing a round) on loopback. Heartbeats at a quarter of the timeout keep a
+// briefly slow Wi-Fi link from starting elections.
+pub use crate::wire::{ELECTION_TIMEOUT_MS, HEARTBEAT_MS};
 pub const APPEND_TIMEOUT_MS: u64 = 5_000;
 pub const DEV_CLIENT_ADDR: &str = "127.0.0.1:4001";
 pub const DEV_PEER_ADDR: &str = "127.0.0.1:4002";

@@ -3,6 +3,9 @@
 //! addresses cached on disk), talks to one of them at a time, and moves to the next when
 //! that one stops answering. Any node serves: followers forward appends to the leader.
 
+mod cache;
+
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,12 +19,19 @@ use crate::discovery;
 use crate::domain::Realm;
 use crate::proto::pb;
 use crate::proto::pb::hub_client::HubClient as Grpc;
-use crate::wire::RETRY_AFTER_METADATA;
+use crate::wire::{CALL_DEADLINE_MS, RETRY_AFTER_METADATA};
+use cache::{read_cache, write_cache};
 
-/// How long a node may take to answer Hello before the next one is tried.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long an Append may take: the hub's own append timeout (5 s) plus the trip.
-pub const APPEND_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long one node may take to answer one call (Hello, Append, a read) before the next
+/// node is tried, in the same call: sized from the group's default election timeout
+/// (`wire::CALL_DEADLINE_MS`), so a call to a healthy node during a leader change still
+/// answers within it, and a paused or cut-off node costs the device no more than this.
+pub const CALL_DEADLINE: Duration = Duration::from_millis(CALL_DEADLINE_MS);
+/// The longest the deadline grows to when every node answered too slowly in one round (a
+/// hub under heavy load, a big batch on a slow Pi): the hub's own append timeout (5 s)
+/// plus the trip. It doubles after each such round, and is back to `CALL_DEADLINE` after
+/// the next answer.
+pub const CALL_DEADLINE_MAX: Duration = Duration::from_secs(8);
 /// How long mDNS browsing waits for hubs when no node is known or reachable.
 pub const DISCOVERY_WAIT: Duration = Duration::from_millis(1500);
 /// The least time between two mDNS browses while no hub answers.
@@ -140,10 +150,20 @@ pub struct HubClient {
     targets: Mutex<Targets>,
     /// The highest Lamport clock any Hello reported.
     lamport_seen: AtomicU64,
+    /// The deadline of one call to one node now, in ms (`CALL_DEADLINE`, grown up to
+    /// `CALL_DEADLINE_MAX` while every node answers too slowly).
+    deadline_ms: AtomicU64,
     /// The addresses last written to the cache; also serializes the writes.
     cached: Mutex<Vec<String>>,
     /// When mDNS was last browsed: at most once per `DISCOVERY_EVERY`.
     browsed: Mutex<Option<std::time::Instant>>,
+}
+
+/// How one attempt of a call on one node ended, when it did not answer.
+enum Attempt {
+    /// No answer within the deadline.
+    TimedOut(String),
+    Failed(CallError),
 }
 
 impl HubClient {
@@ -168,6 +188,7 @@ impl HubClient {
                 current: None,
             }),
             lamport_seen: AtomicU64::new(0),
+            deadline_ms: AtomicU64::new(CALL_DEADLINE_MS),
             cached: Mutex::new(Vec::new()),
             browsed: Mutex::new(None),
         })
@@ -192,15 +213,23 @@ impl HubClient {
         self.lock_targets().known.clone()
     }
 
+    /// The deadline of one call to one node now.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms.load(Ordering::Relaxed))
+    }
+
     fn lock_targets(&self) -> std::sync::MutexGuard<'_, Targets> {
         self.targets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+    fn request<T>(&self, message: T, timeout: Option<Duration>) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        request.set_timeout(timeout);
+        if let Some(timeout) = timeout {
+            // The node stops working on it too once the device has given up.
+            request.set_timeout(timeout);
+        }
         if let Some(value) = &self.bearer {
             request
                 .metadata_mut()
@@ -217,7 +246,7 @@ impl HubClient {
         };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| format!("{addr}: not an address: {e}"))?
-            .connect_timeout(HELLO_TIMEOUT)
+            .connect_timeout(CALL_DEADLINE)
             .tcp_nodelay(true);
         if let Some(tls) = &self.config.tls {
             endpoint = endpoint
@@ -285,7 +314,11 @@ impl HubClient {
                         self.adopt(&addr, channel.clone(), &reply);
                         return Ok((addr, channel, Some(reply)));
                     }
-                    Err(err) => last_error = format!("{addr}: {err}"),
+                    Err(err) => {
+                        // A node that does not answer Hello goes to the back of the list.
+                        self.failed(&addr);
+                        last_error = format!("{addr}: {err}");
+                    }
                 }
             }
         }
@@ -300,9 +333,12 @@ impl HubClient {
             device_id: String::new(),
             cursor,
         };
-        let reply = Self::grpc(channel.clone())
-            .hello(self.request(request, HELLO_TIMEOUT))
+        let deadline = self.deadline();
+        let mut grpc = Self::grpc(channel.clone());
+        let call = grpc.hello(self.request(request, Some(deadline)));
+        let reply = tokio::time::timeout(deadline, call)
             .await
+            .map_err(|_| format!("no answer to Hello within {deadline:?}"))?
             .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
             .into_inner();
         self.lamport_seen
@@ -378,138 +414,162 @@ impl HubClient {
         }
     }
 
-    /// Appends through the current node; one result per event, in order.
+    /// Runs `call` on the current node and, when that node does not answer (no answer
+    /// within the deadline, or a code another node may not give), at once on the next
+    /// one, until every known node was tried once. Each node gets `deadline()`; after a
+    /// round in which every node timed out the deadline doubles (to `CALL_DEADLINE_MAX`),
+    /// and an answer sets it back. Safe for appends: a resent event keeps its eventId
+    /// and is answered DUPLICATE.
+    async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, CallError>
+    where
+        F: FnMut(Grpc<Channel>, String, Duration) -> Fut,
+        Fut: Future<Output = Result<T, Attempt>>,
+    {
+        let deadline = self.deadline();
+        let mut tried: Vec<String> = Vec::new();
+        let mut all_timed_out = true;
+        let mut last_error = None;
+        loop {
+            let (addr, channel, _) = match self.node(0, false).await {
+                Ok(node) => node,
+                Err(err) => {
+                    all_timed_out = false;
+                    last_error = Some(err);
+                    break;
+                }
+            };
+            if tried.contains(&addr) {
+                break;
+            }
+            tried.push(addr.clone());
+            let attempt =
+                tokio::time::timeout(deadline, call(Self::grpc(channel), addr.clone(), deadline))
+                    .await;
+            let why = match attempt {
+                Ok(Ok(answer)) => {
+                    self.deadline_ms.store(CALL_DEADLINE_MS, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Ok(Err(Attempt::Failed(CallError::Retry(why)))) => {
+                    all_timed_out = false;
+                    why
+                }
+                Ok(Err(Attempt::Failed(other))) => return Err(other),
+                Ok(Err(Attempt::TimedOut(why))) => why,
+                Err(_) => format!("{addr}: no answer within {deadline:?}"),
+            };
+            tracing::debug!(node = %addr, %why, "no answer; trying the next node");
+            self.failed(&addr);
+            last_error = Some(CallError::Retry(why));
+        }
+        if all_timed_out && !tried.is_empty() {
+            let grown = (deadline * 2).min(CALL_DEADLINE_MAX);
+            self.deadline_ms
+                .store(grown.as_millis() as u64, Ordering::Relaxed);
+        }
+        Err(last_error.unwrap_or_else(|| CallError::Retry("no hub answered".into())))
+    }
+
+    /// Appends, failing over from node to node (see `call`); one result per event, in
+    /// order.
     pub async fn append(&self, events: Vec<pb::Event>) -> Result<Vec<pb::AppendResult>, CallError> {
-        let (addr, channel, _) = self.node(0, false).await?;
         let count = events.len();
-        let reply = Self::grpc(channel)
-            .append(self.request(pb::AppendRequest { events }, APPEND_TIMEOUT))
-            .await;
-        match reply {
-            Ok(reply) => {
-                let results = reply.into_inner().results;
+        self.call(|mut grpc, addr, deadline| {
+            let request = self.request(
+                pb::AppendRequest {
+                    events: events.clone(),
+                },
+                Some(deadline),
+            );
+            async move {
+                let results = grpc
+                    .append(request)
+                    .await
+                    .map_err(attempt_failed)?
+                    .into_inner()
+                    .results;
                 if results.len() != count {
-                    self.failed(&addr);
-                    return Err(CallError::Retry(format!(
+                    return Err(Attempt::Failed(CallError::Retry(format!(
                         "{addr} answered {} results for {count} events",
                         results.len()
-                    )));
+                    ))));
                 }
                 Ok(results)
             }
-            Err(status) => {
-                let error = classify(status);
-                if matches!(error, CallError::Retry(_)) {
-                    self.failed(&addr);
-                }
-                Err(error)
-            }
-        }
+        })
+        .await
     }
 
-    /// Hello, then Subscribe from `cursor`, on the current node.
+    /// Hello, then Subscribe from `cursor`, on the current node (or the next that
+    /// answers Hello).
     pub async fn subscribe(&self, cursor: u64) -> Result<Subscription, CallError> {
         let (addr, channel, hello) = match self.node(cursor, true).await? {
             (addr, channel, Some(hello)) => (addr, channel, hello),
             (addr, _, None) => return Err(CallError::Retry(format!("{addr}: no Hello"))),
         };
-        let mut request = tonic::Request::new(pb::SubscribeRequest { cursor });
-        if let Some(value) = &self.bearer {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        match Self::grpc(channel).subscribe(request).await {
-            Ok(stream) => Ok(Subscription {
+        // No deadline on the stream itself: it lives as long as the device follows.
+        let request = self.request(pb::SubscribeRequest { cursor }, None);
+        let deadline = self.deadline();
+        let mut grpc = Self::grpc(channel);
+        let opened = tokio::time::timeout(deadline, grpc.subscribe(request)).await;
+        match opened {
+            Ok(Ok(stream)) => Ok(Subscription {
                 node: addr,
                 hello,
                 stream: stream.into_inner(),
             }),
-            Err(status) => {
+            Ok(Err(status)) => {
                 let error = classify(status);
                 if matches!(error, CallError::Retry(_)) {
                     self.failed(&addr);
                 }
                 Err(error)
             }
+            Err(_) => {
+                self.failed(&addr);
+                Err(CallError::Retry(format!(
+                    "{addr}: Subscribe not opened within {deadline:?}"
+                )))
+            }
         }
     }
 
-    /// An order as the hub has it; `linearizable` confirms with the leader first.
+    /// An order as the hub has it; `linearizable` confirms with the leader first. Fails
+    /// over from node to node (see `call`).
     pub async fn get_order(
         &self,
         order_id: &str,
         linearizable: bool,
     ) -> Result<pb::Order, CallError> {
-        let (addr, channel, _) = self.node(0, false).await?;
-        let request = crate::proto::convert::get_order_request(order_id, linearizable);
-        match Self::grpc(channel)
-            .get_order(self.request(request, APPEND_TIMEOUT))
-            .await
-        {
-            Ok(reply) => reply
-                .into_inner()
-                .order
-                .ok_or_else(|| CallError::Retry(format!("{addr} answered without an order"))),
-            Err(status) => {
-                let error = classify(status);
-                if matches!(error, CallError::Retry(_)) {
-                    self.failed(&addr);
-                }
-                Err(error)
+        self.call(|mut grpc, addr, deadline| {
+            let request = self.request(
+                crate::proto::convert::get_order_request(order_id, linearizable),
+                Some(deadline),
+            );
+            async move {
+                grpc.get_order(request)
+                    .await
+                    .map_err(attempt_failed)?
+                    .into_inner()
+                    .order
+                    .ok_or_else(|| {
+                        Attempt::Failed(CallError::Retry(format!(
+                            "{addr} answered without an order"
+                        )))
+                    })
             }
-        }
+        })
+        .await
     }
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Cache {
-    #[serde(rename = "tenantId")]
-    tenant_id: String,
-    #[serde(rename = "storeId")]
-    store_id: String,
-    addrs: Vec<String>,
-}
-
-fn read_cache(config: &HubConfig) -> Vec<String> {
-    let Some(dir) = &config.cache_dir else {
-        return Vec::new();
-    };
-    let Ok(text) = std::fs::read_to_string(dir.join(HUB_CACHE_FILE)) else {
-        return Vec::new();
-    };
-    match serde_json::from_str::<Cache>(&text) {
-        Ok(cache)
-            if cache.tenant_id == config.realm.tenant_id
-                && cache.store_id == config.realm.store_id =>
-        {
-            cache.addrs
-        }
-        Ok(_) => Vec::new(),
-        Err(err) => {
-            tracing::warn!(%err, "ignoring an unreadable {HUB_CACHE_FILE}");
-            Vec::new()
-        }
-    }
-}
-
-fn write_cache(config: &HubConfig, addrs: &[String]) {
-    let Some(dir) = &config.cache_dir else {
-        return;
-    };
-    let cache = Cache {
-        tenant_id: config.realm.tenant_id.clone(),
-        store_id: config.realm.store_id.clone(),
-        addrs: addrs.to_vec(),
-    };
-    let Ok(text) = serde_json::to_string_pretty(&cache) else {
-        return;
-    };
-    // Write a sibling and rename: a crash leaves the old cache or the new one.
-    let tmp = dir.join(format!("{HUB_CACHE_FILE}.tmp"));
-    let result =
-        std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, dir.join(HUB_CACHE_FILE)));
-    if let Err(err) = result {
-        tracing::warn!(%err, "cannot cache the hub addresses");
+/// A status as an attempt's end: the deadline passing (on either side), or an answer.
+fn attempt_failed(status: Status) -> Attempt {
+    let timed_out = status.code() == Code::DeadlineExceeded
+        || (status.code() == Code::Cancelled && status.message().contains("Timeout expired"));
+    if timed_out {
+        Attempt::TimedOut(format!("{:?}: {}", status.code(), status.message()))
+    } else {
+        Attempt::Failed(classify(status))
     }
 }

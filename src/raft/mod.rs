@@ -4,10 +4,13 @@
 //! - `batch`: group commit in front of `Raft::client_write`;
 //! - `network`, `peer`: the peer port (tonic) that carries Raft RPCs, forwarded appends
 //!   and read-index requests between nodes;
-//! - `local`: a single-node group on this machine, for `pos-hub log`.
+//! - `local`: a single-node group on this machine, for `pos-hub log`;
+//! - `watchdog`: stands for election when no leader is heard, without openraft 0.9's
+//!   extra delays.
 
 pub mod batch;
 pub mod local;
 pub mod network;
 pub mod node;
 pub mod peer;
+pub mod watchdog;

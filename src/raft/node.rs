@@ -12,6 +12,7 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 
 use super::batch::{Batcher, ProposeError};
 use super::network::{PeerClients, PeerError};
+use super::watchdog::LeaderContact;
 use crate::metrics::Metrics;
 use crate::proto::convert::{self, OutcomeCountMismatch};
 use crate::proto::pb;
@@ -102,6 +103,8 @@ pub struct Node {
     pub timing: Timing,
     /// Group commit in front of `raft.client_write` (see `batch`).
     pub batcher: Batcher,
+    /// When a leader was last heard from, for the election watchdog (see `watchdog`).
+    pub leader_contact: LeaderContact,
 }
 
 impl Node {
@@ -135,6 +138,20 @@ impl Node {
             .await
             .ok()
             .and_then(|m| m.current_leader)
+    }
+
+    /// Resolves once this node no longer takes `leader` for the leader.
+    async fn leadership_moves_from(&self, leader: NodeId) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if metrics.borrow_and_update().current_leader != Some(leader) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                // Raft stopped: the forward's own timeout or error ends the wait.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     fn not_leader(&self, leader: Option<NodeId>) -> WriteError {
@@ -206,8 +223,18 @@ impl Node {
             .forwarded_appends
             .fetch_add(1, Ordering::Relaxed);
         let budget = Duration::from_millis(self.timing.append_timeout_ms);
-        let reply = tokio::time::timeout(budget, client.forward(pb::AppendRequest { events }))
-            .await
+        let call = tokio::time::timeout(budget, client.forward(pb::AppendRequest { events }));
+        // A leader that died or was cut off mid-forward says nothing: stop waiting once
+        // this node sees the leadership move (it votes in an election, or hears a new
+        // leader), and send again to the new leader. Safe: a resent event keeps its
+        // eventId and is answered DUPLICATE if the old leader's entry commits after all.
+        let reply = tokio::select! {
+            reply = call => reply,
+            () = self.leadership_moves_from(leader) => {
+                return Err(self.not_leader(self.raft_metrics().current_leader));
+            }
+        };
+        let reply = reply
             .map_err(|_| fail(PeerError::Timeout(budget)))?
             .map_err(|status| match status.code() {
                 // The leader stepped down between our look and its answer.

@@ -10,7 +10,9 @@
 
 use std::sync::Arc;
 
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use tonic::{Request, Response, Status};
 
 use super::network::{decode, encode};
@@ -102,10 +104,12 @@ impl Peer for PeerService {
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode("append entries", request.get_ref()).map_err(bad_request)?;
         self.check_sender(&request, "append entries", rpc.vote.leader_id().voted_for())?;
-        encode_reply(
-            "append entries reply",
-            &self.node.raft.append_entries(rpc).await,
-        )
+        let reply = self.node.raft.append_entries(rpc).await;
+        // Taken from a leader of this term or later (not refused for a higher vote).
+        if matches!(&reply, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.node.leader_contact.heard();
+        }
+        encode_reply("append entries reply", &reply)
     }
 
     async fn vote(
@@ -128,10 +132,11 @@ impl Peer for PeerService {
             "a snapshot chunk",
             rpc.vote.leader_id().voted_for(),
         )?;
-        encode_reply(
-            "snapshot reply",
-            &self.node.raft.install_snapshot(rpc).await,
-        )
+        let reply = self.node.raft.install_snapshot(rpc).await;
+        if reply.is_ok() {
+            self.node.leader_contact.heard();
+        }
+        encode_reply("snapshot reply", &reply)
     }
 
     async fn forward(

@@ -1,6 +1,6 @@
 // A real 3-node pos-hub group on loopback for the browser tests: a store key, device
-// tokens from `pos-hub token issue`, nodes started, SIGKILLed and restarted as processes,
-// and the committed log read back through the gRPC-web API.
+// tokens from `pos-hub token issue`, nodes started, SIGKILLed, paused (SIGSTOP) and
+// restarted as processes, and the committed log read back through the gRPC-web API.
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createPrivateKey, sign } from "node:crypto";
@@ -110,6 +110,15 @@ export class Cluster {
     const n = this.node(id);
     n.proc?.kill("SIGKILL");
     n.proc = undefined;
+  }
+
+  /** SIGSTOP: the node keeps its sockets open and says nothing, as a hung or frozen box. */
+  pause(id: number): void {
+    this.node(id).proc?.kill("SIGSTOP");
+  }
+
+  resume(id: number): void {
+    this.node(id).proc?.kill("SIGCONT");
   }
 
   killAll(): void {

@@ -9,7 +9,7 @@ import { create, fromBinary, toBinary, type JsonObject } from "@bufbuild/protobu
 import { EventSchema, type Event } from "./gen/pos/v1/events_pb";
 import { AppendStatus, GetMenuResponseSchema, type GetMenuResponse, type HelloResponse, type NodeInfo } from "./gen/pos/v1/hub_pb";
 import { Db, type Pairing, type Queued, type Refused } from "./db";
-import { AuthError, HubLink, OfflineError, authErrorOf, describe } from "./hub";
+import { AuthError, CALL_DEADLINE_MAX_MS, HubLink, OfflineError, authErrorOf, describe } from "./hub";
 import { Model, factOf, type Fact, type OrderView, type TicketView } from "./model";
 import { uuidv7 } from "./uuid";
 
@@ -19,12 +19,14 @@ const SEND_BATCH_MAX = 100;
  * the cap (a till should notice a hub coming back within a couple of seconds). */
 const RETRY_FIRST_MS = 200;
 const RETRY_MAX_MS = 2_000;
-/** How often the stream's progress is checked, and how long it may stay behind before it
- * is moved to another node (see `watch`). */
+/** How often the stream's progress is checked, and how long it may stay behind the
+ * device's own acknowledged events before it is moved to another node (see `watch`). */
 const WATCH_EVERY_MS = 1_000;
 const SUBSCRIPTION_STALL_MS = 3_000;
-const HELLO_TIMEOUT_MS = 3_000;
-const APPEND_TIMEOUT_MS = 10_000;
+/** A stream with no message at all for this long, not even the heartbeat the hub sends
+ * every second when there is nothing else (`wire::SUBSCRIBE_SILENCE_MS`), is dead: a
+ * paused node, a link gone without closing. The page moves to the next node at once. */
+export const STREAM_SILENCE_MS = 2_000;
 
 export type Phase = "starting" | "online" | "reconnecting" | "offline";
 
@@ -227,9 +229,7 @@ export class Device {
       }
       try {
         const events = batch.map((e) => fromBinary(EventSchema, e.bytes));
-        const answer = await this.link.call((c) =>
-          c.append({ events }, { timeoutMs: APPEND_TIMEOUT_MS }),
-        );
+        const answer = await this.link.call((c, timeoutMs) => c.append({ events }, { timeoutMs }));
         await this.record(batch, answer.results);
         delay = RETRY_FIRST_MS;
         this.lastError = undefined;
@@ -348,9 +348,10 @@ export class Device {
         await sleep(1_000);
         continue;
       }
+      let silent = false;
       try {
-        const hello = await this.link.call((c) =>
-          c.hello({ deviceId: this.deviceId, cursor: BigInt(this.cursor) }, { timeoutMs: HELLO_TIMEOUT_MS }),
+        const hello = await this.link.call((c, timeoutMs) =>
+          c.hello({ deviceId: this.deviceId, cursor: BigInt(this.cursor) }, { timeoutMs }),
         );
         await this.greeted(hello);
         const url = this.link.node;
@@ -359,8 +360,22 @@ export class Device {
         const stream = this.link.client(url).subscribe({ cursor: BigInt(this.cursor) }, { signal: abort.signal });
         this.setPhase("online");
         delay = RETRY_FIRST_MS;
-        for await (const batch of stream) {
-          await this.committedBatch(batch.events);
+        // Any message, a heartbeat included, shows the node is alive.
+        let lastMessage = Date.now();
+        const silence = setInterval(() => {
+          if (Date.now() - lastMessage < STREAM_SILENCE_MS || abort.signal.aborted) return;
+          silent = true;
+          this.lastError = `the stream from ${url} fell silent`;
+          abort.abort();
+        }, STREAM_SILENCE_MS / 8);
+        try {
+          for await (const batch of stream) {
+            lastMessage = Date.now();
+            // A heartbeat carries no events: it moves no cursor and is never a gap.
+            if (batch.events.length > 0) await this.committedBatch(batch.events);
+          }
+        } finally {
+          clearInterval(silence);
         }
         // The node closed the stream (it is stopping): follow another one.
         this.link.rotate();
@@ -368,6 +383,10 @@ export class Device {
         if (!this.running) return;
         if (err instanceof OfflineError || authErrorOf(err) || err instanceof AuthError) {
           this.failed(err);
+        } else if (silent) {
+          // Silent: the next node at once, no backoff.
+          this.link.rotate();
+          continue;
         } else {
           // The stream broke (node died or was switched away from): try the next node.
           this.lastError = describe(err);
@@ -402,7 +421,7 @@ export class Device {
 
   private async loadMenu(): Promise<void> {
     try {
-      const menu = await this.link.client().getMenu({}, { timeoutMs: HELLO_TIMEOUT_MS });
+      const menu = await this.link.client().getMenu({}, { timeoutMs: CALL_DEADLINE_MAX_MS });
       this.menu = menu;
       await this.db.putMeta("menu", encodeMenu(menu));
     } catch (err) {
@@ -439,11 +458,11 @@ export class Device {
     this.notify();
   }
 
-  /** Checks, once a second, that the stream keeps up: a connection can die without
-   * closing (a dropped Wi-Fi, a paused node), and a stream on a node cut off from the
-   * leader brings nothing new. The stream is moved to the next node when the hub has
-   * acknowledged events it does not bring, or when its node's log (asked with Hello) is
-   * ahead of it or does not answer, for longer than SUBSCRIPTION_STALL_MS. */
+  /** Checks, once a second, that the stream keeps up with this device's own writes: a
+   * stream on a node cut off from the leader still gets heartbeats but brings nothing
+   * new. The stream is moved to the next node when the hub has acknowledged events of
+   * this device it does not bring for longer than SUBSCRIPTION_STALL_MS. (A dead stream
+   * is found by its silence, in `subscribeLoop`, without asking the hub.) */
   private async watch(): Promise<void> {
     let behindSince = 0;
     while (this.running) {
@@ -452,20 +471,7 @@ export class Device {
         behindSince = 0;
         continue;
       }
-      let behind = this.outbox.some((e) => e.ackedSeq !== undefined && e.ackedSeq > this.cursor);
-      try {
-        const hello = await this.link
-          .client()
-          .hello({ deviceId: this.deviceId, cursor: BigInt(this.cursor) }, { timeoutMs: HELLO_TIMEOUT_MS });
-        behind ||= Number(hello.lastSeq) > this.cursor;
-      } catch (err) {
-        const auth = authErrorOf(err);
-        if (auth) {
-          this.failed(auth);
-          continue;
-        }
-        behind = true;
-      }
+      const behind = this.outbox.some((e) => e.ackedSeq !== undefined && e.ackedSeq > this.cursor);
       if (!behind) {
         behindSince = 0;
       } else if (behindSince === 0) {

@@ -21,6 +21,16 @@ export class AuthError extends Error {
 /** No known node answered. */
 export class OfflineError extends Error {}
 
+/** How long one node may take to answer one call before the next node is tried, in the
+ * same call: the Rust SDK's deadline (`wire::CALL_DEADLINE_MS`), sized from the group's
+ * default election timeout. A dead leader is replaced in about 4 × 200 ms; a call to a
+ * healthy node made as it died answers within this, and a paused or cut-off node costs
+ * the page no more than this. */
+export const CALL_DEADLINE_MS = 1_000;
+/** The longest the deadline grows to while every node answers too slowly (a busy hub, a
+ * big batch): the hub's own append timeout (5 s) plus the trip. */
+export const CALL_DEADLINE_MAX_MS = 8_000;
+
 /** Whether an error says the node is unusable (so another node should be tried), as
  * opposed to an answer about the request itself. */
 export function isNodeFailure(err: unknown): boolean {
@@ -57,6 +67,9 @@ export class HubLink {
   private readonly clients = new Map<string, HubClient>();
   private nodes: string[];
   private current = 0;
+  /** The deadline of one call to one node now: `CALL_DEADLINE_MS`, doubled after a round
+   * in which every node timed out, back to it after an answer. */
+  private deadlineMs = CALL_DEADLINE_MS;
   /** Called when the node in use changes or fails over. */
   onSwitch: (from: string, to: string) => void = () => {};
 
@@ -105,22 +118,29 @@ export class HubLink {
     this.onSwitch(from, this.node);
   }
 
-  /** Runs `call` against the node in use, then each other node once, until one answers.
-   * An answer that is about the request (not the node) is thrown as is. */
-  async call<T>(call: (client: HubClient, url: string) => Promise<T>): Promise<T> {
+  /** Runs `call` against the node in use, then at once each other node, until one
+   * answers; each gets `timeoutMs` (pass it to the call). An answer that is about the
+   * request (not the node) is thrown as is. */
+  async call<T>(call: (client: HubClient, timeoutMs: number) => Promise<T>): Promise<T> {
     let last: unknown;
+    let allTimedOut = true;
+    const timeoutMs = this.deadlineMs;
     for (let tried = 0; tried < Math.max(1, this.nodes.length); tried++) {
       const url = this.node;
       try {
-        return await call(this.client(url), url);
+        const answer = await call(this.client(url), timeoutMs);
+        this.deadlineMs = CALL_DEADLINE_MS;
+        return answer;
       } catch (err) {
         const auth = authErrorOf(err);
         if (auth) throw auth;
         if (!isNodeFailure(err)) throw err;
+        if (!(err instanceof ConnectError && err.code === Code.DeadlineExceeded)) allTimedOut = false;
         last = err;
         this.rotate();
       }
     }
+    if (allTimedOut) this.deadlineMs = Math.min(CALL_DEADLINE_MAX_MS, timeoutMs * 2);
     throw new OfflineError(`no hub answered (${describe(last)})`);
   }
 }

@@ -50,8 +50,8 @@ pub struct Outcome {
     pub reads: (usize, usize, usize),
     /// Of the operations invoked while a majority was up, the share that succeeded.
     pub availability: f64,
-    /// Per fault name: (count, ok, fail, unknown ops invoked during it, worst time in ms
-    /// from the fault's start to the first successful append invoked after it).
+    /// Per fault name: count, ok / fail / unknown ops invoked during it, and each device's
+    /// recovery.
     pub faults: BTreeMap<String, FaultStats>,
 }
 
@@ -61,7 +61,25 @@ pub struct FaultStats {
     pub ok: usize,
     pub fail: usize,
     pub unknown: usize,
+    /// One per device per time the fault ran: ms from the fault's start to that device's
+    /// next acknowledged append (the first it invoked at or after the start and got
+    /// acknowledged). A device that appended nothing after the start has none.
+    pub recoveries_ms: Vec<f64>,
+    /// The maximum of `recoveries_ms`: the device that waited longest.
     pub worst_recovery_ms: Option<f64>,
+    /// The worst, over each time the fault ran, of the first device's recovery: about
+    /// how long the group took to serve appends again (a new leader elected), which no
+    /// device can beat.
+    pub worst_first_recovery_ms: Option<f64>,
+}
+
+impl FaultStats {
+    /// The median of `recoveries_ms` (the lower middle one of an even count).
+    pub fn median_recovery_ms(&self) -> Option<f64> {
+        let mut sorted = self.recoveries_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted.get(sorted.len().saturating_sub(1) / 2).copied()
+    }
 }
 
 /// Checks the history against the nodes' final states, and any events a device's outbox

@@ -1,14 +1,29 @@
 //! Not a check: the run's counts, availability while a majority was up, and per-fault
-//! recovery times, for the report.
+//! recovery times per device, for the report.
 
 use std::collections::BTreeMap;
 
 use super::{Outcome, invocations};
 use crate::history::{Call, Entry, Phase, Reply};
 
-/// Counts, availability while a majority was up, and per-fault recovery times.
+/// Counts, availability while a majority was up, and per-fault recovery times: for each
+/// device, from the fault's start to its next acknowledged append.
 pub(super) fn stats(history: &[Entry], out: &mut Outcome) {
     let calls = invocations(history);
+    // Appends: op → (invoked at, by which device).
+    let appends: BTreeMap<u64, (f64, u32)> = history
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Invoke {
+                op,
+                process,
+                t,
+                call: Call::Append { .. },
+                ..
+            } => Some((*op, (*t, *process))),
+            _ => None,
+        })
+        .collect();
     // Fault windows: (name, start, end, majority_up).
     let mut open: BTreeMap<String, (f64, bool)> = BTreeMap::new();
     let mut windows = Vec::new();
@@ -90,16 +105,32 @@ pub(super) fn stats(history: &[Entry], out: &mut Outcome) {
                 }
             }
         }
-        let first_ok = history.iter().find_map(|e| match e {
-            Entry::Ok {
+        // Per device: its first append invoked at or after the start that was acknowledged.
+        let mut recovered: BTreeMap<u32, f64> = BTreeMap::new();
+        for entry in history {
+            if let Entry::Ok {
                 op,
                 t,
                 reply: Reply::Append { .. },
-            } if calls.get(op).is_some_and(|(inv, _, _)| inv >= start) => Some(*t),
-            _ => None,
-        });
-        if let Some(t) = first_ok {
+            } = entry
+                && let Some((invoked, process)) = appends.get(op)
+                && invoked >= start
+            {
+                let first = recovered.entry(*process).or_insert(*t);
+                *first = first.min(*t);
+            }
+        }
+        if let Some(first) = recovered.values().copied().reduce(f64::min) {
+            let first = first - start;
+            stats.worst_first_recovery_ms = Some(
+                stats
+                    .worst_first_recovery_ms
+                    .map_or(first, |w: f64| w.max(first)),
+            );
+        }
+        for t in recovered.into_values() {
             let recovery = t - start;
+            stats.recoveries_ms.push(recovery);
             stats.worst_recovery_ms = Some(
                 stats
                     .worst_recovery_ms

@@ -341,3 +341,63 @@ fn a_refused_event_in_the_log_and_a_lost_outbox_event_are_reported() {
     assert!(names.contains(&"rejected-present"), "{names:?}");
     assert!(names.contains(&"outbox"), "{names:?}");
 }
+
+#[test]
+fn recovery_is_measured_per_device_and_the_worst_is_the_slowest_device() {
+    // Fault at 100 ms. Device 1 is acknowledged 20 ms in. Device 2's first append after
+    // the start gets no answer, its next is acknowledged 1,040 ms in. Device 3's append
+    // invoked before the fault does not count; its next is acknowledged 30 ms in.
+    let append = |op: u64, process: u32, t: f64| Entry::Invoke {
+        op,
+        process,
+        t,
+        node: 1,
+        call: Call::Append {
+            events: vec![sent(u128::from(op), "o-1", 1, "order.created", "till-a")],
+        },
+    };
+    let ok = |op: u64, t: f64| Entry::Ok {
+        op,
+        t,
+        reply: Reply::Append { answers: vec![] },
+    };
+    let history = vec![
+        append(1, 3, 90.0),
+        Entry::Fault {
+            t: 100.0,
+            name: "pause".into(),
+            phase: Phase::Start,
+            detail: "node 1".into(),
+            majority_up: true,
+        },
+        append(2, 1, 101.0),
+        append(3, 2, 105.0),
+        ok(1, 110.0),
+        ok(2, 120.0),
+        append(4, 3, 120.0),
+        ok(4, 130.0),
+        Entry::Info {
+            op: 3,
+            t: 1_105.0,
+            error: "no answer within 1s".into(),
+        },
+        append(5, 2, 1_106.0),
+        ok(5, 1_140.0),
+        Entry::Fault {
+            t: 4_100.0,
+            name: "pause".into(),
+            phase: Phase::End,
+            detail: "node 1".into(),
+            majority_up: true,
+        },
+    ];
+    let mut outcome = super::Outcome::default();
+    super::stats::stats(&history, &mut outcome);
+    let pause = &outcome.faults["pause"];
+    let mut recoveries = pause.recoveries_ms.clone();
+    recoveries.sort_by(f64::total_cmp);
+    assert_eq!(recoveries, vec![20.0, 30.0, 1_040.0]);
+    assert_eq!(pause.worst_recovery_ms, Some(1_040.0));
+    assert_eq!(pause.median_recovery_ms(), Some(30.0));
+    assert_eq!(pause.worst_first_recovery_ms, Some(20.0));
+}

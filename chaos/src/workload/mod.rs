@@ -24,13 +24,15 @@ use std::time::Duration;
 use pos_hub::proto::pb::hub_client::HubClient;
 use tonic::transport::Channel;
 
-use crate::group::channel;
+use crate::group::channel_with_timeout;
 use crate::history::{Recorder, Status};
 use events::{event, items};
 pub use outbox::outbox_till;
 
-/// How long one operation may take before it is recorded as unknown.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one operation may take before it is recorded as unknown and the device moves
+/// to another node: the devices' call deadline, sized from the hub's default election
+/// timeout (`pos_hub::wire::CALL_DEADLINE_MS`, as the SDK and the web app).
+pub const OP_TIMEOUT: Duration = Duration::from_millis(pos_hub::wire::CALL_DEADLINE_MS);
 pub const SHARED_ORDERS: usize = 3;
 pub const SKUS: usize = 5;
 
@@ -59,7 +61,10 @@ impl Workload {
     }
 
     fn client(&self, node: u64) -> HubClient<Channel> {
-        HubClient::new(channel(&self.node_addr(node).unwrap_or_default()))
+        HubClient::new(channel_with_timeout(
+            &self.node_addr(node).unwrap_or_default(),
+            OP_TIMEOUT,
+        ))
     }
 
     /// Creates the shared orders the devices contend for.

@@ -9,8 +9,12 @@ use tokio::sync::watch;
 use super::{OP_TIMEOUT, Workload};
 use crate::history::Entry;
 
+/// A stream silent this long (two heartbeats missed) is reopened.
+const SILENCE: Duration = Duration::from_millis(pos_hub::wire::SUBSCRIBE_SILENCE_MS);
+
 impl Workload {
-    /// A Subscribe stream on one node, reopened from the last seq seen after every error.
+    /// A Subscribe stream on one node, reopened from the last seq seen after every error
+    /// and after two seconds without a message (heartbeats included).
     pub async fn stream(self: Arc<Self>, stream: u32, node: u64, mut stop: watch::Receiver<bool>) {
         let mut cursor = 0;
         while !*stop.borrow() {
@@ -31,8 +35,12 @@ impl Workload {
                 let message = tokio::select! {
                     m = messages.message() => m,
                     _ = stop.changed() => return,
+                    // Not even a heartbeat: the node is paused or unreachable; reopen.
+                    _ = tokio::time::sleep(SILENCE) => break,
                 };
                 match message {
+                    // A heartbeat: nothing delivered.
+                    Ok(Some(batch)) if batch.events.is_empty() => {}
                     Ok(Some(batch)) => {
                         let events: Vec<(u64, String)> = batch
                             .events

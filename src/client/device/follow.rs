@@ -1,13 +1,13 @@
 //! The follow loop: the committed log from the device's cursor, applied to the read model
-//! and settling the queued events it contains; a stalled or ended subscription moves to
-//! another node.
+//! and settling the queued events it contains; a silent, stalled or ended subscription
+//! moves to another node.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use uuid::Uuid;
 
 use super::backoff::Backoff;
-use super::{Device, Final, SUBSCRIPTION_STALL};
+use super::{Device, Final, STALL_CHECK_EVERY, SUBSCRIPTION_SILENCE, SUBSCRIPTION_STALL};
 use crate::client::ClientError;
 use crate::client::model::Changes;
 use crate::domain::rules::LAMPORT_MAX;
@@ -35,12 +35,24 @@ impl Device {
                 continue;
             }
             self.publish(Some(Some(subscription.node.clone())), None);
+            // Any message, heartbeats included, shows the node is alive; only events
+            // applied show the stream keeps up.
+            let mut last_message = Instant::now();
             let mut last_progress = Instant::now();
             let mut seen_cursor = cursor;
+            let mut stall_check = tokio::time::interval(STALL_CHECK_EVERY);
             loop {
                 let message = tokio::select! {
                     message = subscription.stream.message() => message,
-                    _ = tokio::time::sleep(SUBSCRIPTION_STALL) => {
+                    () = tokio::time::sleep_until(last_message + SUBSCRIPTION_SILENCE) => {
+                        // Not even a heartbeat: the node is paused, or the link is gone
+                        // without closing. The next node, at once.
+                        tracing::info!(node = %subscription.node, silent = ?SUBSCRIPTION_SILENCE, "subscription silent; moving to another node");
+                        self.inner.hub.failed(&subscription.node);
+                        self.publish(None, Some(Some(format!("{} fell silent", subscription.node))));
+                        break;
+                    }
+                    _ = stall_check.tick() => {
                         let (cursor, acked) = {
                             let state = self.state();
                             (state.model.cursor(), state.acked_seq)
@@ -58,8 +70,13 @@ impl Device {
                     }
                 };
                 match message {
+                    // A heartbeat: the node is alive; nothing to apply, no cursor moved.
+                    Ok(Some(batch)) if batch.events.is_empty() => {
+                        last_message = Instant::now();
+                    }
                     Ok(Some(batch)) => {
                         backoff.reset();
+                        last_message = Instant::now();
                         last_progress = Instant::now();
                         if let Err(err) = self.apply_committed(&batch.events) {
                             tracing::warn!(%err, "resetting the device's read model");

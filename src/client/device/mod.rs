@@ -47,6 +47,11 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A subscription that shows no committed event the outbox knows was acked for this
 /// long is moved to another node (its node may be cut off from the leader).
 pub const SUBSCRIPTION_STALL: Duration = Duration::from_secs(3);
+/// How often the follow loop checks for a stall.
+const STALL_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// A subscription with no message at all, not even a heartbeat, for this long is dead (a
+/// paused node, a link gone without closing): the device moves to the next node at once.
+pub const SUBSCRIPTION_SILENCE: Duration = Duration::from_millis(crate::wire::SUBSCRIBE_SILENCE_MS);
 /// The ttl a device asks for its order locks, and how often it renews them.
 pub const LOCK_TTL_MS: u64 = 45_000;
 pub const LOCK_RENEW_EVERY: Duration = Duration::from_secs(15);

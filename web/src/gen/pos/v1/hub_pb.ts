@@ -230,6 +230,8 @@ export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*
  */
 export type SubscribeResponse = Message<"pos.v1.SubscribeResponse"> & {
   /**
+   * Empty: a heartbeat. It moves no cursor (it is not a gap, and not the end of the log).
+   *
    * @generated from field: repeated pos.v1.Event events = 1;
    */
   events: Event[];
@@ -1265,7 +1267,8 @@ export const Hub: GenService<{
   },
   /**
    * Every committed event with seq > cursor, in seq order, once each: first from storage,
-   * then live.
+   * then live. A message with no events is a heartbeat, sent after a second with nothing
+   * else to send: a stream silent for two seconds is dead (try another node).
    *
    * @generated from rpc pos.v1.Hub.Subscribe
    */
