@@ -197,7 +197,9 @@ async fn a_revoked_device_is_refused_on_every_node_through_a_snapshot_a_full_res
     let admin = store.token(&claims("operator", Role::Admin));
 
     phase("till-1 writes, so the log knows it: its expired token works within the grace");
-    store.accepted(1, &valid, sale("till-1", 1)).await;
+    let first = store.accepted(1, &valid, sale("till-1", 1)).await;
+    // Node 2 grants the grace from its own applied state: wait until it knows till-1.
+    store.applied(2, first).await;
     let seq = store.accepted(2, &grace, sale("till-1", 2)).await;
     store.applied(3, seq).await;
 
