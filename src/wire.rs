@@ -27,11 +27,28 @@ pub const ELECTION_TIMEOUT_MS: u64 = 200;
 /// A candidate that loses a round to a longer log waits longer (see `docs/reliability.md`).
 pub const LEADER_REPLACED_MS: u64 = 4 * ELECTION_TIMEOUT_MS;
 
-/// A device's deadline for one call (Hello, Append, a read) before it tries the next node:
-/// the time a silent leader takes to be replaced, plus 200 ms for the commit. A call to a
-/// healthy follower made as the leader died waits for the new leader and still answers
-/// within it; a node that says nothing for this long is paused, cut off or gone.
+/// The deadline of one call (Hello, Append, a read) for a device that cannot ping (a
+/// browser), before it tries the next node: the time a silent leader takes to be
+/// replaced, plus 200 ms for the commit. A call to a healthy follower made as the leader
+/// died waits for the new leader and usually answers within it; a node that says nothing
+/// for this long is paused, cut off or gone.
 pub const CALL_DEADLINE_MS: u64 = LEADER_REPLACED_MS + 200;
+
+/// Devices that can (the Rust SDK, the chaos workload's devices) send an HTTP/2 PING on
+/// a connection with a call open once it has been silent for `PING_INTERVAL_MS`, and
+/// drop the connection, failing its calls, when the PONG takes longer than
+/// `PING_TIMEOUT_MS`. A node's HTTP/2 layer answers pings while its Raft waits, so this
+/// tells a paused, crashed or unplugged node (left within 0.5 s) from a live one waiting
+/// out an election, which keeps the call.
+pub const PING_INTERVAL_MS: u64 = 200;
+pub const PING_TIMEOUT_MS: u64 = 300;
+
+/// The deadline of one call for a device that pings: a live node answers by itself
+/// within it (it waits for a new leader at most 4 × the maximum election timeout, then
+/// says there is none; a leader cut off from the majority refuses its open appends once
+/// the majority's acknowledgements are one maximum election timeout old), so only a node
+/// that answers pings yet does not answer costs this. Twice the leader replacement.
+pub const PINGED_CALL_DEADLINE_MS: u64 = 2 * LEADER_REPLACED_MS + 400;
 
 /// The longest a Subscribe stream stays silent: after this long without a message the
 /// node sends a heartbeat (a `SubscribeResponse` with no events).

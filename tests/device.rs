@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::cluster::*;
+use common::phase;
 use pos_hub::client::{ClientError, Device, DeviceConfig, Draft, Final, HubConfig};
 use pos_hub::domain::{Realm, RejectCode};
 use pos_hub::proto::pb;
@@ -429,4 +430,84 @@ async fn events_refused_for_a_clock_that_ran_ahead_are_restamped_not_dead_letter
         hello.lamport
     );
     assert_eq!(hub_order(&c, 1, "o-r").await.version, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_store_reset_a_refused_clock_is_restamped_from_the_new_stores_clock() {
+    phase("store A's clock is at 1,800,000; store B (the same realm, reset) is at 0");
+    let mut a = Cluster::start(1).await;
+    let b = Cluster::start_beside(&a, 1, Options::default()).await;
+    for lamport in [900_000, 1_800_000] {
+        append_accepted(
+            &mut a.client(1),
+            vec![inventory_event("FRIES", 1, "till-x", lamport)],
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Device::open(DeviceConfig {
+        data_dir: dir.path().join("till-r"),
+        device_id: "till-r".into(),
+        user_id: None,
+        hub: HubConfig::new(
+            vec![a.client_addr(1), b.client_addr(1)],
+            Realm::new(TENANT, STORE),
+        ),
+    })
+    .expect("opens the device");
+    let _run = d.start();
+
+    phase("the device writes through A and takes A's clock");
+    let first = d
+        .append(Draft::order(
+            "o-a",
+            "order.created",
+            json!({"items": items(1)}),
+        ))
+        .expect("queued");
+    match d.wait_outcome(first.number, Duration::from_secs(30)).await {
+        Some(Final::Committed { seq }) => assert_eq!(seq, 3),
+        other => panic!("the first event: {other:?}"),
+    }
+    let mut progress = d.progress();
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while progress.borrow_and_update().cursor < 3 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the device did not follow A"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(200), progress.changed()).await;
+    }
+
+    phase("A is gone; the next event, stamped past A's clock, goes to B");
+    a.kill(1);
+    let second = d
+        .append(Draft::order(
+            "o-b",
+            "order.created",
+            json!({"items": items(1)}),
+        ))
+        .expect("queued");
+    assert!(
+        second.lamport > 1_800_000,
+        "stamped from A's clock: {}",
+        second.lamport
+    );
+    // B refuses the stamp (more than 10^6 past its clock); re-stamped from the clock B
+    // reported, not from A's (then B would refuse it again and it would be a dead letter).
+    match d.wait_outcome(second.number, Duration::from_secs(60)).await {
+        Some(Final::Committed { seq }) => assert_eq!(seq, 1, "B's first event"),
+        other => panic!(
+            "the second event: {other:?}; dead letters {:?}",
+            d.dead_letters()
+        ),
+    }
+    assert!(d.dead_letters().is_empty(), "{:?}", d.dead_letters());
+    let hello = b.hello(1).await.expect("Hello");
+    assert!(
+        (1..=10).contains(&hello.lamport),
+        "re-stamped near B's clock, not at {}",
+        hello.lamport
+    );
 }

@@ -3,7 +3,9 @@
 //! SDK's `HubClient` moves an Append to the next node within the same call when its node
 //! is paused (SIGSTOP: the connection stays open and says nothing); and a `Device` whose
 //! stream's node is paused finds the dead stream by its silence, with no write of its own
-//! to notice, and follows the log on another node.
+//! to notice, and follows the log on another node; and a leader cut off from its
+//! majority with an append open refuses it as soon as the majority has been silent for an
+//! election timeout, rather than at the append's own timeout.
 
 mod common;
 
@@ -219,5 +221,47 @@ async fn a_device_whose_stream_node_is_paused_finds_the_silence_and_follows_anot
         node.is_some() && node != Some(c.client_addr(follower)),
         "the device follows another node now: {node:?}"
     );
+    drop(paused);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_with_an_append_open_refuses_it_once_the_majority_is_silent() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader_id().await;
+    let mut hub = c.client(leader);
+    append_accepted(
+        &mut hub,
+        vec![inventory_event("FRIES", 1, "till-1", 1)],
+        WITHIN,
+    )
+    .await;
+
+    phase("pause both followers; append on the leader at once, while its quorum is fresh");
+    let paused: Vec<Paused> = c
+        .members()
+        .into_iter()
+        .filter(|n| *n != leader)
+        .map(|n| Paused::new(&c, n))
+        .collect();
+    let result = append(
+        &mut hub,
+        vec![inventory_event("FRIES", 1, "till-1", 2)],
+        WITHIN,
+    )
+    .await;
+    // Without the check, the open append waits out the node's append timeout and says the
+    // commit did not come ("not committed within"); with it, the leader names the silent
+    // majority, and the device knows to go elsewhere.
+    match result {
+        Ok(results) => panic!("a leader with no majority answered {results:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            assert!(
+                status.message().contains("no quorum")
+                    && status.message().contains(&format!("node {leader} leads")),
+                "{status:?}"
+            );
+        }
+    }
     drop(paused);
 }

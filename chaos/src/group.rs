@@ -61,6 +61,10 @@ pub fn channel_with_timeout(addr: &str, timeout: Duration) -> Channel {
         .unwrap_or_else(|_| Endpoint::from_static("http://127.0.0.1:1"))
         .connect_timeout(Duration::from_millis(500))
         .timeout(timeout)
+        // As the SDK: a call open on a node that misses a ping fails at once.
+        .http2_keep_alive_interval(Duration::from_millis(pos_hub::wire::PING_INTERVAL_MS))
+        .keep_alive_timeout(Duration::from_millis(pos_hub::wire::PING_TIMEOUT_MS))
+        .keep_alive_while_idle(false)
         .tcp_nodelay(true)
         .connect_lazy()
 }

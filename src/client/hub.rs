@@ -19,19 +19,31 @@ use crate::discovery;
 use crate::domain::Realm;
 use crate::proto::pb;
 use crate::proto::pb::hub_client::HubClient as Grpc;
-use crate::wire::{CALL_DEADLINE_MS, RETRY_AFTER_METADATA};
+use crate::wire::{
+    PING_INTERVAL_MS, PING_TIMEOUT_MS, PINGED_CALL_DEADLINE_MS, RETRY_AFTER_METADATA,
+};
 use cache::{read_cache, write_cache};
 
 /// How long one node may take to answer one call (Hello, Append, a read) before the next
-/// node is tried, in the same call: sized from the group's default election timeout
-/// (`wire::CALL_DEADLINE_MS`), so a call to a healthy node during a leader change still
-/// answers within it, and a paused or cut-off node costs the device no more than this.
-pub const CALL_DEADLINE: Duration = Duration::from_millis(CALL_DEADLINE_MS);
+/// node is tried, in the same call (`wire::PINGED_CALL_DEADLINE_MS`): a live node answers
+/// within it even through a leader change. A paused, crashed or unplugged node is left
+/// sooner, when it misses a ping (`PING_TIMEOUT`).
+pub const CALL_DEADLINE: Duration = Duration::from_millis(PINGED_CALL_DEADLINE_MS);
+/// While a call is open on a connection that has been silent this long, the device pings
+/// the node (HTTP/2 PING)...
+pub const PING_INTERVAL: Duration = Duration::from_millis(PING_INTERVAL_MS);
+/// ...and drops the connection, failing the call over to the next node, when the answer
+/// takes longer than this.
+pub const PING_TIMEOUT: Duration = Duration::from_millis(PING_TIMEOUT_MS);
 /// The longest the deadline grows to when every node answered too slowly in one round (a
 /// hub under heavy load, a big batch on a slow Pi): the hub's own append timeout (5 s)
 /// plus the trip. It doubles after each such round, and is back to `CALL_DEADLINE` after
 /// the next answer.
 pub const CALL_DEADLINE_MAX: Duration = Duration::from_secs(8);
+/// How long a connection (TCP, and TLS where used) to a node may take: on a shop's network
+/// a live node connects in milliseconds; a paused one completes TCP (its kernel answers)
+/// but never TLS.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long mDNS browsing waits for hubs when no node is known or reachable.
 pub const DISCOVERY_WAIT: Duration = Duration::from_millis(1500);
 /// The least time between two mDNS browses while no hub answers.
@@ -150,6 +162,9 @@ pub struct HubClient {
     targets: Mutex<Targets>,
     /// The highest Lamport clock any Hello reported.
     lamport_seen: AtomicU64,
+    /// The Lamport clock the last Hello reported: lower than `lamport_seen` after the
+    /// store was reset, or from a node that is behind.
+    lamport_last: AtomicU64,
     /// The deadline of one call to one node now, in ms (`CALL_DEADLINE`, grown up to
     /// `CALL_DEADLINE_MAX` while every node answers too slowly).
     deadline_ms: AtomicU64,
@@ -188,7 +203,8 @@ impl HubClient {
                 current: None,
             }),
             lamport_seen: AtomicU64::new(0),
-            deadline_ms: AtomicU64::new(CALL_DEADLINE_MS),
+            lamport_last: AtomicU64::new(0),
+            deadline_ms: AtomicU64::new(PINGED_CALL_DEADLINE_MS),
             cached: Mutex::new(Vec::new()),
             browsed: Mutex::new(None),
         })
@@ -201,6 +217,11 @@ impl HubClient {
     /// The highest Lamport clock a hub has reported in Hello.
     pub fn lamport_seen(&self) -> u64 {
         self.lamport_seen.load(Ordering::Relaxed)
+    }
+
+    /// The Lamport clock the last Hello reported.
+    pub fn lamport_reported(&self) -> u64 {
+        self.lamport_last.load(Ordering::Relaxed)
     }
 
     /// The node answering now, if any.
@@ -246,7 +267,10 @@ impl HubClient {
         };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| format!("{addr}: not an address: {e}"))?
-            .connect_timeout(CALL_DEADLINE)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(PING_INTERVAL)
+            .keep_alive_timeout(PING_TIMEOUT)
+            .keep_alive_while_idle(false)
             .tcp_nodelay(true);
         if let Some(tls) = &self.config.tls {
             endpoint = endpoint
@@ -343,6 +367,7 @@ impl HubClient {
             .into_inner();
         self.lamport_seen
             .fetch_max(reply.lamport, Ordering::Relaxed);
+        self.lamport_last.store(reply.lamport, Ordering::Relaxed);
         Ok(reply)
     }
 
@@ -447,7 +472,8 @@ impl HubClient {
                     .await;
             let why = match attempt {
                 Ok(Ok(answer)) => {
-                    self.deadline_ms.store(CALL_DEADLINE_MS, Ordering::Relaxed);
+                    self.deadline_ms
+                        .store(PINGED_CALL_DEADLINE_MS, Ordering::Relaxed);
                     return Ok(answer);
                 }
                 Ok(Err(Attempt::Failed(CallError::Retry(why)))) => {

@@ -266,7 +266,17 @@ impl Node {
         self.check_quorum(&metrics).await?;
         let budget = Duration::from_millis(self.timing.append_timeout_ms);
         let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-        match tokio::time::timeout(budget, self.batcher.propose(events)).await {
+        let proposed = tokio::time::timeout(budget, self.batcher.propose(events));
+        // A leader cut off while the entry waits for its commit answers at once, so the
+        // device takes its append to a node that can commit it. Safe: the resent events
+        // keep their eventIds and are answered DUPLICATE if this entry commits after all.
+        let outcome = tokio::select! {
+            outcome = proposed => outcome,
+            silent_ms = self.quorum_lost() => {
+                return Err(WriteError::NoQuorum { node: self.id, silent_ms });
+            }
+        };
+        match outcome {
             Err(_) => Err(WriteError::Timeout(budget)),
             Ok(Ok(outcomes)) => Ok(convert::append_results(&ids, &outcomes)?),
             Ok(Err(ProposeError::NotLeader(leader))) => Err(self.not_leader(leader)),
@@ -314,11 +324,42 @@ impl Node {
         }
     }
 
+    /// Resolves, with how long the majority has been silent, once this leader has gone
+    /// one maximum election timeout without a majority's acknowledgement: by then the
+    /// others' leases have run out and they may have elected another leader. openraft
+    /// publishes its metrics on every tick (1.5 heartbeats), so this is seen within one.
+    /// Never resolves in a group of one voter.
+    async fn quorum_lost(&self) -> u64 {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let silent_ms = {
+                let m = metrics.borrow_and_update();
+                let voters = m.membership_config.membership().voter_ids().count();
+                m.millis_since_quorum_ack
+                    .filter(|ms| voters > 1 && *ms > self.timing.election_timeout_max_ms)
+            };
+            if let Some(ms) = silent_ms {
+                return ms;
+            }
+            if metrics.changed().await.is_err() {
+                // Raft stopped: the proposal itself ends with an error.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// On the leader: confirms leadership with a quorum and returns the log index a
-    /// linearizable read must see applied.
+    /// linearizable read must see applied. A leader cut off from the majority says so
+    /// as soon as it can tell (`quorum_lost`), so the device reads elsewhere.
     pub async fn read_index_as_leader(&self) -> Result<u64, WriteError> {
         let budget = Duration::from_millis(self.timing.append_timeout_ms);
-        match tokio::time::timeout(budget, self.raft.get_read_log_id()).await {
+        let confirmed = tokio::select! {
+            confirmed = tokio::time::timeout(budget, self.raft.get_read_log_id()) => confirmed,
+            silent_ms = self.quorum_lost() => {
+                return Err(WriteError::NoQuorum { node: self.id, silent_ms });
+            }
+        };
+        match confirmed {
             Err(_) => Err(WriteError::NoQuorum {
                 node: self.id,
                 silent_ms: budget.as_millis() as u64,
@@ -334,6 +375,26 @@ impl Node {
         }
     }
 
+    /// On a follower: the read index, asked of `leader`. Stops waiting once this node
+    /// sees the leadership move (a paused or cut-off leader says nothing), as `forward`.
+    async fn read_index_from(&self, leader: NodeId, budget: Duration) -> Result<u64, WriteError> {
+        let addr = self.member(leader).map(|n| n.peer_addr).unwrap_or_default();
+        let fail = |source| WriteError::Forward { leader, source };
+        let mut client = self.peers.get(leader, &addr).map_err(fail)?;
+        let call = tokio::time::timeout(budget, client.read_index(pb::ReadIndexRequest {}));
+        let reply = tokio::select! {
+            reply = call => reply,
+            () = self.leadership_moves_from(leader) => {
+                return Err(self.not_leader(self.raft_metrics().current_leader));
+            }
+        };
+        Ok(reply
+            .map_err(|_| fail(PeerError::Timeout(budget)))?
+            .map_err(|status| fail(PeerError::Status(status)))?
+            .into_inner()
+            .index)
+    }
+
     /// Waits until this node has applied everything committed before the call (as
     /// confirmed by the leader), so that a local read after it is linearizable.
     pub async fn read_barrier(&self) -> Result<(), WriteError> {
@@ -342,22 +403,28 @@ impl Node {
     }
 
     /// `read_barrier`, giving up after `budget`.
+    /// Asks again, while `budget` lasts, when the leadership moves under the question.
     pub async fn read_barrier_within(&self, budget: Duration) -> Result<(), WriteError> {
-        let Some(leader) = self.leader(budget).await else {
-            return Err(WriteError::NoLeader { node: self.id });
-        };
-        let index = if leader == self.id {
-            self.read_index_as_leader().await?
-        } else {
-            let addr = self.member(leader).map(|n| n.peer_addr).unwrap_or_default();
-            let fail = |source| WriteError::Forward { leader, source };
-            let mut client = self.peers.get(leader, &addr).map_err(fail)?;
-            tokio::time::timeout(budget, client.read_index(pb::ReadIndexRequest {}))
-                .await
-                .map_err(|_| fail(PeerError::Timeout(budget)))?
-                .map_err(|status| fail(PeerError::Status(status)))?
-                .into_inner()
-                .index
+        let started = Instant::now();
+        let heartbeat = Duration::from_millis(self.timing.heartbeat_ms);
+        let index = loop {
+            let left = budget.saturating_sub(started.elapsed());
+            let Some(leader) = self.leader(left).await else {
+                return Err(WriteError::NoLeader { node: self.id });
+            };
+            let asked = if leader == self.id {
+                self.read_index_as_leader().await
+            } else {
+                self.read_index_from(leader, left).await
+            };
+            match asked {
+                Err(WriteError::NotLeader { .. } | WriteError::Forward { .. })
+                    if started.elapsed() + heartbeat < budget =>
+                {
+                    tokio::time::sleep(heartbeat).await;
+                }
+                other => break other?,
+            }
         };
         if index > 0 {
             self.raft

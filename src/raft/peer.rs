@@ -118,7 +118,17 @@ impl Peer for PeerService {
     ) -> Result<Response<pb::RaftMessage>, Status> {
         let rpc: VoteRequest<NodeId> = decode("vote", request.get_ref()).map_err(bad_request)?;
         self.check_sender(&request, "a vote request", rpc.vote.leader_id().voted_for())?;
-        encode_reply("vote reply", &self.node.raft.vote(rpc).await)
+        let candidate_log = rpc.last_log_id;
+        let candidate_term = rpc.vote.leader_id().get_term();
+        let reply = self.node.raft.vote(rpc).await;
+        if let Ok(answer) = &reply
+            && !answer.vote_granted
+            && answer.last_log_id > candidate_log
+        {
+            // Refused for a shorter log: that candidate cannot win, this node may.
+            super::watchdog::stand_with_the_longer_log(&self.node, candidate_term);
+        }
+        encode_reply("vote reply", &reply)
     }
 
     async fn install_snapshot(

@@ -16,6 +16,12 @@
 //! Raft: the votes decide, and a voter still refuses a candidate while its leader's lease
 //! holds or when the candidate's log is shorter. openraft's own timer keeps running beside
 //! it; the watchdog only never waits longer than the plain schedule.
+//!
+//! And a voter that refuses a candidate for a shorter log while no leader is heard from
+//! stands at once (`stand_with_the_longer_log`): that candidate cannot win, and without
+//! this the group waits another election timeout (or the refused candidate's penalty) for
+//! the right one. In a group of three with the leader gone, the two left must agree, and
+//! the one that stood first often holds fewer of the dead leader's entries.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +62,56 @@ impl LeaderContact {
     fn last(&self) -> u64 {
         self.last.load(Ordering::Relaxed)
     }
+
+    /// Whether a leader was heard from within `ms` (never: no).
+    fn heard_within(&self, ms: u64) -> bool {
+        let last = self.last();
+        last != 0 && self.now().saturating_sub(last) <= ms
+    }
+}
+
+/// Stands for election now, in the background, when this voter has just refused a
+/// candidate for a shorter log and has heard no leader for a lease (a leader it still
+/// hears keeps it from standing: no disruption of a healthy group). Safe as any election:
+/// the votes decide. It stands in a term above the refused candidate's (`candidate_term`):
+/// in that one the candidate has voted for itself and would refuse this node in turn.
+pub fn stand_with_the_longer_log(node: &Arc<Node>, candidate_term: u64) {
+    let lease = node.timing.election_timeout_max_ms;
+    if node.leader_contact.heard_within(lease) {
+        return;
+    }
+    let (state, voter, term) = {
+        let metrics = node.raft.metrics();
+        let m = metrics.borrow();
+        let voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == node.id);
+        (m.state, voter, m.current_term)
+    };
+    if !voter || !matches!(state, ServerState::Follower | ServerState::Candidate) {
+        return;
+    }
+    // Each election request raises this node's term by one, in order: enough of them to
+    // pass the candidate's term (never more than three: a far higher term is not ours to
+    // chase, openraft's timer takes it from there).
+    let elections = (candidate_term + 1).saturating_sub(term).clamp(1, 3);
+    let node = node.clone();
+    tokio::spawn(async move {
+        tracing::info!(
+            node = node.id,
+            term,
+            candidate_term,
+            "refused a candidate with a shorter log and no leader is heard: standing for election"
+        );
+        for _ in 0..elections {
+            if let Err(err) = node.raft.trigger().elect().await {
+                tracing::debug!(%err, "the election trigger failed");
+                return;
+            }
+        }
+    });
 }
 
 /// A fresh random election timeout, in `[min, max]` ms.

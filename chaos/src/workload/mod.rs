@@ -30,9 +30,10 @@ use events::{event, items};
 pub use outbox::outbox_till;
 
 /// How long one operation may take before it is recorded as unknown and the device moves
-/// to another node: the devices' call deadline, sized from the hub's default election
-/// timeout (`pos_hub::wire::CALL_DEADLINE_MS`, as the SDK and the web app).
-pub const OP_TIMEOUT: Duration = Duration::from_millis(pos_hub::wire::CALL_DEADLINE_MS);
+/// to another node: the call deadline of a device that pings, as the Rust SDK
+/// (`pos_hub::wire::PINGED_CALL_DEADLINE_MS`). A node that misses a ping is left sooner
+/// (see `channel_with_timeout`).
+pub const OP_TIMEOUT: Duration = Duration::from_millis(pos_hub::wire::PINGED_CALL_DEADLINE_MS);
 pub const SHARED_ORDERS: usize = 3;
 pub const SKUS: usize = 5;
 

@@ -113,9 +113,11 @@ impl Device {
         self.state().single = false;
     }
 
-    /// The store's clock as the hubs last reported it, if it is one every client holds.
+    /// The store's clock as the hub last reported it, if it is one every client holds.
+    /// The last report, not the highest ever seen: after a store reset the highest is the
+    /// old store's, and re-stamping from it would be refused again.
     fn store_clock(&self) -> u64 {
-        Some(self.inner.hub.lamport_seen())
+        Some(self.inner.hub.lamport_reported())
             .filter(|&l| l <= LAMPORT_MAX)
             .unwrap_or(0)
     }
