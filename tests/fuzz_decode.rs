@@ -63,6 +63,9 @@ fn target(ty: &str) -> (&str, String) {
 fn apply_checked(state: &mut MemState, event: &Event, hub_time: u64) -> Result<(), TestCaseError> {
     let before = state.clone();
     match state.apply(event, hub_time) {
+        Outcome::Accepted { .. } if event.redacted => {
+            prop_assert!(false, "a hub accepted an event marked redacted");
+        }
         Outcome::Accepted { seq } => {
             prop_assert_eq!(seq, before.last_seq() + 1, "accepted out of seq order");
             prop_assert_eq!(state.last_seq(), seq);
@@ -214,6 +217,7 @@ prop_compose! {
         clock in weighted(0.9, (any::<u64>(), often("till-1"))),
         payload in weighted(0.9, prop::collection::btree_map(key(), pb_value(), 0..6)),
         (force, seq, hub_time, rules) in any::<(bool, u64, u64, u32)>(),
+        redacted in prop::bool::weighted(0.1),
     ) -> pb::Event {
         // Creates and follow-ups share an aggregate, so a request can create, then edit it.
         let (aggregate_type, aggregate_id) = target(known);
@@ -221,7 +225,7 @@ prop_compose! {
         let (aggregate_type, r#type, aggregate_id) = unknown.unwrap_or(known);
         pb::Event {
             event_id: id, tenant_id: realm.0, store_id: realm.1, aggregate_type, aggregate_id,
-            version, r#type, at, force, seq, hub_time, rules,
+            version, r#type, at, force, seq, hub_time, rules, redacted,
             actor: actor.map(|(device_id, user_id)| pb::Actor { device_id, user_id }),
             clock: clock.map(|(lamport, device_id)| pb::Clock { lamport, device_id }),
             payload: payload.map(|fields| Struct { fields }),

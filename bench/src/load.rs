@@ -105,6 +105,7 @@ pub fn domain_event(client: usize, n: u64) -> Event {
         seq: None,
         hub_time: None,
         rules: None,
+        redacted: false,
     }
 }
 

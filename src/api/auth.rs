@@ -190,8 +190,15 @@ pub fn caller<T>(request: &Request<T>) -> Result<Option<&Claims>, ApiError> {
 
 /// Every event must be the caller's to write.
 pub fn check_events(claims: Option<&Claims>, events: &[pb::Event]) -> Result<(), ApiError> {
-    // Size first, with or without tokens: an oversize event never reaches the log.
+    // Size and the redaction mark first, with or without tokens: an oversize event never
+    // reaches the log, nor one marked redacted (its payment was never checked; see
+    // `view.rs`).
     for (i, event) in events.iter().enumerate() {
+        if event.redacted {
+            return Err(ApiError::RedactedAppend {
+                which: which(i, event),
+            });
+        }
         let bytes = event.encoded_len();
         if Rules::CURRENT.check_event_bytes(bytes).is_err() {
             return Err(ApiError::EventTooLarge {

@@ -77,6 +77,11 @@ pub enum ApiError {
     )]
     EventTooLarge { which: String, bytes: usize },
     #[error(
+        "{which} is marked redacted: only a hub marks events, on what it streams to kitchen \
+         and bar screens, and a marked event cannot be appended"
+    )]
+    RedactedAppend { which: String },
+    #[error(
         "limit {limit} is more than a page holds ({})",
         super::paging::PAGE_ITEMS_MAX
     )]
@@ -187,9 +192,9 @@ impl From<ApiError> for Status {
             | ApiError::OnlyAdminRevokes { .. }
             | ApiError::ClockImpersonation { .. }
             | ApiError::ManagerOnly { .. } => Status::permission_denied(message),
-            ApiError::EventTooLarge { .. } | ApiError::PageTooLarge { .. } => {
-                Status::invalid_argument(message)
-            }
+            ApiError::EventTooLarge { .. }
+            | ApiError::RedactedAppend { .. }
+            | ApiError::PageTooLarge { .. } => Status::invalid_argument(message),
             ApiError::EmptyAppend
             | ApiError::TooManyEvents { .. }
             | ApiError::UnknownEnum(_)
@@ -290,6 +295,13 @@ mod tests {
                 ApiError::EmptyAppend,
                 tonic::Code::InvalidArgument,
                 "at least one event",
+            ),
+            (
+                ApiError::RedactedAppend {
+                    which: "event 0 (e-1)".into(),
+                },
+                tonic::Code::InvalidArgument,
+                "event 0 (e-1) is marked redacted",
             ),
             (
                 ApiError::TooManyEvents { count: 2000 },

@@ -13,7 +13,8 @@ use super::error::ApiError;
 use super::limits::{RateLimiter, ReadLimiter, SubscriptionSlots};
 use super::paging;
 use super::subscribe;
-use crate::auth::token::{Claims, Role};
+use super::view::View;
+use crate::auth::token::Claims;
 use crate::domain::order::Order;
 use crate::domain::ticket::Ticket;
 use crate::menu::Menu;
@@ -161,12 +162,15 @@ impl Hub for HubService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let claims = caller(&request)?;
+        let view = View::of(claims);
         // Without tokens there is no device to count by; the cap needs authentication.
-        let slot = match caller(&request)? {
+        let slot = match claims {
             Some(claims) => Some(self.subscriptions.acquire(&claims.sub)?),
             None => None,
         };
-        let outbound = subscribe::start(self.node.clone(), request.into_inner().cursor, slot);
+        let cursor = request.into_inner().cursor;
+        let outbound = subscribe::start(self.node.clone(), cursor, slot, view);
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(outbound),
         )))
@@ -176,7 +180,7 @@ impl Hub for HubService {
         &self,
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
-        let view = OrderView::of(self.read_caller(&request)?);
+        let view = View::of(self.read_caller(&request)?);
         let request = request.into_inner();
         self.read_barrier(request.consistency).await?;
         match self
@@ -186,7 +190,7 @@ impl Hub for HubService {
             .map_err(ApiError::from)?
         {
             Some(order) => Ok(Response::new(pb::GetOrderResponse {
-                order: Some(view.show(order)),
+                order: Some(view.order(order)),
             })),
             None => Err(ApiError::OrderNotFound(request.order_id).into()),
         }
@@ -196,7 +200,7 @@ impl Hub for HubService {
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
-        let view = OrderView::of(self.read_caller(&request)?);
+        let view = View::of(self.read_caller(&request)?);
         let request = request.into_inner();
         let wanted = convert::order_status_filter(request.status).map_err(ApiError::from)?;
         self.read_barrier(request.consistency).await?;
@@ -204,7 +208,7 @@ impl Hub for HubService {
             self.node.reader.orders_after(&request.after),
             request.limit,
             |o: &Order| wanted.is_none_or(|status| o.status == status),
-            |o| view.show(o),
+            |o| view.order(o),
         )?;
         Ok(Response::new(pb::ListOrdersResponse {
             orders: page.items,
@@ -267,30 +271,5 @@ impl Hub for HubService {
         // Every role may read the menu: a kitchen screen shows the same names as the till.
         self.read_caller(&request)?;
         Ok(Response::new(convert::menu(&self.menu)))
-    }
-}
-
-/// How much of an order a caller sees: kitchen and bar screens get what they cook from and
-/// not how the guest paid (payments are for tills and managers).
-#[derive(Clone, Copy)]
-enum OrderView {
-    Full,
-    Kitchen,
-}
-
-impl OrderView {
-    fn of(claims: Option<&Claims>) -> OrderView {
-        match claims.map(|c| c.role) {
-            Some(Role::Kds | Role::Bds) => OrderView::Kitchen,
-            _ => OrderView::Full,
-        }
-    }
-
-    fn show(self, order: Order) -> pb::Order {
-        let mut order = convert::order(order);
-        if let OrderView::Kitchen = self {
-            order.payments.clear();
-        }
-        order
     }
 }

@@ -6,7 +6,9 @@
 //! - `hub`, `cluster`, `subscribe`: the handlers. They stay thin: writes and linearizable
 //!   reads go through `raft::node::Node`; conversions are `proto::convert`'s;
 //! - `limits`: per-device append rate and Subscribe stream caps;
-//! - `paging`: listings answered a page at a time, bounded in count and bytes.
+//! - `paging`: listings answered a page at a time, bounded in count and bytes;
+//! - `view`: what each role sees (kitchen and bar screens: no payments, and redaction
+//!   markers in place of payment-carrying events on Subscribe).
 
 pub mod auth;
 pub mod cluster;
@@ -15,5 +17,6 @@ pub mod hub;
 pub mod limits;
 pub mod paging;
 mod subscribe;
+pub mod view;
 
 pub use error::ApiError;

@@ -3,7 +3,9 @@
 //! falls behind the feed (or sees a gap, e.g. after a snapshot install) reads storage
 //! again instead of being dropped or dropping events. When there is nothing to send for
 //! `SUBSCRIBE_HEARTBEAT`, a heartbeat (a message with no events) goes out, so a client
-//! finds a dead stream (a paused node, a dropped link) by its silence.
+//! finds a dead stream (a paused node, a dropped link) by its silence. What goes out is
+//! the subscriber's `View` of each event: kitchen and bar screens get payment-carrying
+//! events as redaction markers, same seq, so their cursors never see a gap.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,6 +16,7 @@ use tonic::Status;
 
 use super::error::ApiError;
 use super::limits::SubscriptionSlot;
+use super::view::View;
 use crate::proto::pb;
 use crate::raft::node::Node;
 use crate::wire::SUBSCRIBE_HEARTBEAT_MS;
@@ -32,15 +35,20 @@ pub const SUBSCRIBE_HEARTBEAT: Duration = Duration::from_millis(SUBSCRIBE_HEARTB
 
 pub type Outbound = mpsc::Receiver<Result<pb::SubscribeResponse, Status>>;
 
-/// Starts streaming to a new subscriber from `cursor`. `slot` (if any) is held for the
-/// stream's life, so the device's subscription count drops when it ends.
-pub fn start(node: Arc<Node>, cursor: u64, slot: Option<SubscriptionSlot>) -> Outbound {
+/// Starts streaming `view` to a new subscriber from `cursor`. `slot` (if any) is held for
+/// the stream's life, so the device's subscription count drops when it ends.
+pub fn start(node: Arc<Node>, cursor: u64, slot: Option<SubscriptionSlot>, view: View) -> Outbound {
     let (tx, rx) = mpsc::channel(SUBSCRIBE_BUFFER_MESSAGES);
     // Subscribe to the feed before reading storage, so nothing falls between the two.
     let feed = node.reader.subscribe();
     tokio::spawn(async move {
         node.metrics.subscribers.fetch_add(1, Ordering::Relaxed);
-        if let Err(err) = stream(&node, cursor, feed, &tx).await {
+        let out = Out {
+            tx: &tx,
+            view,
+            last_sent: Instant::now(),
+        };
+        if let Err(err) = stream(&node, cursor, feed, out).await {
             let _ = tx.send(Err(err)).await;
         }
         node.metrics.subscribers.fetch_sub(1, Ordering::Relaxed);
@@ -54,15 +62,18 @@ enum Stop {
     ClientGone,
 }
 
-/// The client's end of the stream, and when it was last sent anything.
+/// The client's end of the stream, what it may see, and when it was last sent anything.
 struct Out<'a> {
     tx: &'a mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    view: View,
     last_sent: Instant,
 }
 
 impl Out<'_> {
-    /// Sends events, or a heartbeat when `events` is empty.
-    async fn send(&mut self, events: Vec<pb::Event>) -> Result<(), Stop> {
+    /// Sends events in the subscriber's view (redacted in place, never dropped), or a
+    /// heartbeat when `events` is empty.
+    async fn send(&mut self, mut events: Vec<pb::Event>) -> Result<(), Stop> {
+        self.view.events(&mut events);
         self.tx
             .send(Ok(pb::SubscribeResponse { events }))
             .await
@@ -98,12 +109,9 @@ async fn stream(
     node: &Node,
     mut cursor: u64,
     mut feed: broadcast::Receiver<crate::store::EventBatch>,
-    tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    mut out: Out<'_>,
 ) -> Result<(), Status> {
-    let tx = &mut Out {
-        tx,
-        last_sent: Instant::now(),
-    };
+    let tx = &mut out;
     if catch_up(node, &mut cursor, tx).await?.is_err() {
         return Ok(());
     }

@@ -7,6 +7,11 @@
 //! order; the overlay is thrown away and replayed whenever the committed layer moves or
 //! the outbox drops an event, so a rejected local edit disappears from the view and the
 //! committed truth replaces every optimistic guess.
+//!
+//! A kitchen or bar screen's stream carries payment-carrying events (`order.paid`) as
+//! redaction markers: the committed layer applies them like any other event (the order
+//! turns paid, with no payments, and the cursor moves on); the overlay, which holds the
+//! device's own edits, refuses a marked event as the hub would.
 
 use std::collections::BTreeMap;
 
@@ -108,6 +113,12 @@ impl State for Committed<'_> {
         self.layer.event_ids.insert(event_id, self.layer.last_seq);
         self.changes.event_ids.push((event_id, self.layer.last_seq));
         Ok(())
+    }
+    /// A kitchen or bar screen's stream carries payment-carrying events as redaction
+    /// markers (`api::view`); the hub decided them, so the committed layer applies them
+    /// for what they still say (the order is paid) and moves its cursor past them.
+    fn follows_redacted(&self) -> bool {
+        true
     }
 }
 

@@ -278,3 +278,110 @@ fn a_device_needs_an_id() {
         .expect("refused");
     assert!(err.to_string().contains("device id is empty"), "{err}");
 }
+
+/// A kitchen screen's stream: `order.paid` arrives as the hub's redaction marker (payload
+/// emptied, `redacted` set, seq kept).
+fn redacted(mut e: Event) -> Event {
+    e.payload = serde_json::Map::new();
+    e.redacted = true;
+    e
+}
+
+#[test]
+fn a_kitchen_screen_follows_a_redacted_payment_to_a_paid_order_without_payments() {
+    let created = committed(event(1, "o-1", 1, "order.created", items(2)), 1);
+    let locked = committed(event(2, "o-1", 2, "order.locked", json!({})), 2);
+    let paid = committed(
+        event(
+            3,
+            "o-1",
+            3,
+            "order.paid",
+            json!({ "payments": [{ "method": "card", "amount": 700 }], "total": 700 }),
+        ),
+        3,
+    );
+    let mut ticket = ev(
+        4,
+        "kds",
+        "k-1",
+        1,
+        "kds.ticket.created",
+        "till-1",
+        json!({ "orderId": "o-1", "items": [{ "name": "Fries", "quantity": 2 }] }),
+    );
+    ticket.clock.lamport = 4;
+    let ticket = committed(ticket, 4);
+
+    // A till follows the full stream: the reference.
+    let mut till = ReadModel::new(realm(), Layer::default());
+    for e in [&created, &locked, &paid, &ticket] {
+        till.apply_committed(e, &mut Changes::default())
+            .expect("the till applies");
+    }
+    // The kitchen follows the same seqs, order.paid as a marker, never starting over.
+    let mut kitchen = ReadModel::new(realm(), Layer::default());
+    let mut changes = Changes::default();
+    for e in [&created, &locked, &redacted(paid.clone()), &ticket] {
+        kitchen
+            .apply_committed(e, &mut changes)
+            .expect("the kitchen applies the marker like any committed event");
+    }
+    assert_eq!(kitchen.cursor(), 4, "the cursor moved past the marker");
+    assert_eq!(
+        changes
+            .event_ids
+            .iter()
+            .map(|(_, seq)| *seq)
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4],
+        "every seq recorded, the marker's included"
+    );
+    let order = &kitchen.committed().orders["o-1"];
+    assert_eq!(order.status, crate::domain::order::OrderStatus::Paid);
+    assert!(order.payments.is_empty(), "no payments reach the kitchen");
+    assert_eq!(order.lock, None, "paying released the lock");
+    let mut expected = till.committed().orders["o-1"].clone();
+    assert_eq!(expected.payments.len(), 1, "the till has the card payment");
+    expected.payments.clear();
+    assert_eq!(order, &expected, "the till's order, payments aside");
+    assert_eq!(
+        kitchen.committed().lamport,
+        till.committed().lamport,
+        "the clock followed the marker"
+    );
+}
+
+#[test]
+fn a_marker_is_never_an_edit_and_a_bad_one_is_reported() {
+    let created = committed(event(1, "o-1", 1, "order.created", items(2)), 1);
+    let mut model = ReadModel::new(realm(), Layer::default());
+    model
+        .apply_committed(&created, &mut Changes::default())
+        .expect("applies");
+
+    // As the device's own queued edit (the overlay), a marker is refused as a hub would.
+    let marker = redacted(event(2, "o-1", 2, "order.paid", json!({})));
+    match model.apply_local(&marker, 0) {
+        crate::domain::Outcome::Rejected { code, message, .. } => {
+            assert_eq!(code, RejectCode::MalformedEvent, "{message}");
+            assert!(message.contains("marked redacted"), "{message}");
+        }
+        other => panic!("a queued marker must be refused, got {other:?}"),
+    }
+
+    // A marker that still has a payload, or on a type without payments, is not what a hub
+    // sends: reported as not following the copy, and nothing applied.
+    let mut leaky = committed(marker.clone(), 2);
+    leaky.payload.insert("total".into(), json!(700));
+    let err = model
+        .apply_committed(&leaky, &mut Changes::default())
+        .expect_err("a redacted payload must be empty");
+    assert!(err.to_string().contains("empty payload"), "{err}");
+    let not_payment = committed(redacted(event(2, "o-1", 2, "order.parked", json!({}))), 2);
+    let err = model
+        .apply_committed(&not_payment, &mut Changes::default())
+        .expect_err("order.parked is never redacted");
+    assert!(err.to_string().contains("no hub redacts it"), "{err}");
+    assert_eq!(model.cursor(), 1, "nothing was applied");
+}

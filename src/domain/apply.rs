@@ -7,7 +7,8 @@
 //!    This precedes dedupe so that one realm's log never answers for another's ids.
 //! 3. The UUID was accepted before: `Duplicate { seq }` of that first acceptance,
 //!    whatever the rest of the event says, and nothing changes.
-//! 4. The rest of the envelope, else `MALFORMED_EVENT`: aggregateId non-empty and at most
+//! 4. The rest of the envelope, else `MALFORMED_EVENT`: `redacted` unset unless the state
+//!    follows redacted streams (`State::follows_redacted`), aggregateId non-empty and at most
 //!    the rules' `id_bytes`, version ≥ 1, actor.deviceId and clock.deviceId non-empty and
 //!    bounded, actor.userId bounded, `at` RFC 3339, `type` non-empty.
 //!    From rules `V2`: the Lamport clock at most `LAMPORT_MAX` and at most
@@ -90,6 +91,14 @@ pub fn apply<S: State>(
     }
     if let Some(seq) = state.seq_of(&event_id)? {
         return Ok(Outcome::Duplicate { seq });
+    }
+    if event.redacted && !state.follows_redacted() {
+        return Ok(malformed(
+            "the event is marked redacted: only a hub marks the events it streams to kitchen \
+             and bar screens, and they cannot be appended"
+                .into(),
+        )
+        .into());
     }
     let command = check_envelope(event, rules.bounds())
         .and_then(|()| rules.check_lamport(event.clock.lamport, state.lamport()))

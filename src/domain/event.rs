@@ -89,6 +89,11 @@ pub struct Event {
     /// not yet accepted, and on events accepted before versions were recorded (`V1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<Rules>,
+    /// Set only by a hub on what it streams to a kitchen or bar screen: the payload held
+    /// payment details and was emptied (`redacted_payload`). Only a device's committed
+    /// layer applies such an event (`State::follows_redacted`); a hub refuses it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
 }
 
 impl Event {

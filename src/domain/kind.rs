@@ -88,6 +88,19 @@ impl AggregateKind {
     }
 }
 
+/// Whether an event of this `aggregateType` and `type` carries payment details, which
+/// kitchen and bar screens do not get (hubs stream it to them redacted): `order.paid`, and
+/// anything of the `payment` aggregate type, reserved for payments.
+pub fn carries_payments(aggregate_type: &str, event_type: &str) -> bool {
+    match AggregateKind::parse(aggregate_type, Rules::CURRENT) {
+        Some(AggregateKind::Payment) => true,
+        Some(aggregate) => aggregate
+            .event_kind(event_type)
+            .is_some_and(EventKind::carries_payments),
+        None => false,
+    }
+}
+
 /// A known event type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -107,4 +120,11 @@ pub enum EventKind {
     BdsTicketDone,
     InventoryAdjusted,
     DeviceRevoked,
+}
+
+impl EventKind {
+    /// Whether this type's payload holds payment details (methods, amounts, totals).
+    pub fn carries_payments(self) -> bool {
+        matches!(self, Self::OrderPaid)
+    }
 }

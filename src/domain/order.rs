@@ -168,10 +168,16 @@ pub enum OrderCommand {
     Updated(OrderEdit),
     Parked,
     Reparked,
-    Paid(PaymentClaim),
+    /// `None`: a redacted `order.paid` (`Event::redacted`), as a kitchen or bar screen
+    /// follows it: the hub checked the payments; this reader learns only that it is paid.
+    Paid(Option<PaymentClaim>),
     Cancelled,
-    Locked { ttl_ms: Option<u64> },
-    LockRenew { ttl_ms: Option<u64> },
+    Locked {
+        ttl_ms: Option<u64>,
+    },
+    LockRenew {
+        ttl_ms: Option<u64>,
+    },
     LockReleased,
 }
 
@@ -248,9 +254,14 @@ pub(crate) fn decide(
         }
         OrderCommand::Paid(claim) => {
             require_active(&order, ctx)?;
-            check_payment(&order, &claim)?;
+            order.payments = match claim {
+                Some(claim) => {
+                    check_payment(&order, &claim)?;
+                    claim.payments
+                }
+                None => Vec::new(),
+            };
             order.status = OrderStatus::Paid;
-            order.payments = claim.payments;
             // A closed order takes no lock events, so a lock left on it could never be
             // released; clear it.
             order.lock = None;

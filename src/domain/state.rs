@@ -42,6 +42,14 @@ pub trait State {
     /// Appends an accepted event: `event.seq` is `last_seq() + 1` and `event.hub_time`
     /// is set. Afterwards `last_seq()` is that seq and `seq_of(event_id)` finds it.
     fn put_event(&mut self, event_id: Uuid, event: Event) -> Result<(), Self::Error>;
+
+    /// Whether this state applies events a hub redacted for a kitchen or bar screen
+    /// (`Event::redacted`): only a device's committed layer does, since it follows events
+    /// the hub has already decided, payments checked. Every other state (a hub's, a
+    /// device's own queued edits) refuses them: it would accept a payment nobody checked.
+    fn follows_redacted(&self) -> bool {
+        false
+    }
 }
 
 /// The whole state in ordered maps: used by tests and property tests, and as the

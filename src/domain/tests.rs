@@ -62,6 +62,7 @@ pub(crate) fn ev(
         seq: None,
         hub_time: None,
         rules: None,
+        redacted: false,
     }
 }
 
@@ -77,7 +78,7 @@ pub(super) fn order_ev(
 }
 
 /// `order.created` for `o-1`: 2 × 1250 in USD, total 2500.
-pub(super) fn create_o1(n: u128) -> Event {
+pub(crate) fn create_o1(n: u128) -> Event {
     order_ev(
         n,
         1,
@@ -104,7 +105,7 @@ pub(super) fn inv_ev(n: u128, sku: &str, delta: i64, device: &str) -> Event {
 }
 
 /// `order.paid` for `o-1` by till-1: `create_o1`'s 2500, in cash.
-pub(super) fn paid_in_cash(n: u128, version: u64) -> Event {
+pub(crate) fn paid_in_cash(n: u128, version: u64) -> Event {
     order_ev(
         n,
         version,

@@ -4,7 +4,7 @@
 
 import { expect, test } from "@playwright/test";
 import { Cluster } from "./cluster";
-import { addFromMenu, newOrder, pairedPage, screenshot, settled } from "./pages";
+import { addFromMenu, newOrder, pairedPage, screenshot, settled, storedOrder } from "./pages";
 
 let cluster: Cluster;
 test.beforeAll(async () => {
@@ -99,6 +99,19 @@ test("a till order reaches the kitchen screen on another node, and its status co
     .filter((e) => e.aggregateId === orderId && ["order.parked", "order.reparked", "order.paid"].includes(e.type))
     .map((e) => e.type);
   expect(lifecycle).toEqual(["order.parked", "order.reparked", "order.paid"]);
+
+  // The kitchen screen's stream carries order.paid as a redaction marker: its cursor
+  // passes the payment's seq (no gap, no start over from 0) and it stores the order as
+  // paid without the payments, which the till has.
+  const paidSeq = Number(
+    (await cluster.committed()).find((e) => e.aggregateId === orderId && e.type === "order.paid")?.seq ?? 0n,
+  );
+  expect(paidSeq).toBeGreaterThan(0);
+  await expect.poll(async () => (await storedOrder(kds, orderId)).cursor).toBeGreaterThanOrEqual(paidSeq);
+  const kitchenCopy = await storedOrder(kds, orderId);
+  expect(kitchenCopy.status).toBe("paid");
+  expect(kitchenCopy.payments).toEqual([]);
+  await expect.poll(async () => (await storedOrder(till, orderId)).payments?.length).toBe(1);
 
   // The dashboard shows the three nodes and one leader, live.
   await till.getByTestId("nav-dashboard").click();

@@ -65,3 +65,27 @@ export async function addFromMenu(page: Page, sku: string): Promise<void> {
 export async function settled(page: Page): Promise<void> {
   await expect(page.getByTestId("connection")).toHaveAttribute("data-pending", "0", { timeout: 30_000 });
 }
+
+/** What a page has stored (IndexedDB) of order `orderId`, and its committed cursor. */
+export async function storedOrder(
+  page: Page,
+  orderId: string,
+): Promise<{ cursor: number; status?: string; payments?: unknown[] }> {
+  return page.evaluate(async (id) => {
+    const db = await new Promise<IDBDatabase>((ok, fail) => {
+      const req = indexedDB.open("pos-hub");
+      req.onsuccess = () => ok(req.result);
+      req.onerror = () => fail(req.error);
+    });
+    const get = (store: string, key: IDBValidKey) =>
+      new Promise<any>((ok, fail) => {
+        const req = db.transaction(store).objectStore(store).get(key);
+        req.onsuccess = () => ok(req.result);
+        req.onerror = () => fail(req.error);
+      });
+    const order = await get("orders", id);
+    const cursor = await get("meta", "cursor");
+    db.close();
+    return { cursor: cursor ?? 0, status: order?.status, payments: order?.payments };
+  }, orderId);
+}

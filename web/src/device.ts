@@ -436,6 +436,8 @@ export class Device {
     for (const e of events) {
       const fact: Fact = factOf(e);
       if (fact.seq <= this.cursor) continue;
+      // A redaction marker (a kitchen screen's order.paid) is folded like any event and
+      // moves the cursor to its seq: a screen's filtered stream is never a gap.
       const changed = this.committed.apply(fact);
       if (changed.order) orders.add(changed.order);
       if (changed.ticket) tickets.add(changed.ticket);

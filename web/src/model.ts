@@ -4,6 +4,10 @@
 // them only records their effect. Queued events are folded on top of a copy of the
 // committed model for the optimistic view; when the hub refuses one, it is simply no
 // longer folded, which rolls it back.
+//
+// A kitchen or bar screen's stream carries order.paid as a redaction marker (`redacted`
+// set, payload emptied, seq kept): folded like any other event, the order turns paid with
+// no payments, and the cursor moves past it as it does past every seq.
 
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import type { Event } from "./gen/pos/v1/events_pb";
@@ -86,6 +90,8 @@ export interface Fact {
   /** Leader-stamped time; 0 for an event not committed yet. */
   hubTime: number;
   seq: number;
+  /** The hub removed the payload's payment details (kitchen and bar screens). */
+  redacted: boolean;
 }
 
 export function factOf(e: Event): Fact {
@@ -100,6 +106,7 @@ export function factOf(e: Event): Fact {
     payload: e.payload ?? {},
     hubTime: Number(e.hubTime),
     seq: Number(e.seq),
+    redacted: e.redacted,
   };
 }
 
@@ -170,7 +177,10 @@ export class Model {
           break;
         case "order.paid":
           order.status = "paid";
-          order.payments = objects(p.payments).map((x) => ({ method: str(x.method), amount: num(x.amount) }));
+          // A marker: the hub checked the payments; this screen only learns it is paid.
+          order.payments = f.redacted
+            ? []
+            : objects(p.payments).map((x) => ({ method: str(x.method), amount: num(x.amount) }));
           order.lock = undefined;
           break;
         case "order.cancelled":

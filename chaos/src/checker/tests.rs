@@ -45,6 +45,7 @@ fn event(
         seq: Some(seq),
         hub_time: Some(t),
         rules: None,
+        redacted: false,
     }
 }
 

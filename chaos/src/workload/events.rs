@@ -35,6 +35,7 @@ pub(super) fn event(
         seq: None,
         hub_time: None,
         rules: None,
+        redacted: false,
     }
 }
 

@@ -66,6 +66,7 @@ impl Device {
                 seq: None,
                 hub_time: None,
                 rules: None,
+                redacted: false,
             };
             // The event must also survive the trip to protobuf.
             if let Err(err) = convert::event_to_pb(&event) {

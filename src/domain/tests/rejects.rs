@@ -107,6 +107,12 @@ fn envelope_and_payload_cases() -> Vec<Case> {
         (MalformedEvent, "empty type", || {
             on(empty(), o1(|e| e.event_type.clear()))
         }),
+        // A kitchen screen's marker sent back (or forged): its payment was never checked.
+        (MalformedEvent, "redacted order.paid", || {
+            let mut marker = paid_ev(2, 2, json!({}));
+            marker.redacted = true;
+            on(created(), marker)
+        }),
         (WrongRealm, "other tenant", || {
             on(empty(), o1(|e| e.tenant_id = "t-other".into()))
         }),
@@ -281,6 +287,8 @@ fn messages_name_the_values() {
     );
     let m = message_of("payment aggregate");
     assert!(m.contains("order.paid"), "{m}");
+    let m = message_of("redacted order.paid");
+    assert!(m.contains("marked redacted"), "{m}");
     let m = message_of("empty storeId");
     assert!(m.contains("storeId"), "{m}");
 }

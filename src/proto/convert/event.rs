@@ -68,6 +68,7 @@ pub fn event_to_pb(event: &Event) -> Result<pb::Event, ConvertError> {
         seq: event.seq.unwrap_or(0),
         hub_time: event.hub_time.unwrap_or(0),
         rules: event.rules.map_or(0, Rules::number),
+        redacted: event.redacted,
     })
 }
 
@@ -102,6 +103,7 @@ pub fn event_from_pb(event: &pb::Event) -> Result<Event, ConvertError> {
         hub_time: (event.hub_time != 0).then_some(event.hub_time),
         // A device's own (unaccepted) event may carry anything here; only the hub stamps it.
         rules: Rules::try_from(event.rules).ok(),
+        redacted: event.redacted,
     })
 }
 

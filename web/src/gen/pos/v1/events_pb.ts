@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file pos/v1/events.proto.
  */
 export const file_pos_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChNwb3MvdjEvZXZlbnRzLnByb3RvEgZwb3MudjEiKwoFQWN0b3ISEQoJZGV2aWNlX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiKwoFQ2xvY2sSDwoHbGFtcG9ydBgBIAEoBBIRCglkZXZpY2VfaWQYAiABKAkiugIKBUV2ZW50EhAKCGV2ZW50X2lkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIQCghzdG9yZV9pZBgDIAEoCRIWCg5hZ2dyZWdhdGVfdHlwZRgEIAEoCRIUCgxhZ2dyZWdhdGVfaWQYBSABKAkSDwoHdmVyc2lvbhgGIAEoBBIMCgR0eXBlGAcgASgJEgoKAmF0GAggASgJEhwKBWFjdG9yGAkgASgLMg0ucG9zLnYxLkFjdG9yEhwKBWNsb2NrGAogASgLMg0ucG9zLnYxLkNsb2NrEigKB3BheWxvYWQYCyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg0KBWZvcmNlGAwgASgIEgsKA3NlcRgNIAEoBBIQCghodWJfdGltZRgOIAEoBBINCgVydWxlcxgPIAEoDWIGcHJvdG8z", [file_google_protobuf_struct]);
+  fileDesc("ChNwb3MvdjEvZXZlbnRzLnByb3RvEgZwb3MudjEiKwoFQWN0b3ISEQoJZGV2aWNlX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiKwoFQ2xvY2sSDwoHbGFtcG9ydBgBIAEoBBIRCglkZXZpY2VfaWQYAiABKAkizAIKBUV2ZW50EhAKCGV2ZW50X2lkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIQCghzdG9yZV9pZBgDIAEoCRIWCg5hZ2dyZWdhdGVfdHlwZRgEIAEoCRIUCgxhZ2dyZWdhdGVfaWQYBSABKAkSDwoHdmVyc2lvbhgGIAEoBBIMCgR0eXBlGAcgASgJEgoKAmF0GAggASgJEhwKBWFjdG9yGAkgASgLMg0ucG9zLnYxLkFjdG9yEhwKBWNsb2NrGAogASgLMg0ucG9zLnYxLkNsb2NrEigKB3BheWxvYWQYCyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg0KBWZvcmNlGAwgASgIEgsKA3NlcRgNIAEoBBIQCghodWJfdGltZRgOIAEoBBINCgVydWxlcxgPIAEoDRIQCghyZWRhY3RlZBgQIAEoCGIGcHJvdG8z", [file_google_protobuf_struct]);
 
 /**
  * Who wrote the event.
@@ -165,6 +165,16 @@ export type Event = Message<"pos.v1.Event"> & {
    * @generated from field: uint32 rules = 15;
    */
   rules: number;
+
+  /**
+   * Set only by a hub, on Subscribe to a kitchen or bar screen (token role kds or bds), on
+   * an event that carries payment details (order.paid): the payload is emptied and
+   * everything else is as committed, seq included, so the screen's cursor moves on and the
+   * order still turns paid. Hubs refuse to append an event that has it set.
+   *
+   * @generated from field: bool redacted = 16;
+   */
+  redacted: boolean;
 };
 
 /**
