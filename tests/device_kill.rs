@@ -61,6 +61,7 @@ async fn a_till_killed_at_random_points_loses_and_duplicates_nothing_it_confirme
     let mut confirmed: BTreeMap<String, String> = BTreeMap::new(); // eventId → order
     let mut kills = 0;
     let mut attempts = 0;
+    let mut longest: Option<Duration> = None;
     while kills < KILLS {
         attempts += 1;
         assert!(
@@ -71,10 +72,25 @@ async fn a_till_killed_at_random_points_loses_and_duplicates_nothing_it_confirme
         let mut child = till(&["order", "new", "--id", &order, "--table", "4"])
             .spawn()
             .expect("spawns the till");
-        // Anywhere from before the outbox opens to after the answer.
-        tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
-        let was_running = child.try_wait().expect("polls the till").is_none();
-        if was_running {
+        // Anywhere from before the outbox opens to after the answer: within twice the
+        // longest life of a till that queued its event and exited on its own (300 ms
+        // until one has). A fixed 300 ms killed only 19 of 300 runs once the till's
+        // store stopped being sled and a till lived 20-35 ms.
+        let window = longest.map_or(300, |life: Duration| {
+            u64::try_from(2 * life.as_millis()).map_or(300, |ms| ms.clamp(10, 300))
+        });
+        let delay = Duration::from_millis(rng.below(window));
+        let started = std::time::Instant::now();
+        let finished = loop {
+            if child.try_wait().expect("polls the till").is_some() {
+                break Some(started.elapsed());
+            }
+            if started.elapsed() >= delay {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        if finished.is_none() {
             child.kill().expect("SIGKILL");
             kills += 1;
         }
@@ -89,11 +105,16 @@ async fn a_till_killed_at_random_points_loses_and_duplicates_nothing_it_confirme
                 && let Some(id) = line.rsplit(' ').next()
             {
                 confirmed.insert(id.to_owned(), order.clone());
+                // Only a run that got as far as queueing sets the window: one that
+                // failed early would shrink it to the start of a till's life.
+                if let Some(life) = finished {
+                    longest = longest.max(Some(life));
+                }
             }
         }
     }
     eprintln!(
-        "{kills} kills in {attempts} runs; {} events confirmed",
+        "{kills} kills in {attempts} runs; {} events confirmed; longest unkilled run {longest:?}",
         confirmed.len()
     );
     assert!(!confirmed.is_empty(), "no run confirmed anything");

@@ -3,8 +3,9 @@
 //! - `hub`: `HubClient`, the connection to a store's group: given addresses, the
 //!   group's members from Hello, mDNS discovery and a cache of the last good addresses,
 //!   failing over from node to node;
-//! - `outbox`: the device's durable store (sled): queued events, dead letters, the
-//!   committed read model and its cursor, the Lamport clock;
+//! - `outbox`: the device's durable store (`device.kv`, a checksummed log file of our own):
+//!   queued events, dead letters, the committed read model and its cursor, the Lamport
+//!   clock;
 //! - `model`: the read model: the committed state with the device's own queued events on
 //!   top, both decided by the hub's own rules (`domain::apply`);
 //! - `device`: `Device`, the SDK handle: `append`, `lock`, reads, and the background tasks

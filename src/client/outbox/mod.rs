@@ -1,20 +1,30 @@
-//! The device's durable store: one sled tree in the device's data dir holding the outbox
-//! (queued events, in the order the app appended them), the dead-letter list, the
-//! committed read model with its cursor, and the Lamport clock.
+//! The device's durable store: one key-value file in the device's data dir (`kv`, our own
+//! append-only log) holding the outbox (queued events, in the order the app appended
+//! them), the dead-letter list, the committed read model with its cursor, and the Lamport
+//! clock.
 //!
-//! Keys, one tree so that every change is one atomic `sled::Batch`:
+//! Keys, in one store so that every change is one atomic `kv::Batch`:
 //! - `q` + number (u64 BE) → a queued event (JSON) and, once a hub answered, its seq;
 //! - `x` + number → a dead letter (JSON): the event, the hub's code, message and lock holder;
 //! - `o` + order id, `t` + kind + ticket id, `s` + sku → committed aggregates (bincode);
 //! - `e` + event id (16 bytes) → the seq of a committed event;
-//! - `m/cursor`, `m/lamport`, `m/next` → u64 BE.
+//! - `m/cursor`, `m/lamport`, `m/store-lamport`, `m/next` → u64 BE.
 //!
-//! Only queueing is flushed to disk before it returns (the app was told "saved"); every
-//! other write may be lost in a crash and is then redone: an unanswered event is sent
-//! again under the same eventId, committed events are received again from the old cursor.
+//! Only queueing (and the app's own `resolve`, and a reset) is synced to disk before it
+//! returns (the app was told "saved"); every other write may be lost in a crash and is then
+//! redone: an unanswered event is sent again under the same eventId, committed events are
+//! received again from the old cursor. The log keeps writes in order, so a crash loses only
+//! a suffix of them.
+//!
+//! Versions before this one kept the same keys in a sled database (`device.sled`); the
+//! first open moves them over (`sled_import`).
+
+mod kv;
+mod sled_import;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -23,17 +33,51 @@ use super::RefusalCode;
 use super::model::{Changes, Layer};
 use crate::domain::Event;
 use crate::domain::ticket::TicketKind;
+use kv::{Batch, Kv, KvError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error("the device store at {path}: {source}")]
-    Sled { path: String, source: sled::Error },
-    #[error("the device store at {path} is damaged: key {key}: {detail}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// A damaged file (`place` is a byte offset) or a value that does not decode
+    /// (`place` is its key). Nothing is cut or skipped: the device refuses to open.
+    #[error("the device store at {path} is damaged at {place}: {detail}")]
     Corrupt {
         path: String,
-        key: String,
+        place: String,
         detail: String,
     },
+    #[error(
+        "the device store at {path} is in use by another process (another till or client on \
+         the same data dir)"
+    )]
+    Locked { path: String },
+    #[error("the device store at {path}: {why}")]
+    Broken { path: String, why: String },
+    #[error("the device store of an older version at {path} cannot be read to move it: {detail}")]
+    Import { path: String, detail: String },
+}
+
+impl From<KvError> for OutboxError {
+    fn from(err: KvError) -> OutboxError {
+        match err {
+            KvError::Io { path, source } => OutboxError::Io { path, source },
+            KvError::Corrupt {
+                path,
+                offset,
+                detail,
+            } => OutboxError::Corrupt {
+                path,
+                place: format!("byte {offset}"),
+                detail,
+            },
+            KvError::Locked { path } => OutboxError::Locked { path },
+            KvError::Broken { path, why } => OutboxError::Broken { path, why },
+        }
+    }
 }
 
 /// An event in the outbox: sent until a hub answers ACCEPTED or DUPLICATE (then `seq`
@@ -95,22 +139,29 @@ pub struct Loaded {
 }
 
 pub struct Outbox {
-    tree: sled::Db,
+    kv: Mutex<Kv>,
     path: PathBuf,
 }
 
-/// How long `open` waits for the file lock of a store this process just closed: sled
-/// releases it from its flusher thread a moment after the last handle drops.
+/// How long `open` waits for the store's lock: a till process that was just stopped (or
+/// a handle of this process being dropped) releases it a moment later.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Opens the sled store at `path`, waiting up to `LOCK_WAIT` while its file lock is held
-/// (a store held longer, by another process, is refused with sled's error).
-fn open_sled(path: &Path) -> Result<sled::Db, sled::Error> {
+/// The store's file in the device's data dir, its lock, and where older versions kept a
+/// sled database.
+const FILE: &str = "device.kv";
+const LOCK_FILE: &str = "device.kv.lock";
+const SLED_DIR: &str = "device.sled";
+
+/// Removes an imported sled dir. sled's background threads may still be closing its
+/// files a moment after its last handle was dropped, so a dir that is not yet empty is
+/// retried for `LOCK_WAIT`.
+fn remove_sled(sled_dir: &Path) -> std::io::Result<()> {
     let started = std::time::Instant::now();
     loop {
-        match sled::open(path) {
-            Err(sled::Error::Io(err))
-                if err.to_string().contains("could not acquire lock")
+        match std::fs::remove_dir_all(sled_dir) {
+            Err(err)
+                if err.kind() == std::io::ErrorKind::DirectoryNotEmpty
                     && started.elapsed() < LOCK_WAIT =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(20));
@@ -121,38 +172,59 @@ fn open_sled(path: &Path) -> Result<sled::Db, sled::Error> {
 }
 
 impl Outbox {
+    /// Opens (or creates) the store in `dir`. A store of an older version (a sled
+    /// database) is moved into the new file first; see `sled_import`.
     pub fn open(dir: &Path) -> Result<(Outbox, Loaded), OutboxError> {
-        let path = dir.join("device.sled");
-        let tree = open_sled(&path).map_err(|source| OutboxError::Sled {
-            path: path.display().to_string(),
+        let path = dir.join(FILE);
+        let io = |source| OutboxError::Io {
+            path: dir.display().to_string(),
             source,
-        })?;
-        let outbox = Outbox { tree, path };
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = kv::Lock::acquire(&dir.join(LOCK_FILE), LOCK_WAIT)?;
+        let sled_dir = dir.join(SLED_DIR);
+        if sled_dir.is_dir() {
+            // The rename of the new file is the import's commit point: while the file is
+            // absent the sled store is the truth; once it exists the sled store is a
+            // leftover of an import interrupted before it was removed.
+            if !path.exists() {
+                sled_import::import(&sled_dir, &path)?;
+            }
+            remove_sled(&sled_dir).map_err(io)?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        let kv = Kv::open(&path, lock)?;
+        let outbox = Outbox {
+            kv: Mutex::new(kv),
+            path,
+        };
         let loaded = outbox.load()?;
         Ok((outbox, loaded))
     }
 
-    fn sled(&self, source: sled::Error) -> OutboxError {
-        OutboxError::Sled {
-            path: self.path.display().to_string(),
-            source,
-        }
+    fn kv(&self) -> std::sync::MutexGuard<'_, Kv> {
+        // A panic while holding the lock cannot leave the map half-changed: it changes
+        // only after the write succeeded, and a failed write marks the store broken.
+        self.kv
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn corrupt(&self, key: &[u8], detail: impl ToString) -> OutboxError {
         OutboxError::Corrupt {
             path: self.path.display().to_string(),
-            key: String::from_utf8_lossy(key).into_owned(),
+            place: format!("key {}", String::from_utf8_lossy(key)),
             detail: detail.to_string(),
         }
     }
 
-    fn u64_at(&self, key: &[u8]) -> Result<u64, OutboxError> {
-        match self.tree.get(key).map_err(|e| self.sled(e))? {
+    fn u64_at(&self, kv: &Kv, key: &[u8]) -> Result<u64, OutboxError> {
+        match kv.get(key) {
             None => Ok(0),
             Some(bytes) => {
                 let raw: [u8; 8] = bytes
-                    .as_ref()
                     .try_into()
                     .map_err(|_| self.corrupt(key, "not a u64"))?;
                 Ok(u64::from_be_bytes(raw))
@@ -169,59 +241,56 @@ impl Outbox {
     }
 
     fn load(&self) -> Result<Loaded, OutboxError> {
+        let kv = self.kv();
         // A device dir written before the store's clock was kept: the device's own clock
         // is at least the store's as of the cursor, which is all the rules ask of it (they
         // bound how far ahead of it an event may be).
-        let store_lamport = match self.tree.get(STORE_LAMPORT).map_err(|e| self.sled(e))? {
-            Some(_) => self.u64_at(STORE_LAMPORT)?,
-            None => self.u64_at(LAMPORT)?,
+        let store_lamport = match kv.get(STORE_LAMPORT) {
+            Some(_) => self.u64_at(&kv, STORE_LAMPORT)?,
+            None => self.u64_at(&kv, LAMPORT)?,
         };
         let mut committed = Layer {
-            last_seq: self.u64_at(CURSOR)?,
+            last_seq: self.u64_at(&kv, CURSOR)?,
             lamport: store_lamport,
             ..Layer::default()
         };
         let mut queued = BTreeMap::new();
         let mut dead = BTreeMap::new();
-        for item in self.tree.iter() {
-            let (k, v) = item.map_err(|e| self.sled(e))?;
+        for (k, v) in kv.iter() {
             match k.first() {
                 Some(b'q') => {
                     let entry: Queued =
-                        serde_json::from_slice(&v).map_err(|e| self.corrupt(&k, e))?;
-                    queued.insert(self.number(&k)?, entry);
+                        serde_json::from_slice(v).map_err(|e| self.corrupt(k, e))?;
+                    queued.insert(self.number(k)?, entry);
                 }
                 Some(b'x') => {
                     let entry: DeadLetter =
-                        serde_json::from_slice(&v).map_err(|e| self.corrupt(&k, e))?;
-                    dead.insert(self.number(&k)?, entry);
+                        serde_json::from_slice(v).map_err(|e| self.corrupt(k, e))?;
+                    dead.insert(self.number(k)?, entry);
                 }
                 Some(b'o') => {
                     let order: crate::domain::order::Order =
-                        bincode::deserialize(&v).map_err(|e| self.corrupt(&k, e))?;
+                        bincode::deserialize(v).map_err(|e| self.corrupt(k, e))?;
                     committed.orders.insert(order.id.clone(), order);
                 }
                 Some(b't') => {
                     let ticket: crate::domain::ticket::Ticket =
-                        bincode::deserialize(&v).map_err(|e| self.corrupt(&k, e))?;
+                        bincode::deserialize(v).map_err(|e| self.corrupt(k, e))?;
                     committed
                         .tickets
                         .insert((ticket.kind, ticket.id.clone()), ticket);
                 }
                 Some(b's') => {
                     let stock: crate::domain::inventory::Stock =
-                        bincode::deserialize(&v).map_err(|e| self.corrupt(&k, e))?;
+                        bincode::deserialize(v).map_err(|e| self.corrupt(k, e))?;
                     committed.stock.insert(stock.sku.clone(), stock);
                 }
                 Some(b'e') => {
                     let id = k
                         .get(1..)
                         .and_then(|r| Uuid::from_slice(r).ok())
-                        .ok_or_else(|| self.corrupt(&k, "not an event id"))?;
-                    let raw: [u8; 8] = v
-                        .as_ref()
-                        .try_into()
-                        .map_err(|_| self.corrupt(&k, "not a seq"))?;
+                        .ok_or_else(|| self.corrupt(k, "not an event id"))?;
+                    let raw: [u8; 8] = v.try_into().map_err(|_| self.corrupt(k, "not a seq"))?;
                     committed.event_ids.insert(id, u64::from_be_bytes(raw));
                 }
                 _ => {}
@@ -231,8 +300,8 @@ impl Outbox {
             committed,
             queued,
             dead,
-            lamport: self.u64_at(LAMPORT)?,
-            next: self.u64_at(NEXT)?.max(1),
+            lamport: self.u64_at(&kv, LAMPORT)?,
+            next: self.u64_at(&kv, NEXT)?.max(1),
         })
     }
 
@@ -243,22 +312,20 @@ impl Outbox {
     /// Queues events and records the clock and the next number, then waits until it is
     /// on disk: after this returns, a crash loses none of them.
     pub fn queue(&self, entries: &[Queued], lamport: u64, next: u64) -> Result<(), OutboxError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for entry in entries {
             let k = key(b'q', &entry.number.to_be_bytes());
             batch.insert(k.clone(), self.json(&k, entry)?);
         }
-        batch.insert(LAMPORT, &lamport.to_be_bytes());
-        batch.insert(NEXT, &next.to_be_bytes());
-        self.tree.apply_batch(batch).map_err(|e| self.sled(e))?;
-        self.tree.flush().map_err(|e| self.sled(e))?;
-        Ok(())
+        batch.insert(LAMPORT, lamport.to_be_bytes());
+        batch.insert(NEXT, next.to_be_bytes());
+        Ok(self.kv().apply(batch, true)?)
     }
 
     /// Records the hub's answers: seqs of answered events, and events moved to the
     /// dead-letter list, in one atomic write.
     pub fn answered(&self, acked: &[Queued], dead: &[DeadLetter]) -> Result<(), OutboxError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for entry in acked {
             let k = key(b'q', &entry.number.to_be_bytes());
             batch.insert(k.clone(), self.json(&k, entry)?);
@@ -268,7 +335,7 @@ impl Outbox {
             let k = key(b'x', &letter.number.to_be_bytes());
             batch.insert(k.clone(), self.json(&k, letter)?);
         }
-        self.tree.apply_batch(batch).map_err(|e| self.sled(e))
+        Ok(self.kv().apply(batch, false)?)
     }
 
     /// Records committed events: the aggregates they changed, their ids, the new cursor
@@ -280,7 +347,7 @@ impl Outbox {
         lamport: u64,
         settled: &[u64],
     ) -> Result<(), OutboxError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for order in &changes.orders {
             let k = key(b'o', order.id.as_bytes());
             let v = bincode::serialize(order).map_err(|e| self.corrupt(&k, e))?;
@@ -297,48 +364,56 @@ impl Outbox {
             batch.insert(k, v);
         }
         for (id, seq) in &changes.event_ids {
-            batch.insert(key(b'e', id.as_bytes()), &seq.to_be_bytes());
+            batch.insert(key(b'e', id.as_bytes()), seq.to_be_bytes());
         }
         for number in settled {
             batch.remove(key(b'q', &number.to_be_bytes()));
         }
-        batch.insert(CURSOR, &cursor.to_be_bytes());
-        batch.insert(LAMPORT, &lamport.to_be_bytes());
+        batch.insert(CURSOR, cursor.to_be_bytes());
+        batch.insert(LAMPORT, lamport.to_be_bytes());
         if let Some(store_lamport) = changes.lamport {
-            batch.insert(STORE_LAMPORT, &store_lamport.to_be_bytes());
+            batch.insert(STORE_LAMPORT, store_lamport.to_be_bytes());
         }
-        self.tree.apply_batch(batch).map_err(|e| self.sled(e))
+        Ok(self.kv().apply(batch, false)?)
     }
 
     /// Forgets the committed model (the device's copy diverged from the hub's log).
     pub fn reset_committed(&self) -> Result<(), OutboxError> {
-        let mut batch = sled::Batch::default();
-        for item in self.tree.iter() {
-            let (k, _) = item.map_err(|e| self.sled(e))?;
+        let mut kv = self.kv();
+        let mut batch = Batch::default();
+        for (k, _) in kv.iter() {
             if matches!(k.first(), Some(b'o' | b't' | b's' | b'e')) {
                 batch.remove(k);
             }
         }
-        batch.insert(CURSOR, &0u64.to_be_bytes());
-        batch.insert(STORE_LAMPORT, &0u64.to_be_bytes());
-        self.tree.apply_batch(batch).map_err(|e| self.sled(e))?;
-        self.tree.flush().map_err(|e| self.sled(e))?;
-        Ok(())
+        batch.insert(CURSOR, 0u64.to_be_bytes());
+        batch.insert(STORE_LAMPORT, 0u64.to_be_bytes());
+        Ok(kv.apply(batch, true)?)
     }
 
     /// Drops a dead letter the app has dealt with.
     pub fn resolve(&self, number: u64) -> Result<bool, OutboxError> {
-        let removed = self
-            .tree
-            .remove(key(b'x', &number.to_be_bytes()))
-            .map_err(|e| self.sled(e))?;
-        self.tree.flush().map_err(|e| self.sled(e))?;
-        Ok(removed.is_some())
+        let k = key(b'x', &number.to_be_bytes());
+        let mut kv = self.kv();
+        if kv.get(&k).is_none() {
+            return Ok(false);
+        }
+        let mut batch = Batch::default();
+        batch.remove(k);
+        kv.apply(batch, true)?;
+        Ok(true)
     }
 
     /// Waits until everything written so far is on disk.
     pub fn flush(&self) -> Result<(), OutboxError> {
-        self.tree.flush().map_err(|e| self.sled(e))?;
-        Ok(())
+        Ok(self.kv().sync()?)
+    }
+
+    /// The store file's length and the encoded size of its live entries.
+    pub fn sizes(&self) -> (u64, u64) {
+        self.kv().sizes()
     }
 }
+
+#[cfg(test)]
+mod tests;
