@@ -22,10 +22,10 @@ export class AuthError extends Error {
 export class OfflineError extends Error {}
 
 /** How long one node may take to answer one call before the next node is tried, in the
- * same call: the Rust SDK's deadline (`wire::CALL_DEADLINE_MS`), sized from the group's
- * default election timeout. A dead leader is replaced in about 4 × 200 ms; a call to a
- * healthy node made as it died answers within this, and a paused or cut-off node costs
- * the page no more than this. */
+ * same call: `wire::CALL_DEADLINE_MS`, the deadline of a device that cannot ping (the
+ * Rust SDK pings and waits longer), sized from the group's default election timeout. A
+ * dead leader is replaced in about 4 × 200 ms; a call to a healthy node made as it died
+ * usually answers within this, and a paused or cut-off node costs the page no more. */
 export const CALL_DEADLINE_MS = 1_000;
 /** The longest the deadline grows to while every node answers too slowly (a busy hub, a
  * big batch): the hub's own append timeout (5 s) plus the trip. */
