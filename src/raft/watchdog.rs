@@ -31,6 +31,7 @@ use openraft::ServerState;
 use tokio::time::MissedTickBehavior;
 
 use super::node::{Node, Timing};
+use crate::raft_types::{HubNode, NodeId};
 
 /// When this node last heard from a leader (AppendEntries or a snapshot chunk it took).
 #[derive(Debug)]
@@ -70,6 +71,16 @@ impl LeaderContact {
     }
 }
 
+/// Whether this node may stand for election: a voter that is a follower or a candidate.
+fn may_stand(m: &openraft::RaftMetrics<NodeId, HubNode>, id: NodeId) -> bool {
+    let voter = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == id);
+    voter && matches!(m.state, ServerState::Follower | ServerState::Candidate)
+}
+
 /// Stands for election now, in the background, when this voter has just refused a
 /// candidate for a shorter log and has heard no leader for a lease (a leader it still
 /// hears keeps it from standing: no disruption of a healthy group). Safe as any election:
@@ -80,19 +91,14 @@ pub fn stand_with_the_longer_log(node: &Arc<Node>, candidate_term: u64) {
     if node.leader_contact.heard_within(lease) {
         return;
     }
-    let (state, voter, term) = {
+    let term = {
         let metrics = node.raft.metrics();
         let m = metrics.borrow();
-        let voter = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == node.id);
-        (m.state, voter, m.current_term)
+        if !may_stand(&m, node.id) {
+            return;
+        }
+        m.current_term
     };
-    if !voter || !matches!(state, ServerState::Follower | ServerState::Candidate) {
-        return;
-    }
     // Each election request raises this node's term by one, in order: enough of them to
     // pass the candidate's term (never more than three: a far higher term is not ours to
     // chase, openraft's timer takes it from there).
@@ -139,14 +145,9 @@ pub async fn run(node: Arc<Node>) {
         if metrics.has_changed().is_err() {
             return; // Raft stopped
         }
-        let (state, vote, voter) = {
+        let (standing, vote) = {
             let m = metrics.borrow_and_update();
-            let voter = m
-                .membership_config
-                .membership()
-                .voter_ids()
-                .any(|v| v == node.id);
-            (m.state, m.vote, voter)
+            (may_stand(&m, node.id), m.vote)
         };
         let last = contact.last();
         if last != seen {
@@ -161,9 +162,8 @@ pub async fn run(node: Arc<Node>) {
                 due = due.max(contact.now() + election_timeout(&timing));
             }
         }
-        let standing = matches!(state, ServerState::Follower | ServerState::Candidate);
         // Never heard of a leader: openraft's start-up election, untouched.
-        if !standing || !voter || seen == 0 {
+        if !standing || seen == 0 {
             continue;
         }
         let now = contact.now();
