@@ -188,11 +188,13 @@ pub fn caller<T>(request: &Request<T>) -> Result<Option<&Claims>, ApiError> {
     }
 }
 
-/// Every event must be the caller's to write.
-pub fn check_events(claims: Option<&Claims>, events: &[pb::Event]) -> Result<(), ApiError> {
+/// Every event must be the caller's to write. Returns the events' encoded size in all
+/// (the rate limit charges it), measured here once.
+pub fn check_events(claims: Option<&Claims>, events: &[pb::Event]) -> Result<usize, ApiError> {
     // Size and the redaction mark first, with or without tokens: an oversize event never
     // reaches the log, nor one marked redacted (its payment was never checked; see
     // `view.rs`).
+    let mut total = 0;
     for (i, event) in events.iter().enumerate() {
         if event.redacted {
             return Err(ApiError::RedactedAppend {
@@ -206,8 +208,11 @@ pub fn check_events(claims: Option<&Claims>, events: &[pb::Event]) -> Result<(),
                 bytes,
             });
         }
+        total += bytes;
     }
-    let Some(claims) = claims else { return Ok(()) };
+    let Some(claims) = claims else {
+        return Ok(total);
+    };
     for (i, event) in events.iter().enumerate() {
         let which = which(i, event);
         if event.tenant_id != claims.tenant_id || event.store_id != claims.store_id {
@@ -254,7 +259,7 @@ pub fn check_events(claims: Option<&Claims>, events: &[pb::Event]) -> Result<(),
             });
         }
     }
-    Ok(())
+    Ok(total)
 }
 
 /// The deny-list (aggregateType `device`) is written by admins only: any other role's

@@ -139,7 +139,7 @@ impl Hub for HubService {
             }
             .into());
         }
-        check_events(claims.as_ref(), &events)?;
+        let bytes = check_events(claims.as_ref(), &events)?;
         check_device_events(claims.as_ref(), &events)?;
         // The token's device; without tokens, the device the first event claims to be.
         let device = match &claims {
@@ -150,7 +150,6 @@ impl Hub for HubService {
                 .map(|a| a.device_id.clone())
                 .unwrap_or_default(),
         };
-        let bytes = events.iter().map(prost::Message::encoded_len).sum();
         self.limiter.check(&device, events.len(), bytes)?;
         let results = self.node.append(events).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::AppendResponse { results }))
