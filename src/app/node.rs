@@ -82,6 +82,7 @@ pub(super) async fn open(config: &ServeConfig) -> Result<Arc<Node>, AppError> {
         state_machine,
     )
     .await?;
+    let signals = crate::raft::signals::watch(&raft, config.timing);
     let node = Arc::new(Node {
         id: config.node_id,
         raft: raft.clone(),
@@ -92,6 +93,7 @@ pub(super) async fn open(config: &ServeConfig) -> Result<Arc<Node>, AppError> {
         timing: config.timing,
         batcher: Batcher::start(raft, clock),
         leader_contact: LeaderContact::default(),
+        signals,
     });
     // Ends by itself once Raft stops.
     tokio::spawn(watchdog::run(node.clone()));

@@ -13,4 +13,5 @@ pub mod local;
 pub mod network;
 pub mod node;
 pub mod peer;
+pub mod signals;
 pub mod watchdog;

@@ -12,6 +12,7 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 
 use super::batch::{Batcher, ProposeError};
 use super::network::{PeerClients, PeerError};
+use super::signals::Signals;
 use super::watchdog::LeaderContact;
 use crate::metrics::Metrics;
 use crate::proto::convert::{self, OutcomeCountMismatch};
@@ -105,6 +106,8 @@ pub struct Node {
     pub batcher: Batcher,
     /// When a leader was last heard from, for the election watchdog (see `watchdog`).
     pub leader_contact: LeaderContact,
+    /// Who leads and whether this leader lost its majority, changed only on a change.
+    pub signals: tokio::sync::watch::Receiver<Signals>,
 }
 
 impl Node {
@@ -142,15 +145,14 @@ impl Node {
 
     /// Resolves once this node no longer takes `leader` for the leader.
     async fn leadership_moves_from(&self, leader: NodeId) {
-        let mut metrics = self.raft.metrics();
-        loop {
-            if metrics.borrow_and_update().current_leader != Some(leader) {
-                return;
-            }
-            if metrics.changed().await.is_err() {
-                // Raft stopped: the forward's own timeout or error ends the wait.
-                std::future::pending::<()>().await;
-            }
+        let mut signals = self.signals.clone();
+        if signals
+            .wait_for(|s| s.leader != Some(leader))
+            .await
+            .is_err()
+        {
+            // Raft stopped: the caller's own timeout or error ends the wait.
+            std::future::pending::<()>().await;
         }
     }
 
@@ -330,22 +332,12 @@ impl Node {
     /// publishes its metrics on every tick (1.5 heartbeats), so this is seen within one.
     /// Never resolves in a group of one voter.
     async fn quorum_lost(&self) -> u64 {
-        let mut metrics = self.raft.metrics();
-        loop {
-            let silent_ms = {
-                let m = metrics.borrow_and_update();
-                let voters = m.membership_config.membership().voter_ids().count();
-                m.millis_since_quorum_ack
-                    .filter(|ms| voters > 1 && *ms > self.timing.election_timeout_max_ms)
-            };
-            if let Some(ms) = silent_ms {
-                return ms;
-            }
-            if metrics.changed().await.is_err() {
-                // Raft stopped: the proposal itself ends with an error.
-                std::future::pending::<()>().await;
-            }
+        let mut signals = self.signals.clone();
+        if signals.wait_for(|s| s.quorum_lost).await.is_err() {
+            // Raft stopped: the proposal itself ends with an error.
+            std::future::pending::<()>().await;
         }
+        self.raft_metrics().millis_since_quorum_ack.unwrap_or(0)
     }
 
     /// On the leader: confirms leadership with a quorum and returns the log index a
