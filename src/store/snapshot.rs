@@ -38,6 +38,8 @@ const MAGIC: &[u8; 16] = b"pos-hub snap v1\n";
 const CURRENT: &str = "current.snap";
 const BUILDING: &str = "building.tmp";
 const INSTALLING: &str = "installing.tmp";
+/// Where a damaged current snapshot is set aside (the last one only), for an operator.
+const DAMAGED: &str = "current.snap.damaged";
 /// A record longer than this is corruption, not an event: refuse before allocating it.
 const SNAPSHOT_RECORD_BYTES_MAX: u32 = 64 << 20;
 /// Replayed events are written to sled in batches of this many during an install.
@@ -404,6 +406,27 @@ pub(super) fn promote_installed(dir: &Path) -> Result<(), StoreError> {
     let current = dir.join(CURRENT);
     fs::rename(dir.join(INSTALLING), &current).map_err(io_err(&current))?;
     sync_dir(dir)
+}
+
+/// Reads the current snapshot whole and checks every record and its checksum. `Ok` when
+/// it is whole, or when there is none.
+pub(super) async fn check_current(dir: &Path) -> Result<(), StoreError> {
+    let path = dir.join(CURRENT);
+    if !tokio::fs::try_exists(&path).await.map_err(io_err(&path))? {
+        return Ok(());
+    }
+    tokio::task::spawn_blocking(move || verify(&path).map(|_| ()))
+        .await
+        .map_err(|e| StoreError::corrupt("snapshot", format!("checker task failed: {e}")))?
+}
+
+/// Moves the current snapshot aside (`current.snap.damaged`, replacing an older one): it
+/// is never sent nor read again, and stays for an operator to look at. Returns its path.
+pub(super) fn set_aside_current(dir: &Path) -> Result<PathBuf, StoreError> {
+    let (from, to) = (dir.join(CURRENT), dir.join(DAMAGED));
+    fs::rename(&from, &to).map_err(io_err(&from))?;
+    sync_dir(dir)?;
+    Ok(to)
 }
 
 /// The last log id the current snapshot covers (None: no snapshot yet).

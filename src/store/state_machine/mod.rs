@@ -22,6 +22,7 @@ mod sled_state;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock as StdRwLock};
 
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, RaftLogId};
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -180,10 +181,38 @@ impl StateMachine {
         // covers the live state and the log's purge point.
         sm.finish_interrupted_install().await?;
         snapshot::remove_temp_files(&sm.snapshot_dir)?;
+        sm.repair_current_snapshot().await?;
         sm.snapshot
             .set(snapshot::current_last_log_id(&sm.snapshot_dir)?);
         sm.clock.observe(sm.applied.hub_time_ms);
         Ok(sm)
+    }
+
+    /// Checks the current snapshot whole (every record and the checksum). A damaged one
+    /// (bit rot, a bad SD card sector) is set aside and a new one is built from the state
+    /// machine, which holds every event it covers, so it is never sent to a follower nor
+    /// trusted at open. With nothing applied there is nothing to build from: the damaged
+    /// file is set aside and the node has no snapshot, as a blank node.
+    pub(super) async fn repair_current_snapshot(&mut self) -> Result<(), StoreError> {
+        let Err(damage) = snapshot::check_current(&self.snapshot_dir).await else {
+            return Ok(());
+        };
+        let aside = snapshot::set_aside_current(&self.snapshot_dir)?;
+        tracing::error!(
+            %damage,
+            aside = %aside.display(),
+            "the current snapshot is damaged: set aside; building a new one from the state machine"
+        );
+        self.snapshot.set(None);
+        if self.applied.last_applied.is_none() {
+            return Ok(());
+        }
+        let mut builder = self.get_snapshot_builder().await;
+        builder
+            .build_snapshot()
+            .await
+            .map_err(|e| StoreError::corrupt("snapshot", format!("rebuilding it: {e}")))?;
+        Ok(())
     }
 
     /// A reader for queries that stays valid across snapshot installs.

@@ -70,7 +70,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         installed
     }
 
+    /// Checked whole before it is handed out: a damaged snapshot is rebuilt, never sent.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        self.repair_current_snapshot()
+            .await
+            .map_err(|e| sm_error(ErrorVerb::Read, &e))?;
         snapshot::open_current(&self.snapshot_dir)
             .await
             .map_err(|e| sm_error(ErrorVerb::Read, &e))
