@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::cluster::{Process, free_ports, inventory_event, poll_until};
-use common::{BIN, refused, succeeded};
+use common::{BIN, refused, succeeded, tls_channel};
 use pos_hub::auth::tls;
 use pos_hub::proto::pb;
 use pos_hub::proto::pb::hub_client::HubClient;
@@ -38,18 +38,6 @@ fn spawn_tls_node(dir: &Path, tls_dir: &Path, client: u16, peer: u16) -> Process
         tls_dir.to_str().expect("a UTF-8 path"),
     ];
     Process::start(&args, dir, dir.join("node.log"))
-}
-
-async fn tls_channel(url: &str, ca: &Path) -> Result<Channel, String> {
-    let config = tls::device_client_config(ca).map_err(|e| e.to_string())?;
-    Endpoint::from_shared(url.to_owned())
-        .map_err(|e| e.to_string())?
-        .tls_config(config)
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .map_err(|e| format!("{e:?}"))
 }
 
 async fn hello(channel: Channel) -> Result<pb::HelloResponse, String> {

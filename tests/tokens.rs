@@ -569,46 +569,36 @@ async fn lifetimes_are_bounded_and_a_minute_of_clock_difference_is_forgiven() {
     store.accepted(1, &just_expired, sale("till-new", 1)).await;
 
     phase("beyond the leeway, and longer than 30 days: refused with the reason");
-    let future = store.token(&Claims {
-        iat: now() + 600,
-        nbf: now() + 600,
-        ..claims("till-1", Role::Till)
-    });
-    store
-        .refused(
-            1,
-            &future,
-            sale("till-1", 2),
-            Code::Unauthenticated,
+    let refusals = [
+        (
+            Claims {
+                iat: now() + 600,
+                nbf: now() + 600,
+                ..claims("till-1", Role::Till)
+            },
             "issued in the future",
-        )
-        .await;
-    let not_yet = store.token(&Claims {
-        nbf: now() + 600,
-        ..claims("till-1", Role::Till)
-    });
-    store
-        .refused(
-            1,
-            &not_yet,
-            sale("till-1", 2),
-            Code::Unauthenticated,
+        ),
+        (
+            Claims {
+                nbf: now() + 600,
+                ..claims("till-1", Role::Till)
+            },
             "not valid yet",
-        )
-        .await;
-    let too_long = store.token(&Claims {
-        exp: now() + 31 * DAY,
-        ..claims("till-1", Role::Till)
-    });
-    store
-        .refused(
-            1,
-            &too_long,
-            sale("till-1", 2),
-            Code::Unauthenticated,
+        ),
+        (
+            Claims {
+                exp: now() + 31 * DAY,
+                ..claims("till-1", Role::Till)
+            },
             "this hub accepts at most 2592000 s (30 days)",
-        )
-        .await;
+        ),
+    ];
+    for (refused, reason) in refusals {
+        let token = store.token(&refused);
+        store
+            .refused(1, &token, sale("till-1", 2), Code::Unauthenticated, reason)
+            .await;
+    }
 
     phase("the CLI mints 7-day tokens by default, naming their key; refuses over 30 days");
     let dir = tempfile::tempdir().expect("tempdir");

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::cluster::{Process, free_ports, hello_at, http_exchange, inventory_event, poll_until};
-use common::{phase, refused, succeeded};
+use common::{phase, refused, succeeded, tls_channel};
 use pos_hub::app::listen;
 use pos_hub::auth::tls;
 use pos_hub::proto::pb;
@@ -210,6 +210,20 @@ fn spawn_node(dir: &Path, client: u16, peer: u16, extra: &[&str]) -> Process {
     Process::start(&args, dir, dir.join("node.log"))
 }
 
+/// A plaintext node (`spawn_node` with `extra`) that answers Hello; its guard, its ports
+/// (client, peer) and its client address.
+async fn answering_node(dir: &Path, extra: &[&str]) -> (Process, Vec<u16>, String) {
+    let ports = free_ports(2);
+    let node = spawn_node(dir, ports[0], ports[1], extra);
+    let addr = format!("127.0.0.1:{}", ports[0]);
+    poll_until(Duration::from_secs(30), async || {
+        hello_at(&addr, 0).await.map(|_| ())
+    })
+    .await
+    .expect("the node answers");
+    (node, ports, addr)
+}
+
 /// A TCP connection to `port` from the loopback address `from`, that sends nothing.
 async fn connect_from(from: [u8; 4], port: u16) -> TcpStream {
     let socket = TcpSocket::new_v4().expect("a socket");
@@ -241,18 +255,8 @@ async fn stalled_tls_handshakes_from_one_address_hold_up_no_one_else() {
     let tls_dir = dir.path().join("tls").display().to_string();
     let _node = spawn_node(dir.path(), ports[0], ports[1], &["--client-tls", &tls_dir]);
     let url = format!("https://127.0.0.1:{}", ports[0]);
-    let channel = || async {
-        let config =
-            tls::device_client_config(&ca.join(tls::CA_CERT)).map_err(|e| e.to_string())?;
-        Endpoint::from_shared(url.clone())
-            .map_err(|e| e.to_string())?
-            .tls_config(config)
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .map_err(|e| format!("{e:?}"))
-    };
+    let ca_cert = ca.join(tls::CA_CERT);
+    let channel = || tls_channel(&url, &ca_cert);
     poll_until(Duration::from_secs(30), async || {
         channel().await.map(|_| ())
     })
@@ -296,14 +300,7 @@ async fn stalled_tls_handshakes_from_one_address_hold_up_no_one_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_connections_are_capped_per_address_and_silent_ones_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ports = free_ports(2);
-    let _node = spawn_node(dir.path(), ports[0], ports[1], &[]);
-    let addr = format!("127.0.0.1:{}", ports[0]);
-    poll_until(Duration::from_secs(30), async || {
-        hello_at(&addr, 0).await.map(|_| ())
-    })
-    .await
-    .expect("the node answers");
+    let (_node, ports, addr) = answering_node(dir.path(), &[]).await;
 
     phase("more idle connections from 127.0.0.2 than one address may hold");
     let over = 20;
@@ -356,14 +353,7 @@ async fn plaintext_connections_are_capped_per_address_and_silent_ones_cut_off() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_responses_carry_the_security_headers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ports = free_ports(2);
-    let _node = spawn_node(dir.path(), ports[0], ports[1], &[]);
-    let addr = format!("127.0.0.1:{}", ports[0]);
-    poll_until(Duration::from_secs(30), async || {
-        hello_at(&addr, 0).await.map(|_| ())
-    })
-    .await
-    .expect("the node answers");
+    let (_node, _ports, addr) = answering_node(dir.path(), &[]).await;
     for path in ["/", "/index.html", "/status", "/healthz", "/no-such-page"] {
         let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
         let response = http_exchange(&addr, request.as_bytes(), Duration::from_secs(5))
@@ -398,19 +388,7 @@ async fn web_responses_carry_the_security_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_without_authentication_answers_only_to_allowed_host_names() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ports = free_ports(2);
-    let _node = spawn_node(
-        dir.path(),
-        ports[0],
-        ports[1],
-        &["--allow-host", "hub-1.local"],
-    );
-    let addr = format!("127.0.0.1:{}", ports[0]);
-    poll_until(Duration::from_secs(30), async || {
-        hello_at(&addr, 0).await.map(|_| ())
-    })
-    .await
-    .expect("the node answers");
+    let (_node, ports, addr) = answering_node(dir.path(), &["--allow-host", "hub-1.local"]).await;
     let get = |host: String| {
         let addr = addr.clone();
         async move {

@@ -217,3 +217,16 @@ pub fn write_jsonl(path: &Path, events: &[serde_json::Value]) {
     let text: String = events.iter().map(|e| format!("{e}\n")).collect();
     std::fs::write(path, text).expect("writes the event file");
 }
+
+/// A channel to `url` (`https://…`) that trusts only the store CA at `ca`, connected now.
+pub async fn tls_channel(url: &str, ca: &Path) -> Result<tonic::transport::Channel, String> {
+    let config = pos_hub::auth::tls::device_client_config(ca).map_err(|e| e.to_string())?;
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| e.to_string())?
+        .tls_config(config)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| format!("{e:?}"))
+}
