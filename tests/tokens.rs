@@ -109,6 +109,20 @@ impl Store {
         );
     }
 
+    /// Node `id` refuses each of `tokens` (till-1's) as a revoked device's.
+    async fn refuses_revoked(&self, id: u64, tokens: [&str; 2], n: u64) {
+        for token in tokens {
+            self.refused(
+                id,
+                token,
+                sale("till-1", n),
+                Code::Unauthenticated,
+                "device \"till-1\" was revoked",
+            )
+            .await;
+        }
+    }
+
     /// Waits until node `id` has applied at least `seq`.
     async fn applied(&self, id: u64, seq: u64) {
         poll_until(WAIT, async || {
@@ -240,17 +254,7 @@ async fn a_revoked_device_is_refused_on_every_node_through_a_snapshot_a_full_res
     for id in [1, 2] {
         let last = store.accepted(id, &till2, sale("till-2", 10 + id)).await;
         store.applied(id, last).await;
-        for token in [&valid, &grace] {
-            store
-                .refused(
-                    id,
-                    token,
-                    sale("till-1", 20),
-                    Code::Unauthenticated,
-                    "device \"till-1\" was revoked",
-                )
-                .await;
-        }
+        store.refuses_revoked(id, [&valid, &grace], 20).await;
     }
     // Reads are refused too, not only writes.
     expect_status(
@@ -288,17 +292,7 @@ async fn a_revoked_device_is_refused_on_every_node_through_a_snapshot_a_full_res
             .is_some_and(|i| i > node3_applied),
         "node 3 installed a snapshot: {status}"
     );
-    for token in [&valid, &grace] {
-        store
-            .refused(
-                3,
-                token,
-                sale("till-1", 40),
-                Code::Unauthenticated,
-                "device \"till-1\" was revoked",
-            )
-            .await;
-    }
+    store.refuses_revoked(3, [&valid, &grace], 40).await;
 
     phase("a full restart of every node: still refused everywhere");
     store.cluster.stop_all();
@@ -308,17 +302,7 @@ async fn a_revoked_device_is_refused_on_every_node_through_a_snapshot_a_full_res
     store.cluster.wait_leader(&[1, 2, 3], WAIT).await;
     for id in 1..=3 {
         store.applied(id, last).await;
-        for token in [&valid, &grace] {
-            store
-                .refused(
-                    id,
-                    token,
-                    sale("till-1", 50),
-                    Code::Unauthenticated,
-                    "device \"till-1\" was revoked",
-                )
-                .await;
-        }
+        store.refuses_revoked(id, [&valid, &grace], 50).await;
     }
 
     phase("a token issued after the revocation (past the leeway) lets till-1 back in");
