@@ -31,9 +31,34 @@ impl Paused {
         let pid = libc::pid_t::try_from(c.pid(id)).expect("a pid");
         // SAFETY: kill(2) on the pid of a child the harness started and has not reaped.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP");
+        // kill(2) returns once the stop is queued, not done: the kernel wakes one thread
+        // to begin the group stop, and on a loaded machine the others go on running (and
+        // may read and forward a request sent now) until it is scheduled. Wait until
+        // every thread is stopped.
+        let started = std::time::Instant::now();
+        while !all_threads_stopped(pid) {
+            assert!(started.elapsed() < WITHIN, "node {id} did not stop");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         eprintln!("harness: node {id} paused");
         Paused(pid)
     }
+}
+
+/// Whether every thread of `pid` is in the stopped state (`T` in /proc's stat).
+fn all_threads_stopped(pid: libc::pid_t) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            // The state follows the command name, which is in parentheses.
+            .map(|stat| {
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+            .unwrap_or(false)
+    })
 }
 
 impl Drop for Paused {
