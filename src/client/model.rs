@@ -127,6 +127,7 @@ struct Stacked<'a> {
     realm: &'a Realm,
     base: &'a Layer,
     top: &'a mut Layer,
+    hub_clock: u64,
 }
 
 impl State for Stacked<'_> {
@@ -139,7 +140,7 @@ impl State for Stacked<'_> {
         self.top.last_seq
     }
     fn lamport(&self) -> u64 {
-        self.top.lamport.max(self.base.lamport)
+        self.top.lamport.max(self.base.lamport).max(self.hub_clock)
     }
     fn seq_of(&self, event_id: &Uuid) -> Result<Option<u64>, Self::Error> {
         Ok(self
@@ -221,6 +222,10 @@ pub struct ReadModel {
     /// The overlay no longer matches committed + queued events and is rebuilt on the
     /// next read or append.
     stale: bool,
+    /// The store's clock as a hub reported it in Hello: the device stamps past it, so its
+    /// own check of an event's clock must count it even before the committed events that
+    /// carry it have arrived.
+    hub_clock: u64,
 }
 
 impl ReadModel {
@@ -234,7 +239,13 @@ impl ReadModel {
             committed,
             overlay,
             stale: true,
+            hub_clock: 0,
         }
+    }
+
+    /// Raises the store's clock as a hub reported it (see `hub_clock`).
+    pub fn observe_hub_clock(&mut self, lamport: u64) {
+        self.hub_clock = self.hub_clock.max(lamport);
     }
 
     pub fn realm(&self) -> &Realm {
@@ -298,6 +309,7 @@ impl ReadModel {
             realm: &self.realm,
             base: &self.committed,
             top: &mut self.overlay,
+            hub_clock: self.hub_clock,
         };
         match crate::domain::apply(&mut state, event, now_ms, Rules::CURRENT) {
             Ok(outcome) => outcome,

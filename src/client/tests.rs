@@ -8,7 +8,7 @@ use super::model::{Changes, Layer, ReadModel};
 use super::outbox::{DeadLetter, Outbox, Queued};
 use super::{ClientError, Device, DeviceConfig, Draft, HubConfig};
 use crate::domain::tests::ev;
-use crate::domain::{Event, Realm, RejectCode};
+use crate::domain::{Event, Outcome, Realm, RejectCode};
 
 fn realm() -> Realm {
     Realm::new("t-demo", "s-001")
@@ -70,6 +70,27 @@ fn queued_edits_sit_on_top_of_the_committed_state_and_vanish_when_the_hub_decide
     model.rebuild([&mine], 0);
     assert_eq!(model.order("o-1").map(|o| o.total), Some(2 * 350));
     assert_eq!(model.order("o-1").map(|o| o.head.version), Some(2));
+}
+
+#[test]
+fn an_event_stamped_past_the_clock_hello_reported_passes_the_devices_own_check() {
+    // The device has had Hello (the store's clock at 1,800,000) but not yet the events
+    // that carry that clock: its committed copy is still at 0.
+    let mut model = ReadModel::new(realm(), Layer::default());
+    let mut stamped = event(1, "o-1", 1, "order.created", items(1));
+    stamped.clock.lamport = 1_800_001;
+    match model.apply_local(&stamped, 0) {
+        Outcome::Rejected { code, .. } => assert_eq!(code, RejectCode::ClockOutOfRange),
+        other => panic!("without the reported clock the check refuses it: {other:?}"),
+    }
+    model.observe_hub_clock(1_800_000);
+    model.rebuild_needed();
+    model.rebuild([], 0);
+    assert!(
+        matches!(model.apply_local(&stamped, 0), Outcome::Accepted { .. }),
+        "checked against the clock the stamp came from"
+    );
+    assert_eq!(model.order("o-1").map(|o| o.head.version), Some(1));
 }
 
 #[test]

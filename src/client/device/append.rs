@@ -28,9 +28,13 @@ impl Device {
     /// Appends several events with one disk flush; all or none are queued.
     pub fn append_all(&self, drafts: Vec<Draft>) -> Result<Vec<Appended>, ClientError> {
         let mut state = self.state();
-        state.fresh_model();
         // A hub from before rules V2 may report a clock over the bound: not one to follow.
         let lamport_floor = Some(self.inner.hub.lamport_seen()).filter(|&l| l <= LAMPORT_MAX);
+        // The events are stamped past the reported clock: checked against it too, or a
+        // device that has had Hello but not yet the events behind that clock refuses its
+        // own event as too far ahead.
+        state.model.observe_hub_clock(lamport_floor.unwrap_or(0));
+        state.fresh_model();
         let mut lamport = state.lamport.max(lamport_floor.unwrap_or(0));
         let mut next = state.next;
         let mut entries = Vec::with_capacity(drafts.len());
