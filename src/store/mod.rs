@@ -13,6 +13,7 @@
 //! See `DESIGN.md` beside this file for why it is laid out this way.
 
 mod disk;
+mod history;
 pub mod keys;
 mod log;
 mod snapshot;
@@ -149,9 +150,14 @@ pub async fn open_with(
         Ok::<_, StoreError>((disk, log))
     }));
     let (disk, log) = opened.map_err(damaged)??;
+    let history_dir = data_dir.join("history");
+    let history = tokio::task::spawn_blocking(move || history::History::open(&history_dir))
+        .await
+        .map_err(|e| StoreError::corrupt("history", format!("open task failed: {e}")))??;
     let state_machine =
         futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(StateMachine::open(
             disk,
+            std::sync::Arc::new(history),
             snapshot,
             data_dir.join("snapshots"),
             realm,

@@ -17,6 +17,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use openraft::storage::RaftSnapshotBuilder;
 use openraft::{ErrorSubject, ErrorVerb};
@@ -25,8 +26,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedRwLockReadGuard;
 
 use super::disk::{Disk, DurableSnapshot};
+use super::history::History;
 use super::keys;
-use super::state_machine::{Applied, SledState};
+use super::state_machine::{Applied, SledState, extend_history};
 use super::{StoreError, decode, encode, storage_error};
 use crate::domain::{Outcome, Realm, Rules};
 use crate::proto::pb;
@@ -44,6 +46,8 @@ const DAMAGED: &str = "current.snap.damaged";
 const SNAPSHOT_RECORD_BYTES_MAX: u32 = 64 << 20;
 /// Replayed events are written to sled in batches of this many during an install.
 const INSTALL_BATCH_EVENTS: u64 = 1024;
+/// Events read from the history per page while writing a snapshot.
+const WRITE_PAGE_EVENTS: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct SnapshotHeader {
@@ -171,7 +175,7 @@ fn open_reader(path: &Path) -> Result<(CrcReader<BufReader<File>>, SnapshotHeade
 /// Writes the events 1..=last_seq of `tree` as a snapshot and makes it the current one.
 fn write_snapshot(
     dir: &Path,
-    tree: &sled::Tree,
+    history: &History,
     header: &SnapshotHeader,
 ) -> Result<(), StoreError> {
     let tmp = dir.join(BUILDING);
@@ -184,18 +188,24 @@ fn write_snapshot(
     out.record(&encode("snapshot header", header)?)
         .map_err(io_err(&tmp))?;
     let mut next = 1;
-    // Events up to last_seq never change once written, so streaming them while the state
-    // machine keeps applying later entries still yields a consistent snapshot.
-    for item in tree.range(keys::event_key(1)..=keys::event_key(header.last_seq)) {
-        let (key, bytes) = item?;
-        if keys::event_seq(&key) != Some(next) {
-            return Err(StoreError::corrupt(
-                "event log",
-                format!("expected seq {next}, found key {key:?}"),
-            ));
+    // Events up to last_seq never change once written, so streaming them from the history
+    // while the state machine keeps applying later entries still yields a consistent
+    // snapshot.
+    while next <= header.last_seq {
+        let page = history.read_after(next - 1, WRITE_PAGE_EVENTS, usize::MAX)?;
+        if page.is_empty() {
+            break;
         }
-        out.record(&bytes).map_err(io_err(&tmp))?;
-        next += 1;
+        for event in page.into_iter().take_while(|e| e.seq <= header.last_seq) {
+            if event.seq != next {
+                return Err(StoreError::corrupt(
+                    "history",
+                    format!("expected seq {next}, found {}", event.seq),
+                ));
+            }
+            out.record(&event.encode_to_vec()).map_err(io_err(&tmp))?;
+            next += 1;
+        }
     }
     if next != header.last_seq + 1 {
         return Err(StoreError::corrupt(
@@ -289,6 +299,7 @@ pub(super) async fn receive(
 /// machine was never touched.
 pub(super) async fn replay_installing(
     disk: Disk,
+    history: Arc<History>,
     realm: Realm,
     dir: PathBuf,
     generation: u64,
@@ -300,9 +311,11 @@ pub(super) async fn replay_installing(
         let name = keys::state_machine_tree(generation);
         db.drop_tree(name.as_bytes())?;
         let tree = db.open_tree(name.as_bytes())?;
-        match replay(&tree, &realm, &meta, &copy) {
+        match replay(&tree, &history, &realm, &meta, &copy) {
             Ok(applied) => {
-                // Everything replayed is durable before the caller switches to it.
+                // Everything replayed is durable before the caller switches to it, the
+                // history first: the state machine is never durably ahead of it.
+                history.sync()?;
                 disk.flush_blocking()?;
                 Ok(Installed { tree, applied })
             }
@@ -353,6 +366,7 @@ fn copy_durably(mut from: File, to: &Path) -> Result<(), StoreError> {
 
 fn replay(
     tree: &sled::Tree,
+    history: &History,
     realm: &Realm,
     meta: &SnapshotMeta,
     path: &Path,
@@ -383,11 +397,12 @@ fn replay(
             )));
         }
         if seq % INSTALL_BATCH_EVENTS == 0 {
+            extend_history(history, &state.take_accepted())?;
             tree.apply_batch(state.take_batch())?;
-            state.take_accepted();
         }
     }
     reader.finish()?;
+    extend_history(history, &state.take_accepted())?;
     let applied = Applied {
         last_applied: meta.last_log_id,
         last_membership: meta.last_membership.clone(),
@@ -418,6 +433,20 @@ pub(super) async fn check_current(dir: &Path) -> Result<(), StoreError> {
     tokio::task::spawn_blocking(move || verify(&path).map(|_| ()))
         .await
         .map_err(|e| StoreError::corrupt("snapshot", format!("checker task failed: {e}")))?
+}
+
+/// Copies the current snapshot, checked whole, to `installing.tmp` (synced) to be replayed
+/// as if received; returns its meta, or `None` when there is no snapshot.
+pub(super) fn stage_current_for_replay(dir: &Path) -> Result<Option<SnapshotMeta>, StoreError> {
+    let current = dir.join(CURRENT);
+    if !current.exists() {
+        return Ok(None);
+    }
+    let header = verify(&current)?;
+    let installing = dir.join(INSTALLING);
+    copy_durably(File::open(&current).map_err(io_err(&current))?, &installing)?;
+    sync_dir(dir)?;
+    Ok(Some(header.meta))
 }
 
 /// Moves the current snapshot aside (`current.snap.damaged`, replacing an older one): it
@@ -492,7 +521,7 @@ pub(super) fn interrupted_install(
 pub struct SnapshotBuilder {
     disk: Disk,
     durable: DurableSnapshot,
-    tree: sled::Tree,
+    history: Arc<History>,
     header: SnapshotHeader,
     dir: PathBuf,
     _generation: OwnedRwLockReadGuard<()>,
@@ -502,7 +531,7 @@ impl SnapshotBuilder {
     pub(super) fn new(
         disk: Disk,
         durable: DurableSnapshot,
-        tree: sled::Tree,
+        history: Arc<History>,
         realm: Realm,
         applied: Applied,
         dir: PathBuf,
@@ -526,7 +555,7 @@ impl SnapshotBuilder {
         Self {
             disk,
             durable,
-            tree,
+            history,
             header,
             dir,
             _generation: generation,
@@ -540,9 +569,21 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let fail = |e: StoreError| storage_error(ErrorVerb::Write, subject.clone(), &e);
         // The state machine must be durable up to this snapshot before openraft purges the
         // log entries the snapshot covers.
+        // The history first, so that the state machine is never durably ahead of it.
+        let history = self.history.clone();
+        tokio::task::spawn_blocking(move || history.sync())
+            .await
+            .map_err(|e| {
+                fail(StoreError::corrupt(
+                    "history",
+                    format!("sync task failed: {e}"),
+                ))
+            })?
+            .map_err(fail)?;
         self.disk.flush().await.map_err(fail)?;
-        let (dir, tree, header) = (self.dir.clone(), self.tree.clone(), self.header.clone());
-        tokio::task::spawn_blocking(move || write_snapshot(&dir, &tree, &header))
+        let started = std::time::Instant::now();
+        let (dir, history, header) = (self.dir.clone(), self.history.clone(), self.header.clone());
+        tokio::task::spawn_blocking(move || write_snapshot(&dir, &history, &header))
             .await
             .map_err(|e| {
                 fail(StoreError::corrupt(
@@ -554,7 +595,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         // A snapshot built here covers the log up to its last log id, so the log may be
         // purged that far. A concurrent install is excluded by the generation guard.
         self.durable.set(self.header.meta.last_log_id);
-        tracing::info!(snapshot = %self.header.meta.snapshot_id, last_seq = self.header.last_seq, "built snapshot");
+        tracing::info!(
+            snapshot = %self.header.meta.snapshot_id,
+            last_seq = self.header.last_seq,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "built snapshot"
+        );
         match open_current(&self.dir).await.map_err(fail)? {
             Some(snapshot) => Ok(snapshot),
             None => Err(fail(StoreError::corrupt(

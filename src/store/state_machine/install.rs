@@ -51,6 +51,7 @@ impl StateMachine {
             last_seq = self.applied.last_seq,
             receive_ms = received.as_millis() as u64,
             replay_ms = (started.elapsed() - received).as_millis() as u64,
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "installed snapshot"
         );
         Ok(())
@@ -62,31 +63,79 @@ impl StateMachine {
         let generation = self.generation + 1;
         let installed = snapshot::replay_installing(
             self.disk.clone(),
+            self.history.clone(),
             self.realm.clone(),
             self.snapshot_dir.clone(),
             generation,
             meta.clone(),
         )
         .await?;
+        // A crash after the switch, before the file is promoted, is finished by `open`
+        // (`Interrupted::Promote`).
+        self.switch_to(generation, installed.tree, installed.applied)
+            .await?;
+        snapshot::promote_installed(&self.snapshot_dir)?;
+        self.drop_generation(generation - 1)
+    }
+
+    /// Makes `generation` (filled, flushed) the live state machine, durably.
+    async fn switch_to(
+        &mut self,
+        generation: u64,
+        tree: sled::Tree,
+        applied: crate::store::Applied,
+    ) -> Result<(), StoreError> {
         self.meta
             .insert(KEY_GENERATION, &generation.to_be_bytes())?;
-        // The switch must be durable before the old generation goes away. A crash before
-        // the file below is promoted is finished by `open` (`Interrupted::Promote`).
+        // The switch must be durable before the old generation goes away.
         self.disk.flush().await?;
-        let old = keys::state_machine_tree(self.generation);
         self.generation = generation;
-        self.tree = installed.tree.clone();
-        self.applied = installed.applied;
+        self.tree = tree.clone();
+        self.applied = applied;
         self.clock.observe(self.applied.hub_time_ms);
         match self.shared_tree.write() {
-            Ok(mut shared) => *shared = installed.tree,
-            Err(poisoned) => *poisoned.into_inner() = installed.tree,
+            Ok(mut shared) => *shared = tree,
+            Err(poisoned) => *poisoned.into_inner() = tree,
         }
-        snapshot::promote_installed(&self.snapshot_dir)?;
-        self.disk.db().drop_tree(old.as_bytes())?;
         // Subscribers cannot follow a jump: an empty batch tells them to read storage.
         let _ = self.feed.send(Arc::new(Vec::new()));
         Ok(())
+    }
+
+    fn drop_generation(&self, generation: u64) -> Result<(), StoreError> {
+        let old = keys::state_machine_tree(generation);
+        self.disk.db().drop_tree(old.as_bytes())?;
+        Ok(())
+    }
+
+    /// At open: a state machine durably ahead of its history (a power cut kept a flush of
+    /// the tree but not the history's unsynced tail) is rebuilt from the current snapshot,
+    /// or from nothing if there is none; openraft then re-applies the log entries after it
+    /// (the log is never purged past the snapshot), which appends the missing events again.
+    pub(super) async fn catch_up_history(&mut self) -> Result<(), StoreError> {
+        let held = self.history.last_seq();
+        if held >= self.applied.last_seq {
+            return Ok(());
+        }
+        tracing::warn!(
+            history_last_seq = held,
+            applied_last_seq = self.applied.last_seq,
+            "the state machine is ahead of the history files: rebuilding it from the \
+             snapshot and the log"
+        );
+        match snapshot::stage_current_for_replay(&self.snapshot_dir)? {
+            Some(meta) => self.replay_received(meta).await,
+            None => {
+                let generation = self.generation + 1;
+                let name = keys::state_machine_tree(generation);
+                let db = self.disk.db().clone();
+                db.drop_tree(name.as_bytes())?;
+                let tree = db.open_tree(name.as_bytes())?;
+                self.switch_to(generation, tree, crate::store::Applied::default())
+                    .await?;
+                self.drop_generation(generation - 1)
+            }
+        }
     }
 
     /// At open: finishes an install a crash interrupted (see `snapshot::Interrupted`).

@@ -15,6 +15,7 @@
 //! - `raft_impl`: openraft's `RaftStateMachine` for `StateMachine`.
 
 mod install;
+mod migrate;
 mod raft_impl;
 mod reader;
 mod sled_state;
@@ -24,11 +25,11 @@ use std::sync::{Arc, RwLock as StdRwLock};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, RaftLogId};
-use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, broadcast};
 
 use super::disk::{Disk, DurableSnapshot};
+use super::history::History;
 use super::keys::{self, KEY_GENERATION, KEY_REALM, TREE_SM_META};
 use super::snapshot;
 use super::{StoreError, decode, encode};
@@ -94,6 +95,8 @@ pub struct StateMachine {
     meta: sled::Tree,
     generation: u64,
     tree: sled::Tree,
+    /// The committed events (`history`); the tree holds none of them.
+    history: Arc<History>,
     realm: Realm,
     applied: Applied,
     snapshot_dir: PathBuf,
@@ -113,6 +116,7 @@ pub struct StateMachine {
 impl StateMachine {
     pub(super) async fn open(
         disk: Disk,
+        history: Arc<History>,
         snapshot: DurableSnapshot,
         snapshot_dir: PathBuf,
         realm: &Realm,
@@ -149,10 +153,11 @@ impl StateMachine {
             }
         }
         let tree = db.open_tree(live)?;
+        migrate::events_out_of_tree(&disk, &tree, &history).await?;
         let mut applied = read_applied(&tree)?;
         if applied.lamport > LAMPORT_MAX {
             // Written before rules V2 by an event with a clock over the bound.
-            let clean = store_clock(&tree)?;
+            let clean = store_clock(&history, applied.last_seq)?;
             tracing::warn!(
                 stored = applied.lamport,
                 clean,
@@ -169,6 +174,7 @@ impl StateMachine {
             generation,
             shared_tree: Arc::new(StdRwLock::new(tree.clone())),
             tree,
+            history,
             realm: realm.clone(),
             applied,
             snapshot_dir,
@@ -181,6 +187,7 @@ impl StateMachine {
         // covers the live state and the log's purge point.
         sm.finish_interrupted_install().await?;
         snapshot::remove_temp_files(&sm.snapshot_dir)?;
+        sm.catch_up_history().await?;
         sm.repair_current_snapshot().await?;
         sm.snapshot
             .set(snapshot::current_last_log_id(&sm.snapshot_dir)?);
@@ -219,6 +226,7 @@ impl StateMachine {
     pub fn reader(&self) -> StateReader {
         StateReader {
             tree: self.shared_tree.clone(),
+            history: self.history.clone(),
             realm: self.realm.clone(),
             feed: self.feed.clone(),
             clock: self.clock.clone(),
@@ -255,6 +263,9 @@ impl StateMachine {
         applied.last_seq = state.last_seq();
         applied.lamport = state.lamport();
         let accepted = state.take_accepted();
+        // The events first: should a crash come between the two, the history is ahead of
+        // the state machine, which re-applies (and checks) them.
+        extend_history(&self.history, &accepted)?;
         let mut batch = state.take_batch();
         batch.insert(&keys::applied_key(), encode("applied state", &applied)?);
         // One atomic batch: events, eventId index, read models and last-applied together.
@@ -271,18 +282,53 @@ impl StateMachine {
     }
 }
 
-/// The store's clock recomputed from the stored events: the highest Lamport clock at most
-/// `LAMPORT_MAX`.
-fn store_clock(tree: &sled::Tree) -> Result<u64, StoreError> {
+/// The store's clock recomputed from the events up to `last_seq`: the highest Lamport
+/// clock at most `LAMPORT_MAX`.
+fn store_clock(history: &History, last_seq: u64) -> Result<u64, StoreError> {
     let mut clock = 0;
-    for item in tree.scan_prefix([keys::PREFIX_EVENT]) {
-        let (_, bytes) = item?;
-        let event =
-            pb::Event::decode(bytes.as_ref()).map_err(|e| StoreError::corrupt("event", e))?;
-        let lamport = event.clock.map_or(0, |c| c.lamport);
-        if lamport <= LAMPORT_MAX {
-            clock = clock.max(lamport);
+    let mut after = 0;
+    while after < last_seq {
+        let page = history.read_after(after, 4096, usize::MAX)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for event in page.iter().filter(|e| e.seq <= last_seq) {
+            let lamport = event.clock.as_ref().map_or(0, |c| c.lamport);
+            if lamport <= LAMPORT_MAX {
+                clock = clock.max(lamport);
+            }
         }
     }
     Ok(clock)
+}
+
+/// Appends the events an apply accepted to the history. Those it already holds (appended
+/// before a crash rolled the state machine back, which then re-applies them) must be the
+/// very same events: anything else is damage.
+pub(in crate::store) fn extend_history(
+    history: &History,
+    accepted: &[pb::Event],
+) -> Result<(), StoreError> {
+    let held = history.last_seq();
+    let split = accepted.partition_point(|e| e.seq <= held);
+    let (again, new) = accepted.split_at(split);
+    if let Some(first) = again.first() {
+        let stored = history.read_after(first.seq - 1, again.len(), usize::MAX)?;
+        for (i, event) in again.iter().enumerate() {
+            let held_id = stored
+                .get(i)
+                .filter(|s| s.seq == event.seq)
+                .map(|s| s.event_id.as_str());
+            if held_id != Some(event.event_id.as_str()) {
+                return Err(StoreError::corrupt(
+                    "history",
+                    format!(
+                        "seq {} is event {held_id:?} in the history, but the log applies {} \
+                         there",
+                        event.seq, event.event_id
+                    ),
+                ));
+            }
+        }
+    }
+    history.append(new)
 }

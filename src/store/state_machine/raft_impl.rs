@@ -39,7 +39,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder::new(
             self.disk.clone(),
             self.snapshot.clone(),
-            self.tree.clone(),
+            self.history.clone(),
             self.realm.clone(),
             self.applied.clone(),
             self.snapshot_dir.clone(),

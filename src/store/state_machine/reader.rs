@@ -3,7 +3,6 @@
 
 use std::sync::{Arc, RwLock as StdRwLock};
 
-use prost::Message;
 use tokio::sync::broadcast;
 
 use super::{Applied, EventBatch, KnownDevice, SledState, read_applied};
@@ -14,6 +13,7 @@ use crate::domain::order::Order;
 use crate::domain::ticket::{Ticket, TicketKind};
 use crate::domain::{Realm, State};
 use crate::proto::pb;
+use crate::store::history::History;
 use crate::store::keys;
 use crate::store::{StoreError, decode};
 
@@ -22,6 +22,7 @@ use crate::store::{StoreError, decode};
 #[derive(Clone)]
 pub struct StateReader {
     pub(super) tree: Arc<StdRwLock<sled::Tree>>,
+    pub(super) history: Arc<History>,
     pub(super) realm: Realm,
     pub(super) feed: broadcast::Sender<EventBatch>,
     pub(super) clock: HubClock,
@@ -68,28 +69,7 @@ impl StateReader {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<pb::Event>, StoreError> {
-        let tree = self.tree();
-        let start = keys::event_key(after_seq.saturating_add(1));
-        let end = keys::event_key(u64::MAX);
-        let mut events = Vec::new();
-        let mut total = 0usize;
-        for item in tree.range(start..=end).take(limit) {
-            if total >= max_bytes {
-                break;
-            }
-            let (key, bytes) = item?;
-            total = total.saturating_add(bytes.len());
-            let event =
-                pb::Event::decode(bytes.as_ref()).map_err(|e| StoreError::corrupt("event", e))?;
-            if keys::event_seq(&key) != Some(event.seq) {
-                return Err(StoreError::corrupt(
-                    "event",
-                    format!("key {key:?} holds seq {}", event.seq),
-                ));
-            }
-            events.push(event);
-        }
-        Ok(events)
+        self.history.read_after(after_seq, limit, max_bytes)
     }
 
     pub fn order(&self, order_id: &str) -> Result<Option<Order>, StoreError> {

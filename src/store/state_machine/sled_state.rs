@@ -52,7 +52,8 @@ impl<'a> SledState<'a> {
         self.lamport
     }
 
-    /// The events accepted since the last call, in seq order.
+    /// The events accepted since the last call, in seq order: the caller appends them to
+    /// the history (`super::extend_history`) before it writes the batch.
     pub(in crate::store) fn take_accepted(&mut self) -> Vec<pb::Event> {
         std::mem::take(&mut self.accepted)
     }
@@ -208,8 +209,7 @@ impl State for SledState<'_> {
         let stored = convert::event_to_pb(&event).map_err(|e| {
             StoreError::corrupt("event", format!("seq {seq} does not convert back: {e}"))
         })?;
-        self.pending
-            .insert(keys::event_key(seq).to_vec(), stored.encode_to_vec());
+        // The event itself goes to the history (`take_accepted`), not to the tree.
         self.pending.insert(
             keys::event_id_key(&event_id).to_vec(),
             seq.to_be_bytes().to_vec(),

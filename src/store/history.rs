@@ -1,0 +1,520 @@
+//! The store's committed events, once each, in append-only segment files indexed by seq.
+//!
+//! This is the history devices catch up from (Subscribe), `log dump` reads and snapshots
+//! are built from; the state machine's key-value store holds no copy of it.
+//!
+//! Layout: `<data dir>/history/<first seq, 20 digits>.hist`. A segment starts with
+//! `MAGIC` and holds records `[u32 length][u32 CRC-32][u64 seq][payload]`, little-endian,
+//! where the payload is the protobuf `pos.v1.Event` as committed (with its seq and hub
+//! time) and the CRC covers the seq and the payload. Seqs are contiguous across segments.
+//! A segment past `SEGMENT_BYTES` is fdatasynced and closed, and the next begins.
+//!
+//! Appends are not synced one by one: `sync` makes everything appended durable, and the
+//! state machine calls it before anything may depend on it (a snapshot, a flush of the
+//! key-value store). At open every record of every segment is read back and checked. In
+//! the last segment, the first bad record and everything after it are cut off: they are
+//! appends a crash caught before their sync, which the state machine appends again from
+//! the Raft log or a snapshot. A bad record in a closed segment, which was synced, is
+//! damage: the node refuses to start and names the file.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use prost::Message;
+
+use super::StoreError;
+use super::disk::{fsync_path as sync_dir, io};
+use crate::proto::pb;
+
+/// A segment is closed once it holds this many bytes.
+pub(super) const SEGMENT_BYTES: u64 = 64 << 20;
+const MAGIC: &[u8; 16] = b"pos-hub hist v1\n";
+const HEADER: usize = 16;
+/// A record longer than this is damage, not an event (an event is at most 64 KiB).
+const RECORD_MAX: u32 = 1 << 20;
+/// Every `STRIDE`th record's offset is kept in memory; a read seeks to the one before
+/// its seq and scans forward. 1M events cost 128 KiB of offsets.
+const STRIDE: u64 = 32;
+const EXT: &str = "hist";
+
+struct Segment {
+    first: u64,
+    /// The last seq held; `first - 1` while empty.
+    last: u64,
+    path: PathBuf,
+    file: Arc<File>,
+    len: u64,
+    /// `sparse[i]` is the offset of the record of seq `first + i * STRIDE`.
+    sparse: Vec<u64>,
+}
+
+struct Inner {
+    segments: Vec<Segment>,
+    /// Segment files created (or cut) since the last sync, whose directory entry or size
+    /// must be made durable too.
+    dir_dirty: bool,
+    /// Whether the last segment has appends not yet synced.
+    unsynced: bool,
+}
+
+/// The committed events, by seq (see the module's docs).
+pub struct History {
+    dir: PathBuf,
+    /// `SEGMENT_BYTES`, smaller in tests.
+    segment_bytes: u64,
+    inner: RwLock<Inner>,
+    /// Serializes `sync` calls so that two do not interleave their file and dir syncs.
+    syncing: Mutex<()>,
+}
+
+fn segment_name(first: u64) -> String {
+    format!("{first:020}.{EXT}")
+}
+
+fn corrupt(path: &Path, offset: u64, what: impl std::fmt::Display) -> StoreError {
+    StoreError::corrupt(
+        "history",
+        format!("{} at byte {offset}: {what}", path.display()),
+    )
+}
+
+/// The record at `offset`, read and checked: good, bad (why), or the end of the file.
+fn read_record(file: &File, path: &Path, offset: u64, len: u64) -> Result<Record, StoreError> {
+    if offset == len {
+        return Ok(Record::End);
+    }
+    if len - offset < HEADER as u64 {
+        return Ok(Record::Bad(format!(
+            "{} bytes of a record header",
+            len - offset
+        )));
+    }
+    let mut header = [0u8; HEADER];
+    file.read_exact_at(&mut header, offset).map_err(io(path))?;
+    let size = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default());
+    let crc = u32::from_le_bytes(header[4..8].try_into().unwrap_or_default());
+    let seq = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
+    if size > RECORD_MAX {
+        return Ok(Record::Bad(format!("a record of {size} bytes")));
+    }
+    if len - offset - (HEADER as u64) < u64::from(size) {
+        return Ok(Record::Bad("a record cut short".into()));
+    }
+    let mut payload = vec![0u8; size as usize];
+    file.read_exact_at(&mut payload, offset + HEADER as u64)
+        .map_err(io(path))?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&seq.to_le_bytes());
+    hasher.update(&payload);
+    if hasher.finalize() != crc {
+        return Ok(Record::Bad("checksum mismatch".into()));
+    }
+    Ok(Record::Good { seq, payload })
+}
+
+enum Record {
+    Good { seq: u64, payload: Vec<u8> },
+    Bad(String),
+    End,
+}
+
+fn encode_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&seq.to_le_bytes());
+    hasher.update(payload);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&hasher.finalize().to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+impl History {
+    /// Opens (or creates) the history in `dir`, checking every record.
+    pub fn open(dir: &Path) -> Result<History, StoreError> {
+        Self::open_sized(dir, SEGMENT_BYTES)
+    }
+
+    /// `open`, closing segments at `segment_bytes`.
+    pub(super) fn open_sized(dir: &Path, segment_bytes: u64) -> Result<History, StoreError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut firsts = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let path = entry.map_err(io(dir))?.path();
+            if path.extension().is_some_and(|e| e == EXT) {
+                let first = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .filter(|first| *first >= 1)
+                    .ok_or_else(|| corrupt(&path, 0, "not a history segment's name"))?;
+                firsts.push(first);
+            }
+        }
+        firsts.sort_unstable();
+        let mut segments: Vec<Segment> = Vec::with_capacity(firsts.len());
+        let count = firsts.len();
+        for (i, first) in firsts.into_iter().enumerate() {
+            if let Some(previous) = segments.last()
+                && previous.last + 1 != first
+            {
+                return Err(corrupt(
+                    &dir.join(segment_name(first)),
+                    0,
+                    format!(
+                        "begins at seq {first}, but the segment before it ends at {}",
+                        previous.last
+                    ),
+                ));
+            }
+            segments.push(load_segment(dir, first, i + 1 == count)?);
+        }
+        Ok(History {
+            dir: dir.to_owned(),
+            segment_bytes,
+            inner: RwLock::new(Inner {
+                segments,
+                dir_dirty: false,
+                unsynced: false,
+            }),
+            syncing: Mutex::new(()),
+        })
+    }
+
+    fn read_inner(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        // A poisoned lock means a writer panicked between whole records; the segment
+        // list is still a list of whole segments.
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_inner(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last seq held, 0 if none.
+    pub fn last_seq(&self) -> u64 {
+        self.read_inner().segments.last().map_or(0, |s| s.last)
+    }
+
+    /// Appends committed events, whose seqs must follow the last one held. Not synced.
+    pub fn append(&self, events: &[pb::Event]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.write_inner();
+        let mut next = inner.segments.last().map_or(1, |s| s.last + 1);
+        let mut buf = Vec::new();
+        let mut i = 0;
+        while i < events.len() {
+            let needs_segment = inner
+                .segments
+                .last()
+                .is_none_or(|s| s.len >= self.segment_bytes);
+            if needs_segment {
+                self.begin_segment(&mut inner, next)?;
+            }
+            let segment = inner
+                .segments
+                .last_mut()
+                .ok_or_else(|| StoreError::corrupt("history", "no segment to append to"))?;
+            buf.clear();
+            let start_len = segment.len;
+            while i < events.len() && segment.len + (buf.len() as u64) < self.segment_bytes {
+                let event = &events[i];
+                if event.seq != next {
+                    return Err(StoreError::corrupt(
+                        "history",
+                        format!("appending seq {} after {}", event.seq, next - 1),
+                    ));
+                }
+                if (next - segment.first).is_multiple_of(STRIDE) {
+                    segment.sparse.push(start_len + buf.len() as u64);
+                }
+                encode_record(next, &event.encode_to_vec(), &mut buf);
+                next += 1;
+                i += 1;
+            }
+            if buf.is_empty() {
+                continue;
+            }
+            segment
+                .file
+                .write_all_at(&buf, start_len)
+                .map_err(io(&segment.path))?;
+            segment.len = start_len + buf.len() as u64;
+            segment.last = next - 1;
+            inner.unsynced = true;
+        }
+        Ok(())
+    }
+
+    /// Closes the last segment (synced) and begins one whose first seq is `first`.
+    fn begin_segment(&self, inner: &mut Inner, first: u64) -> Result<(), StoreError> {
+        if let Some(last) = inner.segments.last() {
+            last.file.sync_data().map_err(io(&last.path))?;
+        }
+        let path = self.dir.join(segment_name(first));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        file.write_all_at(MAGIC, 0).map_err(io(&path))?;
+        inner.segments.push(Segment {
+            first,
+            last: first - 1,
+            path,
+            file: Arc::new(file),
+            len: MAGIC.len() as u64,
+            sparse: Vec::new(),
+        });
+        inner.dir_dirty = true;
+        inner.unsynced = true;
+        Ok(())
+    }
+
+    /// Makes every append so far durable: an fdatasync of the last segment, and of the
+    /// directory if a segment was created or cut.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
+        let (file, path, dir_dirty) = {
+            let mut inner = self.write_inner();
+            if !inner.unsynced && !inner.dir_dirty {
+                return Ok(());
+            }
+            let dir_dirty = std::mem::take(&mut inner.dir_dirty);
+            inner.unsynced = false;
+            match inner.segments.last() {
+                Some(s) => (Some(s.file.clone()), s.path.clone(), dir_dirty),
+                None => (None, self.dir.clone(), dir_dirty),
+            }
+        };
+        if let Some(file) = file {
+            file.sync_data().map_err(io(&path))?;
+        }
+        if dir_dirty {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` events with seq > `after`, in seq order, stopping once they add up to
+    /// `max_bytes` encoded (the event that crosses it is the last; the first always
+    /// comes). Seqs below the first held are not there to read: the page starts at the
+    /// first held.
+    pub fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<pb::Event>, StoreError> {
+        // Which segments to read, with their files, outside the lock.
+        let plan: Vec<(u64, u64, u64, Arc<File>, PathBuf, u64)> = {
+            let inner = self.read_inner();
+            inner
+                .segments
+                .iter()
+                .filter(|s| s.last > after && s.last >= s.first)
+                .map(|s| {
+                    let from = (after + 1).max(s.first);
+                    let slot = ((from - s.first) / STRIDE) as usize;
+                    let offset = s.sparse.get(slot).copied().unwrap_or(MAGIC.len() as u64);
+                    (from, s.last, offset, s.file.clone(), s.path.clone(), s.len)
+                })
+                .collect()
+        };
+        let mut events = Vec::new();
+        let mut total = 0usize;
+        for (from, last, mut offset, file, path, len) in plan {
+            // One buffered read per segment run; records are scanned out of it.
+            let mut reader = RunReader::new(&file, &path, offset, len);
+            while events.len() < limit && total < max_bytes {
+                let Some((seq, payload)) = reader.next_record()? else {
+                    break;
+                };
+                offset = reader.offset;
+                if seq < from {
+                    continue;
+                }
+                if seq > last {
+                    break;
+                }
+                total = total.saturating_add(payload.len());
+                let event = pb::Event::decode(payload.as_slice())
+                    .map_err(|e| corrupt(&path, offset, format!("seq {seq}: {e}")))?;
+                if event.seq != seq {
+                    return Err(corrupt(
+                        &path,
+                        offset,
+                        format!("record of seq {seq} holds seq {}", event.seq),
+                    ));
+                }
+                events.push(event);
+                if seq == last {
+                    break;
+                }
+            }
+            if events.len() >= limit || total >= max_bytes {
+                break;
+            }
+        }
+        Ok(events)
+    }
+}
+
+/// Reads records from `offset` onward through a 256 KiB buffer.
+struct RunReader<'a> {
+    file: &'a File,
+    path: &'a Path,
+    offset: u64,
+    len: u64,
+    buf: Vec<u8>,
+    /// `buf` holds the file's bytes from `buf_start`.
+    buf_start: u64,
+}
+
+const READ_CHUNK: usize = 256 << 10;
+
+impl<'a> RunReader<'a> {
+    fn new(file: &'a File, path: &'a Path, offset: u64, len: u64) -> Self {
+        Self {
+            file,
+            path,
+            offset,
+            len,
+            buf: Vec::new(),
+            buf_start: offset,
+        }
+    }
+
+    /// Makes `buf` hold `[offset, offset + need)`.
+    fn fill(&mut self, need: usize) -> Result<(), StoreError> {
+        let have_end = self.buf_start + self.buf.len() as u64;
+        if self.offset >= self.buf_start && self.offset + need as u64 <= have_end {
+            return Ok(());
+        }
+        let want = need.max(READ_CHUNK) as u64;
+        let end = (self.offset + want).min(self.len);
+        let mut buf = vec![0u8; (end - self.offset) as usize];
+        self.file
+            .read_exact_at(&mut buf, self.offset)
+            .map_err(io(self.path))?;
+        self.buf = buf;
+        self.buf_start = self.offset;
+        Ok(())
+    }
+
+    fn next_record(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        if self.offset >= self.len {
+            return Ok(None);
+        }
+        if self.len - self.offset < HEADER as u64 {
+            return Err(corrupt(self.path, self.offset, "a record header cut short"));
+        }
+        self.fill(HEADER)?;
+        let at = (self.offset - self.buf_start) as usize;
+        let header = &self.buf[at..at + HEADER];
+        let size = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let mut seq_bytes = [0u8; 8];
+        seq_bytes.copy_from_slice(&header[8..16]);
+        let seq = u64::from_le_bytes(seq_bytes);
+        if size > RECORD_MAX || self.len - self.offset - (HEADER as u64) < u64::from(size) {
+            return Err(corrupt(
+                self.path,
+                self.offset,
+                format!("a record of {size} bytes"),
+            ));
+        }
+        self.fill(HEADER + size as usize)?;
+        let at = (self.offset - self.buf_start) as usize;
+        let payload = self.buf[at + HEADER..at + HEADER + size as usize].to_vec();
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&seq_bytes);
+        hasher.update(&payload);
+        if hasher.finalize() != crc {
+            return Err(corrupt(self.path, self.offset, "checksum mismatch"));
+        }
+        self.offset += (HEADER + payload.len()) as u64;
+        Ok(Some((seq, payload)))
+    }
+}
+
+/// Reads a segment back whole. In the last segment (`tail`), the first bad record and all
+/// after it are cut off; in any other, a bad record is an error.
+fn load_segment(dir: &Path, first: u64, tail: bool) -> Result<Segment, StoreError> {
+    let path = dir.join(segment_name(first));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    let len = file.metadata().map_err(io(&path))?.len();
+    let mut magic = [0u8; 16];
+    let magic_ok =
+        len >= MAGIC.len() as u64 && (&file).read_exact(&mut magic).is_ok() && &magic == MAGIC;
+    if !magic_ok {
+        if tail && len < MAGIC.len() as u64 {
+            // Created, then a crash before its first bytes were durable.
+            file.set_len(0).map_err(io(&path))?;
+            file.write_all_at(MAGIC, 0).map_err(io(&path))?;
+            file.sync_data().map_err(io(&path))?;
+            return Ok(empty_segment(first, path, file));
+        }
+        return Err(corrupt(&path, 0, "not a pos-hub history segment"));
+    }
+    let mut segment = empty_segment(first, path, file);
+    let mut offset = MAGIC.len() as u64;
+    let mut next = first;
+    loop {
+        let record = read_record(&segment.file, &segment.path, offset, len)?;
+        let bad = match record {
+            Record::End => break,
+            Record::Good { seq, payload } if seq == next => {
+                if (seq - first).is_multiple_of(STRIDE) {
+                    segment.sparse.push(offset);
+                }
+                offset += (HEADER + payload.len()) as u64;
+                next += 1;
+                continue;
+            }
+            Record::Good { seq, .. } => format!("seq {seq} where {next} was due"),
+            Record::Bad(why) => why,
+        };
+        if !tail {
+            return Err(corrupt(&segment.path, offset, bad));
+        }
+        tracing::warn!(
+            segment = %segment.path.display(),
+            offset,
+            from_seq = next,
+            why = %bad,
+            "cutting the history's unsynced tail; those events are appended again from the Raft log"
+        );
+        segment.file.set_len(offset).map_err(io(&segment.path))?;
+        segment.file.sync_data().map_err(io(&segment.path))?;
+        break;
+    }
+    segment.len = offset;
+    segment.last = next - 1;
+    Ok(segment)
+}
+
+fn empty_segment(first: u64, path: PathBuf, file: File) -> Segment {
+    Segment {
+        first,
+        last: first - 1,
+        path,
+        file: Arc::new(file),
+        len: MAGIC.len() as u64,
+        sparse: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+#[path = "history_tests.rs"]
+mod tests;

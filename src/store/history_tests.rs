@@ -1,0 +1,167 @@
+use std::os::unix::fs::FileExt;
+
+use super::*;
+
+fn event(seq: u64, note_bytes: usize) -> pb::Event {
+    pb::Event {
+        event_id: format!("00000000-0000-7000-8000-{seq:012}"),
+        seq,
+        hub_time: 1_700_000_000_000 + seq,
+        r#type: "order.updated".into(),
+        aggregate_id: format!("o-{}", "x".repeat(note_bytes)),
+        ..Default::default()
+    }
+}
+
+fn events(from: u64, to: u64) -> Vec<pb::Event> {
+    (from..=to)
+        .map(|seq| event(seq, (seq % 7) as usize * 40))
+        .collect()
+}
+
+fn seqs(events: &[pb::Event]) -> Vec<u64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("lists")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == EXT))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn events_come_back_by_seq_across_segments_and_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = History::open_sized(dir.path(), 4096).expect("opens");
+    assert_eq!(history.last_seq(), 0);
+    history.append(&events(1, 150)).expect("appends");
+    history.append(&events(151, 300)).expect("appends");
+    history.sync().expect("syncs");
+    assert!(segment_files(dir.path()).len() > 3, "small segments roll");
+    let check = |history: &History| {
+        assert_eq!(history.last_seq(), 300);
+        assert_eq!(
+            seqs(
+                &history
+                    .read_after(0, usize::MAX, usize::MAX)
+                    .expect("reads")
+            ),
+            (1..=300).collect::<Vec<_>>()
+        );
+        // From every seq, across every stride and segment boundary.
+        for after in 0..300 {
+            let page = history.read_after(after, 5, usize::MAX).expect("reads");
+            let want: Vec<u64> = (after + 1..=(after + 5).min(300)).collect();
+            assert_eq!(seqs(&page), want, "after {after}");
+            assert_eq!(page[0], event(after + 1, ((after + 1) % 7) as usize * 40));
+        }
+        assert!(
+            history
+                .read_after(300, 10, usize::MAX)
+                .expect("reads")
+                .is_empty()
+        );
+    };
+    check(&history);
+    drop(history);
+    check(&History::open_sized(dir.path(), 4096).expect("reopens"));
+}
+
+#[test]
+fn a_page_stops_at_its_byte_bound_but_never_comes_back_empty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = History::open_sized(dir.path(), 1 << 20).expect("opens");
+    history.append(&events(1, 10)).expect("appends");
+    let one = history.read_after(0, 10, 1).expect("reads");
+    assert_eq!(seqs(&one), vec![1]);
+    let two_bytes = one[0].encoded_len() + 1;
+    assert_eq!(
+        seqs(&history.read_after(0, 10, two_bytes).expect("reads")),
+        vec![1, 2]
+    );
+}
+
+#[test]
+fn an_append_that_does_not_follow_the_last_seq_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = History::open_sized(dir.path(), 1 << 20).expect("opens");
+    history.append(&events(1, 3)).expect("appends");
+    let err = history.append(&events(5, 6)).expect_err("a gap");
+    assert!(err.to_string().contains("appending seq 5 after 3"), "{err}");
+    let err = history.append(&events(3, 3)).expect_err("a repeat");
+    assert!(err.to_string().contains("appending seq 3 after 3"), "{err}");
+    assert_eq!(history.last_seq(), 3);
+    drop(history);
+    let reopened = History::open_sized(dir.path(), 1 << 20).expect("reopens");
+    assert_eq!(
+        seqs(&reopened.read_after(0, 100, usize::MAX).expect("reads")),
+        vec![1, 2, 3]
+    );
+}
+
+#[test]
+fn a_torn_tail_is_cut_at_open_and_appending_goes_on_from_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = History::open_sized(dir.path(), 1 << 20).expect("opens");
+    history.append(&events(1, 20)).expect("appends");
+    drop(history);
+    let last = segment_files(dir.path()).pop().expect("a segment");
+    let len = std::fs::metadata(&last).expect("stat").len();
+    // Half of the last record, then zeros where the file grew (a crash before the sync).
+    let file = OpenOptions::new().write(true).open(&last).expect("opens");
+    file.set_len(len - 10).expect("cuts");
+    file.write_all_at(&[0u8; 64], len - 10)
+        .expect("writes zeros");
+    drop(file);
+    let history = History::open_sized(dir.path(), 1 << 20).expect("reopens");
+    assert_eq!(history.last_seq(), 19);
+    history.append(&events(20, 25)).expect("appends again");
+    drop(history);
+    let history = History::open_sized(dir.path(), 1 << 20).expect("reopens");
+    assert_eq!(
+        seqs(&history.read_after(0, 100, usize::MAX).expect("reads")),
+        (1..=25).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn damage_in_a_closed_segment_refuses_the_open_naming_the_file_and_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = History::open_sized(dir.path(), 2048).expect("opens");
+    history.append(&events(1, 100)).expect("appends");
+    history.sync().expect("syncs");
+    drop(history);
+    let first = segment_files(dir.path()).remove(0);
+    let file = OpenOptions::new().write(true).open(&first).expect("opens");
+    // A flipped byte inside the second record's payload.
+    file.write_all_at(b"#", 16 + 16 + 200 + 30)
+        .expect("damages");
+    drop(file);
+    let err = match History::open_sized(dir.path(), 2048) {
+        Ok(_) => panic!("a damaged closed segment must refuse the open"),
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains(&first.display().to_string()), "{err}");
+    assert!(err.contains("at byte"), "{err}");
+}
+
+#[test]
+fn a_missing_segment_in_the_middle_refuses_the_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = History::open_sized(dir.path(), 2048).expect("opens");
+    history.append(&events(1, 100)).expect("appends");
+    history.sync().expect("syncs");
+    drop(history);
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 3);
+    std::fs::remove_file(&files[1]).expect("removes");
+    let err = match History::open_sized(dir.path(), 2048) {
+        Ok(_) => panic!("a hole in the history must refuse the open"),
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains("but the segment before it ends at"), "{err}");
+}

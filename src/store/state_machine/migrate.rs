@@ -1,0 +1,92 @@
+//! Data dirs from before the history files kept each committed event in the state
+//! machine's tree (`e` + seq). At open they are moved out: appended to the history, which
+//! is synced, and only then deleted from the tree, which is flushed. A crash anywhere in
+//! between leaves them in one place or both; the next open finishes the move (events the
+//! history already holds are checked, not appended twice).
+
+use prost::Message;
+
+use super::extend_history;
+use crate::proto::pb;
+use crate::store::StoreError;
+use crate::store::disk::Disk;
+use crate::store::history::History;
+use crate::store::keys;
+
+/// Events moved per history append and per tree batch.
+const MOVE_BATCH: usize = 4096;
+
+pub(super) async fn events_out_of_tree(
+    disk: &Disk,
+    tree: &sled::Tree,
+    history: &History,
+) -> Result<(), StoreError> {
+    let start = keys::event_key(1);
+    let end = keys::event_key(u64::MAX);
+    let Some(first) = tree.range(start..=end).next() else {
+        return Ok(());
+    };
+    let (key, _) = first?;
+    let first_seq = keys::event_seq(&key).unwrap_or(0);
+    if first_seq > history.last_seq() + 1 {
+        return Err(StoreError::corrupt(
+            "history",
+            format!(
+                "moving the tree's events out: they begin at seq {first_seq}, the history \
+                 ends at {}",
+                history.last_seq()
+            ),
+        ));
+    }
+    tracing::info!(
+        first_seq,
+        "moving committed events from the state machine's tree to the history files"
+    );
+    let mut moved = 0u64;
+    let mut batch = Vec::with_capacity(MOVE_BATCH);
+    for (expected, item) in (first_seq..).zip(tree.range(start..=end)) {
+        let (key, bytes) = item?;
+        let event =
+            pb::Event::decode(bytes.as_ref()).map_err(|e| StoreError::corrupt("event", e))?;
+        if keys::event_seq(&key) != Some(event.seq) || event.seq != expected {
+            return Err(StoreError::corrupt(
+                "event log",
+                format!(
+                    "expected seq {expected}, found key {key:?} holding seq {}",
+                    event.seq
+                ),
+            ));
+        }
+        batch.push(event);
+        if batch.len() == MOVE_BATCH {
+            extend_history(history, &batch)?;
+            moved += batch.len() as u64;
+            batch.clear();
+        }
+    }
+    extend_history(history, &batch)?;
+    moved += batch.len() as u64;
+    history.sync()?;
+    loop {
+        let chunk = tree
+            .range(start..=end)
+            .keys()
+            .take(MOVE_BATCH)
+            .collect::<Result<Vec<_>, _>>()?;
+        if chunk.is_empty() {
+            break;
+        }
+        let mut delete = sled::Batch::default();
+        for key in chunk {
+            delete.remove(key);
+        }
+        tree.apply_batch(delete)?;
+    }
+    disk.flush().await?;
+    tracing::info!(
+        moved,
+        last_seq = history.last_seq(),
+        "moved the committed events to the history files"
+    );
+    Ok(())
+}
