@@ -394,15 +394,20 @@ impl Nemesis {
             .context("unknown node")?
             .to_path_buf();
         group.kill(victim);
-        // sled's file (state machine, vote), the snapshot, and the newest log segment.
-        let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(data.join("log"))
-            .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        segments.sort();
+        // sled's file (read models, vote), the snapshot, the newest log segment and the
+        // newest history segment.
+        let newest = |dir: &str| {
+            let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(data.join(dir))
+                .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            files.sort();
+            files.pop()
+        };
         let candidates = [
             Some(data.join("db").join("db")),
             Some(data.join("snapshots").join("current.snap")),
-            segments.pop(),
+            newest("log"),
+            newest("history"),
         ];
         let existing: Vec<&std::path::PathBuf> =
             candidates.iter().flatten().filter(|p| p.exists()).collect();
