@@ -59,12 +59,6 @@ pub fn event_seq(key: &[u8]) -> Option<u64> {
     }
 }
 
-pub fn event_id_key(event_id: &uuid::Uuid) -> [u8; 17] {
-    let mut key = [PREFIX_EVENT_ID; 17];
-    key[1..].copy_from_slice(event_id.as_bytes());
-    key
-}
-
 pub fn prefixed(prefix: u8, id: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + id.len());
     key.push(prefix);

@@ -377,7 +377,7 @@ fn replay(
     };
     let (mut reader, header) = open_reader(path)?;
     check_header(&header, realm, meta)?;
-    let mut state = SledState::new(tree, realm, 0, 0);
+    let mut state = SledState::new(tree, history, realm, 0, 0);
     for seq in 1..=header.last_seq {
         let event = pb::Event::decode(reader.record()?.as_slice())
             .map_err(|e| StoreError::corrupt("snapshot event", e))?;

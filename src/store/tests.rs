@@ -1067,11 +1067,23 @@ async fn committed_events_live_in_the_history_files_not_in_the_tree() {
     assert_eq!(before.0.len(), 40);
     let (_db, trees) = state_machine_trees(dir.path());
     assert_eq!(trees.len(), 1);
-    assert_eq!(event_keys(&trees[0]), 0, "no event in the key-value store");
     let segments = std::fs::read_dir(dir.path().join("history"))
         .expect("a history dir")
         .count();
     assert!(segments >= 1);
+    assert_eq!(event_keys(&trees[0]), 0, "no event in the key-value store");
+    assert_eq!(
+        trees[0].scan_prefix([keys::PREFIX_EVENT_ID]).count(),
+        0,
+        "nor an eventId index"
+    );
+    drop((_db, trees));
+    // The history's index still finds every eventId after a reopen: resent, each is a
+    // duplicate of its first seq.
+    let (_log, mut sm) = open(dir.path(), &realm()).await.expect("reopens");
+    let (outcomes, _) = apply_events(&mut sm, adjustments(40), 7, 100).await;
+    let firsts: Vec<Outcome> = (1..=40).map(|seq| Outcome::Duplicate { seq }).collect();
+    assert_eq!(outcomes, firsts);
 }
 
 /// Puts every event of the history back into the state machine's tree, as a data dir

@@ -1,5 +1,5 @@
 //! Data dirs from before the history files kept each committed event in the state
-//! machine's tree (`e` + seq). At open they are moved out: appended to the history, which
+//! machine's tree (`e` + seq), and the eventId index too (`i` + eventId). At open they are moved out: appended to the history, which
 //! is synced, and only then deleted from the tree, which is flushed. A crash anywhere in
 //! between leaves them in one place or both; the next open finishes the move (events the
 //! history already holds are checked, not appended twice).
@@ -88,5 +88,36 @@ pub(super) async fn events_out_of_tree(
         last_seq = history.last_seq(),
         "moved the committed events to the history files"
     );
+    Ok(())
+}
+
+/// Deletes the tree's eventId index (`i` + eventId), which the history's own index
+/// replaced. Run after the events are in the history; a crash part way leaves keys that
+/// nothing reads, deleted at the next open.
+pub(super) async fn ids_out_of_tree(disk: &Disk, tree: &sled::Tree) -> Result<(), StoreError> {
+    let mut deleted = 0usize;
+    loop {
+        let chunk = tree
+            .scan_prefix([keys::PREFIX_EVENT_ID])
+            .keys()
+            .take(MOVE_BATCH)
+            .collect::<Result<Vec<_>, _>>()?;
+        if chunk.is_empty() {
+            break;
+        }
+        deleted += chunk.len();
+        let mut delete = sled::Batch::default();
+        for key in chunk {
+            delete.remove(key);
+        }
+        tree.apply_batch(delete)?;
+    }
+    if deleted > 0 {
+        disk.flush().await?;
+        tracing::info!(
+            deleted,
+            "dropped the tree's eventId index: the history files index eventIds now"
+        );
+    }
     Ok(())
 }

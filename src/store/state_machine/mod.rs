@@ -154,6 +154,7 @@ impl StateMachine {
         }
         let tree = db.open_tree(live)?;
         migrate::events_out_of_tree(&disk, &tree, &history).await?;
+        migrate::ids_out_of_tree(&disk, &tree).await?;
         let mut applied = read_applied(&tree)?;
         if applied.lamport > LAMPORT_MAX {
             // Written before rules V2 by an event with a clock over the bound.
@@ -238,7 +239,13 @@ impl StateMachine {
         entries: impl IntoIterator<Item = Entry>,
     ) -> Result<Vec<Response>, StoreError> {
         let mut applied = self.applied.clone();
-        let mut state = SledState::new(&self.tree, &self.realm, applied.last_seq, applied.lamport);
+        let mut state = SledState::new(
+            &self.tree,
+            &self.history,
+            &self.realm,
+            applied.last_seq,
+            applied.lamport,
+        );
         let mut replies = Vec::new();
         for entry in entries {
             let log_id = *entry.get_log_id();

@@ -74,23 +74,23 @@ impl StateReader {
 
     pub fn order(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
         let tree = self.tree();
-        SledState::new(&tree, &self.realm, 0, 0).order(order_id)
+        SledState::new(&tree, &self.history, &self.realm, 0, 0).order(order_id)
     }
 
     pub fn ticket(&self, kind: TicketKind, ticket_id: &str) -> Result<Option<Ticket>, StoreError> {
         let tree = self.tree();
-        SledState::new(&tree, &self.realm, 0, 0).ticket(kind, ticket_id)
+        SledState::new(&tree, &self.history, &self.realm, 0, 0).ticket(kind, ticket_id)
     }
 
     pub fn stock(&self, sku: &str) -> Result<Option<Stock>, StoreError> {
         let tree = self.tree();
-        SledState::new(&tree, &self.realm, 0, 0).stock(sku)
+        SledState::new(&tree, &self.history, &self.realm, 0, 0).stock(sku)
     }
 
     /// The device, if it has an accepted event in the log.
     pub fn device(&self, device_id: &str) -> Result<Option<KnownDevice>, StoreError> {
         let tree = self.tree();
-        let state = SledState::new(&tree, &self.realm, 0, 0);
+        let state = SledState::new(&tree, &self.history, &self.realm, 0, 0);
         state.get(
             "device",
             &keys::prefixed(keys::PREFIX_DEVICE, device_id.as_bytes()),
@@ -100,7 +100,7 @@ impl StateReader {
     /// The device's deny-list entry, if an admin revoked it.
     pub fn revocation(&self, device_id: &str) -> Result<Option<Revocation>, StoreError> {
         let tree = self.tree();
-        let state = SledState::new(&tree, &self.realm, 0, 0);
+        let state = SledState::new(&tree, &self.history, &self.realm, 0, 0);
         state.get(
             "revocation",
             &keys::prefixed(keys::PREFIX_REVOKED, device_id.as_bytes()),

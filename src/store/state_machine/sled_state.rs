@@ -2,7 +2,7 @@
 //! apply buffered in memory and read back before the tree, so that the whole apply can be
 //! written as one atomic batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use prost::Message;
 use serde::Serialize;
@@ -16,6 +16,7 @@ use crate::domain::rules::LAMPORT_MAX;
 use crate::domain::ticket::{Ticket, TicketKind};
 use crate::domain::{self, Event, Outcome, Realm, RejectCode, Rules, State};
 use crate::proto::{convert, pb};
+use crate::store::history::History;
 use crate::store::keys;
 use crate::store::{StoreError, decode, encode};
 
@@ -23,28 +24,35 @@ use crate::store::{StoreError, decode, encode};
 /// `pending` (read back before the tree) until `take_batch`.
 pub(in crate::store) struct SledState<'a> {
     tree: &'a sled::Tree,
+    /// Holds the eventId index (`History::seq_of`).
+    history: &'a History,
     realm: &'a Realm,
     last_seq: u64,
     lamport: u64,
     pending: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// The events accepted since the last `take_accepted`, for the feed.
+    /// The events accepted since the last `take_accepted`, for the feed and the history.
     accepted: Vec<pb::Event>,
+    /// Their eventIds, found here until they are in the history.
+    accepted_ids: HashMap<Uuid, u64>,
 }
 
 impl<'a> SledState<'a> {
     pub(in crate::store) fn new(
         tree: &'a sled::Tree,
+        history: &'a History,
         realm: &'a Realm,
         last_seq: u64,
         lamport: u64,
     ) -> Self {
         Self {
             tree,
+            history,
             realm,
             last_seq,
             lamport,
             pending: BTreeMap::new(),
             accepted: Vec::new(),
+            accepted_ids: HashMap::new(),
         }
     }
 
@@ -55,6 +63,7 @@ impl<'a> SledState<'a> {
     /// The events accepted since the last call, in seq order: the caller appends them to
     /// the history (`super::extend_history`) before it writes the batch.
     pub(in crate::store) fn take_accepted(&mut self) -> Vec<pb::Event> {
+        self.accepted_ids.clear();
         std::mem::take(&mut self.accepted)
     }
 
@@ -144,14 +153,15 @@ impl State for SledState<'_> {
     }
 
     fn seq_of(&self, event_id: &Uuid) -> Result<Option<u64>, StoreError> {
-        let key = keys::event_id_key(event_id);
-        if let Some(bytes) = self.pending.get(key.as_slice()) {
-            return seq_from_bytes(bytes).map(Some);
+        if let Some(seq) = self.accepted_ids.get(event_id) {
+            return Ok(Some(*seq));
         }
-        match self.tree.get(key)? {
-            Some(bytes) => seq_from_bytes(&bytes).map(Some),
-            None => Ok(None),
-        }
+        // The history may hold events past this state (appended before a crash rolled the
+        // state machine back): those are not applied yet, so not duplicates.
+        Ok(self
+            .history
+            .seq_of(event_id)?
+            .filter(|seq| *seq <= self.last_seq))
     }
 
     fn order(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
@@ -209,11 +219,8 @@ impl State for SledState<'_> {
         let stored = convert::event_to_pb(&event).map_err(|e| {
             StoreError::corrupt("event", format!("seq {seq} does not convert back: {e}"))
         })?;
-        // The event itself goes to the history (`take_accepted`), not to the tree.
-        self.pending.insert(
-            keys::event_id_key(&event_id).to_vec(),
-            seq.to_be_bytes().to_vec(),
-        );
+        // The event and its eventId go to the history (`take_accepted`), not to the tree.
+        self.accepted_ids.insert(event_id, seq);
         self.last_seq = seq;
         if event.clock.lamport <= LAMPORT_MAX {
             self.lamport = self.lamport.max(event.clock.lamport);

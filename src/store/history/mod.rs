@@ -7,7 +7,8 @@
 //! `MAGIC` and holds records `[u32 length][u32 CRC-32][u64 seq][payload]`, little-endian,
 //! where the payload is the protobuf `pos.v1.Event` as committed (with its seq and hub
 //! time) and the CRC covers the seq and the payload. Seqs are contiguous across segments.
-//! A segment past `SEGMENT_BYTES` is fdatasynced and closed, and the next begins.
+//! A segment past `SEGMENT_BYTES` is fdatasynced and closed, its eventId index written
+//! beside it (`ids.rs`), and the next begins.
 //!
 //! Appends are not synced one by one: `sync` makes everything appended durable, and the
 //! state machine calls it before anything may depend on it (a snapshot, a flush of the
@@ -17,6 +18,9 @@
 //! the Raft log or a snapshot. A bad record in a closed segment, which was synced, is
 //! damage: the node refuses to start and names the file.
 
+mod ids;
+
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -29,8 +33,9 @@ use super::StoreError;
 use super::disk::{fsync_path as sync_dir, io};
 use crate::proto::pb;
 
-/// A segment is closed once it holds this many bytes.
-pub(super) const SEGMENT_BYTES: u64 = 64 << 20;
+/// A segment is closed once it holds this many bytes. The open segment's eventIds are in a
+/// map (about 40 bytes each): 16 MiB of events of 250 bytes keep it near 3 MB.
+pub(super) const SEGMENT_BYTES: u64 = 16 << 20;
 const MAGIC: &[u8; 16] = b"pos-hub hist v1\n";
 const HEADER: usize = 16;
 /// A record longer than this is damage, not an event (an event is at most 64 KiB).
@@ -49,6 +54,8 @@ struct Segment {
     len: u64,
     /// `sparse[i]` is the offset of the record of seq `first + i * STRIDE`.
     sparse: Vec<u64>,
+    /// The eventId index of a closed segment; the last segment's is `Inner::open_ids`.
+    ids: Option<ids::ClosedIds>,
 }
 
 struct Inner {
@@ -58,6 +65,8 @@ struct Inner {
     dir_dirty: bool,
     /// Whether the last segment has appends not yet synced.
     unsynced: bool,
+    /// The last segment's eventIds, with their seqs.
+    open_ids: HashMap<u128, u64>,
 }
 
 /// The committed events, by seq (see the module's docs).
@@ -143,6 +152,11 @@ impl History {
         let mut firsts = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io(dir))? {
             let path = entry.map_err(io(dir))?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                // An index a crash caught before its rename; rebuilt below if needed.
+                std::fs::remove_file(&path).map_err(io(&path))?;
+                continue;
+            }
             if path.extension().is_some_and(|e| e == EXT) {
                 let first = path
                     .file_stem()
@@ -171,6 +185,25 @@ impl History {
             }
             segments.push(load_segment(dir, first, i + 1 == count)?);
         }
+        let mut open_ids = HashMap::new();
+        let last = segments.len().saturating_sub(1);
+        for (i, segment) in segments.iter_mut().enumerate() {
+            if i == last {
+                open_ids = scan_ids(segment)?;
+                continue;
+            }
+            let index = ids::path_for(&segment.path);
+            segment.ids = Some(
+                match ids::ClosedIds::open(&index, segment.first, segment.last) {
+                    Ok(closed) => closed,
+                    Err(why) => {
+                        tracing::warn!(%why, "rebuilding a history segment's eventId index");
+                        ids::ClosedIds::write(&index, &scan_ids(segment)?)?
+                    }
+                },
+            );
+        }
+        sync_dir(dir)?;
         Ok(History {
             dir: dir.to_owned(),
             segment_bytes,
@@ -178,6 +211,7 @@ impl History {
                 segments,
                 dir_dirty: false,
                 unsynced: false,
+                open_ids,
             }),
             syncing: Mutex::new(()),
         })
@@ -203,6 +237,19 @@ impl History {
         if events.is_empty() {
             return Ok(());
         }
+        let event_ids = events
+            .iter()
+            .map(|e| {
+                uuid::Uuid::parse_str(&e.event_id)
+                    .map(|id| id.as_u128())
+                    .map_err(|err| {
+                        StoreError::corrupt(
+                            "history",
+                            format!("seq {}: eventId {:?}: {err}", e.seq, e.event_id),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<u128>, StoreError>>()?;
         let mut inner = self.write_inner();
         let mut next = inner.segments.last().map_or(1, |s| s.last + 1);
         let mut buf = Vec::new();
@@ -236,6 +283,7 @@ impl History {
                 next += 1;
                 i += 1;
             }
+            let ids_from = i - (next - 1 - segment.last) as usize;
             if buf.is_empty() {
                 continue;
             }
@@ -244,7 +292,11 @@ impl History {
                 .write_all_at(&buf, start_len)
                 .map_err(io(&segment.path))?;
             segment.len = start_len + buf.len() as u64;
+            let first_new = segment.last + 1;
             segment.last = next - 1;
+            for (offset, id) in event_ids[ids_from..i].iter().enumerate() {
+                inner.open_ids.insert(*id, first_new + offset as u64);
+            }
             inner.unsynced = true;
         }
         Ok(())
@@ -252,8 +304,13 @@ impl History {
 
     /// Closes the last segment (synced) and begins one whose first seq is `first`.
     fn begin_segment(&self, inner: &mut Inner, first: u64) -> Result<(), StoreError> {
-        if let Some(last) = inner.segments.last() {
+        let open_ids = std::mem::take(&mut inner.open_ids);
+        if let Some(last) = inner.segments.last_mut() {
             last.file.sync_data().map_err(io(&last.path))?;
+            last.ids = Some(ids::ClosedIds::write(
+                &ids::path_for(&last.path),
+                &open_ids,
+            )?);
         }
         let path = self.dir.join(segment_name(first));
         let file = OpenOptions::new()
@@ -271,6 +328,7 @@ impl History {
             file: Arc::new(file),
             len: MAGIC.len() as u64,
             sparse: Vec::new(),
+            ids: None,
         });
         inner.dir_dirty = true;
         inner.unsynced = true;
@@ -300,6 +358,23 @@ impl History {
             sync_dir(&self.dir)?;
         }
         Ok(())
+    }
+
+    /// The seq of the event `event_id`, if the history holds it.
+    pub fn seq_of(&self, event_id: &uuid::Uuid) -> Result<Option<u64>, StoreError> {
+        let id = event_id.as_u128();
+        let inner = self.read_inner();
+        if let Some(seq) = inner.open_ids.get(&id) {
+            return Ok(Some(*seq));
+        }
+        for segment in inner.segments.iter().rev() {
+            if let Some(closed) = &segment.ids
+                && let Some(seq) = closed.get(id)?
+            {
+                return Ok(Some(seq));
+            }
+        }
+        Ok(None)
     }
 
     /// Up to `limit` events with seq > `after`, in seq order, stopping once they add up to
@@ -512,9 +587,29 @@ fn empty_segment(first: u64, path: PathBuf, file: File) -> Segment {
         file: Arc::new(file),
         len: MAGIC.len() as u64,
         sparse: Vec::new(),
+        ids: None,
     }
 }
 
+/// A segment's eventIds with their seqs, read from its records.
+fn scan_ids(segment: &Segment) -> Result<HashMap<u128, u64>, StoreError> {
+    let mut found = HashMap::with_capacity((segment.last + 1 - segment.first) as usize);
+    let mut reader = RunReader::new(
+        &segment.file,
+        &segment.path,
+        MAGIC.len() as u64,
+        segment.len,
+    );
+    while let Some((seq, payload)) = reader.next_record()? {
+        let at = reader.offset;
+        let event = pb::Event::decode(payload.as_slice())
+            .map_err(|e| corrupt(&segment.path, at, format!("seq {seq}: {e}")))?;
+        let id = uuid::Uuid::parse_str(&event.event_id)
+            .map_err(|e| corrupt(&segment.path, at, format!("seq {seq}: eventId: {e}")))?;
+        found.insert(id.as_u128(), seq);
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
-#[path = "history_tests.rs"]
 mod tests;

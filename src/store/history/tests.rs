@@ -165,3 +165,53 @@ fn a_missing_segment_in_the_middle_refuses_the_open() {
     };
     assert!(err.contains("but the segment before it ends at"), "{err}");
 }
+
+fn id_of(seq: u64) -> uuid::Uuid {
+    uuid::Uuid::parse_str(&event(seq, 0).event_id).expect("a uuid")
+}
+
+#[test]
+fn every_event_id_is_found_across_segments_a_reopen_and_a_lost_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = History::open_sized(dir.path(), 2048).expect("opens");
+    history.append(&events(1, 200)).expect("appends");
+    let check = |history: &History| {
+        for seq in 1..=200 {
+            assert_eq!(history.seq_of(&id_of(seq)).expect("looks up"), Some(seq));
+        }
+        for stranger in 201..1200 {
+            assert_eq!(history.seq_of(&id_of(stranger)).expect("looks up"), None);
+        }
+    };
+    check(&history);
+    drop(history);
+    check(&History::open_sized(dir.path(), 2048).expect("reopens"));
+
+    // An index lost or damaged is rebuilt from its segment.
+    let mut indexes: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .expect("lists")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ids"))
+        .collect();
+    indexes.sort();
+    assert!(indexes.len() >= 3, "closed segments have indexes");
+    std::fs::remove_file(&indexes[0]).expect("removes");
+    std::fs::write(&indexes[1], b"garbage").expect("damages");
+    let history = History::open_sized(dir.path(), 2048).expect("reopens");
+    check(&history);
+    assert!(indexes[0].exists() && indexes[1].exists(), "rebuilt");
+}
+
+#[test]
+fn an_event_whose_id_is_not_a_uuid_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = History::open_sized(dir.path(), 1 << 20).expect("opens");
+    let mut bad = events(1, 3);
+    bad[2].event_id = "not-a-uuid".into();
+    let err = history.append(&bad).expect_err("refused");
+    assert!(
+        err.to_string().contains("seq 3: eventId \"not-a-uuid\""),
+        "{err}"
+    );
+    assert_eq!(history.last_seq(), 0);
+}
