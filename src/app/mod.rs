@@ -65,6 +65,8 @@ pub struct ServeConfig {
     pub mdns: bool,
     /// Whether the log is fsynced before an append is acknowledged (always, in a shop).
     pub durability: store::Durability,
+    /// How long the log waits after an append for more to share its fsync (0: none).
+    pub commit_window: std::time::Duration,
     /// Open Subscribe streams allowed per device.
     pub subscriptions_per_device: usize,
     /// Per-device append rate: sustained events per second, and burst.

@@ -29,6 +29,7 @@ pub(super) async fn open(config: &ServeConfig) -> Result<Arc<Node>, AppError> {
         &config.realm,
         config.feed_batches,
         config.durability,
+        config.commit_window,
     )
     .await?;
     if config.durability == store::Durability::UnsafeNoFsync {

@@ -26,6 +26,9 @@ const KEEP_LOG_SNAPSHOTS: u64 = 10;
 // briefly slow Wi-Fi link from starting elections.
 pub use crate::wire::{ELECTION_TIMEOUT_MS, HEARTBEAT_MS};
 pub const APPEND_TIMEOUT_MS: u64 = 5_000;
+/// The longest `--commit-window`: past it the window costs more latency than an SD card's
+/// sync (a few ms) saves.
+pub const COMMIT_WINDOW_MAX_MS: u64 = 50;
 pub const DEV_CLIENT_ADDR: &str = "127.0.0.1:4001";
 pub const DEV_PEER_ADDR: &str = "127.0.0.1:4002";
 
@@ -130,6 +133,10 @@ pub struct ServeArgs {
     /// power cut then loses. Never in a shop.
     #[arg(long, hide = true)]
     unsafe_no_fsync: bool,
+    /// Milliseconds the log waits after an append for others to share its fsync: fewer
+    /// syncs (an SD card's wear) for that much more latency per append. 0 syncs at once.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=COMMIT_WINDOW_MAX_MS))]
+    commit_window: u64,
     /// Open Subscribe streams allowed per device (with tokens).
     #[arg(long, default_value_t = crate::api::limits::SUBSCRIPTIONS_PER_DEVICE_MAX)]
     subscriptions_per_device: usize,
@@ -365,6 +372,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         peer_tls: args.peer_tls,
         client_tls: args.client_tls,
         mdns: !args.no_mdns && !args.dev,
+        commit_window: std::time::Duration::from_millis(args.commit_window),
         durability: if args.unsafe_no_fsync {
             crate::store::Durability::UnsafeNoFsync
         } else {

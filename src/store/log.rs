@@ -15,6 +15,7 @@ use openraft::storage::{RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId};
 
 use super::disk::{Disk, DurableSnapshot, LogMark};
+use super::flusher::Flusher;
 use super::keys::{KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, TREE_LOG, TREE_RAFT_META};
 use super::wal::{self, Wal};
 use super::{StoreError, decode, encode, storage_error};
@@ -38,6 +39,8 @@ pub struct LogStore {
     no_fsync: bool,
     /// The highest index acknowledged durable, kept apart from the log (see `LogMark`).
     mark: Arc<LogMark>,
+    /// Makes appends durable and acknowledges them, off openraft's core (`flusher`).
+    flusher: Arc<Flusher>,
 }
 
 impl LogStore {
@@ -47,12 +50,19 @@ impl LogStore {
         mark: LogMark,
         data_dir: &Path,
         durability: super::Durability,
+        commit_window: std::time::Duration,
     ) -> Result<Self, StoreError> {
-        let wal_dir = data_dir.join("log");
+        let wal_dir: Arc<Path> = data_dir.join("log").into();
+        let mark = Arc::new(mark);
         let store = Self {
-            mark: Arc::new(mark),
+            flusher: Arc::new(Flusher::start(
+                mark.clone(),
+                wal_dir.clone(),
+                commit_window,
+            )),
+            mark,
             wal: Arc::new(Mutex::new(Wal::open(&wal_dir)?)),
-            wal_dir: wal_dir.into(),
+            wal_dir,
             meta: disk.db().open_tree(TREE_RAFT_META)?,
             disk,
             snapshot,
@@ -251,39 +261,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let write = async {
-            let entries: Vec<Entry> = entries.into_iter().collect();
-            let last = entries.last().map(|e| e.get_log_id().index);
-            let files = self.wal().append(entries)?;
-            if self.no_fsync {
-                return Ok(());
-            }
-            // Group commit: one fdatasync makes the whole batch durable before openraft
-            // hears of it; then the mark rises to it, in the same blocking task.
-            let (mark, dir) = (self.mark.clone(), self.wal_dir.clone());
-            tokio::task::spawn_blocking(move || {
-                wal::sync(&files, &dir)?;
-                match last {
-                    Some(index) => mark.raise(index),
-                    None => Ok(()),
-                }
-            })
-            .await
-            .map_err(|e| StoreError::corrupt("raft log", format!("fsync task failed: {e}")))?
-        };
-        match write.await {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let last = entries.last().map(|e| e.get_log_id().index);
+        let files = match self.wal().append(entries) {
+            Ok(files) => files,
             Err(err) => {
                 callback.log_io_completed(Err(std::io::Error::other(err.to_string())));
-                Err(write_logs_error(err))
+                return Err(write_logs_error(err));
             }
+        };
+        if self.no_fsync {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
         }
+        // Written; the flusher makes it durable with whatever else is waiting (group
+        // commit) and only then tells openraft, through the callback.
+        self.flusher.submit(files, last, callback);
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // No flush or mark raise of an earlier append may land after the cut.
+        self.flusher.drain().await;
         let write = async {
             // The mark comes down first: a crash between the two leaves it below the log,
             // which is harmless, never above it. The truncation is durable before later
@@ -304,6 +303,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.flusher.drain().await;
         let write = async {
             // A follower is told to purge up to a snapshot it is still installing: if the
             // install failed or the node crashed first, the log would be gone with no

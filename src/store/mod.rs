@@ -13,6 +13,7 @@
 //! See `DESIGN.md` beside this file for why it is laid out this way.
 
 mod disk;
+mod flusher;
 mod history;
 pub mod keys;
 mod log;
@@ -103,15 +104,24 @@ pub async fn open_with_feed(
     realm: &Realm,
     feed_batches: usize,
 ) -> Result<(LogStore, StateMachine), StoreError> {
-    open_with(data_dir, realm, feed_batches, Durability::Fsync).await
+    open_with(
+        data_dir,
+        realm,
+        feed_batches,
+        Durability::Fsync,
+        std::time::Duration::ZERO,
+    )
+    .await
 }
 
-/// `open_with_feed` with a chosen durability.
+/// `open_with_feed` with a chosen durability and commit window (how long the log waits,
+/// after an append, for more to share its fsync; see `flusher`).
 pub async fn open_with(
     data_dir: &Path,
     realm: &Realm,
     feed_batches: usize,
     durability: Durability,
+    commit_window: std::time::Duration,
 ) -> Result<(LogStore, StateMachine), StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|e| StoreError::io(data_dir, e))?;
     let db_path = data_dir.join("db");
@@ -145,7 +155,14 @@ pub async fn open_with(
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let disk = disk::Disk::open(db, &db_path)?;
         let mark = disk::LogMark::open(data_dir)?;
-        let log = LogStore::open(disk.clone(), snapshot.clone(), mark, data_dir, durability)?;
+        let log = LogStore::open(
+            disk.clone(),
+            snapshot.clone(),
+            mark,
+            data_dir,
+            durability,
+            commit_window,
+        )?;
         log.check_mark()?;
         Ok::<_, StoreError>((disk, log))
     }));
