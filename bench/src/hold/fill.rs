@@ -18,6 +18,9 @@ use super::super::orders::OrderFlows;
 #[derive(Debug)]
 pub struct Counters {
     pub acked: AtomicU64,
+    /// Events answered DUPLICATE: stored once already, by a send the hub itself repeated
+    /// (a follower resends a forward when leadership moves) or by a batch the fill resent.
+    pub duplicates: AtomicU64,
     pub json_bytes: AtomicU64,
     pub protobuf_bytes: AtomicU64,
     pub json_min: AtomicU64,
@@ -28,6 +31,7 @@ impl Counters {
     pub fn new() -> Arc<Counters> {
         Arc::new(Counters {
             acked: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
             json_bytes: AtomicU64::new(0),
             protobuf_bytes: AtomicU64::new(0),
             json_min: AtomicU64::new(u64::MAX),
@@ -113,8 +117,9 @@ async fn one_client(
                 .fetch_max(made.json_bytes as u64, Ordering::Relaxed);
             request.events.push(event);
         }
-        append(&mut hub, addr, &request).await?;
+        let duplicates = append(&mut hub, addr, &request).await?;
         counters.acked.fetch_add(n, Ordering::Relaxed);
+        counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
         counters.json_bytes.fetch_add(json, Ordering::Relaxed);
         counters
             .protobuf_bytes
@@ -124,14 +129,15 @@ async fn one_client(
     Ok(())
 }
 
-/// Sends one batch until it is answered, and checks the answer. A batch that got no answer
-/// is sent again (its eventIds make that safe: what was stored answers DUPLICATE); one the
-/// per-device rate limit refused waits for its tokens.
+/// Sends one batch until it is answered, and checks the answer; returns how many of its
+/// events were answered DUPLICATE. A batch that got no answer is sent again (its eventIds
+/// make that safe: what was stored answers DUPLICATE); one the per-device rate limit
+/// refused waits for its tokens.
 async fn append(
     hub: &mut HubClient<tonic::transport::Channel>,
     addr: &str,
     request: &pb::AppendRequest,
-) -> Result<(), BenchError> {
+) -> Result<u64, BenchError> {
     let rate_limited_until = Instant::now() + Duration::from_secs(120);
     let mut tries = 0;
     loop {
@@ -139,9 +145,7 @@ async fn append(
         let answer =
             tokio::time::timeout(Duration::from_secs(10), hub.append(request.clone())).await;
         match answer {
-            Ok(Ok(response)) => {
-                return check_results(request, &response.get_ref().results, tries > 1);
-            }
+            Ok(Ok(response)) => return check_results(request, &response.get_ref().results),
             Ok(Err(status))
                 if status.code() == tonic::Code::ResourceExhausted
                     && Instant::now() < rate_limited_until =>
@@ -166,14 +170,14 @@ async fn append(
     }
 }
 
-/// Every event of `request` must be ACCEPTED; DUPLICATE is accepted only on a resent
-/// batch (`resent`), where it is the first send's acceptance. Anything else names the
-/// first event refused, its code and the hub's message.
+/// Every event of `request` must be ACCEPTED or DUPLICATE (stored once already: the fill
+/// or the hub sent it again); anything else names the first event refused, its code and
+/// the hub's message. Returns the number of DUPLICATE answers. (That no two events of the
+/// fill share an eventId is checked after it: the group must hold every event sent.)
 pub fn check_results(
     request: &pb::AppendRequest,
     results: &[pb::AppendResult],
-    resent: bool,
-) -> Result<(), BenchError> {
+) -> Result<u64, BenchError> {
     if results.len() != request.events.len() {
         return Err(BenchError::Refused(format!(
             "the group answered {} results for an Append of {} events",
@@ -181,15 +185,16 @@ pub fn check_results(
             request.events.len()
         )));
     }
+    let mut duplicates = 0;
     for (event, result) in request.events.iter().zip(results) {
         let status = pb::AppendStatus::try_from(result.status);
-        let fine = match status {
-            Ok(pb::AppendStatus::Accepted) => true,
-            Ok(pb::AppendStatus::Duplicate) => resent,
-            _ => false,
-        };
-        if fine {
-            continue;
+        match status {
+            Ok(pb::AppendStatus::Accepted) => continue,
+            Ok(pb::AppendStatus::Duplicate) => {
+                duplicates += 1;
+                continue;
+            }
+            _ => {}
         }
         let status = status.map_or_else(
             |_| format!("status {}", result.status),
@@ -199,20 +204,18 @@ pub fn check_results(
                     .to_owned()
             },
         );
-        let why = if status == "DUPLICATE" {
-            format!(
-                "it was sent once only, so the fill made an eventId twice (first stored at seq {})",
-                result.seq
-            )
-        } else {
-            format!("{} {}", result.code, result.message)
-        };
         return Err(BenchError::Refused(format!(
-            "{} {} v{} of {} (eventId {}): {status}: {why}",
-            event.r#type, event.aggregate_type, event.version, event.aggregate_id, event.event_id
+            "{} {} v{} of {} (eventId {}): {status}: {} {}",
+            event.r#type,
+            event.aggregate_type,
+            event.version,
+            event.aggregate_id,
+            event.event_id,
+            result.code,
+            result.message
         )));
     }
-    Ok(())
+    Ok(duplicates)
 }
 
 #[cfg(test)]
@@ -243,18 +246,15 @@ mod tests {
     }
 
     #[test]
-    fn accepted_batches_pass_and_duplicates_only_when_resent() {
+    fn accepted_and_duplicate_answers_pass_and_duplicates_are_counted() {
         let request = request(3);
         let accepted = answer(&request, pb::AppendStatus::Accepted);
-        assert!(check_results(&request, &accepted, false).is_ok());
+        assert_eq!(check_results(&request, &accepted).ok(), Some(0));
+        let mut some = accepted.clone();
+        some[1].status = pb::AppendStatus::Duplicate as i32;
+        assert_eq!(check_results(&request, &some).ok(), Some(1));
         let duplicate = answer(&request, pb::AppendStatus::Duplicate);
-        assert!(check_results(&request, &duplicate, true).is_ok());
-        let err = check_results(&request, &duplicate, false)
-            .expect_err("a duplicate on the first send")
-            .to_string();
-        assert!(err.contains("DUPLICATE"), "{err}");
-        assert!(err.contains(&request.events[0].event_id), "{err}");
-        assert!(err.contains("made an eventId twice"), "{err}");
+        assert_eq!(check_results(&request, &duplicate).ok(), Some(3));
     }
 
     #[test]
@@ -266,7 +266,7 @@ mod tests {
             results[i].code = code.into();
             results[i].message = format!("the {code} message");
         }
-        let err = check_results(&request, &results, false)
+        let err = check_results(&request, &results)
             .expect_err("rejected")
             .to_string();
         let second = &request.events[1];
@@ -281,8 +281,6 @@ mod tests {
             assert!(err.contains(part), "{part:?} missing from {err}");
         }
         assert!(!err.contains("PAYMENT_MISMATCH"), "only the first: {err}");
-        // A rejection is never taken for a resent batch's duplicate.
-        assert!(check_results(&request, &results, true).is_err());
     }
 
     #[test]
@@ -290,17 +288,17 @@ mod tests {
         let request = request(2);
         let mut results = answer(&request, pb::AppendStatus::Accepted);
         results[0].status = pb::AppendStatus::Unspecified as i32;
-        let err = check_results(&request, &results, true)
+        let err = check_results(&request, &results)
             .expect_err("unspecified")
             .to_string();
         assert!(err.contains("UNSPECIFIED"), "{err}");
         results[0].status = 99;
-        let err = check_results(&request, &results, true)
+        let err = check_results(&request, &results)
             .expect_err("unknown")
             .to_string();
         assert!(err.contains("status 99"), "{err}");
         let short = answer(&request, pb::AppendStatus::Accepted)[..1].to_vec();
-        let err = check_results(&request, &short, false)
+        let err = check_results(&request, &short)
             .expect_err("short")
             .to_string();
         assert!(err.contains("1 results for an Append of 2 events"), "{err}");

@@ -102,6 +102,9 @@ pub struct HoldReport {
     /// Orders open at any time (the clients' shares added up).
     pub open_orders: usize,
     pub orders_started: u64,
+    /// Events answered DUPLICATE: stored once by an earlier send that the fill or the hub
+    /// itself repeated (the group holding exactly the events sent is checked).
+    pub duplicates_answered: u64,
     pub fill_seconds: f64,
     /// The events' size as JSON, as devices send them.
     pub json_mb: f64,
@@ -214,7 +217,7 @@ pub async fn run(
 
     // Read after the memory was measured: the catch-up's own buffers are not the hold's.
     let reader = &cluster.nodes[0];
-    let last_seq = load::last_seq(&reader.client_addr).await?;
+    let last_seq = holds_every_event(&reader.client_addr, plan.events, &counters).await?;
     let took = catch_up(&reader.client_addr, last_seq).await?;
     let catch_up = CatchUp {
         node: reader.id,
@@ -234,6 +237,7 @@ pub async fn run(
         seed: plan.seed,
         open_orders,
         orders_started: flows.iter().map(OrderFlows::orders_started).sum(),
+        duplicates_answered: counters.duplicates.load(Ordering::Relaxed),
         fill_seconds,
         json_mb: mb(json_bytes),
         protobuf_mb: mb(counters.protobuf_bytes.load(Ordering::Relaxed)),
@@ -300,6 +304,31 @@ fn snapshots(cluster: &LocalCluster) -> SnapshotFigures {
         }
     }
     figures
+}
+
+/// The group was fresh and only the fill appended: once `addr` has applied everything, its
+/// last seq must be the number of events sent. Fewer would mean two events of the fill
+/// shared an eventId (answered DUPLICATE, so not stored).
+async fn holds_every_event(
+    addr: &str,
+    events: u64,
+    counters: &fill::Counters,
+) -> Result<u64, BenchError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let last_seq = load::last_seq(addr).await?;
+        if last_seq == events {
+            return Ok(last_seq);
+        }
+        if last_seq > events || Instant::now() > deadline {
+            return Err(BenchError::Refused(format!(
+                "the group holds {last_seq} events after a fill of {events} ({} answered \
+                 DUPLICATE): the fill must have sent some eventId twice",
+                counters.duplicates.load(Ordering::Relaxed)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Reads the log from cursor 0 up to `last_seq`, checking that the seqs follow each other,

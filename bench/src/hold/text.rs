@@ -173,6 +173,14 @@ impl fmt::Display for HoldReport {
             self.events_per_append,
             self.fill_seconds
         )?;
+        if self.duplicates_answered > 0 {
+            writeln!(
+                f,
+                "  {} events answered DUPLICATE (sent again by the fill or by a node forwarding \
+                 them; the group holds each once)",
+                self.duplicates_answered
+            )?;
+        }
         let sizes = &self.event_json_bytes;
         writeln!(
             f,
