@@ -16,8 +16,10 @@ use super::BenchError;
 pub struct Node {
     pub id: u64,
     pub client_addr: String,
+    pub peer_addr: String,
     pub data_dir: PathBuf,
-    log: PathBuf,
+    /// Its stdout and stderr.
+    pub log: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
 }
@@ -32,7 +34,8 @@ impl Node {
         let err = log.try_clone().map_err(|e| BenchError::io(&self.log, e))?;
         let child = Command::new(exe)
             .args(&self.args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", node_log_filter())
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -51,12 +54,21 @@ impl Node {
     }
 }
 
+/// What the started nodes log (their `RUST_LOG`): `$POS_HUB_BENCH_NODE_LOG` (default
+/// `warn`), and always the store's INFO lines, where `--hold` reads its snapshot times.
+pub fn node_log_filter() -> String {
+    let base = std::env::var("POS_HUB_BENCH_NODE_LOG").unwrap_or_else(|_| "warn".to_owned());
+    format!("{base},pos_hub::store=info")
+}
+
 /// The group; every node is killed when it is dropped.
 pub struct LocalCluster {
     pub nodes: Vec<Node>,
     exe: PathBuf,
     pub dir: PathBuf,
     keep: bool,
+    /// The extra `serve` flags every node gets.
+    extra: Vec<String>,
 }
 
 pub fn free_port() -> Result<u16, BenchError> {
@@ -102,6 +114,7 @@ impl LocalCluster {
             exe: exe.to_owned(),
             dir: dir.clone(),
             keep,
+            extra: extra.to_vec(),
         };
         for (i, (client, peer)) in ports.iter().enumerate() {
             let id = i as u64 + 1;
@@ -129,6 +142,7 @@ impl LocalCluster {
             let mut node = Node {
                 id,
                 client_addr,
+                peer_addr: format!("127.0.0.1:{peer}"),
                 data_dir,
                 log: dir.join(format!("node{id}.log")),
                 args,
@@ -139,6 +153,60 @@ impl LocalCluster {
         }
         cluster.wait_leader(Duration::from_secs(30)).await?;
         Ok(cluster)
+    }
+
+    /// The `pos-hub` executable the nodes run.
+    pub fn exe(&self) -> &Path {
+        &self.exe
+    }
+
+    /// Starts node `id` blank (`serve --join`), with the same extra flags as the others; it
+    /// belongs to the group once `pos-hub cluster add-node` adds it.
+    pub fn spawn_joining(&mut self, id: u64) -> Result<&Node, BenchError> {
+        if self.node(id).is_some() {
+            return Err(BenchError::Setup(format!("node {id} exists already")));
+        }
+        let (client, peer) = (free_port()?, free_port()?);
+        let data_dir = self.dir.join(format!("node{id}"));
+        let client_addr = format!("127.0.0.1:{client}");
+        let peer_addr = format!("127.0.0.1:{peer}");
+        let mut args: Vec<String> = [
+            "serve",
+            "--no-mdns",
+            "--insecure-no-auth",
+            "--join",
+            "--node-id",
+            &id.to_string(),
+            "--listen",
+            &client_addr,
+            "--peer-listen",
+            &peer_addr,
+            "--data-dir",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(data_dir.display().to_string());
+        args.extend(self.extra.iter().cloned());
+        let mut node = Node {
+            id,
+            client_addr,
+            peer_addr,
+            data_dir,
+            log: self.dir.join(format!("node{id}.log")),
+            args,
+            child: None,
+        };
+        node.spawn(&self.exe)?;
+        self.nodes.push(node);
+        Ok(&self.nodes[self.nodes.len() - 1])
+    }
+
+    /// Kills node `id` and forgets it (its data dir and log stay until the group is dropped).
+    pub fn forget(&mut self, id: u64) {
+        if let Some(i) = self.nodes.iter().position(|n| n.id == id) {
+            self.nodes.remove(i).kill();
+        }
     }
 
     pub fn node(&self, id: u64) -> Option<&Node> {

@@ -11,9 +11,11 @@
 pub mod cluster;
 pub mod hold;
 pub mod load;
+pub mod orders;
 pub mod peers;
 pub mod procstat;
 mod report;
+pub mod snaplog;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +43,9 @@ pub enum BenchError {
     },
     #[error("{0}")]
     Setup(String),
+    /// The group did not accept an event the bench sent as valid.
+    #[error("the group refused an event of the fill: {0}")]
+    Refused(String),
 }
 
 impl BenchError {
@@ -91,9 +96,9 @@ pub struct BenchPlan {
     pub progress: bool,
     /// Then run the same load against NATS JetStream and etcd (`peers`).
     pub compare: bool,
-    /// First fill the started group with this many events, this many per Append, and
-    /// measure a node holding them (`hold`).
-    pub hold: Option<(u64, usize)>,
+    /// First fill the started group with order flows and measure a node holding them
+    /// (`hold`).
+    pub hold: Option<hold::HoldPlan>,
 }
 
 /// Runs the plan and returns the measurements.
@@ -121,10 +126,8 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, BenchError> {
         Some(c) => Some(c.wait_leader(Duration::from_secs(30)).await?),
         None => None,
     };
-    let hold = match (&cluster, plan.hold) {
-        (Some(c), Some((events, batch))) => {
-            Some(hold::run(c, events, batch, plan.clients, plan.progress).await?)
-        }
+    let hold = match (cluster.as_mut(), &plan.hold) {
+        (Some(c), Some(hold)) => Some(hold::run(c, hold, plan.clients, plan.progress).await?),
         _ => None,
     };
     let pids = |c: &Option<cluster::LocalCluster>| -> Vec<(u64, u32)> {

@@ -59,14 +59,24 @@ struct BenchArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
-    /// First fill the started group with this many events (from --clients clients) and
-    /// report what a node holding them costs at rest (RSS, data dir against the events'
-    /// JSON), after its snapshot and log purge.
+    /// First fill the started group with this many events of order flows (created, updated
+    /// twice, paid; 0.5–2 KB each; from --clients clients) and measure it against issue
+    /// 18's targets: RSS at 25% and at the end, data dir against the events' JSON, catch-up
+    /// from cursor 0, the last snapshot build and install (from the nodes' logs), and a
+    /// fresh node added with `pos-hub cluster add-node` until it serves reads.
     #[arg(long)]
     hold: Option<u64>,
     /// Events per Append while filling for --hold (a till flushing its outbox).
     #[arg(long, default_value_t = 50)]
     hold_batch: usize,
+    /// Orders open at any time while filling for --hold, over all clients (each keeps at
+    /// least one).
+    #[arg(long, default_value_t = bench::hold::DEFAULT_OPEN_ORDERS)]
+    hold_open: usize,
+    /// The seed of the --hold order flows (decimal or 0x-hex): the same seed, clients and
+    /// counts give the same events.
+    #[arg(long, default_value_t = bench::hold::DEFAULT_SEED, value_parser = parse_seed)]
+    seed: u64,
     /// Extra `serve` flags for the started nodes, e.g. `--serve-arg=--snapshot-every=100000`.
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     serve_args: Vec<String>,
@@ -139,6 +149,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             args.hold_batch
         );
     }
+    if args.hold_open == 0 {
+        bail!("--hold-open must be at least 1 order");
+    }
     let hub_bin = match args.hub_bin.clone() {
         Some(path) => path,
         None => std::env::current_exe()
@@ -169,7 +182,12 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         serve_args: args.serve_args.clone(),
         progress: !args.quiet,
         compare: args.compare,
-        hold: args.hold.map(|events| (events, args.hold_batch)),
+        hold: args.hold.map(|events| bench::hold::HoldPlan {
+            events,
+            batch: args.hold_batch,
+            open_orders: args.hold_open,
+            seed: args.seed,
+        }),
     };
     let report = bench::run(&plan).await;
     if !args.keep && args.target.is_empty() {
@@ -182,4 +200,13 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A seed in decimal or as 0x-prefixed hex.
+fn parse_seed(text: &str) -> Result<u64, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|e| format!("{text:?} is not a seed (decimal or 0x-hex): {e}"))
 }

@@ -230,22 +230,7 @@ impl fmt::Display for BenchReport {
             writeln!(f, "catch-up from cursor 0: {rate:.0} events/s")?;
         }
         if let Some(hold) = &self.hold {
-            writeln!(
-                f,
-                "holding {} events ({} per append, filled in {:.0} s, {:.1} MB as JSON), settled after {:.0} s:",
-                hold.events,
-                hold.events_per_append,
-                hold.fill_seconds,
-                hold.json_mb,
-                hold.settle_seconds
-            )?;
-            for n in &hold.nodes {
-                writeln!(
-                    f,
-                    "  node {}: RSS {:.1} MB, data dir {:.1} MB = {:.2}× the events' JSON",
-                    n.node, n.rss_mb, n.data_dir_mb, n.data_over_json
-                )?;
-            }
+            write!(f, "{hold}")?;
         }
         if !self.peers.is_empty() {
             self.fmt_comparison(f)?;

@@ -133,6 +133,12 @@ fn bad_bench_flags_are_refused_with_the_reason() {
     );
     refused(&["--hold", "0"], "--hold must be at least 1 event");
     refused(
+        &["--hold", "10", "--hold-open", "0"],
+        "--hold-open must be at least 1 order",
+    );
+    refused(&["--seed", "0xZZ"], "\"0xZZ\" is not a seed");
+    refused(&["--seed=-1"], "is not a seed");
+    refused(
         &["--hold", "10", "--hold-batch", "0"],
         "--hold-batch must be 1 to 1000",
     );
@@ -142,10 +148,13 @@ fn bad_bench_flags_are_refused_with_the_reason() {
     );
 }
 
-/// `--hold`: the group is filled with exactly that many events (in batches, with retries
-/// that the eventIds make safe), then each node's memory and data dir are read at rest.
+/// `--hold`: the group is filled with exactly that many events of order flows (in batches,
+/// with retries that the eventIds make safe), a node's memory is read at a quarter and at
+/// the end, the log is read from cursor 0, the snapshot lines are found in the nodes' logs,
+/// and a fresh node joins; each target gets a verdict. Raft timing is relaxed so that a
+/// debug build on a loaded machine keeps its leader while 1–2 KB events go in.
 #[test]
-fn hold_fills_the_group_and_measures_each_node_at_rest() {
+fn hold_fills_the_group_with_order_flows_and_measures_every_target() {
     let (stdout, report) = bench_report(&[
         "--nodes",
         "3",
@@ -160,8 +169,13 @@ fn hold_fills_the_group_and_measures_each_node_at_rest() {
         "--quiet",
         "--serve-arg=--snapshot-every=20",
         "--serve-arg=--keep-log-entries=5",
+        "--serve-arg=--heartbeat-ms=250",
+        "--serve-arg=--election-timeout-ms=1500",
     ]);
-    assert!(stdout.contains("holding 3000 events"), "{stdout}");
+    assert!(
+        stdout.contains("holding 3000 events of order flows"),
+        "{stdout}"
+    );
     let hold = &report["hold"];
     assert_eq!(hold["events"].as_u64(), Some(3000), "{report}");
     // The held events and the load's are all in the log, nothing more.
@@ -171,17 +185,80 @@ fn hold_fills_the_group_and_measures_each_node_at_rest() {
         Some(3000 + acked),
         "{report}"
     );
-    assert!(hold["json_mb"].as_f64() > Some(0.0), "{report}");
+    // Flows of at most 4 events, with at most the open orders unfinished.
+    let started = hold["orders_started"].as_u64().expect("orders");
+    let open = hold["open_orders"].as_u64().expect("open");
+    assert_eq!(open, 300, "{report}");
+    assert!(
+        started * 4 >= 3000 && 4 * (started - open) + open <= 3000,
+        "{report}"
+    );
+    let sizes = &hold["event_json_bytes"];
+    assert!(sizes["min"].as_u64() >= Some(512), "{report}");
+    assert!(sizes["max"].as_u64() <= Some(2048), "{report}");
+    let json_mb = hold["json_mb"].as_f64().expect("json");
+    let mean = sizes["mean"].as_f64().expect("mean");
+    assert!(
+        (json_mb * (1 << 20) as f64 / 3000.0 - mean).abs() < 1e-6,
+        "{report}"
+    );
+    assert!(hold["protobuf_mb"].as_f64() > Some(0.0), "{report}");
+    assert_eq!(hold["quarter_events"].as_u64(), Some(750), "{report}");
     let nodes = hold["nodes"].as_array().expect("nodes");
     assert_eq!(nodes.len(), 3, "{report}");
     for node in nodes {
-        assert!(node["rss_mb"].as_f64() > Some(1.0), "{node}");
+        assert!(node["rss_quarter_mb"].as_f64() > Some(1.0), "{node}");
+        let (rss, quarter) = (node["rss_mb"].as_f64(), node["rss_quarter_mb"].as_f64());
+        let growth = node["rss_growth"].as_f64().expect("growth");
+        assert!((growth - rss.expect("rss") / quarter.expect("quarter")).abs() < 1e-9);
         assert!(node["data_dir_mb"].as_f64() > Some(0.0), "{node}");
         let ratio = node["data_over_json"].as_f64().expect("ratio");
-        let expected =
-            node["data_dir_mb"].as_f64().expect("mb") / hold["json_mb"].as_f64().expect("json");
+        let expected = node["data_dir_mb"].as_f64().expect("mb") / json_mb;
         assert!((ratio - expected).abs() < 1e-6, "{node}");
     }
+    // The catch-up read every held event, in order.
+    let catch_up = &hold["catch_up"];
+    assert_eq!(catch_up["events"].as_u64(), Some(3000), "{report}");
+    assert!(
+        catch_up["events_per_second"].as_f64() > Some(0.0),
+        "{report}"
+    );
+    // Snapshots every 20 entries: the last build covers part of the fill at least, the
+    // quarter's no more than a quarter; the new node installed one (the log head is purged).
+    let built = &hold["snapshots"]["built"];
+    assert!(
+        (1..=3000).contains(&built["last_seq"].as_u64().unwrap_or(0)),
+        "{report}"
+    );
+    if let Some(quarter) = hold["snapshots_quarter"]["built"]["last_seq"].as_u64() {
+        assert!(quarter <= 750, "{report}");
+    }
+    let installed = &hold["snapshots"]["installed"];
+    assert_eq!(installed["node"].as_u64(), Some(4), "{report}");
+    let join = &hold["join"];
+    assert_eq!(join["node"].as_u64(), Some(4), "{report}");
+    assert_eq!(join["last_seq"].as_u64(), Some(3000), "{report}");
+    assert_eq!(join["added"].as_bool(), Some(true), "{report}");
+    assert!(join["failure"].is_null(), "{report}");
+    assert!(
+        join["serves_reads_seconds"].as_f64() > Some(0.0),
+        "{report}"
+    );
+    // Every target, with a verdict; the load afterwards ran on the 3 nodes again.
+    let targets = hold["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 7, "{report}");
+    for t in targets {
+        assert!(
+            ["met", "missed", "not measured"].contains(&t["verdict"].as_str().unwrap_or("")),
+            "{t}"
+        );
+    }
+    assert!(stdout.contains("targets (issue 18"), "{stdout}");
+    assert!(
+        stdout.contains("a fresh node serves reads < 10 s"),
+        "{stdout}"
+    );
+    assert_eq!(report["node_costs"].as_array().map(Vec::len), Some(3));
 }
 
 /// The bench installs nothing: a peer that is not installed is named as not measured, with
