@@ -236,6 +236,10 @@ fn serve_and_client_refuse_bad_flags_with_the_reason() {
             ),
             (&["serve", "--node-id", "1"], "needs the store's public key"),
             (
+                &["serve", "--node-id", "1", "--commit-window", "51"],
+                "51 is not in 0..=50",
+            ),
+            (
                 &[
                     "serve",
                     "--node-id",

@@ -103,7 +103,10 @@ fn flush(group: Vec<Job>, mark: &LogMark, dir: &Path) {
     let mut files: Vec<Arc<File>> = Vec::new();
     let mut last = None;
     for job in &group {
-        if let Job::Append { files: f, last: l, .. } = job {
+        if let Job::Append {
+            files: f, last: l, ..
+        } = job
+        {
             for file in f {
                 if !files.iter().any(|known| Arc::ptr_eq(known, file)) {
                     files.push(file.clone());

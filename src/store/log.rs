@@ -55,11 +55,7 @@ impl LogStore {
         let wal_dir: Arc<Path> = data_dir.join("log").into();
         let mark = Arc::new(mark);
         let store = Self {
-            flusher: Arc::new(Flusher::start(
-                mark.clone(),
-                wal_dir.clone(),
-                commit_window,
-            )),
+            flusher: Arc::new(Flusher::start(mark.clone(), wal_dir.clone(), commit_window)),
             mark,
             wal: Arc::new(Mutex::new(Wal::open(&wal_dir)?)),
             wal_dir,
