@@ -35,6 +35,18 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
 /// message by entry count only, and 64 entries of large events would not fit the peer
 /// message bound. The rest follows in the next message.
 pub const REPLICATION_BYTES_MAX: u64 = 8 << 20;
+/// The slowest transfer-and-sync rate a peer is granted before a call is given up, in
+/// bytes per millisecond (16 MB/s: a Pi's 100 Mbit/s link or an SD card's writes). A call
+/// may take openraft's deadline (a fraction of the heartbeat, for heartbeats and votes)
+/// plus its size at this rate: a blank node receiving 8 MiB of entries in a 50 ms deadline
+/// timed out on every try and never joined.
+pub const PEER_BYTES_PER_MS_FLOOR: u64 = 16 << 10;
+
+/// How long a call of `bytes` may take: openraft's deadline plus the time to move and sync
+/// that much at `PEER_BYTES_PER_MS_FLOOR`.
+fn deadline_for(base: Duration, bytes: usize) -> Duration {
+    base + Duration::from_millis(bytes as u64 / PEER_BYTES_PER_MS_FLOOR)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -188,7 +200,7 @@ impl PeerConnection {
         };
         let message = encode("raft request", request)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let ttl = option.hard_ttl();
+        let ttl = deadline_for(option.hard_ttl(), message.data.len());
         let mut client = client;
         let call = async {
             match rpc {
@@ -277,6 +289,22 @@ mod tests {
                 events: vec![event],
             }),
         }
+    }
+
+    #[test]
+    fn a_call_is_granted_time_for_its_size_on_top_of_openrafts_deadline() {
+        let base = Duration::from_millis(75);
+        assert_eq!(
+            deadline_for(base, 0),
+            base,
+            "a heartbeat keeps the deadline"
+        );
+        assert_eq!(deadline_for(base, 1000), base, "so does a small entry");
+        assert_eq!(
+            deadline_for(base, 8 << 20),
+            base + Duration::from_millis(512),
+            "8 MiB at 16 MB/s"
+        );
     }
 
     #[test]
