@@ -30,8 +30,9 @@ pub const IN_FLIGHT_ENTRIES: usize = 4;
 
 /// Events of one entry, in encoded bytes, at most: Appends join an entry while it stays
 /// under this (and under `APPEND_EVENTS_MAX` events). One Append always fits its own entry,
-/// so an entry is at most one client message (4 MiB).
-pub const ENTRY_BYTES_MAX: usize = 1 << 20;
+/// so an entry is at most one client message (4 MiB). Kept to one AppendEntries message
+/// (`network::REPLICATION_BYTES_MAX`), which must be answered within a heartbeat.
+pub const ENTRY_BYTES_MAX: usize = 256 << 10;
 
 /// Appends waiting for a slot, at most. A full queue answers at once (the node is
 /// overloaded) rather than letting requests pile up unbounded.
