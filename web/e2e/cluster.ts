@@ -199,6 +199,10 @@ export class Cluster {
   /** Every committed event, read through the API from any live node. */
   async committed(): Promise<Event[]> {
     const client = this.api();
+    // A linearizable read first: the node has then applied everything committed before
+    // it, so its Hello is not behind what devices were told is committed (a follower just
+    // restarted may still be catching up).
+    await client.listOrders({ limit: 1, consistency: Consistency.LINEARIZABLE }, { timeoutMs: 10_000 });
     const hello = await client.hello({ deviceId: "e2e-checker" }, { timeoutMs: 5_000 });
     const events: Event[] = [];
     if (hello.lastSeq === 0n) return events;
