@@ -375,7 +375,8 @@ pub async fn follower(
     Ok(last - cursor)
 }
 
-/// Reads the whole log from cursor 0 up to `last_seq` and returns how long it took.
+/// Reads the whole log from cursor 0 up to `last_seq`, checking that the seqs follow each
+/// other, and returns how long it took.
 pub async fn catch_up(addr: &str, last_seq: u64) -> Result<Duration, BenchError> {
     let mut hub = HubClient::new(channel(addr)?).max_decoding_message_size(256 << 20);
     let started = Instant::now();
@@ -391,7 +392,15 @@ pub async fn catch_up(addr: &str, last_seq: u64) -> Result<Duration, BenchError>
             .map_err(|_| BenchError::Setup(format!("catch-up stalled at {read} on {addr}")))?
             .map_err(|e| BenchError::Setup(format!("catch-up on {addr}: {e}")))?
             .ok_or_else(|| BenchError::Setup(format!("catch-up stream ended at {read}")))?;
-        read += batch.events.len() as u64;
+        for event in &batch.events {
+            if event.seq != read + 1 {
+                return Err(BenchError::Setup(format!(
+                    "catch-up on {addr}: seq {} after {read}",
+                    event.seq
+                )));
+            }
+            read = event.seq;
+        }
     }
     Ok(started.elapsed())
 }

@@ -18,14 +18,12 @@ mod text;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use pos_hub::proto::pb;
-use pos_hub::proto::pb::hub_client::HubClient;
 use serde::Serialize;
 
 pub use self::join::JoinReport;
 pub use self::text::{TargetCheck, Verdict};
 use super::BenchError;
-use super::cluster::{LocalCluster, channel};
+use super::cluster::LocalCluster;
 use super::orders::OrderFlows;
 use super::snaplog::{self, SnapshotLine};
 use super::{load, procstat};
@@ -218,7 +216,7 @@ pub async fn run(
     // Read after the memory was measured: the catch-up's own buffers are not the hold's.
     let reader = &cluster.nodes[0];
     let last_seq = holds_every_event(&reader.client_addr, plan.events, &counters).await?;
-    let took = catch_up(&reader.client_addr, last_seq).await?;
+    let took = load::catch_up(&reader.client_addr, last_seq).await?;
     let catch_up = CatchUp {
         node: reader.id,
         events: last_seq,
@@ -329,36 +327,6 @@ async fn holds_every_event(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Reads the log from cursor 0 up to `last_seq`, checking that the seqs follow each other,
-/// and returns how long it took.
-async fn catch_up(addr: &str, last_seq: u64) -> Result<Duration, BenchError> {
-    let mut hub = HubClient::new(channel(addr)?).max_decoding_message_size(256 << 20);
-    let started = Instant::now();
-    let mut stream = hub
-        .subscribe(pb::SubscribeRequest { cursor: 0 })
-        .await
-        .map_err(|e| BenchError::Setup(format!("Subscribe on {addr}: {e}")))?
-        .into_inner();
-    let mut read = 0u64;
-    while read < last_seq {
-        let batch = tokio::time::timeout(Duration::from_secs(30), stream.message())
-            .await
-            .map_err(|_| BenchError::Setup(format!("catch-up stalled at {read} on {addr}")))?
-            .map_err(|e| BenchError::Setup(format!("catch-up on {addr}: {e}")))?
-            .ok_or_else(|| BenchError::Setup(format!("catch-up stream ended at {read}")))?;
-        for event in &batch.events {
-            if event.seq != read + 1 {
-                return Err(BenchError::Setup(format!(
-                    "catch-up on {addr}: seq {} after {read}",
-                    event.seq
-                )));
-            }
-            read = event.seq;
-        }
-    }
-    Ok(started.elapsed())
 }
 
 /// Waits until no node's data dir changed size for 5 s in a row (its last snapshot is

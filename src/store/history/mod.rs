@@ -321,15 +321,7 @@ impl History {
             .open(&path)
             .map_err(io(&path))?;
         file.write_all_at(MAGIC, 0).map_err(io(&path))?;
-        inner.segments.push(Segment {
-            first,
-            last: first - 1,
-            path,
-            file: Arc::new(file),
-            len: MAGIC.len() as u64,
-            sparse: Vec::new(),
-            ids: None,
-        });
+        inner.segments.push(empty_segment(first, path, file));
         inner.dir_dirty = true;
         inner.unsynced = true;
         Ok(())
