@@ -44,7 +44,25 @@ impl Store {
     }
 
     /// The last seq node `id` has applied, by Hello with a reader's token.
+    /// Node `id`'s last seq once it has applied everything committed so far (after a
+    /// linearizable read), so that a follower still catching up is not taken for a log
+    /// that moved.
     async fn last_seq(&self, id: u64) -> u64 {
+        let barrier = pb::ListOrdersRequest {
+            consistency: pb::Consistency::Linearizable as i32,
+            limit: 1,
+            ..Default::default()
+        };
+        let admin = self.token(&claims("reader", Role::Admin));
+        poll_until(WAIT, async || {
+            self.cluster
+                .client(id)
+                .list_orders(with_token(barrier.clone(), Some(&admin)))
+                .await
+                .map_err(|s| format!("{s:?}"))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("node {id}: no linearizable read: {e}"));
         self.hello(id, &self.token(&claims("reader", Role::Kds)))
             .await
             .unwrap_or_else(|s| panic!("node {id}: Hello with a good token: {s:?}"))
