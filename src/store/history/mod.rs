@@ -11,8 +11,8 @@
 //! beside it (`ids.rs`), and the next begins.
 //!
 //! Appends are not synced one by one: `sync` makes everything appended durable, and the
-//! state machine calls it before anything may depend on it (a snapshot, a flush of the
-//! key-value store). At open every record of every segment is read back and checked. In
+//! state machine calls it before anything may depend on it (before a snapshot is written,
+//! before an install switches generations). At open every record of every segment is read back and checked. In
 //! the last segment, the first bad record and everything after it are cut off: they are
 //! appends a crash caught before their sync, which the state machine appends again from
 //! the Raft log or a snapshot. A bad record in a closed segment, which was synced, is
