@@ -164,6 +164,17 @@ async fn only_holders_of_a_store_ca_certificate_reach_the_peer_port() {
         .await
         .expect_err("a non-member may not forward appends");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    let history = pb::ReadHistoryRequest {
+        after: 0,
+        upto: u64::MAX,
+        max_bytes: 1 << 20,
+    };
+    let refused = client
+        .read_history(history)
+        .await
+        .expect_err("a non-member may not read the history");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("history read"), "{refused:?}");
 
     phase("a member's certificate speaking for another node: refused, naming both");
     let other = (1..=3).find(|id| *id != leader).expect("a follower");
@@ -241,4 +252,15 @@ async fn only_holders_of_a_store_ca_certificate_reach_the_peer_port() {
         .into_inner()
         .index;
     assert!(index >= 1, "read index {index}");
+    let history = client
+        .read_history(pb::ReadHistoryRequest {
+            after: 0,
+            upto: u64::MAX,
+            max_bytes: 1 << 20,
+        })
+        .await
+        .expect("the leader gives a member its history")
+        .into_inner();
+    assert_eq!(history.last_seq, 1, "the one event appended above");
+    assert!(!history.records.is_empty(), "its record comes back");
 }

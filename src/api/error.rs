@@ -95,7 +95,11 @@ pub enum ApiError {
     /// A request field out of its range, named in the message.
     #[error("{0}")]
     InvalidRequest(&'static str),
-    #[error("order {0:?} does not exist")]
+    #[error(
+        "order {0:?} does not exist (a paid or cancelled order leaves the live state {kept} \
+         events after it closed; its events stay in the history: `pos-hub log dump`)",
+        kept = crate::domain::rules::CLOSED_KEPT_EVENTS
+    )]
     OrderNotFound(String),
     #[error(
         "device {device:?} is over its rate limit ({events_per_s} events/s, bursts of {burst}; \

@@ -9,6 +9,7 @@ use openraft::{Config, SnapshotPolicy};
 use super::{AppError, ServeConfig};
 use crate::metrics::Metrics;
 use crate::raft::batch::Batcher;
+use crate::raft::history::PeerHistory;
 use crate::raft::network::{PeerClients, PeerNetwork};
 use crate::raft::node::Node;
 use crate::raft::watchdog::{self, LeaderContact};
@@ -24,7 +25,7 @@ pub const REPLICATION_ENTRIES_MAX: u64 = 64;
 
 /// Opens the store and starts the Raft core; the group is not bootstrapped yet.
 pub(super) async fn open(config: &ServeConfig) -> Result<Arc<Node>, AppError> {
-    let (log, state_machine) = store::open_with(
+    let (log, mut state_machine) = store::open_with(
         &config.data_dir,
         &config.realm,
         config.feed_batches,
@@ -73,6 +74,7 @@ pub(super) async fn open(config: &ServeConfig) -> Result<Arc<Node>, AppError> {
         None => None,
     };
     let peers = PeerClients::with_tls(peer_client_tls);
+    state_machine.set_history_source(Arc::new(PeerHistory::new(peers.clone(), config.node_id)));
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),

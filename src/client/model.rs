@@ -13,7 +13,7 @@
 //! turns paid, with no payments, and the cursor moves on); the overlay, which holds the
 //! device's own edits, refuses a marked event as the hub would.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
@@ -35,6 +35,28 @@ pub struct Layer {
     pub orders: BTreeMap<String, Order>,
     pub tickets: BTreeMap<(TicketKind, String), Ticket>,
     pub stock: BTreeMap<String, Stock>,
+    /// Closed orders and done tickets by the seq that closed them, for `expire_closed`:
+    /// derived from the records (`index_closed`), never stored.
+    pub closed: BTreeSet<(u64, ClosedRef)>,
+}
+
+/// A record in the committed layer's `closed` index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ClosedRef {
+    Order(String),
+    Ticket(TicketKind, String),
+}
+
+impl Layer {
+    /// Rebuilds the `closed` index from the records (a layer loaded from the device dir).
+    pub(crate) fn index_closed(&mut self) {
+        let orders = self.orders.values().filter(|o| o.status.is_closed());
+        let tickets = self.tickets.values().filter(|t| t.status.is_done());
+        self.closed = orders
+            .map(|o| (o.head.seq, ClosedRef::Order(o.id.clone())))
+            .chain(tickets.map(|t| (t.head.seq, ClosedRef::Ticket(t.kind, t.id.clone()))))
+            .collect();
+    }
 }
 
 /// What applying committed events changed, for the device store to persist.
@@ -46,6 +68,9 @@ pub struct Changes {
     pub orders: Vec<Order>,
     pub tickets: Vec<Ticket>,
     pub stock: Vec<Stock>,
+    /// Orders and tickets that left the live state (rules `V3`), to delete.
+    pub expired_orders: Vec<String>,
+    pub expired_tickets: Vec<(TicketKind, String)>,
 }
 
 /// The committed layer as `State`, recording every write for persistence.
@@ -84,15 +109,28 @@ impl State for Committed<'_> {
         Ok(self.layer.stock.get(sku).cloned())
     }
     fn put_order(&mut self, order: Order) -> Result<(), Self::Error> {
+        if order.status.is_closed() {
+            let closed = (order.head.seq, ClosedRef::Order(order.id.clone()));
+            self.layer.closed.insert(closed);
+        }
+        // An id used again after its order left: the new order is what stays.
+        self.changes.expired_orders.retain(|id| *id != order.id);
         self.changes.orders.push(order.clone());
         self.layer.orders.insert(order.id.clone(), order);
         Ok(())
     }
     fn put_ticket(&mut self, ticket: Ticket) -> Result<(), Self::Error> {
+        let key = (ticket.kind, ticket.id.clone());
+        if ticket.status.is_done() {
+            let closed = (
+                ticket.head.seq,
+                ClosedRef::Ticket(ticket.kind, ticket.id.clone()),
+            );
+            self.layer.closed.insert(closed);
+        }
+        self.changes.expired_tickets.retain(|k| *k != key);
         self.changes.tickets.push(ticket.clone());
-        self.layer
-            .tickets
-            .insert((ticket.kind, ticket.id.clone()), ticket);
+        self.layer.tickets.insert(key, ticket);
         Ok(())
     }
     fn put_stock(&mut self, stock: Stock) -> Result<(), Self::Error> {
@@ -112,6 +150,34 @@ impl State for Committed<'_> {
         self.layer.last_seq += 1;
         self.layer.event_ids.insert(event_id, self.layer.last_seq);
         self.changes.event_ids.push((event_id, self.layer.last_seq));
+        Ok(())
+    }
+    fn expire_closed(&mut self, through_seq: u64) -> Result<(), Self::Error> {
+        let Some(after) = through_seq.checked_add(1) else {
+            return Ok(());
+        };
+        let kept = self
+            .layer
+            .closed
+            .split_off(&(after, ClosedRef::Order(String::new())));
+        let expired = std::mem::replace(&mut self.layer.closed, kept);
+        for (_, record) in expired {
+            match record {
+                ClosedRef::Order(id) => {
+                    self.layer.orders.remove(&id);
+                    self.changes.orders.retain(|o| o.id != id);
+                    self.changes.expired_orders.push(id);
+                }
+                ClosedRef::Ticket(kind, id) => {
+                    let key = (kind, id);
+                    self.layer.tickets.remove(&key);
+                    self.changes
+                        .tickets
+                        .retain(|t| (t.kind, &t.id) != (key.0, &key.1));
+                    self.changes.expired_tickets.push(key);
+                }
+            }
+        }
         Ok(())
     }
     /// A kitchen or bar screen's stream carries payment-carrying events as redaction
@@ -201,6 +267,11 @@ impl State for Stacked<'_> {
         self.top.event_ids.insert(event_id, self.top.last_seq);
         Ok(())
     }
+    /// The overlay holds the device's own edits for the moments before they commit; the
+    /// committed layer removes closed records as the hub does, when their events arrive.
+    fn expire_closed(&mut self, _through_seq: u64) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 /// A committed event that does not follow from the committed layer: the device's copy
@@ -229,7 +300,8 @@ pub struct ReadModel {
 }
 
 impl ReadModel {
-    pub fn new(realm: Realm, committed: Layer) -> Self {
+    pub fn new(realm: Realm, mut committed: Layer) -> Self {
+        committed.index_closed();
         let overlay = Layer {
             last_seq: committed.last_seq,
             ..Layer::default()

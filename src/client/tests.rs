@@ -180,6 +180,59 @@ fn the_outbox_keeps_queued_answered_dead_and_committed_state_across_reopening() 
     assert_eq!(loaded.committed, Layer::default());
 }
 
+/// A device's committed copy follows rules V3 as the hub does: a paid order leaves it
+/// `CLOSED_KEPT_EVENTS` events later, and the device dir forgets it too.
+#[test]
+fn a_paid_order_leaves_the_devices_copy_and_its_dir_when_the_hub_lets_it_go() {
+    use crate::domain::Rules;
+    use crate::domain::rules::CLOSED_KEPT_EVENTS;
+    let stamped = |mut e: Event, seq: u64| {
+        e.rules = Some(Rules::V3);
+        committed(e, seq)
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (outbox, _) = Outbox::open(dir.path()).expect("opens");
+    let mut model = ReadModel::new(realm(), Layer::default());
+    let paid = json!({ "payments": [{ "method": "cash", "amount": 350 }] });
+    let mut flow = vec![
+        event(1, "o-1", 1, "order.created", items(1)),
+        event(2, "o-1", 2, "order.paid", paid),
+        event(3, "o-2", 1, "order.created", items(2)),
+    ];
+    flow.extend((0..CLOSED_KEPT_EVENTS - 1).map(|i| {
+        let n = 100 + u128::from(i);
+        ev(
+            n,
+            "inventory",
+            "FRIES",
+            1,
+            "inventory.adjusted",
+            "till-2",
+            json!({ "sku": "FRIES", "delta": 1 }),
+        )
+    }));
+    let mut changes = Changes::default();
+    for (seq, e) in (1..).zip(flow) {
+        model
+            .apply_committed(&stamped(e, seq), &mut changes)
+            .expect("applies");
+    }
+    let last = model.cursor();
+    assert_eq!(last, CLOSED_KEPT_EVENTS + 2, "o-1 was paid at seq 2");
+    assert_eq!(changes.expired_orders, ["o-1"]);
+    assert!(
+        changes.orders.iter().all(|o| o.id != "o-1"),
+        "nothing left to write for it"
+    );
+    assert!(!model.committed().orders.contains_key("o-1"));
+    assert!(model.committed().orders.contains_key("o-2"), "open: stays");
+    outbox.committed(&changes, last, 1, &[]).expect("records");
+    outbox.flush().expect("flushes");
+    drop(outbox);
+    let (_, loaded) = Outbox::open(dir.path()).expect("reopens");
+    assert_eq!(&loaded.committed, model.committed());
+}
+
 fn offline_config(dir: &std::path::Path, device_id: &str) -> DeviceConfig {
     DeviceConfig {
         data_dir: dir.to_path_buf(),

@@ -22,9 +22,12 @@
 //!    lock → version/force → transition), `ticket::decide`, `inventory::decide`.
 //!
 //! Only then is the event accepted: the changed aggregates are written with `put_*`, and
-//! `put_event` is called last, once, with the event stamped with its seq, hub time and the
+//! `put_event` is called once, with the event stamped with its seq, hub time and the
 //! rules version that accepted it (`rules.rs`: replay uses each entry's own version).
-//! A rejected or duplicate event makes no `put_*` call at all.
+//! Last, from rules `V3`, `expire_closed` removes the orders and tickets closed
+//! `CLOSED_KEPT_EVENTS` accepted events ago. A rejected or duplicate event makes no
+//! `put_*` or `expire_closed` call at all, so a replay of the accepted events alone removes
+//! the same aggregates at the same seqs.
 
 use chrono::DateTime;
 use uuid::Uuid;
@@ -144,6 +147,11 @@ pub fn apply<S: State>(
     // V1 events stay unstamped, byte for byte what the release before versions stored.
     stamped.rules = (rules != Rules::V1).then_some(rules);
     state.put_event(event_id, stamped)?;
+    if let Some(kept) = rules.bounds().closed_kept_events
+        && let Some(through) = seq.checked_sub(kept)
+    {
+        state.expire_closed(through)?;
+    }
     Ok(Outcome::Accepted { seq })
 }
 

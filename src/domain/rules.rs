@@ -27,6 +27,13 @@ pub const LAMPORT_AHEAD_MAX: u64 = 1_000_000;
 /// 0.5–2 KB per event, and above the largest event the `V2` payload bounds allow (a test
 /// builds that event and appends it).
 pub const EVENT_BYTES_MAX: usize = 64 << 10;
+/// Under `V3`, how many accepted events a closed order or a done ticket stays in the live
+/// state after the event that closed it: about a day of a busy restaurant (5–20k events a
+/// day), so the day's paid orders stay on the tills for receipts and reprints, while the
+/// live state stays bounded by this many events whatever the store's age. Counted in
+/// events, not hub time, so that every node, a replay and a device's copy remove the same
+/// aggregates at the same seq with no clock involved.
+pub const CLOSED_KEPT_EVENTS: u64 = 20_000;
 
 /// A rules version. Ordered: later versions compare greater.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -39,6 +46,10 @@ pub enum Rules {
     /// bounded in bytes (`EVENT_BYTES_MAX`) with lower payload bounds to match, and unknown
     /// payload fields refused.
     V2,
+    /// Issue 18: closed orders and done tickets leave the live state
+    /// `CLOSED_KEPT_EVENTS` accepted events after the event that closed them; their
+    /// events stay in the history. An event naming one afterwards finds nothing there.
+    V3,
 }
 
 /// A rules version this build does not know (written by a newer pos-hub).
@@ -48,12 +59,13 @@ pub struct UnknownRules(pub u32);
 
 impl Rules {
     /// The version this build decides new entries under.
-    pub const CURRENT: Rules = Rules::V2;
+    pub const CURRENT: Rules = Rules::V3;
 
     pub const fn number(self) -> u32 {
         match self {
             Rules::V1 => 1,
             Rules::V2 => 2,
+            Rules::V3 => 3,
         }
     }
 
@@ -63,6 +75,7 @@ impl Rules {
         match stamp {
             0 | 1 => Ok(Rules::V1),
             2 => Ok(Rules::V2),
+            3 => Ok(Rules::V3),
             n => Err(UnknownRules(n)),
         }
     }
@@ -72,6 +85,7 @@ impl Rules {
         match self {
             Rules::V1 => &V1_BOUNDS,
             Rules::V2 => &V2_BOUNDS,
+            Rules::V3 => &V3_BOUNDS,
         }
     }
 
@@ -127,6 +141,7 @@ impl TryFrom<u32> for Rules {
         match n {
             1 => Ok(Rules::V1),
             2 => Ok(Rules::V2),
+            3 => Ok(Rules::V3),
             n => Err(UnknownRules(n)),
         }
     }
@@ -152,6 +167,9 @@ pub struct Bounds {
     pub event_bytes_max: Option<usize>,
     /// Refuse payload fields the event type does not define.
     pub refuse_unknown_fields: bool,
+    /// Accepted events after which a closed order or done ticket leaves the live state;
+    /// `None`: it stays for good.
+    pub closed_kept_events: Option<u64>,
 }
 
 const V1_BOUNDS: Bounds = Bounds {
@@ -165,6 +183,7 @@ const V1_BOUNDS: Bounds = Bounds {
     ticket_items: 1_000,
     event_bytes_max: None,
     refuse_unknown_fields: false,
+    closed_kept_events: None,
 };
 
 /// Sized so that the largest event they allow fits `EVENT_BYTES_MAX` (see the test
@@ -180,4 +199,11 @@ const V2_BOUNDS: Bounds = Bounds {
     ticket_items: 100,
     event_bytes_max: Some(EVENT_BYTES_MAX),
     refuse_unknown_fields: true,
+    closed_kept_events: None,
+};
+
+/// `V2`'s bounds, and closed aggregates leave the live state.
+const V3_BOUNDS: Bounds = Bounds {
+    closed_kept_events: Some(CLOSED_KEPT_EVENTS),
+    ..V2_BOUNDS
 };

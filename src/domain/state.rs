@@ -2,8 +2,8 @@
 //! sled state machine (`store/`), over plain maps in tests, and later in the client SDK.
 //!
 //! Contract: `apply` calls the `put_*` methods only after it has decided to accept an
-//! event, and then calls `put_event` last, exactly once. A rejected or duplicate event
-//! performs no `put_*` call at all, so nothing is ever half-applied.
+//! event, and then calls `put_event` once, then (rules `V3`) `expire_closed`. A rejected or
+//! duplicate event performs none of these calls, so nothing is ever half-applied.
 
 use std::collections::BTreeMap;
 
@@ -42,6 +42,11 @@ pub trait State {
     /// Appends an accepted event: `event.seq` is `last_seq() + 1` and `event.hub_time`
     /// is set. Afterwards `last_seq()` is that seq and `seq_of(event_id)` finds it.
     fn put_event(&mut self, event_id: Uuid, event: Event) -> Result<(), Self::Error>;
+    /// Removes from the live state every closed (paid or cancelled) order and every done
+    /// ticket whose head seq, the event that closed it, is at most `through_seq`. Their
+    /// events stay where events are kept; only the live copy goes. Rules `V3` call it
+    /// after each accepted event (`rules::CLOSED_KEPT_EVENTS`).
+    fn expire_closed(&mut self, through_seq: u64) -> Result<(), Self::Error>;
 
     /// Whether this state applies events a hub redacted for a kitchen or bar screen
     /// (`Event::redacted`): only a device's committed layer does, since it follows events
@@ -65,6 +70,8 @@ pub struct MemState {
     pub stock: BTreeMap<String, Stock>,
     /// The deny-list, by device id.
     pub revoked: BTreeMap<String, Revocation>,
+    /// The store's clock (`State::lamport`), kept as events are put.
+    pub lamport: u64,
 }
 
 impl MemState {
@@ -77,6 +84,7 @@ impl MemState {
             tickets: BTreeMap::new(),
             stock: BTreeMap::new(),
             revoked: BTreeMap::new(),
+            lamport: 0,
         }
     }
 
@@ -111,12 +119,7 @@ impl State for MemState {
     }
 
     fn lamport(&self) -> u64 {
-        self.events
-            .iter()
-            .map(|e| e.clock.lamport)
-            .filter(|&l| l <= super::rules::LAMPORT_MAX)
-            .max()
-            .unwrap_or(0)
+        self.lamport
     }
 
     fn seq_of(&self, event_id: &Uuid) -> Result<Option<u64>, Self::Error> {
@@ -164,7 +167,18 @@ impl State for MemState {
             "events are appended in seq order"
         );
         self.event_ids.insert(event_id, self.last_seq() + 1);
+        if event.clock.lamport <= super::rules::LAMPORT_MAX {
+            self.lamport = self.lamport.max(event.clock.lamport);
+        }
         self.events.push(event);
+        Ok(())
+    }
+
+    fn expire_closed(&mut self, through_seq: u64) -> Result<(), Self::Error> {
+        self.orders
+            .retain(|_, o| !(o.status.is_closed() && o.head.seq <= through_seq));
+        self.tickets
+            .retain(|_, t| !(t.status.is_done() && t.head.seq <= through_seq));
         Ok(())
     }
 }

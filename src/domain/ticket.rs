@@ -60,6 +60,11 @@ pub enum TicketStatus {
 }
 
 impl TicketStatus {
+    /// A done ticket takes no more events (`TICKET_DONE`).
+    pub fn is_done(self) -> bool {
+        self == Self::Done
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Created => "created",
@@ -137,8 +142,10 @@ pub(crate) fn decide(
                 return Err(Rejection::new(
                     RejectCode::OrderNotFound,
                     format!(
-                        "{what} {id} names order {}, which does not exist",
-                        draft.order_id
+                        "{what} {id} names order {}, which does not exist (an order closed \
+                         more than {} events ago has left the live state)",
+                        draft.order_id,
+                        super::rules::CLOSED_KEPT_EVENTS
                     ),
                 ));
             }

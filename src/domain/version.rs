@@ -29,8 +29,12 @@ pub fn not_found(ctx: &Ctx, what: &str, create_type: &str) -> Rejection {
     Rejection::new(
         RejectCode::AggregateNotFound,
         format!(
-            "{what} {} does not exist; {} cannot apply until {create_type} has",
-            ctx.event.aggregate_id, ctx.event.event_type
+            "{what} {} does not exist; {} cannot apply until {create_type} has (a {what} \
+             closed more than {} events ago has left the live state; its events are in the \
+             history)",
+            ctx.event.aggregate_id,
+            ctx.event.event_type,
+            super::rules::CLOSED_KEPT_EVENTS
         ),
     )
 }

@@ -9,6 +9,7 @@
 //!   extra delays.
 
 pub mod batch;
+pub mod history;
 pub mod local;
 pub mod network;
 pub mod node;

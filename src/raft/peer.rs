@@ -182,6 +182,30 @@ impl Peer for PeerService {
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(pb::ElectResponse {}))
     }
+
+    async fn read_history(
+        &self,
+        request: Request<pb::ReadHistoryRequest>,
+    ) -> Result<Response<pb::ReadHistoryResponse>, Status> {
+        self.check_member(&request, "a history read")?;
+        let pb::ReadHistoryRequest {
+            after,
+            upto,
+            max_bytes,
+        } = request.into_inner();
+        let max_bytes = usize::try_from(max_bytes)
+            .unwrap_or(usize::MAX)
+            .min(super::history::PAGE_BYTES_MAX);
+        let reader = self.node.reader.clone();
+        let (records, last_seq) = tokio::task::spawn_blocking(move || {
+            let records = reader.history_records(after, upto, max_bytes)?;
+            Ok::<_, crate::store::StoreError>((records, reader.history_last_seq()))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("history read task failed: {e}")))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::ReadHistoryResponse { records, last_seq }))
+    }
 }
 
 /// The peer service with message limits fitting log batches and snapshot chunks; `tls`

@@ -33,6 +33,29 @@ pub const PREFIX_STOCK: u8 = b's';
 pub const PREFIX_DEVICE: u8 = b'd';
 /// The deny-list: revoked devices, by device id (`domain::device`).
 pub const PREFIX_REVOKED: u8 = b'r';
+/// Closed orders and done tickets by the seq that closed them: `x` + seq + the record's
+/// own key, empty value. Rules `V3` remove records through it (`State::expire_closed`).
+pub const PREFIX_CLOSED: u8 = b'x';
+/// Present (empty value) once every closed record of the tree is in the `x` index: trees
+/// written before the index get it at open (`migrate::index_closed`).
+pub const KEY_CLOSED_INDEXED: &[u8] = b"X";
+
+/// The `x` index key of a record closed at `seq`.
+pub fn closed_key(seq: u64, record_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + record_key.len());
+    key.push(PREFIX_CLOSED);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key.extend_from_slice(record_key);
+    key
+}
+
+/// The record key inside an `x` index key.
+pub fn closed_record(key: &[u8]) -> Option<&[u8]> {
+    match key.split_first() {
+        Some((&PREFIX_CLOSED, rest)) if rest.len() > 8 => Some(&rest[8..]),
+        _ => None,
+    }
+}
 
 pub fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
@@ -78,5 +101,17 @@ mod tests {
         assert_eq!(event_seq(&event_key(7)), Some(7));
         assert_eq!(event_seq(&prefixed(PREFIX_ORDER, b"o-1")), None);
         assert_eq!(log_index(b"short"), None);
+    }
+
+    #[test]
+    fn closed_keys_sort_by_seq_and_give_back_the_record_key() {
+        let order = prefixed(PREFIX_ORDER, b"o-1");
+        assert!(closed_key(9, &order) < closed_key(10, b"a"));
+        assert_eq!(
+            closed_record(&closed_key(7, &order)),
+            Some(order.as_slice())
+        );
+        assert_eq!(closed_record(&order), None);
+        assert_eq!(closed_record(&[PREFIX_CLOSED, 0, 0]), None);
     }
 }

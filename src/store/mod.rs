@@ -23,6 +23,7 @@ mod wal;
 
 use std::path::{Path, PathBuf};
 
+pub use history::HistorySource;
 pub use log::LogStore;
 pub use state_machine::{
     Applied, EVENT_FEED_BATCHES, EventBatch, KnownDevice, StateMachine, StateReader,

@@ -1,18 +1,24 @@
-//! Snapshots: a file per snapshot, streamed in both directions so that a log of any length
-//! needs only one event's worth of memory to build, send or install.
+//! Snapshots: a file per snapshot of the live state, plus the seq it covers; its cost to
+//! build, send and install grows with what is live (open orders, the day's closed ones,
+//! stock, devices), not with the store's history, which stays in the history files.
 //!
 //! File format (all integers little-endian):
 //! ```text
-//! MAGIC (16 bytes) | record(header) | record(event 1) … record(event last_seq) | crc32 (4 bytes)
+//! MAGIC (16 bytes) | record(header) | record … record | crc32 (4 bytes)
 //! record = u32 length | bytes
 //! ```
-//! The header is bincode `SnapshotHeader`; events are protobuf `pos.v1.Event` with their seq
-//! and hub time; the CRC-32 covers every byte before it.
-//!
-//! A snapshot holds the events only. The read models (orders, tickets, stock) are a pure
-//! function of the accepted events, so installing replays the events through the domain
-//! rules into a fresh state machine generation and checks that each is accepted at its
-//! seq again. That keeps the format small and makes every install a consistency check.
+//! The CRC-32 covers every byte before it. Two formats, told apart by the magic:
+//! - **live state** (`pos-hub snap v2`, written since issue 18): the header is bincode
+//!   `LiveHeader`; each record is one key and value of the state machine's tree
+//!   (`u32 key length | key | value`), the `Applied` record among them. Installing loads
+//!   them into a fresh generation. The events up to the snapshot's seq are not in it: a
+//!   node whose history ends before that seq first fetches the missing events from a peer
+//!   (`HistorySource`), so that its history (and with it Subscribe and the eventId index
+//!   that dedupe reads) never has a hole.
+//! - **events** (`pos-hub snap v1`, from releases before): the header is bincode
+//!   `SnapshotHeader`, the records the events 1..=last_seq as protobuf `pos.v1.Event`;
+//!   installing replays them through the domain rules, each under the rules that accepted
+//!   it, and checks each is accepted at its seq again. Still installed, never written.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -35,7 +41,8 @@ use crate::proto::pb;
 use crate::raft_types::TypeConfig;
 use crate::raft_types::{LogId, Snapshot, SnapshotMeta, StorageError};
 
-const MAGIC: &[u8; 16] = b"pos-hub snap v1\n";
+const MAGIC_EVENTS: &[u8; 16] = b"pos-hub snap v1\n";
+const MAGIC_LIVE: &[u8; 16] = b"pos-hub snap v2\n";
 /// The live snapshot. Others in the directory are work in progress (`*.tmp`).
 const CURRENT: &str = "current.snap";
 const BUILDING: &str = "building.tmp";
@@ -44,17 +51,98 @@ const INSTALLING: &str = "installing.tmp";
 const DAMAGED: &str = "current.snap.damaged";
 /// A record longer than this is corruption, not an event: refuse before allocating it.
 const SNAPSHOT_RECORD_BYTES_MAX: u32 = 64 << 20;
-/// Replayed events are written to sled in batches of this many during an install.
+/// Replayed events, or loaded keys, are written to sled in batches of this many.
 const INSTALL_BATCH_EVENTS: u64 = 1024;
-/// Events read from the history per page while writing a snapshot.
-const WRITE_PAGE_EVENTS: usize = 4096;
 
+/// The header of a snapshot of events (`MAGIC_EVENTS`, releases before issue 18).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct SnapshotHeader {
     meta: SnapshotMeta,
     realm: Realm,
     last_seq: u64,
     hub_time_ms: u64,
+}
+
+/// The header of a snapshot of live state (`MAGIC_LIVE`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct LiveHeader {
+    meta: SnapshotMeta,
+    realm: Realm,
+    last_seq: u64,
+    hub_time_ms: u64,
+    /// Key-value records that follow.
+    records: u64,
+}
+
+/// What a snapshot file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Format {
+    /// The events `1..=last_seq`: replayed to install.
+    Events,
+    /// The state machine's keys and values: loaded to install.
+    Live,
+}
+
+/// Either format's header, as the rest of this module reads it.
+#[derive(Debug, Clone)]
+pub(super) struct Header {
+    pub format: Format,
+    meta: SnapshotMeta,
+    realm: Realm,
+    pub last_seq: u64,
+    hub_time_ms: u64,
+    /// Records between the header and the checksum.
+    records: u64,
+}
+
+impl From<SnapshotHeader> for Header {
+    fn from(h: SnapshotHeader) -> Self {
+        Header {
+            format: Format::Events,
+            records: h.last_seq,
+            meta: h.meta,
+            realm: h.realm,
+            last_seq: h.last_seq,
+            hub_time_ms: h.hub_time_ms,
+        }
+    }
+}
+
+impl From<LiveHeader> for Header {
+    fn from(h: LiveHeader) -> Self {
+        Header {
+            format: Format::Live,
+            records: h.records,
+            meta: h.meta,
+            realm: h.realm,
+            last_seq: h.last_seq,
+            hub_time_ms: h.hub_time_ms,
+        }
+    }
+}
+
+impl Header {
+    /// Whether installing this snapshot first needs the events after `history_last_seq`:
+    /// a snapshot of live state covers events it does not hold.
+    pub fn needs_history_after(&self, history_last_seq: u64) -> bool {
+        self.format == Format::Live && history_last_seq < self.last_seq
+    }
+}
+
+/// One key and value of the tree as a live-state record: `u32 key length | key | value`.
+fn live_record(key: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+}
+
+fn split_live_record(record: &[u8]) -> Result<(&[u8], &[u8]), StoreError> {
+    let bad = || StoreError::corrupt("snapshot", "a live-state record cut short");
+    let len = record.get(..4).ok_or_else(bad)?;
+    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let key = record.get(4..4 + len).ok_or_else(bad)?;
+    Ok((key, &record[4 + len..]))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -154,7 +242,7 @@ impl<R: Read> CrcReader<R> {
     }
 }
 
-fn open_reader(path: &Path) -> Result<(CrcReader<BufReader<File>>, SnapshotHeader), StoreError> {
+fn open_reader(path: &Path) -> Result<(CrcReader<BufReader<File>>, Header), StoreError> {
     let file = File::open(path).map_err(io_err(path))?;
     let mut reader = CrcReader {
         inner: BufReader::new(file),
@@ -162,21 +250,25 @@ fn open_reader(path: &Path) -> Result<(CrcReader<BufReader<File>>, SnapshotHeade
     };
     let mut magic = [0u8; 16];
     reader.read(&mut magic)?;
-    if &magic != MAGIC {
+    let header = if &magic == MAGIC_LIVE {
+        decode::<LiveHeader>("snapshot header", &reader.record()?)?.into()
+    } else if &magic == MAGIC_EVENTS {
+        decode::<SnapshotHeader>("snapshot header", &reader.record()?)?.into()
+    } else {
         return Err(StoreError::corrupt(
             "snapshot",
             format!("{} is not a pos-hub snapshot", path.display()),
         ));
-    }
-    let header = decode("snapshot header", &reader.record()?)?;
+    };
     Ok((reader, header))
 }
 
-/// Writes the events 1..=last_seq of `tree` as a snapshot and makes it the current one.
+/// Writes the live state `live` (every key and value of the tree as of `header`) as a
+/// snapshot and makes it the current one.
 fn write_snapshot(
     dir: &Path,
-    history: &History,
-    header: &SnapshotHeader,
+    header: &LiveHeader,
+    live: &[(sled::IVec, sled::IVec)],
 ) -> Result<(), StoreError> {
     let tmp = dir.join(BUILDING);
     let file = File::create(&tmp).map_err(io_err(&tmp))?;
@@ -184,34 +276,13 @@ fn write_snapshot(
         inner: BufWriter::new(file),
         crc: crc32fast::Hasher::new(),
     };
-    out.write(MAGIC).map_err(io_err(&tmp))?;
+    out.write(MAGIC_LIVE).map_err(io_err(&tmp))?;
     out.record(&encode("snapshot header", header)?)
         .map_err(io_err(&tmp))?;
-    let mut next = 1;
-    // Events up to last_seq never change once written, so streaming them from the history
-    // while the state machine keeps applying later entries still yields a consistent
-    // snapshot.
-    while next <= header.last_seq {
-        let page = history.read_after(next - 1, WRITE_PAGE_EVENTS, usize::MAX)?;
-        if page.is_empty() {
-            break;
-        }
-        for event in page.into_iter().take_while(|e| e.seq <= header.last_seq) {
-            if event.seq != next {
-                return Err(StoreError::corrupt(
-                    "history",
-                    format!("expected seq {next}, found {}", event.seq),
-                ));
-            }
-            out.record(&event.encode_to_vec()).map_err(io_err(&tmp))?;
-            next += 1;
-        }
-    }
-    if next != header.last_seq + 1 {
-        return Err(StoreError::corrupt(
-            "event log",
-            format!("{} events for last seq {}", next - 1, header.last_seq),
-        ));
+    let mut record = Vec::new();
+    for (key, value) in live {
+        live_record(key, value, &mut record);
+        out.record(&record).map_err(io_err(&tmp))?;
     }
     let crc = out.crc.finalize();
     let mut inner = out
@@ -266,13 +337,14 @@ pub(super) struct Installed {
 
 /// Copies the received snapshot to `installing.tmp`, durably (file and directory), and
 /// checks it whole: checksum, realm, and the leader's meta. From then on the install can be
-/// finished from that file, even after a crash (`StateMachine::open` does).
+/// finished from that file, even after a crash (`StateMachine::open` does), once the
+/// history holds the events it covers (`Header::needs_history_after`).
 pub(super) async fn receive(
     realm: Realm,
     dir: PathBuf,
     meta: SnapshotMeta,
     mut received: tokio::fs::File,
-) -> Result<(), StoreError> {
+) -> Result<Header, StoreError> {
     use tokio::io::AsyncSeekExt;
     received
         .seek(SeekFrom::Start(0))
@@ -284,7 +356,7 @@ pub(super) async fn receive(
         let checked = copy_durably(received, &copy)
             .and_then(|()| sync_dir(&dir))
             .and_then(|()| verify(&copy))
-            .and_then(|header| check_header(&header, &realm, &meta));
+            .and_then(|header| check_header(&header, &realm, &meta).map(|()| header));
         if checked.is_err() {
             let _ = fs::remove_file(&copy);
         }
@@ -294,10 +366,10 @@ pub(super) async fn receive(
     .map_err(|e| StoreError::corrupt("snapshot", format!("receive task failed: {e}")))?
 }
 
-/// Replays `installing.tmp` (see `receive`) into generation `generation`. The caller
-/// switches to that generation; on error the half-filled tree is dropped and the live state
-/// machine was never touched.
-pub(super) async fn replay_installing(
+/// Installs `installing.tmp` (see `receive`) into generation `generation`: loads a
+/// snapshot of live state, replays one of events. The caller switches to that generation;
+/// on error the half-filled tree is dropped and the live state machine was never touched.
+pub(super) async fn install_received(
     disk: Disk,
     history: Arc<History>,
     realm: Realm,
@@ -311,7 +383,13 @@ pub(super) async fn replay_installing(
         let name = keys::state_machine_tree(generation);
         db.drop_tree(name.as_bytes())?;
         let tree = db.open_tree(name.as_bytes())?;
-        match replay(&tree, &history, &realm, &meta, &copy) {
+        let (reader, header) = open_reader(&copy)?;
+        check_header(&header, &realm, &meta)?;
+        let installed = match header.format {
+            Format::Live => load(&tree, &history, &meta, reader, &header),
+            Format::Events => replay(&tree, &history, &realm, &meta, reader, &header),
+        };
+        match installed {
             Ok(applied) => {
                 // Everything replayed is durable before the caller switches to it, the
                 // history first: the state machine is never durably ahead of it.
@@ -330,16 +408,17 @@ pub(super) async fn replay_installing(
     .map_err(|e| StoreError::corrupt("snapshot", format!("install task failed: {e}")))?
 }
 
-/// A snapshot's header must be of this node's realm and say what the leader announced.
-fn check_header(
-    header: &SnapshotHeader,
-    realm: &Realm,
-    meta: &SnapshotMeta,
-) -> Result<(), StoreError> {
-    let refuse = |detail: String| StoreError::Snapshot {
+/// A snapshot refused for `detail`.
+pub(super) fn refusal(meta: &SnapshotMeta, detail: String) -> StoreError {
+    StoreError::Snapshot {
         snapshot_id: meta.snapshot_id.clone(),
         detail,
-    };
+    }
+}
+
+/// A snapshot's header must be of this node's realm and say what the leader announced.
+fn check_header(header: &Header, realm: &Realm, meta: &SnapshotMeta) -> Result<(), StoreError> {
+    let refuse = |detail: String| refusal(meta, detail);
     if &header.realm != realm {
         return Err(refuse(format!(
             "it belongs to realm {}, this node to {realm}",
@@ -364,19 +443,58 @@ fn copy_durably(mut from: File, to: &Path) -> Result<(), StoreError> {
     out.sync_all().map_err(io_err(to))
 }
 
+/// Writes a snapshot's live state into `tree`: every key and value as it was on the node
+/// that built it. The history must already hold every event the snapshot covers.
+fn load(
+    tree: &sled::Tree,
+    history: &History,
+    meta: &SnapshotMeta,
+    mut reader: CrcReader<BufReader<File>>,
+    header: &Header,
+) -> Result<Applied, StoreError> {
+    let refuse = |detail: String| refusal(meta, detail);
+    if history.last_seq() < header.last_seq {
+        return Err(refuse(format!(
+            "it covers the events up to seq {}, and this node's history ends at {}",
+            header.last_seq,
+            history.last_seq()
+        )));
+    }
+    let mut applied = None;
+    let mut batch = sled::Batch::default();
+    for n in 1..=header.records {
+        let record = reader.record()?;
+        let (key, value) = split_live_record(&record)?;
+        if key == keys::applied_key() {
+            applied = Some(decode::<Applied>("applied state", value)?);
+        }
+        batch.insert(key, value);
+        if n % INSTALL_BATCH_EVENTS == 0 {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    reader.finish()?;
+    tree.apply_batch(batch)?;
+    let applied = applied.ok_or_else(|| refuse("it holds no applied state".into()))?;
+    if applied.last_applied != meta.last_log_id || applied.last_seq != header.last_seq {
+        return Err(refuse(format!(
+            "its state applied {:?} up to seq {}, its header says {:?} and seq {}",
+            applied.last_applied, applied.last_seq, meta.last_log_id, header.last_seq
+        )));
+    }
+    Ok(applied)
+}
+
+/// Replays a snapshot of events into `tree`, each under the rules that accepted it.
 fn replay(
     tree: &sled::Tree,
     history: &History,
     realm: &Realm,
     meta: &SnapshotMeta,
-    path: &Path,
+    mut reader: CrcReader<BufReader<File>>,
+    header: &Header,
 ) -> Result<Applied, StoreError> {
-    let refuse = |detail: String| StoreError::Snapshot {
-        snapshot_id: meta.snapshot_id.clone(),
-        detail,
-    };
-    let (mut reader, header) = open_reader(path)?;
-    check_header(&header, realm, meta)?;
+    let refuse = |detail: String| refusal(meta, detail);
     let mut state = SledState::new(tree, history, realm, 0, 0);
     for seq in 1..=header.last_seq {
         let event = pb::Event::decode(reader.record()?.as_slice())
@@ -468,9 +586,9 @@ pub(super) fn current_last_log_id(dir: &Path) -> Result<Option<LogId>, StoreErro
 }
 
 /// Reads a whole snapshot file and checks its checksum; returns its header.
-fn verify(path: &Path) -> Result<SnapshotHeader, StoreError> {
+fn verify(path: &Path) -> Result<Header, StoreError> {
     let (mut reader, header) = open_reader(path)?;
-    for _ in 0..header.last_seq {
+    for _ in 0..header.records {
         reader.record()?;
     }
     reader.finish()?;
@@ -487,10 +605,13 @@ pub(super) enum Interrupted {
     Promote,
 }
 
-/// At open: classifies `installing.tmp` against the live state machine's last applied id.
+/// At open: classifies `installing.tmp` against the live state machine's last applied id
+/// and the history's last seq (a snapshot of live state whose events the crash kept from
+/// reaching the history was never more than received: the log was not purged for it).
 pub(super) fn interrupted_install(
     dir: &Path,
     live_applied: Option<LogId>,
+    history_last_seq: u64,
 ) -> Result<Interrupted, StoreError> {
     let installing = dir.join(INSTALLING);
     if !installing.exists() {
@@ -499,6 +620,9 @@ pub(super) fn interrupted_install(
     let Ok(header) = verify(&installing) else {
         return Ok(Interrupted::Nothing);
     };
+    if header.needs_history_after(history_last_seq) {
+        return Ok(Interrupted::Nothing);
+    }
     let installed = header.meta.last_log_id;
     if installed.is_none() {
         return Ok(Interrupted::Nothing);
@@ -522,18 +646,31 @@ pub struct SnapshotBuilder {
     disk: Disk,
     durable: DurableSnapshot,
     history: Arc<History>,
-    header: SnapshotHeader,
+    header: LiveHeader,
+    /// The tree's keys and values, copied when the builder was made (the state machine
+    /// goes on applying meanwhile); or why they could not be read.
+    live: Option<Result<Vec<(sled::IVec, sled::IVec)>, StoreError>>,
     dir: PathBuf,
     _generation: OwnedRwLockReadGuard<()>,
 }
 
+/// Every key and value of `tree` now: what a snapshot of it holds. Memory and time grow
+/// with the live state (closed orders leave it, rules `V3`), not with the history.
+pub(super) fn copy_live_state(
+    tree: &sled::Tree,
+) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
+    tree.iter().map(|kv| kv.map_err(StoreError::from)).collect()
+}
+
 impl SnapshotBuilder {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         disk: Disk,
         durable: DurableSnapshot,
         history: Arc<History>,
         realm: Realm,
         applied: Applied,
+        live: Result<Vec<(sled::IVec, sled::IVec)>, StoreError>,
         dir: PathBuf,
         generation: OwnedRwLockReadGuard<()>,
     ) -> Self {
@@ -546,17 +683,19 @@ impl SnapshotBuilder {
             last_membership: applied.last_membership,
             snapshot_id,
         };
-        let header = SnapshotHeader {
+        let header = LiveHeader {
             meta,
             realm,
             last_seq: applied.last_seq,
             hub_time_ms: applied.hub_time_ms,
+            records: live.as_ref().map_or(0, |l| l.len() as u64),
         };
         Self {
             disk,
             durable,
             history,
             header,
+            live: Some(live),
             dir,
             _generation: generation,
         }
@@ -582,8 +721,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .map_err(fail)?;
         self.disk.flush().await.map_err(fail)?;
         let started = std::time::Instant::now();
-        let (dir, history, header) = (self.dir.clone(), self.history.clone(), self.header.clone());
-        tokio::task::spawn_blocking(move || write_snapshot(&dir, &history, &header))
+        let live = match self.live.take() {
+            Some(live) => live.map_err(fail)?,
+            None => return Err(fail(StoreError::corrupt("snapshot", "built twice"))),
+        };
+        let (dir, header) = (self.dir.clone(), self.header.clone());
+        tokio::task::spawn_blocking(move || write_snapshot(&dir, &header, &live))
             .await
             .map_err(|e| {
                 fail(StoreError::corrupt(
@@ -598,6 +741,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         tracing::info!(
             snapshot = %self.header.meta.snapshot_id,
             last_seq = self.header.last_seq,
+            records = self.header.records,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "built snapshot"
         );

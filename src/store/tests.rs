@@ -36,6 +36,36 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for TempStore {
     }
 }
 
+/// Another store's history as the source an install fetches the events it lacks from (a
+/// peer does it in a group, `raft::history`); small pages, so that installs take several.
+struct ReaderSource(StateReader);
+
+impl HistorySource for ReaderSource {
+    fn fetch<'a>(
+        &'a self,
+        _membership: &'a crate::raft_types::StoredMembership,
+        after: u64,
+        upto: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let records = self
+                .0
+                .history_records(after, upto, 64 << 10)
+                .map_err(|e| e.to_string())?;
+            if records.is_empty() {
+                return Err(format!("no event after seq {after}"));
+            }
+            Ok(records)
+        })
+    }
+}
+
+/// Lets `target` fetch the history it lacks from `source`'s.
+fn fed_by(target: &mut StateMachine, source: &StateMachine) {
+    target.set_history_source(std::sync::Arc::new(ReaderSource(source.reader())));
+}
+
 /// A store on a fresh temporary directory (removed when the guard drops).
 async fn fresh() -> (TempDir, LogStore, StateMachine) {
     TempStore.build().await.expect("opens a fresh store")
@@ -359,6 +389,7 @@ async fn build_and_install(events: u64) -> (TempDir, StateMachine, TempDir, Stat
     );
 
     let (dir_b, _log, mut b) = fresh().await;
+    fed_by(&mut b, &a);
     let mut receiving = b.begin_receiving_snapshot().await.expect("receives");
     let current = current_snapshot(&mut a).await;
     *receiving = *current.snapshot;
@@ -539,9 +570,10 @@ struct PurgeDuringInstall {
 }
 
 async fn purge_during_install(events: u64) -> PurgeDuringInstall {
-    let (dir_a, _a, snapshot) = built_snapshot(events).await;
+    let (dir_a, a, snapshot) = built_snapshot(events).await;
     let last = snapshot.meta.last_log_id.expect("a last log id");
     let (dir, log, mut sm) = fresh().await;
+    fed_by(&mut sm, &a);
     let receiving = sm.begin_receiving_snapshot().await.expect("receives");
     let mut purging = log.clone();
     let purge = tokio::spawn(async move { purging.purge(last).await });
@@ -635,9 +667,14 @@ async fn snapshot_bytes(events: u64) -> (TempDir, StateMachine, Snapshot, Vec<u8
 /// reopened; the path of that file.
 async fn reopened_with_a_received_copy(
     copy: &[u8],
+    history: Option<&Path>,
 ) -> (TempDir, LogStore, StateMachine, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     drop(open(dir.path(), &realm()).await.expect("opens"));
+    if let Some(history) = history {
+        std::fs::remove_dir_all(dir.path().join("history")).expect("removes the history");
+        copy_dir(history, &dir.path().join("history"));
+    }
     let installing = dir.path().join("snapshots").join("installing.tmp");
     std::fs::write(&installing, copy).expect("writes the copy");
     let (log, reopened) = open(dir.path(), &realm()).await.expect("reopens");
@@ -649,7 +686,7 @@ async fn reopened_with_a_received_copy(
 async fn a_half_copied_install_is_discarded_when_the_store_reopens() {
     let (_da, _a, _snapshot, bytes) = snapshot_bytes(100).await;
     let (_dir, log, mut reopened, installing) =
-        reopened_with_a_received_copy(&bytes[..bytes.len() / 2]).await;
+        reopened_with_a_received_copy(&bytes[..bytes.len() / 2], None).await;
     let current = reopened.get_current_snapshot().await.expect("reads");
     assert!(current.is_none(), "half a snapshot was promoted");
     assert_eq!(log.durable_snapshot(), None);
@@ -660,9 +697,12 @@ async fn a_half_copied_install_is_discarded_when_the_store_reopens() {
 /// A whole received copy is finished after a crash: the log may already have been purged
 /// up to it (the purge waits only for the copy), so the node must stand on it.
 #[tokio::test]
-async fn a_received_snapshot_whose_replay_a_crash_cut_short_is_replayed_when_the_store_reopens() {
-    let (_da, a, snapshot, bytes) = snapshot_bytes(300).await;
-    let (_dir, log, mut reopened, installing) = reopened_with_a_received_copy(&bytes).await;
+async fn a_received_snapshot_whose_install_a_crash_cut_short_is_finished_when_the_store_reopens() {
+    let (dir_a, a, snapshot, bytes) = snapshot_bytes(300).await;
+    // The crash came after the history was filled up to the snapshot's seq.
+    let history = |dir: &Path| dir.join("history");
+    let (_dir, log, mut reopened, installing) =
+        reopened_with_a_received_copy(&bytes, Some(&history(dir_a.path()))).await;
     assert_eq!(contents(&reopened.reader()), contents(&a.reader()));
     let current = reopened
         .get_current_snapshot()
@@ -675,6 +715,25 @@ async fn a_received_snapshot_whose_replay_a_crash_cut_short_is_replayed_when_the
         reopened.applied_state().await.expect("state").0,
         snapshot.meta.last_log_id
     );
+    assert!(!installing.exists());
+}
+
+/// A crash while the history was being filled for a received snapshot of live state: the
+/// copy is whole, but the history does not reach its seq. The log was never purged for it
+/// (the purge waits for the history too), so it is dropped and the node stands where it was.
+#[tokio::test]
+async fn a_received_snapshot_whose_history_a_crash_cut_short_is_dropped_when_the_store_reopens() {
+    let (_da, _a, _snapshot, bytes) = snapshot_bytes(300).await;
+    let (_dir, log, mut reopened, installing) = reopened_with_a_received_copy(&bytes, None).await;
+    assert!(
+        reopened
+            .get_current_snapshot()
+            .await
+            .expect("reads")
+            .is_none()
+    );
+    assert_eq!(log.durable_snapshot(), None);
+    assert_eq!(reopened.reader().applied().expect("applied").last_seq, 0);
     assert!(!installing.exists());
 }
 
@@ -954,6 +1013,7 @@ async fn a_data_dir_written_before_rules_versions_opens_replays_and_installs_ide
         .await
         .expect("builds");
     let (_d, _l, mut rebuilt) = fresh().await;
+    fed_by(&mut rebuilt, &old);
     let mut receiving = rebuilt.begin_receiving_snapshot().await.expect("receives");
     *receiving = *built.snapshot;
     rebuilt
@@ -978,6 +1038,7 @@ fn damage_current_snapshot(dir: &Path) -> std::path::PathBuf {
 /// which replays and checks every event; its contents must be `expected`.
 async fn assert_installs_as(snapshot: Snapshot, expected: &StateMachine) {
     let (_dir, _log, mut fresh) = fresh().await;
+    fed_by(&mut fresh, expected);
     let mut receiving = fresh.begin_receiving_snapshot().await.expect("receives");
     *receiving = *snapshot.snapshot;
     fresh
@@ -1233,4 +1294,146 @@ async fn without_a_snapshot_a_state_machine_ahead_of_its_history_starts_over_fro
     assert!(sm.reader().orders().expect("orders").is_empty());
     apply_events(&mut sm, adjustments(20), 2, 1).await;
     assert_eq!(contents(&sm.reader()), before);
+}
+
+/// `order.created` and `order.paid` for `o-<n>`, for each n in `orders`.
+fn paid_orders(orders: std::ops::Range<u64>) -> Vec<pb::Event> {
+    let event = |n: u64, k: u64, version: u64, event_type: &str, payload| {
+        let id = 0x0194_0000_0000_7000_8000_0000_0000_0000 + u128::from(n * 2 + k);
+        let line = serde_json::json!({
+            "eventId": uuid::Uuid::from_u128(id).to_string(),
+            "tenantId": "t-demo", "storeId": "s-001",
+            "aggregateType": "order", "aggregateId": format!("o-{n}"), "version": version,
+            "type": event_type, "at": "2026-11-24T12:00:00Z",
+            "actor": { "deviceId": "till-1" }, "clock": { "lamport": 1, "deviceId": "till-1" },
+            "payload": payload
+        });
+        let event: Event = serde_json::from_value(line).expect("an event");
+        convert::event_to_pb(&event).expect("converts")
+    };
+    orders
+        .flat_map(|n| {
+            let items = serde_json::json!({ "items": [
+                { "id": "li-1", "sku": "FRIES", "name": "Fries", "unitPrice": 300, "quantity": 1 }
+            ] });
+            let paid = serde_json::json!({ "payments": [{ "method": "cash", "amount": 300 }] });
+            [
+                event(n, 0, 1, "order.created", items),
+                event(n, 1, 2, "order.paid", paid),
+            ]
+        })
+        .collect()
+}
+
+fn closed_index_keys(tree: &sled::Tree) -> usize {
+    tree.scan_prefix([keys::PREFIX_CLOSED]).count()
+}
+
+fn order_ids(reader: &StateReader) -> Vec<String> {
+    reader
+        .orders()
+        .expect("orders")
+        .into_iter()
+        .map(|o| o.id)
+        .collect()
+}
+
+/// Rules V3 on the sled store: paid orders leave the tree (and its `x` index) once
+/// `CLOSED_KEPT_EVENTS` more events are accepted, and a snapshot of that state installs
+/// into the same state.
+#[tokio::test]
+async fn paid_orders_leave_the_tree_after_the_window_and_a_snapshot_installs_the_same_state() {
+    use crate::domain::rules::CLOSED_KEPT_EVENTS;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_log, mut sm) = open(dir.path(), &realm()).await.expect("opens");
+    // o-0 and o-1 paid at seqs 2 and 4; an open order after them.
+    let mut events = paid_orders(0..2);
+    events.push(paid_orders(2..3).remove(0));
+    let (_, next) = apply_events(&mut sm, events, 2, 1).await;
+    let fill = usize::try_from(CLOSED_KEPT_EVENTS).expect("fits") - 3;
+    let (_, next) = apply_events(&mut sm, adjustments(fill as u64), 1024, next).await;
+    // Last seq is CLOSED_KEPT_EVENTS + 2: o-0 (closed at seq 2) has just left.
+    assert_eq!(order_ids(&sm.reader()), ["o-1", "o-2"]);
+    let (_, next) = apply_events(
+        &mut sm,
+        adjustments(fill as u64 + 2)[fill..].to_vec(),
+        1,
+        next,
+    )
+    .await;
+    assert_eq!(
+        order_ids(&sm.reader()),
+        ["o-2"],
+        "o-1 left two events later"
+    );
+    let written = contents(&sm.reader());
+    assert_eq!(
+        written.0.len() as u64,
+        CLOSED_KEPT_EVENTS + 4,
+        "every event stays"
+    );
+
+    let built = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("builds");
+    let (_d, _l, mut installed) = fresh().await;
+    fed_by(&mut installed, &sm);
+    let mut receiving = installed
+        .begin_receiving_snapshot()
+        .await
+        .expect("receives");
+    *receiving = *built.snapshot;
+    installed
+        .install_snapshot(&built.meta, receiving)
+        .await
+        .expect("installs");
+    assert_eq!(contents(&installed.reader()), written);
+    drop((sm, _log, installed, _l, next));
+    let (_db, trees) = state_machine_trees(dir.path());
+    assert_eq!(
+        closed_index_keys(&trees[0]),
+        0,
+        "the index left with the orders"
+    );
+}
+
+/// A tree written before the closed index (the release before rules V3) gets it at open,
+/// so that its closed orders leave like the ones closed after the upgrade.
+#[tokio::test]
+async fn a_tree_written_before_the_closed_index_is_indexed_at_open() {
+    use crate::domain::rules::CLOSED_KEPT_EVENTS;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let next = {
+        let (_log, mut sm) = open(dir.path(), &realm()).await.expect("opens");
+        let (_, next) = apply_events(&mut sm, paid_orders(0..3), 2, 1).await;
+        next
+    };
+    {
+        let (db, trees) = state_machine_trees(dir.path());
+        assert_eq!(closed_index_keys(&trees[0]), 3);
+        for key in trees[0].scan_prefix([keys::PREFIX_CLOSED]).keys() {
+            trees[0].remove(key.expect("a key")).expect("removes");
+        }
+        trees[0].remove(keys::KEY_CLOSED_INDEXED).expect("removes");
+        db.flush().expect("flushes");
+    }
+    {
+        let (_log, _sm) = open(dir.path(), &realm()).await.expect("reopens");
+    }
+    {
+        let (_db, trees) = state_machine_trees(dir.path());
+        assert_eq!(closed_index_keys(&trees[0]), 3, "indexed again at open");
+        assert!(
+            trees[0]
+                .contains_key(keys::KEY_CLOSED_INDEXED)
+                .expect("reads")
+        );
+    }
+    let (_log, mut sm) = open(dir.path(), &realm()).await.expect("reopens");
+    apply_events(&mut sm, adjustments(CLOSED_KEPT_EVENTS - 2), 1024, next).await;
+    // Last seq is CLOSED_KEPT_EVENTS + 4: the orders paid at seqs 2 and 4 are gone.
+    assert_eq!(order_ids(&sm.reader()), ["o-2"]);
 }

@@ -296,6 +296,7 @@ impl Outbox {
                 _ => {}
             }
         }
+        committed.index_closed();
         Ok(Loaded {
             committed,
             queued,
@@ -362,6 +363,12 @@ impl Outbox {
             let k = key(b's', stock.sku.as_bytes());
             let v = bincode::serialize(stock).map_err(|e| self.corrupt(&k, e))?;
             batch.insert(k, v);
+        }
+        for id in &changes.expired_orders {
+            batch.remove(key(b'o', id.as_bytes()));
+        }
+        for (kind, id) in &changes.expired_tickets {
+            batch.remove(ticket_key(*kind, id));
         }
         for (id, seq) in &changes.event_ids {
             batch.insert(key(b'e', id.as_bytes()), seq.to_be_bytes());

@@ -69,6 +69,20 @@ struct Inner {
     open_ids: HashMap<u128, u64>,
 }
 
+/// Where a node that installs a snapshot of live state gets the history it lacks: the
+/// other members (`raft::history`), or another store's history in tests.
+pub trait HistorySource: Send + Sync {
+    /// History records (as `History::read_records` gives them) of seqs after `after`, up
+    /// to `upto`, from a member of `membership` other than this node: at least one record,
+    /// or an error naming why none came.
+    fn fetch<'a>(
+        &'a self,
+        membership: &'a crate::raft_types::StoredMembership,
+        after: u64,
+        upto: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send + 'a>>;
+}
+
 /// The committed events, by seq (see the module's docs).
 pub struct History {
     dir: PathBuf,
@@ -128,6 +142,38 @@ enum Record {
     Good { seq: u64, payload: Vec<u8> },
     Bad(String),
     End,
+}
+
+/// The two fields of a stored event the history checks, decoded without the rest (prost
+/// skips the other fields, the payload included, without parsing them).
+#[derive(Clone, PartialEq, prost::Message)]
+struct EventKey {
+    #[prost(string, tag = "1")]
+    event_id: String,
+    #[prost(uint64, tag = "13")]
+    seq: u64,
+}
+
+fn parse_event_id(seq: u64, event_id: &str) -> Result<u128, StoreError> {
+    uuid::Uuid::parse_str(event_id)
+        .map(|id| id.as_u128())
+        .map_err(|err| {
+            StoreError::corrupt("history", format!("seq {seq}: eventId {event_id:?}: {err}"))
+        })
+}
+
+/// The seq of the last of `records` (as `History::read_records` gives them), read from the
+/// headers alone without checking the records; `None` if they do not parse as records.
+pub(in crate::store) fn last_record_seq(records: &[u8]) -> Option<u64> {
+    let mut at = 0usize;
+    let mut last = None;
+    while at < records.len() {
+        let header = records.get(at..at + HEADER)?;
+        let size = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        last = Some(u64::from_le_bytes(header[8..16].try_into().ok()?));
+        at += HEADER + size;
+    }
+    if at == records.len() { last } else { None }
 }
 
 fn encode_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
@@ -234,27 +280,87 @@ impl History {
 
     /// Appends committed events, whose seqs must follow the last one held. Not synced.
     pub fn append(&self, events: &[pb::Event]) -> Result<(), StoreError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let event_ids = events
+        let encoded = events
             .iter()
             .map(|e| {
-                uuid::Uuid::parse_str(&e.event_id)
-                    .map(|id| id.as_u128())
-                    .map_err(|err| {
-                        StoreError::corrupt(
-                            "history",
-                            format!("seq {}: eventId {:?}: {err}", e.seq, e.event_id),
-                        )
-                    })
+                Ok((
+                    e.seq,
+                    parse_event_id(e.seq, &e.event_id)?,
+                    e.encode_to_vec(),
+                ))
             })
-            .collect::<Result<Vec<u128>, StoreError>>()?;
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let records: Vec<(u64, u128, &[u8])> = encoded
+            .iter()
+            .map(|(seq, id, payload)| (*seq, *id, payload.as_slice()))
+            .collect();
+        self.append_payloads(&records)
+    }
+
+    /// Appends history records as another node's `read_records` gave them, whose seqs
+    /// must follow the last one held: each is checked (its checksum, and that its event
+    /// decodes with that seq and a UUID eventId) and written as it came. Not synced.
+    /// Returns the number of records appended.
+    pub fn append_records(&self, bytes: &[u8]) -> Result<usize, StoreError> {
+        let bad = |offset: usize, what: String| {
+            StoreError::corrupt("history records", format!("at byte {offset}: {what}"))
+        };
+        let mut records = Vec::new();
+        let mut at = 0usize;
+        while at < bytes.len() {
+            let header = bytes
+                .get(at..at + HEADER)
+                .ok_or_else(|| bad(at, "a record header cut short".into()))?;
+            let size = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+            let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+            let seq_bytes: [u8; 8] = header[8..16].try_into().unwrap_or_default();
+            let seq = u64::from_le_bytes(seq_bytes);
+            if size > RECORD_MAX {
+                return Err(bad(at, format!("a record of {size} bytes")));
+            }
+            let payload = bytes
+                .get(at + HEADER..at + HEADER + size as usize)
+                .ok_or_else(|| bad(at, "a record cut short".into()))?;
+            let mut hasher = crc32fast::Hasher::new();
+            hasher.update(&seq_bytes);
+            hasher.update(payload);
+            if hasher.finalize() != crc {
+                return Err(bad(at, format!("seq {seq}: checksum mismatch")));
+            }
+            let key = EventKey::decode(payload).map_err(|e| bad(at, format!("seq {seq}: {e}")))?;
+            if key.seq != seq {
+                return Err(bad(
+                    at,
+                    format!("record of seq {seq} holds seq {}", key.seq),
+                ));
+            }
+            records.push((seq, parse_event_id(seq, &key.event_id)?, payload));
+            at += HEADER + payload.len();
+        }
+        self.append_payloads(&records)?;
+        Ok(records.len())
+    }
+
+    /// Appends (seq, eventId, encoded event) records; seqs must follow the last held.
+    fn append_payloads(&self, records: &[(u64, u128, &[u8])]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
         let mut inner = self.write_inner();
         let mut next = inner.segments.last().map_or(1, |s| s.last + 1);
+        // Checked whole first, so that a refused call writes nothing.
+        if let Some((expected, (seq, _, _))) = (next..)
+            .zip(records)
+            .find(|(expected, (seq, _, _))| seq != expected)
+        {
+            return Err(StoreError::corrupt(
+                "history",
+                format!("appending seq {seq} after {}", expected - 1),
+            ));
+        }
         let mut buf = Vec::new();
         let mut i = 0;
-        while i < events.len() {
+        while i < records.len() {
             let needs_segment = inner
                 .segments
                 .last()
@@ -268,18 +374,18 @@ impl History {
                 .ok_or_else(|| StoreError::corrupt("history", "no segment to append to"))?;
             buf.clear();
             let start_len = segment.len;
-            while i < events.len() && segment.len + (buf.len() as u64) < self.segment_bytes {
-                let event = &events[i];
-                if event.seq != next {
+            while i < records.len() && segment.len + (buf.len() as u64) < self.segment_bytes {
+                let (seq, _, payload) = records[i];
+                if seq != next {
                     return Err(StoreError::corrupt(
                         "history",
-                        format!("appending seq {} after {}", event.seq, next - 1),
+                        format!("appending seq {seq} after {}", next - 1),
                     ));
                 }
                 if (next - segment.first).is_multiple_of(STRIDE) {
                     segment.sparse.push(start_len + buf.len() as u64);
                 }
-                encode_record(next, &event.encode_to_vec(), &mut buf);
+                encode_record(next, payload, &mut buf);
                 next += 1;
                 i += 1;
             }
@@ -294,7 +400,7 @@ impl History {
             segment.len = start_len + buf.len() as u64;
             let first_new = segment.last + 1;
             segment.last = next - 1;
-            for (offset, id) in event_ids[ids_from..i].iter().enumerate() {
+            for (offset, (_, id, _)) in records[ids_from..i].iter().enumerate() {
                 inner.open_ids.insert(*id, first_new + offset as u64);
             }
             inner.unsynced = true;
@@ -379,6 +485,57 @@ impl History {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<pb::Event>, StoreError> {
+        let mut events = Vec::new();
+        self.scan_after(
+            after,
+            u64::MAX,
+            limit,
+            max_bytes,
+            |seq, payload, path, offset| {
+                let event = pb::Event::decode(payload)
+                    .map_err(|e| corrupt(path, offset, format!("seq {seq}: {e}")))?;
+                if event.seq != seq {
+                    return Err(corrupt(
+                        path,
+                        offset,
+                        format!("record of seq {seq} holds seq {}", event.seq),
+                    ));
+                }
+                events.push(event);
+                Ok(())
+            },
+        )?;
+        Ok(events)
+    }
+
+    /// The records of seqs `after + 1 ..= upto`, as they are stored (each checked on the
+    /// way out, its checksum going along), until they add up to `max_bytes` (the record
+    /// that crosses it is the last; the first always comes): what `append_records` takes
+    /// on another node.
+    pub fn read_records(
+        &self,
+        after: u64,
+        upto: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        self.scan_after(after, upto, usize::MAX, max_bytes, |seq, payload, _, _| {
+            encode_record(seq, payload, &mut out);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `each` with (seq, payload, file, offset) of the records after `after`, up to
+    /// `upto`, at most `limit` of them, until their payloads add up to `max_bytes`.
+    fn scan_after(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+        max_bytes: usize,
+        mut each: impl FnMut(u64, &[u8], &Path, u64) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         // Which segments to read, with their files, outside the lock.
         let plan: Vec<(u64, u64, u64, Arc<File>, PathBuf, u64)> = {
             let inner = self.read_inner();
@@ -394,15 +551,20 @@ impl History {
                 })
                 .collect()
         };
-        let mut events = Vec::new();
+        let mut count = 0usize;
         let mut total = 0usize;
         for (from, last, mut offset, file, path, len) in plan {
+            let last = last.min(upto);
+            if from > last {
+                break;
+            }
             // One buffered read per segment run; records are scanned out of it.
             let mut reader = RunReader::new(&file, &path, offset, len);
-            while events.len() < limit && total < max_bytes {
+            while count < limit && total < max_bytes {
                 let Some((seq, payload)) = reader.next_record()? else {
                     break;
                 };
+                let at = offset;
                 offset = reader.offset;
                 if seq < from {
                     continue;
@@ -411,25 +573,17 @@ impl History {
                     break;
                 }
                 total = total.saturating_add(payload.len());
-                let event = pb::Event::decode(payload.as_slice())
-                    .map_err(|e| corrupt(&path, offset, format!("seq {seq}: {e}")))?;
-                if event.seq != seq {
-                    return Err(corrupt(
-                        &path,
-                        offset,
-                        format!("record of seq {seq} holds seq {}", event.seq),
-                    ));
-                }
-                events.push(event);
+                each(seq, &payload, &path, at)?;
+                count += 1;
                 if seq == last {
                     break;
                 }
             }
-            if events.len() >= limit || total >= max_bytes {
+            if count >= limit || total >= max_bytes || last == upto {
                 break;
             }
         }
-        Ok(events)
+        Ok(())
     }
 }
 

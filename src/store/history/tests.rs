@@ -215,3 +215,60 @@ fn an_event_whose_id_is_not_a_uuid_is_refused_and_nothing_is_written() {
     );
     assert_eq!(history.last_seq(), 0);
 }
+
+#[test]
+fn records_copied_to_another_history_arrive_whole_and_indexed() {
+    let (from_dir, to_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let from = History::open_sized(from_dir.path(), 4096).expect("opens");
+    from.append(&events(1, 300)).expect("appends");
+    let to = History::open_sized(to_dir.path(), 4096).expect("opens");
+    to.append(&events(1, 40)).expect("appends");
+    // Pages of about 1 KiB, each crossing segments, until seq 250.
+    let mut after = to.last_seq();
+    while after < 250 {
+        let page = from.read_records(after, 250, 1024).expect("reads");
+        assert!(!page.is_empty());
+        after += to.append_records(&page).expect("appends") as u64;
+        assert_eq!(to.last_seq(), after);
+    }
+    assert_eq!(after, 250, "never past upto");
+    to.sync().expect("syncs");
+    drop(to);
+    let to = History::open_sized(to_dir.path(), 4096).expect("reopens");
+    assert_eq!(
+        to.read_after(0, usize::MAX, usize::MAX).expect("reads"),
+        events(1, 250)
+    );
+    let id = uuid::Uuid::parse_str(&event(200, 0).event_id).expect("a uuid");
+    assert_eq!(to.seq_of(&id).expect("looks up"), Some(200));
+}
+
+#[test]
+fn records_that_are_damaged_or_do_not_follow_are_refused_and_nothing_is_written() {
+    let (from_dir, to_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let from = History::open(from_dir.path()).expect("opens");
+    from.append(&events(1, 20)).expect("appends");
+    let to = History::open(to_dir.path()).expect("opens");
+    to.append(&events(1, 5)).expect("appends");
+    let refused = |bytes: &[u8], why: &str| {
+        let err = to.append_records(bytes).expect_err(why).to_string();
+        assert_eq!(to.last_seq(), 5, "{why}: nothing appended");
+        err
+    };
+    let gap = from.read_records(6, 20, usize::MAX).expect("reads");
+    assert!(refused(&gap, "a gap").contains("appending seq 7 after 5"));
+    let mut flipped = from.read_records(5, 20, usize::MAX).expect("reads");
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x40;
+    assert!(refused(&flipped, "a flipped bit").contains("checksum mismatch"));
+    let whole = from.read_records(5, 20, usize::MAX).expect("reads");
+    assert!(refused(&whole[..whole.len() - 3], "cut short").contains("cut short"));
+    assert_eq!(to.append_records(&whole).expect("appends"), 15);
+    assert_eq!(to.last_seq(), 20);
+}

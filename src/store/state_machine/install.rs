@@ -27,7 +27,7 @@ impl StateMachine {
         };
         let _guard = self.generation_guard.clone().write_owned().await;
         let started = std::time::Instant::now();
-        snapshot::receive(
+        let header = snapshot::receive(
             self.realm.clone(),
             self.snapshot_dir.clone(),
             meta.clone(),
@@ -35,11 +35,19 @@ impl StateMachine {
         )
         .await
         .map_err(snapshot_error)?;
-        // The snapshot is on disk, whole: should this node crash from here on, `open`
-        // finishes the install from that file. So the log may now be purged up to it, and
-        // openraft's core, waiting in that purge, goes on while the events replay.
-        self.snapshot.received(meta.last_log_id);
         let received = started.elapsed();
+        if header.needs_history_after(self.history.last_seq()) {
+            self.fill_history(meta, header.last_seq)
+                .await
+                .map_err(snapshot_error)?;
+        }
+        let filled = started.elapsed() - received;
+        // The snapshot is on disk, whole, and the history holds every event it covers:
+        // should this node crash from here on, `open` finishes the install from that file.
+        // So the log may now be purged up to it, and openraft's core, waiting in that
+        // purge, goes on while the snapshot loads.
+        self.snapshot.received(meta.last_log_id);
+        let ready = started.elapsed();
         self.replay_received(meta.clone())
             .await
             .map_err(snapshot_error)?;
@@ -49,19 +57,72 @@ impl StateMachine {
         tracing::info!(
             snapshot = %meta.snapshot_id,
             last_seq = self.applied.last_seq,
+            format = ?header.format,
             receive_ms = received.as_millis() as u64,
-            replay_ms = (started.elapsed() - received).as_millis() as u64,
+            history_ms = filled.as_millis() as u64,
+            replay_ms = (started.elapsed() - ready).as_millis() as u64,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "installed snapshot"
         );
         Ok(())
     }
 
-    /// Replays the received `installing.tmp` into a new generation, switches to it and
+    /// Fetches the events after the history's last seq up to `upto` from a peer, appends
+    /// them (each record checked) and syncs: a snapshot of live state covers events it
+    /// does not carry, and the history must hold them before the state moves past them
+    /// (Subscribe and dedupe read it).
+    async fn fill_history(&self, meta: &SnapshotMeta, upto: u64) -> Result<(), StoreError> {
+        let refuse = |detail: String| snapshot::refusal(meta, detail);
+        let from = self.history.last_seq();
+        let Some(source) = self.history_source.clone() else {
+            return Err(refuse(format!(
+                "it covers the events up to seq {upto}, this node's history ends at {from}, \
+                 and there is no peer to fetch the events between from"
+            )));
+        };
+        let started = std::time::Instant::now();
+        // Each page is appended while the next is fetched.
+        let mut appending: Option<tokio::task::JoinHandle<Result<usize, StoreError>>> = None;
+        let mut asked = from;
+        while asked < upto {
+            let records = source
+                .fetch(&meta.last_membership, asked, upto)
+                .await
+                .map_err(refuse)?;
+            if let Some(previous) = appending.take() {
+                join_append(previous).await?;
+            }
+            asked = crate::store::history::last_record_seq(&records).ok_or_else(|| {
+                refuse(format!(
+                    "a peer sent history records after seq {asked} that do not parse"
+                ))
+            })?;
+            let history = self.history.clone();
+            appending = Some(tokio::task::spawn_blocking(move || {
+                history.append_records(&records)
+            }));
+        }
+        if let Some(last) = appending.take() {
+            join_append(last).await?;
+        }
+        let history = self.history.clone();
+        tokio::task::spawn_blocking(move || history.sync())
+            .await
+            .map_err(|e| StoreError::corrupt("history", format!("sync task failed: {e}")))??;
+        tracing::info!(
+            from,
+            upto,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "fetched the history a snapshot covers from a peer"
+        );
+        Ok(())
+    }
+
+    /// Installs the received `installing.tmp` into a new generation, switches to it and
     /// makes the file the current snapshot.
     async fn replay_received(&mut self, meta: SnapshotMeta) -> Result<(), StoreError> {
         let generation = self.generation + 1;
-        let installed = snapshot::replay_installing(
+        let installed = snapshot::install_received(
             self.disk.clone(),
             self.history.clone(),
             self.realm.clone(),
@@ -85,6 +146,8 @@ impl StateMachine {
         tree: sled::Tree,
         applied: crate::store::Applied,
     ) -> Result<(), StoreError> {
+        // Filled by the domain's rules, which index every record they close.
+        tree.insert(keys::KEY_CLOSED_INDEXED, &[])?;
         self.meta
             .insert(KEY_GENERATION, &generation.to_be_bytes())?;
         // The switch must be durable before the old generation goes away.
@@ -140,7 +203,12 @@ impl StateMachine {
 
     /// At open: finishes an install a crash interrupted (see `snapshot::Interrupted`).
     pub(super) async fn finish_interrupted_install(&mut self) -> Result<(), StoreError> {
-        match snapshot::interrupted_install(&self.snapshot_dir, self.applied.last_applied)? {
+        let history_last_seq = self.history.last_seq();
+        match snapshot::interrupted_install(
+            &self.snapshot_dir,
+            self.applied.last_applied,
+            history_last_seq,
+        )? {
             snapshot::Interrupted::Nothing => {}
             snapshot::Interrupted::Promote => {
                 tracing::info!(
@@ -155,4 +223,11 @@ impl StateMachine {
         }
         Ok(())
     }
+}
+
+async fn join_append(
+    task: tokio::task::JoinHandle<Result<usize, StoreError>>,
+) -> Result<usize, StoreError> {
+    task.await
+        .map_err(|e| StoreError::corrupt("history", format!("append task failed: {e}")))?
 }

@@ -5,13 +5,16 @@
 //! history already holds are checked, not appended twice).
 
 use prost::Message;
+use serde::de::DeserializeOwned;
 
 use super::extend_history;
+use crate::domain::order::Order;
+use crate::domain::ticket::Ticket;
 use crate::proto::pb;
-use crate::store::StoreError;
 use crate::store::disk::Disk;
 use crate::store::history::History;
 use crate::store::keys;
+use crate::store::{StoreError, decode};
 
 /// Events moved per history append and per tree batch.
 const MOVE_BATCH: usize = 4096;
@@ -120,4 +123,59 @@ pub(super) async fn ids_out_of_tree(disk: &Disk, tree: &sled::Tree) -> Result<()
         );
     }
     Ok(())
+}
+
+/// Indexes the closed orders and done tickets of a tree written before the `x` index
+/// (`keys::PREFIX_CLOSED`), by the head seq that closed each, so that rules `V3` remove
+/// them like the ones they close themselves. The marker is written last: a crash part way
+/// runs it again, and each key it writes is the same the second time.
+pub(super) async fn index_closed(disk: &Disk, tree: &sled::Tree) -> Result<(), StoreError> {
+    if tree.contains_key(keys::KEY_CLOSED_INDEXED)? {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    let mut indexed = 0usize;
+    let orders = closed_seqs::<Order>(tree, keys::PREFIX_ORDER, "order", |o| {
+        o.status.is_closed().then_some(o.head.seq)
+    });
+    let tickets = closed_seqs::<Ticket>(tree, keys::PREFIX_TICKET, "ticket", |t| {
+        t.status.is_done().then_some(t.head.seq)
+    });
+    for found in orders.chain(tickets) {
+        let (seq, record_key) = found?;
+        batch.insert(keys::closed_key(seq, &record_key), &[]);
+        indexed += 1;
+        if indexed.is_multiple_of(MOVE_BATCH) {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    batch.insert(keys::KEY_CLOSED_INDEXED, &[]);
+    tree.apply_batch(batch)?;
+    disk.flush().await?;
+    if indexed > 0 {
+        tracing::info!(
+            indexed,
+            "indexed the closed orders and done tickets by closing seq"
+        );
+    }
+    Ok(())
+}
+
+/// (closing seq, record key) of each record under `prefix` that `closed_at` says is closed.
+fn closed_seqs<'a, T: DeserializeOwned>(
+    tree: &'a sled::Tree,
+    prefix: u8,
+    what: &'static str,
+    closed_at: impl Fn(&T) -> Option<u64> + 'a,
+) -> impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + 'a {
+    tree.scan_prefix([prefix]).filter_map(move |item| {
+        let (key, bytes) = match item {
+            Ok(kv) => kv,
+            Err(e) => return Some(Err(e.into())),
+        };
+        match decode::<T>(what, &bytes) {
+            Ok(record) => closed_at(&record).map(|seq| Ok((seq, key.to_vec()))),
+            Err(e) => Some(Err(e)),
+        }
+    })
 }

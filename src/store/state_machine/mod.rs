@@ -111,6 +111,9 @@ pub struct StateMachine {
     feed: broadcast::Sender<EventBatch>,
     /// The node's hub clock, told every hub time applied here (its floor; see `clock`).
     clock: HubClock,
+    /// Where an install of live state fetches the history it lacks (set by the node once
+    /// its peer clients exist; see `set_history_source`).
+    history_source: Option<Arc<dyn super::HistorySource>>,
 }
 
 impl StateMachine {
@@ -155,6 +158,7 @@ impl StateMachine {
         let tree = db.open_tree(live)?;
         migrate::events_out_of_tree(&disk, &tree, &history).await?;
         migrate::ids_out_of_tree(&disk, &tree).await?;
+        migrate::index_closed(&disk, &tree).await?;
         let mut applied = read_applied(&tree)?;
         if applied.lamport > LAMPORT_MAX {
             // Written before rules V2 by an event with a clock over the bound.
@@ -183,6 +187,7 @@ impl StateMachine {
             receiving: Vec::new(),
             feed: broadcast::channel(feed_batches.max(1)).0,
             clock: HubClock::new(),
+            history_source: None,
         };
         // An install a crash interrupted is finished now, so that the snapshot on disk
         // covers the live state and the log's purge point.
@@ -221,6 +226,12 @@ impl StateMachine {
             .await
             .map_err(|e| StoreError::corrupt("snapshot", format!("rebuilding it: {e}")))?;
         Ok(())
+    }
+
+    /// Where an install of a live-state snapshot fetches the events this node's history
+    /// lacks up to the snapshot's seq. Without one, such an install fails.
+    pub fn set_history_source(&mut self, source: Arc<dyn super::HistorySource>) {
+        self.history_source = Some(source);
     }
 
     /// A reader for queries that stays valid across snapshot installs.

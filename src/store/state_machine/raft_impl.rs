@@ -36,12 +36,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         let guard = self.generation_guard.clone().read_owned().await;
+        // Copied here, between two applies, so that the snapshot is the state at
+        // `applied` exactly, while the state machine goes on applying.
+        let live = snapshot::copy_live_state(&self.tree);
         SnapshotBuilder::new(
             self.disk.clone(),
             self.snapshot.clone(),
             self.history.clone(),
             self.realm.clone(),
             self.applied.clone(),
+            live,
             self.snapshot_dir.clone(),
             guard,
         )

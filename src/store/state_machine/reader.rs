@@ -72,6 +72,22 @@ impl StateReader {
         self.history.read_after(after_seq, limit, max_bytes)
     }
 
+    /// History records of seqs `after + 1 ..= upto`, up to about `max_bytes`, as stored
+    /// (`History::read_records`): what a peer installing a snapshot fetches.
+    pub fn history_records(
+        &self,
+        after: u64,
+        upto: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, StoreError> {
+        self.history.read_records(after, upto, max_bytes)
+    }
+
+    /// The last seq this node's history holds.
+    pub fn history_last_seq(&self) -> u64 {
+        self.history.last_seq()
+    }
+
     pub fn order(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
         let tree = self.tree();
         SledState::new(&tree, &self.history, &self.realm, 0, 0).order(order_id)

@@ -2,7 +2,7 @@
 //! apply buffered in memory and read back before the tree, so that the whole apply can be
 //! written as one atomic batch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use prost::Message;
 use serde::Serialize;
@@ -29,7 +29,8 @@ pub(in crate::store) struct SledState<'a> {
     realm: &'a Realm,
     last_seq: u64,
     lamport: u64,
-    pending: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Buffered writes: `None` deletes the key.
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// The events accepted since the last `take_accepted`, for the feed and the history.
     accepted: Vec<pb::Event>,
     /// Their eventIds, found here until they are in the history.
@@ -72,8 +73,8 @@ impl<'a> SledState<'a> {
         what: &'static str,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
-        if let Some(bytes) = self.pending.get(key) {
-            return Ok(Some(decode(what, bytes)?));
+        if let Some(pending) = self.pending.get(key) {
+            return pending.as_deref().map(|b| decode(what, b)).transpose();
         }
         match self.tree.get(key)? {
             Some(bytes) => Ok(Some(decode(what, &bytes)?)),
@@ -87,8 +88,14 @@ impl<'a> SledState<'a> {
         key: Vec<u8>,
         value: &T,
     ) -> Result<(), StoreError> {
-        self.pending.insert(key, encode(what, value)?);
+        self.pending.insert(key, Some(encode(what, value)?));
         Ok(())
+    }
+
+    /// Indexes a record that reached its end at `seq` (`keys::closed_key`).
+    fn put_closed(&mut self, seq: u64, record_key: &[u8]) {
+        self.pending
+            .insert(keys::closed_key(seq, record_key), Some(Vec::new()));
     }
 
     pub(in crate::store) fn last_seq(&self) -> u64 {
@@ -99,7 +106,10 @@ impl<'a> SledState<'a> {
     pub(in crate::store) fn take_batch(&mut self) -> sled::Batch {
         let mut batch = sled::Batch::default();
         for (key, value) in std::mem::take(&mut self.pending) {
-            batch.insert(key, value);
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
         }
         batch
     }
@@ -180,15 +190,21 @@ impl State for SledState<'_> {
     }
 
     fn put_order(&mut self, order: Order) -> Result<(), StoreError> {
-        self.put(
-            "order",
-            keys::prefixed(keys::PREFIX_ORDER, order.id.as_bytes()),
-            &order,
-        )
+        let key = keys::prefixed(keys::PREFIX_ORDER, order.id.as_bytes());
+        // A closed order's head never moves again (ticket mirrors leave it), so this
+        // index key is the same each time a closed order is written.
+        if order.status.is_closed() {
+            self.put_closed(order.head.seq, &key);
+        }
+        self.put("order", key, &order)
     }
 
     fn put_ticket(&mut self, ticket: Ticket) -> Result<(), StoreError> {
-        self.put("ticket", ticket_key(ticket.kind, &ticket.id), &ticket)
+        let key = ticket_key(ticket.kind, &ticket.id);
+        if ticket.status.is_done() {
+            self.put_closed(ticket.head.seq, &key);
+        }
+        self.put("ticket", key, &ticket)
     }
 
     fn put_stock(&mut self, stock: Stock) -> Result<(), StoreError> {
@@ -237,6 +253,35 @@ impl State for SledState<'_> {
         };
         self.put("device", device_key, &known)?;
         self.accepted.push(stored);
+        Ok(())
+    }
+
+    fn expire_closed(&mut self, through_seq: u64) -> Result<(), StoreError> {
+        let start = vec![keys::PREFIX_CLOSED];
+        // Below the first key of the next seq: every record closed through `through_seq`.
+        let end = match through_seq.checked_add(1) {
+            Some(next) => keys::closed_key(next, &[]),
+            None => vec![keys::PREFIX_CLOSED + 1],
+        };
+        let mut expired = BTreeSet::new();
+        for item in self.tree.range(start.as_slice()..end.as_slice()) {
+            let (key, _) = item?;
+            if !matches!(self.pending.get(key.as_ref()), Some(None)) {
+                expired.insert(key.to_vec());
+            }
+        }
+        expired.extend(
+            self.pending
+                .range(start..end)
+                .filter(|(_, value)| value.is_some())
+                .map(|(key, _)| key.clone()),
+        );
+        for key in expired {
+            if let Some(record) = keys::closed_record(&key) {
+                self.pending.insert(record.to_vec(), None);
+            }
+            self.pending.insert(key, None);
+        }
         Ok(())
     }
 }
