@@ -1454,3 +1454,56 @@ async fn a_node_with_open_subscriptions_stops_promptly_on_sigterm() {
         );
     }
 }
+
+/// An entry carries 1 to 1024 events, so a log bounded in entries alone can hold anything
+/// from kilobytes to hundreds of MB. With `--snapshot-every` far away, the byte bounds
+/// alone take a snapshot once 1 MiB of log is behind the last one and purge the log down
+/// to 1 MiB behind it, on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_snapshotted_and_purged_by_its_bytes_when_entries_are_big() {
+    let options = Options {
+        snapshot_every: Some(1_000_000),
+        extra_args: [
+            "--snapshot-log-mib",
+            "1",
+            "--keep-log-mib",
+            "1",
+            "--rate-events-per-s",
+            "10000000",
+            "--rate-burst-events",
+            "10000000",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Options::default()
+    };
+    let mut c = Cluster::start_with(3, options).await;
+    let leader = c.leader_id().await;
+    // 24 entries of 1000 events (~4 MiB of log): far below 1,000,000 entries.
+    for b in 0..24u64 {
+        append_accepted(
+            &mut c.client(leader),
+            inventory_batch(1_000, "till-bulk", 1 + b * 1_000),
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    c.wait_same_last_seq(&[1, 2, 3], 24_000, Duration::from_secs(60))
+        .await;
+    c.poll(Duration::from_secs(30), async |c| {
+        for id in 1..=3 {
+            let status = c.status_json(id).await;
+            let snapshot = status["snapshotIndex"].as_u64().unwrap_or(0);
+            let purged = status["purgedIndex"].as_u64().unwrap_or(0);
+            if snapshot == 0 || purged == 0 {
+                return Err(format!("node {id}: snapshot {snapshot}, purged {purged}"));
+            }
+        }
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|last| panic!("no snapshot and purge by bytes within 30 s: {last}"));
+    // What the purge kept is still served: Subscribe from 0 has every event.
+    let events = c.log_ids(2, 0, 24_000, Duration::from_secs(60)).await;
+    assert_eq!(events.len(), 24_000);
+}

@@ -28,6 +28,9 @@ pub struct SnapshotLine {
     pub last_seq: u64,
     /// `None`: the line carries no `elapsed_ms`.
     pub elapsed_ms: Option<f64>,
+    /// Of `elapsed_ms`, the time an install spent fetching the history it lacked from a
+    /// peer (`history_ms`, logged by installs of live-state snapshots).
+    pub history_ms: Option<f64>,
 }
 
 const TARGET: &str = "pos_hub::store";
@@ -70,6 +73,7 @@ pub fn parse_line(line: &str) -> Option<SnapshotLine> {
         kind,
         last_seq: field("last_seq")?.parse().ok()?,
         elapsed_ms: field("elapsed_ms").and_then(|v| v.parse().ok()),
+        history_ms: field("history_ms").and_then(|v| v.parse().ok()),
     })
 }
 
@@ -120,6 +124,7 @@ mod tests {
             kind: SnapshotKind::Built,
             last_seq,
             elapsed_ms,
+            history_ms: None,
         })
     }
 
@@ -133,12 +138,13 @@ mod tests {
         );
         assert_eq!(
             parse_line(
-                "2026-11-25T12:00:01.000001Z  INFO pos_hub::store::state_machine::install: installed snapshot snapshot=1-2-3 last_seq=250000 receive_ms=12 elapsed_ms=812.5"
+                "2026-11-25T12:00:01.000001Z  INFO pos_hub::store::state_machine::install: installed snapshot snapshot=1-2-3 last_seq=250000 receive_ms=12 history_ms=700 elapsed_ms=812.5"
             ),
             Some(SnapshotLine {
                 kind: SnapshotKind::Installed,
                 last_seq: 250_000,
                 elapsed_ms: Some(812.5),
+                history_ms: Some(700.0),
             })
         );
         // With spans before the target, and with colours.

@@ -46,6 +46,8 @@ pub struct ServeConfig {
     pub snapshot_every_log_entries: u64,
     /// Log entries kept behind the latest snapshot, for nodes catching up after one.
     pub keep_log_entries: u64,
+    /// The log's bounds in bytes: a snapshot past them, a purge down to them.
+    pub log_bounds: crate::raft::compaction::LogBounds,
     /// Recent batches of applied events kept in memory for live subscribers.
     pub feed_batches: usize,
     /// The store's public keys (one, or two during a rotation), to verify device tokens;

@@ -9,6 +9,7 @@ use openraft::{Config, SnapshotPolicy};
 use super::{AppError, ServeConfig};
 use crate::metrics::Metrics;
 use crate::raft::batch::Batcher;
+use crate::raft::compaction;
 use crate::raft::history::PeerHistory;
 use crate::raft::network::{PeerClients, PeerNetwork};
 use crate::raft::node::Node;
@@ -75,6 +76,7 @@ pub(super) async fn open(config: &ServeConfig) -> Result<Arc<Node>, AppError> {
     };
     let peers = PeerClients::with_tls(peer_client_tls);
     state_machine.set_history_source(Arc::new(PeerHistory::new(peers.clone(), config.node_id)));
+    let log_view = log.clone();
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
@@ -85,6 +87,8 @@ pub(super) async fn open(config: &ServeConfig) -> Result<Arc<Node>, AppError> {
         state_machine,
     )
     .await?;
+    // Ends by itself once Raft stops.
+    tokio::spawn(compaction::run(raft.clone(), log_view, config.log_bounds));
     let signals = crate::raft::signals::watch(&raft, config.timing);
     let node = Arc::new(Node {
         id: config.node_id,

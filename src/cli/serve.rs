@@ -89,6 +89,15 @@ pub struct ServeArgs {
     /// and needs snapshot after snapshot.
     #[arg(long)]
     keep_log_entries: Option<u64>,
+    /// Also take a snapshot once the log behind the last one holds this many MiB (an entry
+    /// holds 1 to 1024 events, so entries alone do not bound the log's size).
+    #[arg(long, default_value_t = crate::raft::compaction::SNAPSHOT_LOG_BYTES >> 20,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    snapshot_log_mib: u64,
+    /// Also purge the log down to this many MiB behind the latest snapshot.
+    #[arg(long, default_value_t = crate::raft::compaction::KEEP_LOG_BYTES >> 20,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    keep_log_mib: u64,
     /// Recent batches of applied events kept in memory for live subscribers; one that
     /// falls further behind reads storage instead (memory ≈ this × events per append).
     #[arg(long, default_value_t = crate::store::EVENT_FEED_BATCHES as u64,
@@ -363,6 +372,10 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         keep_log_entries: args
             .keep_log_entries
             .unwrap_or(args.snapshot_every.saturating_mul(KEEP_LOG_SNAPSHOTS)),
+        log_bounds: crate::raft::compaction::LogBounds {
+            snapshot_bytes: args.snapshot_log_mib << 20,
+            keep_bytes: args.keep_log_mib << 20,
+        },
         feed_batches: args.feed_batches as usize,
         public_keys: public_key,
         clock_offset_ms: args.clock_offset_ms,

@@ -9,6 +9,7 @@
 //!   extra delays.
 
 pub mod batch;
+pub mod compaction;
 pub mod history;
 pub mod local;
 pub mod network;

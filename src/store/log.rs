@@ -119,6 +119,16 @@ impl LogStore {
         self.snapshot.get()
     }
 
+    /// Bytes of the log's records after `index` (what a snapshot at `index` leaves).
+    pub fn bytes_after(&self, index: u64) -> u64 {
+        self.wal().bytes_after(index)
+    }
+
+    /// The highest index up to which a purge leaves at least `keep_bytes` of log.
+    pub fn purge_point_keeping(&self, keep_bytes: u64) -> Option<u64> {
+        self.wal().purge_point_keeping(keep_bytes)
+    }
+
     /// A live view of the committed log index (0 before anything is committed).
     pub fn committed_index(&self) -> Arc<AtomicU64> {
         self.committed.clone()
@@ -191,6 +201,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         self.entries(range).map_err(read_logs_error)
+    }
+
+    /// Replication reads: entries from `start` until they add up to the most one
+    /// AppendEntries carries (`REPLICATION_BYTES_MAX`; always the first). openraft asks for
+    /// up to `max_payload_entries` at a time and the network would send only what fits,
+    /// so reading (and decoding) the rest was wasted: with 50-event entries it was 59 of
+    /// every 64, and a learner caught up at 3 MB/s.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let end = self
+            .wal()
+            .end_within(start, end, crate::raft::network::REPLICATION_BYTES_MAX);
+        self.entries(start..end).map_err(read_logs_error)
     }
 }
 

@@ -1437,3 +1437,48 @@ async fn a_tree_written_before_the_closed_index_is_indexed_at_open() {
     // Last seq is CLOSED_KEPT_EVENTS + 4: the orders paid at seqs 2 and 4 are gone.
     assert_eq!(order_ids(&sm.reader()), ["o-2"]);
 }
+
+/// What `raft::compaction` reads to bound the log by bytes: the bytes after an index, and
+/// the purge point that keeps at least so many bytes.
+#[tokio::test]
+async fn the_log_reports_its_bytes_and_the_purge_point_that_keeps_a_given_amount() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, _sm) = log_of_twenty(dir.path()).await;
+    let records = std::fs::metadata(only_segment(dir.path()))
+        .expect("the segment")
+        .len()
+        - record_boundary(&only_segment(dir.path()), 0);
+    assert_eq!(log.bytes_after(0), records, "every record after index 0");
+    assert_eq!(log.bytes_after(20), 0);
+    let last_two = log.bytes_after(18);
+    let last_three = log.bytes_after(17);
+    assert!(0 < last_two && last_two < last_three);
+    // Keeping exactly the last two entries' bytes: purge up to 18.
+    assert_eq!(log.purge_point_keeping(last_two), Some(18));
+    // One byte more needs the third-last too: purge up to 17.
+    assert_eq!(log.purge_point_keeping(last_two + 1), Some(17));
+    assert_eq!(
+        log.purge_point_keeping(records + 1),
+        None,
+        "the log is smaller"
+    );
+}
+
+/// Replication reads stop at the bytes one AppendEntries carries, always with one entry.
+#[test]
+fn a_replication_read_stops_at_its_byte_bound_and_takes_at_least_one_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut wal = wal::Wal::open(dir.path()).expect("opens");
+    wal.append(one_adjustment_each(10)).expect("appends");
+    let size = |from: u64, to: u64| wal.bytes_after(from - 1) - wal.bytes_after(to - 1);
+    let three = size(1, 4);
+    assert_eq!(wal.end_within(1, 11, three), 4, "entries 1..=3 fit exactly");
+    assert_eq!(wal.end_within(1, 11, three - 1), 3);
+    assert_eq!(wal.end_within(1, 11, 0), 2, "at least the first");
+    assert_eq!(
+        wal.end_within(5, 8, u64::MAX),
+        8,
+        "never past the end asked"
+    );
+    assert_eq!(wal.end_within(5, 11, u64::MAX), 11);
+}

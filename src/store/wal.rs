@@ -31,8 +31,10 @@ use super::disk::{fsync_path as sync_dir, io};
 use super::{StoreError, decode, encode};
 use crate::raft_types::Entry;
 
-/// A segment is closed once it holds this many bytes.
-pub(super) const SEGMENT_BYTES: u64 = 64 << 20;
+/// A segment is closed once it holds this many bytes. Purges delete whole segments, so
+/// this is also the granularity of the log's size on disk (`raft::compaction` keeps it
+/// to a few tens of MiB behind the snapshot).
+pub(super) const SEGMENT_BYTES: u64 = 16 << 20;
 /// A record longer than this is damage, not an entry (an entry carries at most 1024
 /// events; an event is at most 64 KiB).
 const RECORD_MAX: u32 = 128 << 20;
@@ -52,6 +54,13 @@ struct Loc {
     segment: u64,
     offset: u64,
     len: u32,
+}
+
+impl Loc {
+    /// The record's bytes on disk, header included.
+    fn record_bytes(&self) -> u64 {
+        u64::from(self.len) + HEADER as u64
+    }
 }
 
 pub(super) struct Wal {
@@ -205,6 +214,44 @@ impl Wal {
     /// The last entry's index, if any.
     pub(super) fn last_index(&self) -> Option<u64> {
         (!self.locs.is_empty()).then(|| self.next_index() - 1)
+    }
+
+    /// Bytes of the records of the entries after `index`.
+    pub(super) fn bytes_after(&self, index: u64) -> u64 {
+        let skip = index.saturating_add(1).saturating_sub(self.first) as usize;
+        self.locs.iter().skip(skip).map(Loc::record_bytes).sum()
+    }
+
+    /// The end (exclusive) of the entries from `start` before `end` whose records add up to
+    /// at most `max_bytes`: at least one entry when there is one.
+    pub(super) fn end_within(&self, start: u64, end: u64, max_bytes: u64) -> u64 {
+        let skip = start.saturating_sub(self.first) as usize;
+        let mut total = 0u64;
+        let mut index = start;
+        for loc in self.locs.iter().skip(skip) {
+            if index >= end {
+                break;
+            }
+            total += loc.record_bytes();
+            if total > max_bytes && index > start {
+                break;
+            }
+            index += 1;
+        }
+        index.max(start.saturating_add(1)).min(end)
+    }
+
+    /// The highest index whose purge keeps at least `keep_bytes` of records after it
+    /// (`None`: the whole log is less than that).
+    pub(super) fn purge_point_keeping(&self, keep_bytes: u64) -> Option<u64> {
+        let mut kept = 0u64;
+        for (i, loc) in self.locs.iter().enumerate().rev() {
+            kept += loc.record_bytes();
+            if kept >= keep_bytes {
+                return (self.first + i as u64).checked_sub(1);
+            }
+        }
+        None
     }
 
     pub(super) fn last_entry(&self) -> Result<Option<Entry>, StoreError> {

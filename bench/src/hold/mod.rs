@@ -83,6 +83,8 @@ pub struct NodeSnapshot {
     pub last_seq: u64,
     /// `None`: the line carries no time.
     pub elapsed_ms: Option<f64>,
+    /// Of it, fetching the history the installing node lacked.
+    pub history_ms: Option<f64>,
 }
 
 /// The last snapshot built and the last installed, over the nodes' logs, up to a moment.
@@ -287,6 +289,7 @@ fn snapshots(cluster: &LocalCluster) -> SnapshotFigures {
         node,
         last_seq: line.last_seq,
         elapsed_ms: line.elapsed_ms,
+        history_ms: line.history_ms,
     };
     for node in &cluster.nodes {
         let (built, installed) = snaplog::last_in_file(&node.log);

@@ -151,7 +151,14 @@ fn snapshot_text(s: &Option<NodeSnapshot>) -> String {
     match s {
         None => "none logged".to_owned(),
         Some(s) => match s.elapsed_ms {
-            Some(ms) => format!("node {}, last_seq {}, {ms:.0} ms", s.node, s.last_seq),
+            Some(ms) => match s.history_ms {
+                Some(h) => format!(
+                    "node {}, last_seq {}, {ms:.0} ms, of which {h:.0} ms fetching the history \
+                     it lacked",
+                    s.node, s.last_seq
+                ),
+                None => format!("node {}, last_seq {}, {ms:.0} ms", s.node, s.last_seq),
+            },
             None => format!(
                 "node {}, last_seq {}, time not logged (no elapsed_ms)",
                 s.node, s.last_seq
