@@ -455,7 +455,9 @@ fn load(
     let refuse = |detail: String| refusal(meta, detail);
     if history.last_seq() < header.last_seq {
         return Err(refuse(format!(
-            "it covers the events up to seq {}, and this node's history ends at {}",
+            "it covers the events up to seq {}, and this node's history ends at {}: the \
+             history files lost events the snapshot stands on (damage); wipe this data dir \
+             and add the node to its group again to rebuild it from its peers",
             header.last_seq,
             history.last_seq()
         )));

@@ -388,15 +388,21 @@ async fn build_and_install(events: u64) -> (TempDir, StateMachine, TempDir, Stat
         a.applied_state().await.expect("state").0
     );
 
-    let (dir_b, _log, mut b) = fresh().await;
-    fed_by(&mut b, &a);
-    let mut receiving = b.begin_receiving_snapshot().await.expect("receives");
     let current = current_snapshot(&mut a).await;
-    *receiving = *current.snapshot;
-    b.install_snapshot(&current.meta, receiving)
+    let (dir_b, b) = installed_fresh(current, &a).await;
+    (dir_a, a, dir_b, b)
+}
+
+/// `snapshot` installed into a fresh store that fetches the history it lacks from `from`.
+async fn installed_fresh(snapshot: Snapshot, from: &StateMachine) -> (TempDir, StateMachine) {
+    let (dir, _log, mut sm) = fresh().await;
+    fed_by(&mut sm, from);
+    let mut receiving = sm.begin_receiving_snapshot().await.expect("receives");
+    *receiving = *snapshot.snapshot;
+    sm.install_snapshot(&snapshot.meta, receiving)
         .await
         .expect("installs");
-    (dir_a, a, dir_b, b)
+    (dir, sm)
 }
 
 #[tokio::test]
@@ -1037,14 +1043,7 @@ fn damage_current_snapshot(dir: &Path) -> std::path::PathBuf {
 /// A snapshot handed out must be whole: read it back and install it into a fresh store,
 /// which replays and checks every event; its contents must be `expected`.
 async fn assert_installs_as(snapshot: Snapshot, expected: &StateMachine) {
-    let (_dir, _log, mut fresh) = fresh().await;
-    fed_by(&mut fresh, expected);
-    let mut receiving = fresh.begin_receiving_snapshot().await.expect("receives");
-    *receiving = *snapshot.snapshot;
-    fresh
-        .install_snapshot(&snapshot.meta, receiving)
-        .await
-        .expect("the snapshot handed out installs");
+    let (_dir, fresh) = installed_fresh(snapshot, expected).await;
     assert_eq!(contents(&fresh.reader()), contents(&expected.reader()));
 }
 
@@ -1379,19 +1378,9 @@ async fn paid_orders_leave_the_tree_after_the_window_and_a_snapshot_installs_the
         .build_snapshot()
         .await
         .expect("builds");
-    let (_d, _l, mut installed) = fresh().await;
-    fed_by(&mut installed, &sm);
-    let mut receiving = installed
-        .begin_receiving_snapshot()
-        .await
-        .expect("receives");
-    *receiving = *built.snapshot;
-    installed
-        .install_snapshot(&built.meta, receiving)
-        .await
-        .expect("installs");
+    let (_d, installed) = installed_fresh(built, &sm).await;
     assert_eq!(contents(&installed.reader()), written);
-    drop((sm, _log, installed, _l, next));
+    drop((sm, _log, installed, next));
     let (_db, trees) = state_machine_trees(dir.path());
     assert_eq!(
         closed_index_keys(&trees[0]),
