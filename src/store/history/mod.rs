@@ -104,40 +104,7 @@ fn corrupt(path: &Path, offset: u64, what: impl std::fmt::Display) -> StoreError
     )
 }
 
-/// The record at `offset`, read and checked: good, bad (why), or the end of the file.
-fn read_record(file: &File, path: &Path, offset: u64, len: u64) -> Result<Record, StoreError> {
-    if offset == len {
-        return Ok(Record::End);
-    }
-    if len - offset < HEADER as u64 {
-        return Ok(Record::Bad(format!(
-            "{} bytes of a record header",
-            len - offset
-        )));
-    }
-    let mut header = [0u8; HEADER];
-    file.read_exact_at(&mut header, offset).map_err(io(path))?;
-    let size = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default());
-    let crc = u32::from_le_bytes(header[4..8].try_into().unwrap_or_default());
-    let seq = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
-    if size > RECORD_MAX {
-        return Ok(Record::Bad(format!("a record of {size} bytes")));
-    }
-    if len - offset - (HEADER as u64) < u64::from(size) {
-        return Ok(Record::Bad("a record cut short".into()));
-    }
-    let mut payload = vec![0u8; size as usize];
-    file.read_exact_at(&mut payload, offset + HEADER as u64)
-        .map_err(io(path))?;
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&seq.to_le_bytes());
-    hasher.update(&payload);
-    if hasher.finalize() != crc {
-        return Ok(Record::Bad("checksum mismatch".into()));
-    }
-    Ok(Record::Good { seq, payload })
-}
-
+/// One record as `RunReader::next_checked` finds it.
 enum Record {
     Good { seq: u64, payload: Vec<u8> },
     Bad(String),
@@ -629,12 +596,17 @@ impl<'a> RunReader<'a> {
         Ok(())
     }
 
-    fn next_record(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    /// The next record, checked, and the reader moved past it; a damaged one (`Bad`, with
+    /// why) leaves the reader where it is. `Err` is only a failure to read the file.
+    fn next_checked(&mut self) -> Result<Record, StoreError> {
         if self.offset >= self.len {
-            return Ok(None);
+            return Ok(Record::End);
         }
         if self.len - self.offset < HEADER as u64 {
-            return Err(corrupt(self.path, self.offset, "a record header cut short"));
+            return Ok(Record::Bad(format!(
+                "{} bytes of a record header",
+                self.len - self.offset
+            )));
         }
         self.fill(HEADER)?;
         let at = (self.offset - self.buf_start) as usize;
@@ -644,12 +616,11 @@ impl<'a> RunReader<'a> {
         let mut seq_bytes = [0u8; 8];
         seq_bytes.copy_from_slice(&header[8..16]);
         let seq = u64::from_le_bytes(seq_bytes);
-        if size > RECORD_MAX || self.len - self.offset - (HEADER as u64) < u64::from(size) {
-            return Err(corrupt(
-                self.path,
-                self.offset,
-                format!("a record of {size} bytes"),
-            ));
+        if size > RECORD_MAX {
+            return Ok(Record::Bad(format!("a record of {size} bytes")));
+        }
+        if self.len - self.offset - (HEADER as u64) < u64::from(size) {
+            return Ok(Record::Bad("a record cut short".into()));
         }
         self.fill(HEADER + size as usize)?;
         let at = (self.offset - self.buf_start) as usize;
@@ -658,10 +629,19 @@ impl<'a> RunReader<'a> {
         hasher.update(&seq_bytes);
         hasher.update(&payload);
         if hasher.finalize() != crc {
-            return Err(corrupt(self.path, self.offset, "checksum mismatch"));
+            return Ok(Record::Bad("checksum mismatch".into()));
         }
         self.offset += (HEADER + payload.len()) as u64;
-        Ok(Some((seq, payload)))
+        Ok(Record::Good { seq, payload })
+    }
+
+    /// The next record, or `None` at the end; a damaged record is an error naming it.
+    fn next_record(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        match self.next_checked()? {
+            Record::End => Ok(None),
+            Record::Good { seq, payload } => Ok(Some((seq, payload))),
+            Record::Bad(why) => Err(corrupt(self.path, self.offset, why)),
+        }
     }
 }
 
@@ -689,23 +669,31 @@ fn load_segment(dir: &Path, first: u64, tail: bool) -> Result<Segment, StoreErro
         return Err(corrupt(&path, 0, "not a pos-hub history segment"));
     }
     let mut segment = empty_segment(first, path, file);
-    let mut offset = MAGIC.len() as u64;
+    let mut reader = RunReader::new(&segment.file, &segment.path, MAGIC.len() as u64, len);
     let mut next = first;
-    loop {
-        let record = read_record(&segment.file, &segment.path, offset, len)?;
-        let bad = match record {
-            Record::End => break,
-            Record::Good { seq, payload } if seq == next => {
+    let mut sparse = Vec::new();
+    let cut = loop {
+        let offset = reader.offset;
+        let bad = match reader.next_checked()? {
+            Record::End => break None,
+            Record::Good { seq, .. } if seq == next => {
                 if (seq - first).is_multiple_of(STRIDE) {
-                    segment.sparse.push(offset);
+                    sparse.push(offset);
                 }
-                offset += (HEADER + payload.len()) as u64;
                 next += 1;
                 continue;
             }
             Record::Good { seq, .. } => format!("seq {seq} where {next} was due"),
             Record::Bad(why) => why,
         };
+        break Some((offset, bad));
+    };
+    let end = reader.offset;
+    drop(reader);
+    segment.sparse = sparse;
+    segment.len = end;
+    segment.last = next - 1;
+    if let Some((offset, bad)) = cut {
         if !tail {
             return Err(corrupt(&segment.path, offset, bad));
         }
@@ -718,10 +706,8 @@ fn load_segment(dir: &Path, first: u64, tail: bool) -> Result<Segment, StoreErro
         );
         segment.file.set_len(offset).map_err(io(&segment.path))?;
         segment.file.sync_data().map_err(io(&segment.path))?;
-        break;
+        segment.len = offset;
     }
-    segment.len = offset;
-    segment.last = next - 1;
     Ok(segment)
 }
 
@@ -748,11 +734,10 @@ fn scan_ids(segment: &Segment) -> Result<HashMap<u128, u64>, StoreError> {
     );
     while let Some((seq, payload)) = reader.next_record()? {
         let at = reader.offset;
-        let event = pb::Event::decode(payload.as_slice())
+        // The eventId alone: the rest of the event (its payload) is skipped, not parsed.
+        let key = EventKey::decode(payload.as_slice())
             .map_err(|e| corrupt(&segment.path, at, format!("seq {seq}: {e}")))?;
-        let id = uuid::Uuid::parse_str(&event.event_id)
-            .map_err(|e| corrupt(&segment.path, at, format!("seq {seq}: eventId: {e}")))?;
-        found.insert(id.as_u128(), seq);
+        found.insert(parse_event_id(seq, &key.event_id)?, seq);
     }
     Ok(found)
 }
