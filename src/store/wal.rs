@@ -218,17 +218,20 @@ impl Wal {
 
     /// Bytes of the records of the entries after `index`.
     pub(super) fn bytes_after(&self, index: u64) -> u64 {
-        let skip = index.saturating_add(1).saturating_sub(self.first) as usize;
-        self.locs.iter().skip(skip).map(Loc::record_bytes).sum()
+        let skip =
+            (index.saturating_add(1).saturating_sub(self.first) as usize).min(self.locs.len());
+        self.locs.range(skip..).map(Loc::record_bytes).sum()
     }
 
     /// The end (exclusive) of the entries from `start` before `end` whose records add up to
     /// at most `max_bytes`: at least one entry when there is one.
     pub(super) fn end_within(&self, start: u64, end: u64, max_bytes: u64) -> u64 {
-        let skip = start.saturating_sub(self.first) as usize;
+        // `range`, not `iter().skip()`: this runs for every AppendEntries, and skipping
+        // walks every entry before `start`.
+        let skip = (start.saturating_sub(self.first) as usize).min(self.locs.len());
         let mut total = 0u64;
         let mut index = start;
-        for loc in self.locs.iter().skip(skip) {
+        for loc in self.locs.range(skip..) {
             if index >= end {
                 break;
             }

@@ -154,6 +154,7 @@ impl StateMachine {
         self.disk.flush().await?;
         self.generation = generation;
         self.tree = tree.clone();
+        self.closed_floor = None;
         self.applied = applied;
         self.clock.observe(self.applied.hub_time_ms);
         match self.shared_tree.write() {

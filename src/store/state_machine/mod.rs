@@ -114,6 +114,9 @@ pub struct StateMachine {
     /// Where an install of live state fetches the history it lacks (set by the node once
     /// its peer clients exist; see `set_history_source`).
     history_source: Option<Arc<dyn super::HistorySource>>,
+    /// The lowest closing seq in the live tree's `x` index, as the last apply left it
+    /// (`None`: not known; read again by the next apply). Saves a read per apply.
+    closed_floor: Option<Option<u64>>,
 }
 
 impl StateMachine {
@@ -188,6 +191,7 @@ impl StateMachine {
             feed: broadcast::channel(feed_batches.max(1)).0,
             clock: HubClock::new(),
             history_source: None,
+            closed_floor: None,
         };
         // An install a crash interrupted is finished now, so that the snapshot on disk
         // covers the live state and the log's purge point.
@@ -256,7 +260,8 @@ impl StateMachine {
             &self.realm,
             applied.last_seq,
             applied.lamport,
-        );
+        )
+        .with_closed_floor(self.closed_floor.take());
         let mut replies = Vec::new();
         for entry in entries {
             let log_id = *entry.get_log_id();
@@ -290,6 +295,7 @@ impl StateMachine {
         // Not flushed here: the Raft log is durable, and a crash rolls this back to a whole
         // earlier entry that openraft re-applies.
         self.tree.apply_batch(batch)?;
+        self.closed_floor = state.closed_floor_after();
         self.clock.observe(applied.hub_time_ms);
         self.applied = applied;
         if !accepted.is_empty() {

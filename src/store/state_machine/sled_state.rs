@@ -35,6 +35,11 @@ pub(in crate::store) struct SledState<'a> {
     accepted: Vec<pb::Event>,
     /// Their eventIds, found here until they are in the history.
     accepted_ids: HashMap<Uuid, u64>,
+    /// The lowest closing seq in the tree's `x` index, read once (`None`: not read yet),
+    /// and the lowest this apply added: `expire_closed` reads the index only when one of
+    /// them is due, not once per event.
+    closed_floor: Option<Option<u64>>,
+    pending_closed_min: Option<u64>,
 }
 
 impl<'a> SledState<'a> {
@@ -54,7 +59,46 @@ impl<'a> SledState<'a> {
             pending: BTreeMap::new(),
             accepted: Vec::new(),
             accepted_ids: HashMap::new(),
+            closed_floor: None,
+            pending_closed_min: None,
         }
+    }
+
+    /// Starts from what an earlier apply learnt of the `x` index's lowest seq.
+    pub(in crate::store) fn with_closed_floor(mut self, floor: Option<Option<u64>>) -> Self {
+        self.closed_floor = floor;
+        self
+    }
+
+    /// The `x` index's lowest seq once this apply's batch is written, if known.
+    pub(in crate::store) fn closed_floor_after(&self) -> Option<Option<u64>> {
+        let tree = self.closed_floor?;
+        Some(match (tree, self.pending_closed_min) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// The lowest closing seq in the tree's `x` index (cached for this apply).
+    fn tree_closed_floor(&mut self) -> Result<Option<u64>, StoreError> {
+        if let Some(floor) = self.closed_floor {
+            return Ok(floor);
+        }
+        // Keys this apply already deleted are skipped (at most what it expired).
+        let mut floor = None;
+        for key in self.tree.scan_prefix([keys::PREFIX_CLOSED]).keys() {
+            let key = key?;
+            if matches!(self.pending.get(key.as_ref()), Some(None)) {
+                continue;
+            }
+            floor = key
+                .get(1..9)
+                .and_then(|seq| seq.try_into().ok())
+                .map(u64::from_be_bytes);
+            break;
+        }
+        self.closed_floor = Some(floor);
+        Ok(floor)
     }
 
     pub(in crate::store) fn lamport(&self) -> u64 {
@@ -96,6 +140,7 @@ impl<'a> SledState<'a> {
     fn put_closed(&mut self, seq: u64, record_key: &[u8]) {
         self.pending
             .insert(keys::closed_key(seq, record_key), Some(Vec::new()));
+        self.pending_closed_min = Some(self.pending_closed_min.map_or(seq, |m| m.min(seq)));
     }
 
     pub(in crate::store) fn last_seq(&self) -> u64 {
@@ -257,6 +302,10 @@ impl State for SledState<'_> {
     }
 
     fn expire_closed(&mut self, through_seq: u64) -> Result<(), StoreError> {
+        let due = |floor: Option<u64>| floor.is_some_and(|seq| seq <= through_seq);
+        if !due(self.tree_closed_floor()?) && !due(self.pending_closed_min) {
+            return Ok(());
+        }
         let start = vec![keys::PREFIX_CLOSED];
         // Below the first key of the next seq: every record closed through `through_seq`.
         let end = match through_seq.checked_add(1) {
@@ -282,6 +331,14 @@ impl State for SledState<'_> {
             }
             self.pending.insert(key, None);
         }
+        // What is left below the next seq: read again when next due.
+        self.closed_floor = None;
+        self.pending_closed_min = self
+            .pending
+            .range(vec![keys::PREFIX_CLOSED]..vec![keys::PREFIX_CLOSED + 1])
+            .filter(|(_, value)| value.is_some())
+            .filter_map(|(key, _)| key.get(1..9)?.try_into().ok().map(u64::from_be_bytes))
+            .min();
         Ok(())
     }
 }
