@@ -361,15 +361,7 @@ pub async fn follower(
                 continue;
             };
             let Ok(Some(batch)) = message else { break };
-            for event in &batch.events {
-                if event.seq != last + 1 {
-                    return Err(BenchError::Setup(format!(
-                        "a subscriber on {addr} got seq {} after {last}",
-                        event.seq
-                    )));
-                }
-                last = event.seq;
-            }
+            follow(&batch.events, &mut last, &format!("a subscriber on {addr}"))?;
         }
     }
     Ok(last - cursor)
@@ -392,17 +384,23 @@ pub async fn catch_up(addr: &str, last_seq: u64) -> Result<Duration, BenchError>
             .map_err(|_| BenchError::Setup(format!("catch-up stalled at {read} on {addr}")))?
             .map_err(|e| BenchError::Setup(format!("catch-up on {addr}: {e}")))?
             .ok_or_else(|| BenchError::Setup(format!("catch-up stream ended at {read}")))?;
-        for event in &batch.events {
-            if event.seq != read + 1 {
-                return Err(BenchError::Setup(format!(
-                    "catch-up on {addr}: seq {} after {read}",
-                    event.seq
-                )));
-            }
-            read = event.seq;
-        }
+        follow(&batch.events, &mut read, &format!("catch-up on {addr}"))?;
     }
     Ok(started.elapsed())
+}
+
+/// Moves `last` along `events`, each of which must have the next seq; `who` read them.
+fn follow(events: &[pb::Event], last: &mut u64, who: &str) -> Result<(), BenchError> {
+    for event in events {
+        if event.seq != *last + 1 {
+            return Err(BenchError::Setup(format!(
+                "{who}: got seq {} after {last}",
+                event.seq
+            )));
+        }
+        *last = event.seq;
+    }
+    Ok(())
 }
 
 /// The last seq a node reports.
