@@ -135,6 +135,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Written by hand so that events can be sent as stored (src/proto/subscribe.rs).
+        .extern_path(
+            ".pos.v1.SubscribeResponse",
+            "crate::proto::subscribe::SubscribeResponse",
+        )
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -258,7 +258,7 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, BenchError> {
         }
     }
     let catch_up = if plan.catch_up && last > 0 {
-        Some((last, load::catch_up(&live, last).await?))
+        Some((last, load::catch_up(&live, last, load::Decode::Full).await?))
     } else {
         None
     };

@@ -361,44 +361,113 @@ pub async fn follower(
                 continue;
             };
             let Ok(Some(batch)) = message else { break };
-            follow(&batch.events, &mut last, &format!("a subscriber on {addr}"))?;
+            follow(
+                batch.events.iter().map(|e| e.seq),
+                &mut last,
+                &format!("a subscriber on {addr}"),
+            )?;
         }
     }
     Ok(last - cursor)
 }
 
+/// How much of each event the catch-up reader decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decode {
+    /// Its seq and eventId, which it checks; prost skips the rest. This measures how fast
+    /// the hub serves catch-up, not how fast the reader parses payloads.
+    Heads,
+    /// The whole event, its `Struct` payload included, as a device's SDK does.
+    Full,
+}
+
+/// The two fields of an event the `Decode::Heads` reader reads.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EventHead {
+    #[prost(string, tag = "1")]
+    event_id: String,
+    #[prost(uint64, tag = "13")]
+    seq: u64,
+}
+
+/// A `SubscribeResponse` as the `Decode::Heads` reader decodes it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HeadsPage {
+    #[prost(message, repeated, tag = "1")]
+    events: Vec<EventHead>,
+}
+
+/// A Subscribe message as one kind of reader decodes it: the seqs it carries, in order.
+trait Page: Message + Default + Send + 'static {
+    fn seqs(&self) -> Vec<u64>;
+}
+
+impl Page for pb::SubscribeResponse {
+    fn seqs(&self) -> Vec<u64> {
+        self.events.iter().map(|e| e.seq).collect()
+    }
+}
+
+impl Page for HeadsPage {
+    fn seqs(&self) -> Vec<u64> {
+        // An event without its id is not one the hub committed.
+        self.events
+            .iter()
+            .map(|e| if e.event_id.is_empty() { 0 } else { e.seq })
+            .collect()
+    }
+}
+
 /// Reads the whole log from cursor 0 up to `last_seq`, checking that the seqs follow each
 /// other, and returns how long it took.
-pub async fn catch_up(addr: &str, last_seq: u64) -> Result<Duration, BenchError> {
-    let mut hub = HubClient::new(channel(addr)?).max_decoding_message_size(256 << 20);
+pub async fn catch_up(addr: &str, last_seq: u64, decode: Decode) -> Result<Duration, BenchError> {
+    match decode {
+        Decode::Heads => read_from_zero::<HeadsPage>(addr, last_seq).await,
+        Decode::Full => read_from_zero::<pb::SubscribeResponse>(addr, last_seq).await,
+    }
+}
+
+async fn read_from_zero<P: Page>(addr: &str, last_seq: u64) -> Result<Duration, BenchError> {
+    let setup = |e: &dyn std::fmt::Display| BenchError::Setup(format!("Subscribe on {addr}: {e}"));
+    let mut grpc = tonic::client::Grpc::new(channel(addr)?).max_decoding_message_size(256 << 20);
     let started = Instant::now();
-    let mut stream = hub
-        .subscribe(pb::SubscribeRequest { cursor: 0 })
+    grpc.ready().await.map_err(|e| setup(&e))?;
+    let codec = tonic_prost::ProstCodec::<pb::SubscribeRequest, P>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/pos.v1.Hub/Subscribe");
+    let mut stream = grpc
+        .server_streaming(
+            tonic::Request::new(pb::SubscribeRequest { cursor: 0 }),
+            path,
+            codec,
+        )
         .await
-        .map_err(|e| BenchError::Setup(format!("Subscribe on {addr}: {e}")))?
+        .map_err(|e| setup(&e))?
         .into_inner();
     let mut read = 0u64;
     while read < last_seq {
-        let batch = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        let page = tokio::time::timeout(Duration::from_secs(30), stream.message())
             .await
             .map_err(|_| BenchError::Setup(format!("catch-up stalled at {read} on {addr}")))?
             .map_err(|e| BenchError::Setup(format!("catch-up on {addr}: {e}")))?
             .ok_or_else(|| BenchError::Setup(format!("catch-up stream ended at {read}")))?;
-        follow(&batch.events, &mut read, &format!("catch-up on {addr}"))?;
+        follow(page.seqs(), &mut read, &format!("catch-up on {addr}"))?;
     }
     Ok(started.elapsed())
 }
 
-/// Moves `last` along `events`, each of which must have the next seq; `who` read them.
-fn follow(events: &[pb::Event], last: &mut u64, who: &str) -> Result<(), BenchError> {
-    for event in events {
-        if event.seq != *last + 1 {
+/// Moves `last` along `seqs`, each of which must be the next; `who` read them.
+fn follow(
+    seqs: impl IntoIterator<Item = u64>,
+    last: &mut u64,
+    who: &str,
+) -> Result<(), BenchError> {
+    for seq in seqs {
+        if seq != *last + 1 {
             return Err(BenchError::Setup(format!(
-                "{who}: got seq {} after {last}",
-                event.seq
+                "{who}: got seq {seq} after {last}"
             )));
         }
-        *last = event.seq;
+        *last = seq;
     }
     Ok(())
 }

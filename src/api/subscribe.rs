@@ -18,7 +18,9 @@ use super::error::ApiError;
 use super::limits::SubscriptionSlot;
 use super::view::View;
 use crate::proto::pb;
+use crate::proto::subscribe::EventFrames;
 use crate::raft::node::Node;
+use crate::store::StoreError;
 use crate::wire::SUBSCRIBE_HEARTBEAT_MS;
 
 /// Events per message while catching up from storage.
@@ -74,8 +76,12 @@ impl Out<'_> {
     /// heartbeat when `events` is empty.
     async fn send(&mut self, mut events: Vec<pb::Event>) -> Result<(), Stop> {
         self.view.events(&mut events);
+        self.send_message(pb::SubscribeResponse::of(events)).await
+    }
+
+    async fn send_message(&mut self, message: pb::SubscribeResponse) -> Result<(), Stop> {
         self.tx
-            .send(Ok(pb::SubscribeResponse { events }))
+            .send(Ok(message))
             .await
             .map_err(|_| Stop::ClientGone)?;
         self.last_sent = Instant::now();
@@ -83,22 +89,40 @@ impl Out<'_> {
     }
 }
 
-/// Sends everything in storage after `*cursor`, advancing it.
+/// Sends everything in storage after `*cursor`, advancing it. Events go out as the history
+/// stores them, in the subscriber's view, without being decoded (`View::frame`).
 async fn catch_up(
     node: &Node,
     cursor: &mut u64,
     tx: &mut Out<'_>,
 ) -> Result<Result<(), Stop>, Status> {
     loop {
-        let page = node
-            .reader
-            .events_after(*cursor, SUBSCRIBE_PAGE_EVENTS, SUBSCRIBE_PAGE_BYTES)
+        let mut frames = EventFrames::default();
+        let mut last_seq = None;
+        let view = tx.view;
+        node.reader
+            .events_encoded_after(
+                *cursor,
+                SUBSCRIBE_PAGE_EVENTS,
+                SUBSCRIBE_PAGE_BYTES,
+                |seq, encoded| {
+                    view.frame(encoded, &mut frames)
+                        .map_err(|err| StoreError::Corrupt {
+                            what: "history",
+                            detail: format!("seq {seq}: {err}"),
+                        })?;
+                    last_seq = Some(seq);
+                    Ok(())
+                },
+            )
             .map_err(ApiError::from)?;
-        let Some(last) = page.last() else {
+        let Some(last_seq) = last_seq else {
             return Ok(Ok(()));
         };
-        let last_seq = last.seq;
-        if let Err(stop) = tx.send(page).await {
+        if let Err(stop) = tx
+            .send_message(pb::SubscribeResponse::encoded(frames))
+            .await
+        {
             return Ok(Err(stop));
         }
         *cursor = last_seq;
@@ -121,7 +145,7 @@ async fn stream(
             received = feed.recv() => received,
             () = tx.tx.closed() => return Ok(()),
             () = tokio::time::sleep_until(heartbeat_due) => {
-                if tx.send(Vec::new()).await.is_err() {
+                if tx.send_message(pb::SubscribeResponse::default()).await.is_err() {
                     return Ok(());
                 }
                 continue;
@@ -129,19 +153,27 @@ async fn stream(
         };
         match batch {
             Ok(batch) => {
-                let fresh: Vec<pb::Event> =
-                    batch.iter().filter(|e| e.seq > cursor).cloned().collect();
-                match fresh.first() {
-                    // Contiguous with what the client has: send straight from memory.
+                let events = &batch.events;
+                // Seqs are contiguous within a batch: skip those the client has.
+                let skip = events.partition_point(|e| e.seq <= cursor);
+                match events.get(skip) {
+                    // Contiguous with what the client has: send straight from memory, the
+                    // batch's one encoding unless this view changes an event in it.
                     Some(first) if first.seq == cursor + 1 => {
-                        let last_seq = fresh.last().map_or(cursor, |e| e.seq);
-                        if tx.send(fresh).await.is_err() {
+                        let last_seq = events.last().map_or(cursor, |e| e.seq);
+                        let sent = if tx.view.changes_any(&events[skip..]) {
+                            tx.send(events[skip..].to_vec()).await
+                        } else {
+                            tx.send_message(pb::SubscribeResponse::shared(&batch.frames, skip))
+                                .await
+                        };
+                        if sent.is_err() {
                             return Ok(());
                         }
                         cursor = last_seq;
                     }
                     // Already sent (read from storage before it was published).
-                    None if !batch.is_empty() => {}
+                    None if !events.is_empty() => {}
                     // A gap, or a snapshot install: storage has the truth.
                     _ => {
                         if catch_up(node, &mut cursor, tx).await?.is_err() {

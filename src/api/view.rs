@@ -14,6 +14,9 @@
 use crate::auth::token::{Claims, Role};
 use crate::domain::kind::carries_payments;
 use crate::domain::order::Order;
+use prost::Message;
+
+use crate::proto::subscribe::EventFrames;
 use crate::proto::{convert, pb};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +46,14 @@ impl View {
 
     /// Turns committed events into what this view streams, in place. The full view leaves
     /// them as they are, without walking them.
+    /// Whether this view would change any of `events` (`events` redacts them).
+    pub fn changes_any(self, events: &[pb::Event]) -> bool {
+        self == View::Kitchen
+            && events
+                .iter()
+                .any(|e| carries_payments(&e.aggregate_type, &e.r#type))
+    }
+
     pub fn events(self, events: &mut [pb::Event]) {
         if self == View::Full {
             return;
@@ -57,6 +68,34 @@ impl View {
 
 /// The redaction marker of `event`: its payload emptied and `redacted` set; every other
 /// field as it was.
+/// The two fields of a stored event that say whether it carries payment details, decoded
+/// without the rest.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EventKind {
+    #[prost(string, tag = "4")]
+    aggregate_type: String,
+    #[prost(string, tag = "7")]
+    r#type: String,
+}
+
+impl View {
+    /// Adds an event, given as stored (its protobuf encoding), to `frames` in this view:
+    /// as it is, unless this view redacts it. Only a redacted event is decoded.
+    pub fn frame(self, encoded: &[u8], frames: &mut EventFrames) -> Result<(), prost::DecodeError> {
+        if self == View::Kitchen {
+            let kind = EventKind::decode(encoded)?;
+            if carries_payments(&kind.aggregate_type, &kind.r#type) {
+                let mut event = pb::Event::decode(encoded)?;
+                redact(&mut event);
+                frames.push(&event);
+                return Ok(());
+            }
+        }
+        frames.push_encoded(encoded);
+        Ok(())
+    }
+}
+
 fn redact(event: &mut pb::Event) {
     event.payload = Some(prost_types::Struct::default());
     event.redacted = true;
@@ -171,11 +210,39 @@ mod tests {
         let mut kitchen = others.clone();
         View::Kitchen.events(&mut kitchen);
         assert_eq!(kitchen, others, "nothing to redact");
+        assert!(!View::Kitchen.changes_any(&others));
+
+        assert!(View::Kitchen.changes_any(&payment_events()[1..]));
+        assert!(!View::Full.changes_any(&payment_events()));
 
         let payments = payment_events();
         let mut full = payments.clone();
         View::Full.events(&mut full);
         assert_eq!(full, payments, "tills and managers see payments");
+    }
+
+    #[test]
+    fn framing_stored_events_gives_each_view_what_it_gives_decoded_ones() {
+        let mut events = payment_events();
+        events.insert(1, committed(create_o1(1), 1));
+        for view in [View::Full, View::Kitchen] {
+            let mut frames = EventFrames::default();
+            for event in &events {
+                view.frame(&event.encode_to_vec(), &mut frames)
+                    .expect("a stored event frames");
+            }
+            let sent = pb::SubscribeResponse::encoded(frames).encode_to_vec();
+            let received = pb::SubscribeResponse::decode(sent.as_slice()).expect("decodes");
+            let mut expected = events.clone();
+            view.events(&mut expected);
+            assert_eq!(received.events, expected, "{view:?}");
+        }
+        assert!(
+            View::Kitchen
+                .frame(b"\x22\x05or", &mut EventFrames::default())
+                .is_err(),
+            "a damaged stored event is an error, not a blank one"
+        );
     }
 
     #[test]

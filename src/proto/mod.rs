@@ -2,12 +2,14 @@
 //! one place that converts between them and the domain types (`convert`).
 
 pub mod convert;
+pub mod subscribe;
 
 /// Generated code of `proto/pos/v1/*.proto`.
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pos {
     pub mod v1 {
         tonic::include_proto!("pos.v1");
+        pub use crate::proto::subscribe::SubscribeResponse;
     }
 }
 

@@ -24,9 +24,10 @@ pub use self::join::JoinReport;
 pub use self::text::{TargetCheck, Verdict};
 use super::BenchError;
 use super::cluster::LocalCluster;
+use super::load::{self, Decode};
 use super::orders::OrderFlows;
+use super::procstat;
 use super::snaplog::{self, SnapshotLine};
-use super::{load, procstat};
 
 /// The fill's seed when none is given.
 pub const DEFAULT_SEED: u64 = 0x5eed_0018;
@@ -67,13 +68,17 @@ pub struct SizeStats {
     pub max: u64,
 }
 
-/// One Subscribe from cursor 0, read to the group's last seq.
+/// One Subscribe from cursor 0, read to the group's last seq: once by a reader that
+/// decodes each event's seq and eventId (the hub's serving rate, the target's figure), and
+/// once by one that decodes every event whole, as a device does.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CatchUp {
     pub node: u64,
     pub events: u64,
     pub seconds: f64,
     pub events_per_second: f64,
+    pub full_decode_seconds: f64,
+    pub full_decode_events_per_second: f64,
 }
 
 /// A snapshot line and the node that logged it.
@@ -218,12 +223,16 @@ pub async fn run(
     // Read after the memory was measured: the catch-up's own buffers are not the hold's.
     let reader = &cluster.nodes[0];
     let last_seq = holds_every_event(&reader.client_addr, plan.events, &counters).await?;
-    let took = load::catch_up(&reader.client_addr, last_seq).await?;
+    let took = load::catch_up(&reader.client_addr, last_seq, Decode::Heads).await?;
+    let full = load::catch_up(&reader.client_addr, last_seq, Decode::Full).await?;
+    let rate = |took: Duration| last_seq as f64 / took.as_secs_f64().max(1e-9);
     let catch_up = CatchUp {
         node: reader.id,
         events: last_seq,
         seconds: took.as_secs_f64(),
-        events_per_second: last_seq as f64 / took.as_secs_f64().max(1e-9),
+        events_per_second: rate(took),
+        full_decode_seconds: full.as_secs_f64(),
+        full_decode_events_per_second: rate(full),
     };
 
     let join = join::fresh_node(cluster, last_seq).await?;

@@ -106,7 +106,11 @@ fn corrupt(path: &Path, offset: u64, what: impl std::fmt::Display) -> StoreError
 
 /// One record as `RunReader::next_checked` finds it.
 enum Record {
-    Good { seq: u64, payload: Vec<u8> },
+    /// `payload` is where the payload sits in the reader's buffer.
+    Good {
+        seq: u64,
+        payload: std::ops::Range<usize>,
+    },
     Bad(String),
     End,
 }
@@ -117,6 +121,13 @@ enum Record {
 struct EventKey {
     #[prost(string, tag = "1")]
     event_id: String,
+    #[prost(uint64, tag = "13")]
+    seq: u64,
+}
+
+/// A stored event's seq alone, the one field `read_encoded` checks.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredSeq {
     #[prost(uint64, tag = "13")]
     seq: u64,
 }
@@ -246,21 +257,25 @@ impl History {
     }
 
     /// Appends committed events, whose seqs must follow the last one held. Not synced.
+    /// (The state machine appends them encoded, `append_encoded`.)
+    #[cfg(test)]
     pub fn append(&self, events: &[pb::Event]) -> Result<(), StoreError> {
-        let encoded = events
+        let encoded: Vec<Vec<u8>> = events.iter().map(Message::encode_to_vec).collect();
+        let records: Vec<(u64, &str, &[u8])> = events
             .iter()
-            .map(|e| {
-                Ok((
-                    e.seq,
-                    parse_event_id(e.seq, &e.event_id)?,
-                    e.encode_to_vec(),
-                ))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let records: Vec<(u64, u128, &[u8])> = encoded
-            .iter()
-            .map(|(seq, id, payload)| (*seq, *id, payload.as_slice()))
+            .zip(&encoded)
+            .map(|(e, bytes)| (e.seq, e.event_id.as_str(), bytes.as_slice()))
             .collect();
+        self.append_encoded(&records)
+    }
+
+    /// Appends committed events, already encoded, as (seq, eventId, the protobuf
+    /// `pos.v1.Event`); seqs must follow the last one held. Not synced.
+    pub fn append_encoded(&self, events: &[(u64, &str, &[u8])]) -> Result<(), StoreError> {
+        let records = events
+            .iter()
+            .map(|&(seq, event_id, encoded)| Ok((seq, parse_event_id(seq, event_id)?, encoded)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         self.append_payloads(&records)
     }
 
@@ -453,26 +468,43 @@ impl History {
         max_bytes: usize,
     ) -> Result<Vec<pb::Event>, StoreError> {
         let mut events = Vec::new();
+        self.read_encoded(after, limit, max_bytes, |seq, encoded| {
+            let event = pb::Event::decode(encoded)
+                .map_err(|e| StoreError::corrupt("history", format!("seq {seq}: {e}")))?;
+            events.push(event);
+            Ok(())
+        })?;
+        Ok(events)
+    }
+
+    /// What `read_after` reads, handed to `each` as (seq, the protobuf `pos.v1.Event` as
+    /// stored) without decoding it: Subscribe sends these bytes as they are. Each record's
+    /// checksum is checked, and that the event in it carries the record's seq.
+    pub fn read_encoded(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+        mut each: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         self.scan_after(
             after,
             u64::MAX,
             limit,
             max_bytes,
             |seq, payload, path, offset| {
-                let event = pb::Event::decode(payload)
+                let held = StoredSeq::decode(payload)
                     .map_err(|e| corrupt(path, offset, format!("seq {seq}: {e}")))?;
-                if event.seq != seq {
+                if held.seq != seq {
                     return Err(corrupt(
                         path,
                         offset,
-                        format!("record of seq {seq} holds seq {}", event.seq),
+                        format!("record of seq {seq} holds seq {}", held.seq),
                     ));
                 }
-                events.push(event);
-                Ok(())
+                each(seq, payload)
             },
-        )?;
-        Ok(events)
+        )
     }
 
     /// The records of seqs `after + 1 ..= upto`, as they are stored (each checked on the
@@ -528,11 +560,11 @@ impl History {
             // One buffered read per segment run; records are scanned out of it.
             let mut reader = RunReader::new(&file, &path, offset, len);
             while count < limit && total < max_bytes {
-                let Some((seq, payload)) = reader.next_record()? else {
+                let Some((seq, payload, past)) = reader.next_record()? else {
                     break;
                 };
                 let at = offset;
-                offset = reader.offset;
+                offset = past;
                 if seq < from {
                     continue;
                 }
@@ -540,7 +572,7 @@ impl History {
                     break;
                 }
                 total = total.saturating_add(payload.len());
-                each(seq, &payload, &path, at)?;
+                each(seq, payload, &path, at)?;
                 count += 1;
                 if seq == last {
                     break;
@@ -553,6 +585,9 @@ impl History {
         Ok(())
     }
 }
+
+/// A record `RunReader::next_record` read: its seq, its payload, the offset just past it.
+type RecordAt<'a> = (u64, &'a [u8], u64);
 
 /// Reads records from `offset` onward through a 256 KiB buffer.
 struct RunReader<'a> {
@@ -624,10 +659,10 @@ impl<'a> RunReader<'a> {
         }
         self.fill(HEADER + size as usize)?;
         let at = (self.offset - self.buf_start) as usize;
-        let payload = self.buf[at + HEADER..at + HEADER + size as usize].to_vec();
+        let payload = at + HEADER..at + HEADER + size as usize;
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&seq_bytes);
-        hasher.update(&payload);
+        hasher.update(&self.buf[payload.clone()]);
         if hasher.finalize() != crc {
             return Ok(Record::Bad("checksum mismatch".into()));
         }
@@ -635,11 +670,12 @@ impl<'a> RunReader<'a> {
         Ok(Record::Good { seq, payload })
     }
 
-    /// The next record, or `None` at the end; a damaged record is an error naming it.
-    fn next_record(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    /// The next record as (seq, payload, the offset just past it), or `None` at the end;
+    /// a damaged record is an error naming it.
+    fn next_record(&mut self) -> Result<Option<RecordAt<'_>>, StoreError> {
         match self.next_checked()? {
             Record::End => Ok(None),
-            Record::Good { seq, payload } => Ok(Some((seq, payload))),
+            Record::Good { seq, payload } => Ok(Some((seq, &self.buf[payload], self.offset))),
             Record::Bad(why) => Err(corrupt(self.path, self.offset, why)),
         }
     }
@@ -732,10 +768,9 @@ fn scan_ids(segment: &Segment) -> Result<HashMap<u128, u64>, StoreError> {
         MAGIC.len() as u64,
         segment.len,
     );
-    while let Some((seq, payload)) = reader.next_record()? {
-        let at = reader.offset;
+    while let Some((seq, payload, at)) = reader.next_record()? {
         // The eventId alone: the rest of the event (its payload) is skipped, not parsed.
-        let key = EventKey::decode(payload.as_slice())
+        let key = EventKey::decode(payload)
             .map_err(|e| corrupt(&segment.path, at, format!("seq {seq}: {e}")))?;
         found.insert(parse_event_id(seq, &key.event_id)?, seq);
     }

@@ -162,7 +162,7 @@ impl StateMachine {
             Err(poisoned) => *poisoned.into_inner() = tree,
         }
         // Subscribers cannot follow a jump: an empty batch tells them to read storage.
-        let _ = self.feed.send(Arc::new(Vec::new()));
+        let _ = self.feed.send(Arc::new(super::FeedBatch::default()));
         Ok(())
     }
 

@@ -37,6 +37,7 @@ use crate::clock::HubClock;
 use crate::domain::Realm;
 use crate::domain::rules::LAMPORT_MAX;
 use crate::proto::pb;
+use crate::proto::subscribe::{EventFrames, SharedFrames};
 use crate::raft_types::Response;
 use crate::raft_types::{Entry, LogId, StoredMembership};
 
@@ -74,7 +75,15 @@ pub struct KnownDevice {
 /// What the state machine publishes after each apply: the events it just accepted, in seq
 /// order. An empty batch means "the log moved in a way you could not follow" (a snapshot
 /// was installed): subscribers then read from storage.
-pub type EventBatch = Arc<Vec<pb::Event>>;
+pub type EventBatch = Arc<FeedBatch>;
+
+/// The events of one apply, decoded and encoded once for every subscriber: their seqs are
+/// contiguous, and the `i`th of `frames` is `events[i]`.
+#[derive(Debug, Default)]
+pub struct FeedBatch {
+    pub events: Vec<pb::Event>,
+    pub frames: SharedFrames,
+}
 
 /// Default number of recent batches the feed keeps for subscribers; one behind by more
 /// reads storage instead. Bounded because the feed holds them in memory.
@@ -288,7 +297,7 @@ impl StateMachine {
         let accepted = state.take_accepted();
         // The events first: should a crash come between the two, the history is ahead of
         // the state machine, which re-applies (and checks) them.
-        extend_history(&self.history, &accepted)?;
+        let frames = extend_history(&self.history, &accepted)?;
         let mut batch = state.take_batch();
         batch.insert(&keys::applied_key(), encode("applied state", &applied)?);
         // One atomic batch: events, eventId index, read models and last-applied together.
@@ -300,7 +309,10 @@ impl StateMachine {
         self.applied = applied;
         if !accepted.is_empty() {
             // No receiver is fine: nobody is subscribed.
-            let _ = self.feed.send(Arc::new(accepted));
+            let _ = self.feed.send(Arc::new(FeedBatch {
+                events: accepted,
+                frames: frames.share(),
+            }));
         }
         Ok(replies)
     }
@@ -327,11 +339,12 @@ fn store_clock(history: &History, last_seq: u64) -> Result<u64, StoreError> {
 
 /// Appends the events an apply accepted to the history. Those it already holds (appended
 /// before a crash rolled the state machine back, which then re-applies them) must be the
-/// very same events: anything else is damage.
+/// very same events: anything else is damage. Returns all of `accepted` encoded, the
+/// bytes the history stored, for the feed to send.
 pub(in crate::store) fn extend_history(
     history: &History,
     accepted: &[pb::Event],
-) -> Result<(), StoreError> {
+) -> Result<EventFrames, StoreError> {
     let held = history.last_seq();
     let split = accepted.partition_point(|e| e.seq <= held);
     let (again, new) = accepted.split_at(split);
@@ -354,5 +367,20 @@ pub(in crate::store) fn extend_history(
             }
         }
     }
-    history.append(new)
+    let mut frames = EventFrames::default();
+    for event in accepted {
+        frames.push(event);
+    }
+    let records = new
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let encoded = frames.event(split + i).ok_or_else(|| {
+                StoreError::corrupt("history", format!("seq {}: not encoded", event.seq))
+            })?;
+            Ok((event.seq, event.event_id.as_str(), encoded))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    history.append_encoded(&records)?;
+    Ok(frames)
 }

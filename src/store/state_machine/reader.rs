@@ -72,6 +72,18 @@ impl StateReader {
         self.history.read_after(after_seq, limit, max_bytes)
     }
 
+    /// `events_after`'s events as stored, each handed to `each` with its seq, undecoded
+    /// (`History::read_encoded`).
+    pub fn events_encoded_after(
+        &self,
+        after_seq: u64,
+        limit: usize,
+        max_bytes: usize,
+        each: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.history.read_encoded(after_seq, limit, max_bytes, each)
+    }
+
     /// History records of seqs `after + 1 ..= upto`, up to about `max_bytes`, as stored
     /// (`History::read_records`): what a peer installing a snapshot fetches.
     pub fn history_records(
