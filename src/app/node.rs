@@ -10,6 +10,7 @@ use super::{AppError, ServeConfig};
 use crate::metrics::Metrics;
 use crate::raft::batch::Batcher;
 use crate::raft::compaction;
+use crate::raft::forward::Forwarder;
 use crate::raft::history::PeerHistory;
 use crate::raft::network::{PeerClients, PeerNetwork};
 use crate::raft::node::Node;
@@ -99,6 +100,7 @@ pub(super) async fn open(config: &ServeConfig) -> Result<Arc<Node>, AppError> {
         metrics: Arc::new(Metrics::default()),
         timing: config.timing,
         batcher: Batcher::start(raft, clock),
+        forwarder: Forwarder::default(),
         leader_contact: LeaderContact::default(),
         signals,
     });

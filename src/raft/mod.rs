@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod compaction;
+pub mod forward;
 pub mod history;
 pub mod local;
 pub mod network;

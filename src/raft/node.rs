@@ -11,6 +11,7 @@ use openraft::ServerState;
 use openraft::error::{CheckIsLeaderError, RaftError};
 
 use super::batch::{Batcher, ProposeError};
+use super::forward::{CallFailure, Forwarder};
 use super::network::{PeerClients, PeerError};
 use super::signals::Signals;
 use super::watchdog::LeaderContact;
@@ -104,6 +105,8 @@ pub struct Node {
     pub timing: Timing,
     /// Group commit in front of `raft.client_write` (see `batch`).
     pub batcher: Batcher,
+    /// Group commit of the Appends this node forwards while it follows (see `forward`).
+    pub forwarder: Forwarder,
     /// When a leader was last heard from, for the election watchdog (see `watchdog`).
     pub leader_contact: LeaderContact,
     /// Who leads and whether this leader lost its majority, changed only on a change.
@@ -220,12 +223,13 @@ impl Node {
         let count = events.len();
         let addr = self.member(leader).map(|n| n.peer_addr).unwrap_or_default();
         let fail = |source| WriteError::Forward { leader, source };
-        let mut client = self.peers.get(leader, &addr).map_err(fail)?;
+        let client = self.peers.get(leader, &addr).map_err(fail)?;
         self.metrics
             .forwarded_appends
             .fetch_add(1, Ordering::Relaxed);
         let budget = Duration::from_millis(self.timing.append_timeout_ms);
-        let call = tokio::time::timeout(budget, client.forward(pb::AppendRequest { events }));
+        // Merged with the other Appends waiting to go to the same leader (`forward`).
+        let call = self.forwarder.forward(client, leader, events, budget);
         // A leader that died or was cut off mid-forward says nothing: stop waiting once
         // this node sees the leadership move (it votes in an election, or hears a new
         // leader), and send again to the new leader. Safe: a resent event keeps its
@@ -236,14 +240,17 @@ impl Node {
                 return Err(self.not_leader(self.raft_metrics().current_leader));
             }
         };
-        let reply = reply
-            .map_err(|_| fail(PeerError::Timeout(budget)))?
-            .map_err(|status| match status.code() {
-                // The leader stepped down between our look and its answer.
-                tonic::Code::FailedPrecondition => self.not_leader(None),
-                _ => fail(PeerError::Status(status)),
-            })?;
-        let results = reply.into_inner().results;
+        let results = reply.map_err(|failure| match failure {
+            CallFailure::Timeout(budget) => fail(PeerError::Timeout(budget)),
+            // The leader stepped down between our look and its answer.
+            CallFailure::Status(status) if status.code() == tonic::Code::FailedPrecondition => {
+                self.not_leader(None)
+            }
+            CallFailure::Status(status) => fail(PeerError::Status(status)),
+            CallFailure::Mismatch { outcomes, events } => {
+                OutcomeCountMismatch { outcomes, events }.into()
+            }
+        })?;
         if results.len() != count {
             return Err(OutcomeCountMismatch {
                 outcomes: results.len(),
