@@ -175,6 +175,50 @@ impl LogStore {
         Ok(())
     }
 
+    /// At open, against what the state machine applied (`applied`): the stored Raft state
+    /// must not be older than the log and the state it describes. sled, finding a damaged
+    /// page, can hand back an earlier copy of a value without a word (the five-node chaos
+    /// run of 2026-11-28 met one: openraft then panicked at start, "snapshot_last_log_id
+    /// <= committed").
+    /// - A commit index behind `applied` is raised to it: whatever was applied was
+    ///   committed, so this only restores what the lost write said.
+    /// - A vote older than the last log entry's term, or than the applied entry's, is
+    ///   damage that cannot be repaired here (an older vote could let this node vote twice
+    ///   in a term): the start is refused, naming what to do.
+    pub(super) fn check_raft_state(&self, applied: Option<LogId>) -> Result<(), StoreError> {
+        let vote: Option<Vote> = self.read_meta(KEY_VOTE)?;
+        let newest = self.last_log_id()?.max(applied);
+        // (No vote at all is not told apart from a store that never voted: tools and
+        // tests write logs without one.)
+        if let (Some(vote), Some(newest)) = (vote, newest) {
+            let voted_term = vote.leader_id().term;
+            if voted_term < newest.leader_id.term {
+                return Err(StoreError::corrupt(
+                    "raft state",
+                    format!(
+                        "the stored vote is for term {voted_term}, older than the log's entry \
+                         {newest} (the vote was rolled back: damage); wipe this data dir and \
+                         add the node to its group again to rebuild it from its peers"
+                    ),
+                ));
+            }
+        }
+        let committed: Option<LogId> = self.read_meta(KEY_COMMITTED)?;
+        if applied > committed {
+            tracing::warn!(
+                stored = ?committed,
+                applied = ?applied,
+                "the stored commit index is behind what the state machine applied; raising it"
+            );
+            if let Some(applied) = applied {
+                self.meta
+                    .insert(KEY_COMMITTED, encode("committed", &applied)?)?;
+                self.committed.store(applied.index, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
     fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
         Ok(self.wal().last_entry()?.map(|e| *e.get_log_id()))
     }

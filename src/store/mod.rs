@@ -183,6 +183,7 @@ pub async fn open_with(
         )))
         .await
         .map_err(damaged)??;
+    log.check_raft_state(state_machine.last_applied())?;
     Ok((log, state_machine))
 }
 

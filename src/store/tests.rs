@@ -831,6 +831,64 @@ fn one_adjustment_each(count: u64) -> Vec<Entry> {
 }
 
 /// A store in `dir` whose log holds `one_adjustment_each(20)`, still open.
+/// sled can hand back an earlier copy of a value from a damaged page: the five-node chaos
+/// run of 2026-11-28 met a commit index behind the snapshot, and openraft panicked at
+/// start. A commit index behind what the state machine applied is raised to it at open.
+#[tokio::test]
+async fn a_commit_index_behind_what_was_applied_is_raised_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
+    {
+        let (mut log, mut sm) = log_of_twenty(dir.path()).await;
+        let entries = log.try_get_log_entries(1..=20).await.expect("reads");
+        sm.apply(entries).await.expect("applies");
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("builds");
+        log.save_committed(Some(id(5))).await.expect("saves");
+        // Flushes sled, the stale commit index with it.
+        log.save_vote(&crate::raft_types::Vote::new(1, 1))
+            .await
+            .expect("votes");
+    }
+    let (mut log, sm) = open(dir.path(), &realm()).await.expect("reopens");
+    assert_eq!(sm.last_applied(), Some(id(20)));
+    assert_eq!(log.read_committed().await.expect("reads"), Some(id(20)));
+}
+
+/// A vote older than the log (sled handing back an earlier copy) could let the node vote
+/// twice in a term: the start is refused, naming the damage and the way out.
+#[tokio::test]
+async fn a_vote_older_than_the_log_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (mut log, _sm) = log_of_twenty(dir.path()).await;
+        log.save_vote(&crate::raft_types::Vote::new(1, 2))
+            .await
+            .expect("votes");
+    }
+    drop(
+        open(dir.path(), &realm())
+            .await
+            .expect("a vote of the log's term opens"),
+    );
+    {
+        let (mut log, _sm) = open(dir.path(), &realm()).await.expect("reopens");
+        log.save_vote(&crate::raft_types::Vote::new(0, 2))
+            .await
+            .expect("votes");
+    }
+    let err = open(dir.path(), &realm()).await.err().expect("refused");
+    let said = err.to_string();
+    assert!(
+        said.contains("the stored vote is for term 0, older than the log's entry")
+            && said.contains("wipe this data dir"),
+        "{said}"
+    );
+}
+
 async fn log_of_twenty(dir: &std::path::Path) -> (LogStore, StateMachine) {
     use openraft::storage::RaftLogStorageExt;
     let (mut log, sm) = open(dir, &realm()).await.expect("opens");

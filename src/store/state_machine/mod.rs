@@ -129,6 +129,11 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
+    /// The last log entry applied (a snapshot install counts as applying up to its end).
+    pub(in crate::store) fn last_applied(&self) -> Option<crate::raft_types::LogId> {
+        self.applied.last_applied
+    }
+
     pub(super) async fn open(
         disk: Disk,
         history: Arc<History>,
