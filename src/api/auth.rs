@@ -262,23 +262,29 @@ pub fn check_events(claims: Option<&Claims>, events: &[pb::Event]) -> Result<usi
     Ok(total)
 }
 
-/// The deny-list (aggregateType `device`) is written by admins only: any other role's
-/// Append carrying such an event is refused whole. Kept apart from `check_events` (the
-/// roles' rules for the store's own data).
-pub fn check_device_events(claims: Option<&Claims>, events: &[pb::Event]) -> Result<(), ApiError> {
+/// The deny-list (aggregateType `device`) and the archive mark (aggregateType `store`) are
+/// written by admins only: any other role's Append carrying such an event is refused
+/// whole. Kept apart from `check_events` (the roles' rules for the store's own data).
+pub fn check_admin_events(claims: Option<&Claims>, events: &[pb::Event]) -> Result<(), ApiError> {
     let Some(claims) = claims else { return Ok(()) };
     if claims.role == Role::Admin {
         return Ok(());
     }
+    let admins_only = |e: &pb::Event| match e.aggregate_type.as_str() {
+        DEVICE_AGGREGATE => Some("revokes devices (`pos-hub cluster revoke-device`)"),
+        STORE_AGGREGATE => Some("marks the archive (`pos-hub cluster archive-mark`)"),
+        _ => None,
+    };
     match events
         .iter()
         .enumerate()
-        .find(|(_, e)| e.aggregate_type == DEVICE_AGGREGATE)
+        .find_map(|(i, e)| admins_only(e).map(|what| (i, e, what)))
     {
-        Some((i, event)) => Err(ApiError::OnlyAdminRevokes {
+        Some((i, event, what)) => Err(ApiError::AdminOnlyEvent {
             role: claims.role,
             which: format!("event {i} ({})", event.event_id),
             event_type: event.r#type.clone(),
+            what,
         }),
         None => Ok(()),
     }
@@ -286,6 +292,8 @@ pub fn check_device_events(claims: Option<&Claims>, events: &[pb::Event]) -> Res
 
 /// The aggregate type of the deny-list's events.
 pub const DEVICE_AGGREGATE: &str = "device";
+/// The aggregate type of the store's own records (the archive mark).
+pub const STORE_AGGREGATE: &str = "store";
 
 /// What in `event` only a manager (or admin) may do, if anything: overriding another
 /// device's lock or a newer version (`force`, the spec's manager override), and changing

@@ -44,14 +44,15 @@ pub enum ApiError {
         event_type: String,
     },
     #[error(
-        "role {role} may not write {event_type} ({which}): only an admin revokes devices \
-         (`pos-hub cluster revoke-device`)",
+        "role {role} may not write {event_type} ({which}): only an admin {what}",
         role = .role.as_str()
     )]
-    OnlyAdminRevokes {
+    AdminOnlyEvent {
         role: Role,
         which: String,
         event_type: String,
+        /// What the event does, and the command an admin uses for it.
+        what: &'static str,
     },
     #[error(
         "{which} names clock.deviceId {clock_device:?} but the token is for device \
@@ -193,7 +194,7 @@ impl From<ApiError> for Status {
             | ApiError::ForeignRealm { .. }
             | ApiError::Impersonation { .. }
             | ApiError::RoleMayNotWrite { .. }
-            | ApiError::OnlyAdminRevokes { .. }
+            | ApiError::AdminOnlyEvent { .. }
             | ApiError::ClockImpersonation { .. }
             | ApiError::ManagerOnly { .. } => Status::permission_denied(message),
             ApiError::EventTooLarge { .. }
@@ -262,10 +263,11 @@ mod tests {
                 "role kds may only write kds ticket events; event 0 (e-1) is order.created",
             ),
             (
-                ApiError::OnlyAdminRevokes {
+                ApiError::AdminOnlyEvent {
                     role: Role::Manager,
                     which: "event 0 (e-1)".into(),
                     event_type: "device.revoked".into(),
+                    what: "revokes devices",
                 },
                 tonic::Code::PermissionDenied,
                 "role manager may not write device.revoked (event 0 (e-1)): only an admin revokes devices",

@@ -8,7 +8,7 @@ use futures::Stream;
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
-use super::auth::{caller, check_device_events, check_events};
+use super::auth::{caller, check_admin_events, check_events};
 use super::error::ApiError;
 use super::limits::{RateLimiter, ReadLimiter, SubscriptionSlots};
 use super::paging;
@@ -140,7 +140,7 @@ impl Hub for HubService {
             .into());
         }
         let bytes = check_events(claims.as_ref(), &events)?;
-        check_device_events(claims.as_ref(), &events)?;
+        check_admin_events(claims.as_ref(), &events)?;
         // The token's device; without tokens, the device the first event claims to be.
         let device = match &claims {
             Some(claims) => claims.sub.clone(),

@@ -1,7 +1,8 @@
 //! `pos-hub cluster`: look at and change the group, against any node's client port.
 //! Changes go to the leader: when a follower answers "not the leader", the command
-//! follows it to the leader's client address. `revoke-device` writes a `device.revoked`
-//! event through the normal log (Append, which any node forwards to the leader).
+//! follows it to the leader's client address. `revoke-device` and `archive-mark` write an
+//! admin's event (`device.revoked`, `store.archived`) through the normal log (Append,
+//! which any node forwards to the leader).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use anyhow::{Context, bail};
 use tonic::transport::Channel;
 
 use super::client::{Bearer, connect};
-use crate::api::auth::DEVICE_AGGREGATE;
+use crate::api::auth::{DEVICE_AGGREGATE, STORE_AGGREGATE};
 use crate::auth::token;
 use crate::clock::now_rfc3339;
 use crate::domain::{Actor, Clock, Event, Realm};
@@ -68,6 +69,23 @@ enum ClusterCommand {
         /// Why, kept in the log.
         #[arg(long)]
         reason: Option<String>,
+        /// The store's realm when the hub runs without tokens; with --token, the token's.
+        #[arg(long = "tenant", env = "TENANT_ID", default_value = "t-demo")]
+        tenant_id: String,
+        #[arg(long = "store", env = "STORE_ID", default_value = "s-001")]
+        store_id: String,
+    },
+    /// Record that the store's events up to SEQ are archived elsewhere (admin token): hubs
+    /// may then delete their history behind it once it is older than --retain-days, and
+    /// from now on refuse events whose eventId was made before that (EVENT_BEYOND_RETENTION).
+    /// The mark never moves back.
+    ArchiveMark {
+        /// The last archived seq.
+        through_seq: u64,
+        /// Days the store keeps its history and deduplicates eventIds (7 to 3650): longer
+        /// than any till may stay offline with events queued.
+        #[arg(long, default_value_t = 30)]
+        retain_days: u64,
         /// The store's realm when the hub runs without tokens; with --token, the token's.
         #[arg(long = "tenant", env = "TENANT_ID", default_value = "t-demo")]
         tenant_id: String,
@@ -147,6 +165,33 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         )
         .await;
     }
+    if let ClusterCommand::ArchiveMark {
+        through_seq,
+        retain_days,
+        tenant_id,
+        store_id,
+    } = &args.command
+    {
+        let channel = connect(&args.hub, args.ca.as_deref()).await?;
+        let realm = Realm::new(tenant_id.clone(), store_id.clone());
+        let mut payload = serde_json::Map::new();
+        payload.insert("throughSeq".into(), (*through_seq).into());
+        payload.insert("retainDays".into(), (*retain_days).into());
+        let admin = Admin::new(channel, bearer, args.token.as_deref(), realm)?;
+        let event = AdminEvent {
+            aggregate_type: STORE_AGGREGATE,
+            aggregate_id: None,
+            event_type: "store.archived",
+            payload,
+        };
+        let result = admin.append(event, "the archive mark").await?;
+        println!(
+            "archived through seq {through_seq} (mark at seq {}), events kept and \
+             deduplicated for {retain_days} days",
+            result.seq
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut hub = args.hub.clone();
     for _ in 0..=LEADER_HOPS_MAX {
         let mut client = ClusterClient::with_interceptor(
@@ -154,7 +199,9 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
             bearer.clone(),
         );
         let reply = match &args.command {
-            ClusterCommand::Status | ClusterCommand::RevokeDevice { .. } => {
+            ClusterCommand::Status
+            | ClusterCommand::RevokeDevice { .. }
+            | ClusterCommand::ArchiveMark { .. } => {
                 unreachable!("handled above")
             }
             ClusterCommand::AddNode {
@@ -217,72 +264,117 @@ async fn revoke_device(
     if device.trim().is_empty() {
         bail!("revoke-device needs the device's id");
     }
-    let (actor, realm) = match token {
-        Some(token) => {
-            let claims = token::decode_unverified(token.trim())
-                .context("--token is not a token")?
-                .claims;
-            let realm = claims.realm();
-            (claims.sub, realm)
-        }
-        None => (OPEN_HUB_ACTOR.to_owned(), realm),
-    };
-    let mut hub = HubClient::with_interceptor(channel, bearer);
-    let hello = hub
-        .hello(pb::HelloRequest {
-            device_id: actor.clone(),
-            cursor: 0,
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
-        .into_inner();
     let mut payload = serde_json::Map::new();
     if let Some(reason) = reason {
         payload.insert("reason".into(), reason.clone().into());
     }
-    let event = Event {
-        event_id: uuid::Uuid::now_v7().to_string(),
-        tenant_id: realm.tenant_id,
-        store_id: realm.store_id,
-        aggregate_type: DEVICE_AGGREGATE.into(),
-        aggregate_id: device.to_owned(),
-        version: 1,
-        event_type: "device.revoked".into(),
-        at: now_rfc3339(),
-        actor: Actor {
-            device_id: actor.clone(),
-            user_id: None,
-        },
-        clock: Clock {
-            lamport: hello.lamport.saturating_add(1),
-            device_id: actor,
-        },
+    let admin = Admin::new(channel, bearer, token, realm)?;
+    let event = AdminEvent {
+        aggregate_type: DEVICE_AGGREGATE,
+        aggregate_id: Some(device.to_owned()),
+        event_type: "device.revoked",
         payload,
-        ..Event::default()
     };
-    let reply = hub
-        .append(pb::AppendRequest {
-            events: vec![convert::event_to_pb(&event)?],
+    let result = admin.append(event, "the revocation").await?;
+    println!(
+        "revoked device {device:?} at seq {}: every node refuses its tokens issued until now \
+         once it has applied that seq",
+        result.seq
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An admin's event to write, before its envelope.
+struct AdminEvent {
+    aggregate_type: &'static str,
+    /// `None`: the store's own id.
+    aggregate_id: Option<String>,
+    event_type: &'static str,
+    payload: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Who writes an admin's event, where, and for which store.
+struct Admin {
+    hub: HubClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>,
+    actor: String,
+    realm: Realm,
+}
+
+impl Admin {
+    /// The actor is the admin token's `sub` (the hub checks that it matches), and the
+    /// realm the token's; on a hub without tokens, this tool's name and `realm`.
+    fn new(
+        channel: Channel,
+        bearer: Bearer,
+        token: Option<&str>,
+        realm: Realm,
+    ) -> anyhow::Result<Self> {
+        let (actor, realm) = match token {
+            Some(token) => {
+                let claims = token::decode_unverified(token.trim())
+                    .context("--token is not a token")?
+                    .claims;
+                let realm = claims.realm();
+                (claims.sub, realm)
+            }
+            None => (OPEN_HUB_ACTOR.to_owned(), realm),
+        };
+        Ok(Self {
+            hub: HubClient::with_interceptor(channel, bearer),
+            actor,
+            realm,
         })
-        .await
-        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
-        .into_inner();
-    let Some(result) = reply.results.first() else {
-        bail!("the hub answered no result for the revocation");
-    };
-    match pb::AppendStatus::try_from(result.status) {
-        Ok(pb::AppendStatus::Accepted) | Ok(pb::AppendStatus::Duplicate) => {
-            println!(
-                "revoked device {device:?} at seq {}: every node refuses its tokens issued \
-                 until now once it has applied that seq",
-                result.seq
-            );
-            Ok(ExitCode::SUCCESS)
+    }
+
+    /// Appends `event` (stamped past the store's clock) and returns its result once it is
+    /// accepted (or was before); a refusal is an error naming `what` and the hub's reason.
+    async fn append(mut self, event: AdminEvent, what: &str) -> anyhow::Result<pb::AppendResult> {
+        let status = |s: tonic::Status| anyhow::anyhow!("{}: {}", s.code(), s.message());
+        let hello = self
+            .hub
+            .hello(pb::HelloRequest {
+                device_id: self.actor.clone(),
+                cursor: 0,
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        let event = Event {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            aggregate_id: event
+                .aggregate_id
+                .unwrap_or_else(|| self.realm.store_id.clone()),
+            tenant_id: self.realm.tenant_id,
+            store_id: self.realm.store_id,
+            aggregate_type: event.aggregate_type.into(),
+            version: 1,
+            event_type: event.event_type.into(),
+            at: now_rfc3339(),
+            actor: Actor {
+                device_id: self.actor.clone(),
+                user_id: None,
+            },
+            clock: Clock {
+                lamport: hello.lamport.saturating_add(1),
+                device_id: self.actor,
+            },
+            payload: event.payload,
+            ..Event::default()
+        };
+        let reply = self
+            .hub
+            .append(pb::AppendRequest {
+                events: vec![convert::event_to_pb(&event)?],
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        let Some(result) = reply.results.into_iter().next() else {
+            bail!("the hub answered no result for {what}");
+        };
+        match pb::AppendStatus::try_from(result.status) {
+            Ok(pb::AppendStatus::Accepted) | Ok(pb::AppendStatus::Duplicate) => Ok(result),
+            _ => bail!("{what} was refused: {} {}", result.code, result.message),
         }
-        _ => bail!(
-            "the revocation was refused: {} {}",
-            result.code,
-            result.message
-        ),
     }
 }

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
+use crate::domain::archive::Archive;
 use crate::domain::device::Revocation;
 use crate::domain::inventory::Stock;
 use crate::domain::order::Order;
@@ -142,6 +143,13 @@ impl State for Committed<'_> {
         // Devices keep no deny-list: only hubs check tokens against it.
         Ok(())
     }
+    fn archive(&self) -> Result<Option<Archive>, Self::Error> {
+        // Devices keep no archive mark: they apply what a hub accepted, which passed it.
+        Ok(None)
+    }
+    fn put_archive(&mut self, _archive: Archive) -> Result<(), Self::Error> {
+        Ok(())
+    }
     fn put_event(&mut self, event_id: Uuid, event: Event) -> Result<(), Self::Error> {
         if event.clock.lamport <= LAMPORT_MAX {
             self.layer.lamport = self.layer.lamport.max(event.clock.lamport);
@@ -257,6 +265,13 @@ impl State for Stacked<'_> {
     }
     fn put_revocation(&mut self, _revocation: Revocation) -> Result<(), Self::Error> {
         // Devices keep no deny-list: only hubs check tokens against it.
+        Ok(())
+    }
+    fn archive(&self) -> Result<Option<Archive>, Self::Error> {
+        // Devices keep no archive mark: they apply what a hub accepted, which passed it.
+        Ok(None)
+    }
+    fn put_archive(&mut self, _archive: Archive) -> Result<(), Self::Error> {
         Ok(())
     }
     fn put_event(&mut self, event_id: Uuid, event: Event) -> Result<(), Self::Error> {

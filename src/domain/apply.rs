@@ -7,6 +7,9 @@
 //!    This precedes dedupe so that one realm's log never answers for another's ids.
 //! 3. The UUID was accepted before: `Duplicate { seq }` of that first acceptance,
 //!    whatever the rest of the event says, and nothing changes.
+//!    From rules `V4`, once the store has an archive mark: a UUIDv7 made at or before the
+//!    retention horizon, else `EVENT_BEYOND_RETENTION` (`archive.rs` says why this is what
+//!    makes deleting old history safe for dedupe).
 //! 4. The rest of the envelope, else `MALFORMED_EVENT`: `redacted` unset unless the state
 //!    follows redacted streams (`State::follows_redacted`), aggregateId non-empty and at most
 //!    the rules' `id_bytes`, version ≥ 1, actor.deviceId and clock.deviceId non-empty and
@@ -24,6 +27,8 @@
 //! Only then is the event accepted: the changed aggregates are written with `put_*`, and
 //! `put_event` is called once, with the event stamped with its seq, hub time and the
 //! rules version that accepted it (`rules.rs`: replay uses each entry's own version).
+//! From rules `V4`, an id the retention refusal cannot cover (no time, or made too far
+//! ahead of the hub) is kept for dedupe past its event's deletion (`State::keep_id`).
 //! Last, from rules `V3`, `expire_closed` removes the orders and tickets closed
 //! `CLOSED_KEPT_EVENTS` accepted events ago. A rejected or duplicate event makes no
 //! `put_*` or `expire_closed` call at all, so a replay of the accepted events alone removes
@@ -33,6 +38,7 @@ use chrono::DateTime;
 use uuid::Uuid;
 
 use super::Head;
+use super::archive::{self, Archive};
 use super::device::{self, Revocation};
 use super::event::{Event, Realm};
 use super::inventory::{self, Stock};
@@ -95,6 +101,12 @@ pub fn apply<S: State>(
     if let Some(seq) = state.seq_of(&event_id)? {
         return Ok(Outcome::Duplicate { seq });
     }
+    if rules >= Rules::V4
+        && let Some(archive) = state.archive()?
+        && let Err(r) = archive::check_age(&archive, &event_id, hub_time_ms)
+    {
+        return Ok(r.into());
+    }
     if event.redacted && !state.follows_redacted() {
         return Ok(malformed(
             "the event is marked redacted: only a hub marks the events it streams to kitchen \
@@ -141,12 +153,18 @@ pub fn apply<S: State>(
     if let Some(revocation) = change.revocation {
         state.put_revocation(revocation)?;
     }
+    if let Some(archive) = change.archive {
+        state.put_archive(archive)?;
+    }
     let mut stamped = event.clone();
     stamped.seq = Some(seq);
     stamped.hub_time = Some(hub_time_ms);
     // V1 events stay unstamped, byte for byte what the release before versions stored.
     stamped.rules = (rules != Rules::V1).then_some(rules);
     state.put_event(event_id, stamped)?;
+    if rules >= Rules::V4 && archive::outlives_its_history(&event_id, hub_time_ms) {
+        state.keep_id(event_id, seq)?;
+    }
     if let Some(kept) = rules.bounds().closed_kept_events
         && let Some(through) = seq.checked_sub(kept)
     {
@@ -162,6 +180,7 @@ struct Change {
     ticket: Option<Ticket>,
     stock: Option<Stock>,
     revocation: Option<Revocation>,
+    archive: Option<Archive>,
 }
 
 /// Loads what the command's rules need and runs them. The outer `Result` is the state's
@@ -209,6 +228,13 @@ fn decide<S: State>(
             revocation: Some(device::decide(revoke, ctx)),
             ..Change::default()
         }),
+        Command::Archive(mark) => {
+            let existing = state.archive()?;
+            archive::decide(mark, existing, &state.realm().store_id, ctx).map(|a| Change {
+                archive: Some(a),
+                ..Change::default()
+            })
+        }
     })
 }
 

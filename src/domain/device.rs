@@ -11,7 +11,7 @@
 //! The rules take no prior state: any version ≥ 1 is accepted (like inventory, there is
 //! nothing to conflict with), and a later revocation of the same device replaces the
 //! earlier one, moving its time forward (hub times applied never go backwards). Only an
-//! admin may write these events (`api::auth::check_device_events`); the domain decides
+//! admin may write these events (`api::auth::check_admin_events`); the domain decides
 //! them the same for every writer, as replay must.
 
 use serde::{Deserialize, Serialize};

@@ -18,12 +18,25 @@ pub enum AggregateKind {
     /// The deny-list of revoked devices (`device.rs`); admins only. From rules `V2`:
     /// under `V1` it stays unknown, as it was when those entries were decided.
     Device,
+    /// The store's own records: the archive mark (`archive.rs`); admins only. From rules
+    /// `V4`.
+    Store,
 }
 
 /// Every `aggregateType` string of rules `V1`, for messages.
 const AGGREGATE_TYPES_V1: [&str; 5] = ["order", "kds", "bds", "inventory", "payment"];
-/// Every `aggregateType` string from rules `V2` on.
+/// Every `aggregateType` string of rules `V2` and `V3`.
 const AGGREGATE_TYPES_V2: [&str; 6] = ["order", "kds", "bds", "inventory", "payment", "device"];
+/// Every `aggregateType` string from rules `V4` on.
+const AGGREGATE_TYPES_V4: [&str; 7] = [
+    "order",
+    "kds",
+    "bds",
+    "inventory",
+    "payment",
+    "device",
+    "store",
+];
 
 impl AggregateKind {
     /// The aggregate type named `s`, if the hub knows it under `rules` (names are
@@ -36,13 +49,16 @@ impl AggregateKind {
             "inventory" => Some(Self::Inventory),
             "payment" => Some(Self::Payment),
             "device" if rules >= Rules::V2 => Some(Self::Device),
+            "store" if rules >= Rules::V4 => Some(Self::Store),
             _ => None,
         }
     }
 
     /// Every `aggregateType` string `rules` knows, for messages.
     pub fn names(rules: Rules) -> &'static [&'static str] {
-        if rules >= Rules::V2 {
+        if rules >= Rules::V4 {
+            &AGGREGATE_TYPES_V4
+        } else if rules >= Rules::V2 {
             &AGGREGATE_TYPES_V2
         } else {
             &AGGREGATE_TYPES_V1
@@ -76,6 +92,7 @@ impl AggregateKind {
             Self::Inventory => &[("inventory.adjusted", InventoryAdjusted)],
             Self::Payment => &[],
             Self::Device => &[("device.revoked", DeviceRevoked)],
+            Self::Store => &[("store.archived", StoreArchived)],
         }
     }
 
@@ -120,6 +137,7 @@ pub enum EventKind {
     BdsTicketDone,
     InventoryAdjusted,
     DeviceRevoked,
+    StoreArchived,
 }
 
 impl EventKind {

@@ -5,6 +5,7 @@
 //! - `outcome`: `Outcome` and the stable `RejectCode`s;
 //! - `state`: the `State` trait `apply` works on, and `MemState`;
 //! - `order`, `ticket`, `inventory`, `lock`: one read model and its rules per file;
+//! - `device`, `archive`: the admins' records (the deny-list, the archive mark);
 //! - `apply`: the single entry point, dispatching on the event type;
 //! - `kind`, `payload`, `version`: the known event types, payload validation, and the
 //!   version/force rules shared by orders and tickets;
@@ -15,6 +16,7 @@
 //! time `apply` knows is the leader-stamped `hub_time_ms` passed in with the event.
 
 mod apply;
+pub mod archive;
 pub mod device;
 pub mod event;
 pub mod inventory;

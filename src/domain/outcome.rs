@@ -52,10 +52,13 @@ pub enum RejectCode {
     ClockOutOfRange,
     /// The encoded event is larger than the rules allow (rules `V2`).
     EventTooLarge,
+    /// The eventId (a UUIDv7) was made before the store's retention horizon, so it can no
+    /// longer be deduplicated (rules `V4`, once the store has an archive mark).
+    EventBeyondRetention,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 22] = [
+    pub const ALL: [RejectCode; 23] = [
         RejectCode::WrongRealm,
         RejectCode::MalformedEvent,
         RejectCode::UnknownAggregateType,
@@ -78,6 +81,7 @@ impl RejectCode {
         RejectCode::OutOfRange,
         RejectCode::ClockOutOfRange,
         RejectCode::EventTooLarge,
+        RejectCode::EventBeyondRetention,
     ];
 
     /// The code named `code` on the wire (`as_str`'s inverse); `None` for a code this build
@@ -110,6 +114,7 @@ impl RejectCode {
             RejectCode::OutOfRange => "OUT_OF_RANGE",
             RejectCode::ClockOutOfRange => "CLOCK_OUT_OF_RANGE",
             RejectCode::EventTooLarge => "EVENT_TOO_LARGE",
+            RejectCode::EventBeyondRetention => "EVENT_BEYOND_RETENTION",
         }
     }
 }

@@ -12,6 +12,7 @@
 
 use serde_json::{Map, Value};
 
+use super::archive::Mark;
 use super::device::Revoke;
 use super::event::Event;
 use super::inventory::{Adjustment, INVENTORY_DELTA_ABS_MAX};
@@ -20,7 +21,7 @@ use super::order::{
     LineItem, Modifier, OrderCommand, OrderDraft, OrderEdit, Payment, PaymentClaim,
 };
 use super::outcome::{RejectCode, Rejection};
-use super::rules::{Bounds, Rules};
+use super::rules::{Bounds, RETAIN_DAYS_MAX, RETAIN_DAYS_MIN, Rules};
 use super::ticket::{TicketCommand, TicketDraft, TicketItem, TicketKind};
 
 /// Largest absolute money amount in one field, in minor units (10^12 cents = 10^10 units).
@@ -37,6 +38,7 @@ pub enum Command {
     Ticket(TicketKind, TicketCommand),
     Inventory(Adjustment),
     Revoke(Revoke),
+    Archive(Mark),
 }
 
 /// Validates the payload of `event`, whose type has already been resolved to `kind`.
@@ -100,6 +102,12 @@ pub fn parse(kind: EventKind, event: &Event, rules: Rules) -> Result<Command, Re
         EventKind::InventoryAdjusted => Command::Inventory(adjustment(&p, &event.aggregate_id)?),
         EventKind::DeviceRevoked => Command::Revoke(Revoke {
             reason: p.opt_str("reason", b.note_bytes, false)?,
+        }),
+        EventKind::StoreArchived => Command::Archive(Mark {
+            through_seq: p.req_int("throughSeq", 1, i64::MAX)?.unsigned_abs(),
+            retain_days: p
+                .req_int("retainDays", RETAIN_DAYS_MIN as i64, RETAIN_DAYS_MAX as i64)?
+                .unsigned_abs(),
         }),
     })
 }
@@ -442,6 +450,7 @@ fn fields_of(kind: EventKind) -> &'static [&'static str] {
         }
         EventKind::InventoryAdjusted => &["sku", "delta", "reason"],
         EventKind::DeviceRevoked => &["reason"],
+        EventKind::StoreArchived => &["throughSeq", "retainDays"],
     }
 }
 

@@ -34,6 +34,18 @@ pub const EVENT_BYTES_MAX: usize = 64 << 10;
 /// events, not hub time, so that every node, a replay and a device's copy remove the same
 /// aggregates at the same seq with no clock involved.
 pub const CLOSED_KEPT_EVENTS: u64 = 20_000;
+/// Under `V4`, the fewest days a `store.archived` mark may keep eventIds deduplicated
+/// (`retainDays`): a till offline for longer than the store's retention has its queued
+/// events refused (`EVENT_BEYOND_RETENTION`), so a typo must not make that hours.
+pub const RETAIN_DAYS_MIN: u64 = 7;
+/// Under `V4`, the most days a `store.archived` mark may name: ten years.
+pub const RETAIN_DAYS_MAX: u64 = 3_650;
+/// Under `V4`, how far ahead of the hub's time a device's clock may run when it makes an
+/// eventId (a UUIDv7 carries its maker's time) for the retention refusal to cover its
+/// resends: a history file is deleted only once every event in it is this much older than
+/// the refusal's horizon. (Ids made further ahead, and ids that carry no time, are kept
+/// when their events are deleted.)
+pub const ID_CLOCK_AHEAD_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// A rules version. Ordered: later versions compare greater.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -50,6 +62,11 @@ pub enum Rules {
     /// `CLOSED_KEPT_EVENTS` accepted events after the event that closed them; their
     /// events stay in the history. An event naming one afterwards finds nothing there.
     V3,
+    /// Issue 18, retention: the `store` aggregate's `store.archived` (admins only) records
+    /// how far the history is archived and how many days eventIds stay deduplicated
+    /// (`domain::archive`). Once a store has a mark, an event whose eventId (a UUIDv7)
+    /// was made before the retention horizon is refused `EVENT_BEYOND_RETENTION`.
+    V4,
 }
 
 /// A rules version this build does not know (written by a newer pos-hub).
@@ -59,13 +76,14 @@ pub struct UnknownRules(pub u32);
 
 impl Rules {
     /// The version this build decides new entries under.
-    pub const CURRENT: Rules = Rules::V3;
+    pub const CURRENT: Rules = Rules::V4;
 
     pub const fn number(self) -> u32 {
         match self {
             Rules::V1 => 1,
             Rules::V2 => 2,
             Rules::V3 => 3,
+            Rules::V4 => 4,
         }
     }
 
@@ -73,10 +91,8 @@ impl Rules {
     /// versions were recorded, hence `V1`.
     pub fn from_stamp(stamp: u32) -> Result<Rules, UnknownRules> {
         match stamp {
-            0 | 1 => Ok(Rules::V1),
-            2 => Ok(Rules::V2),
-            3 => Ok(Rules::V3),
-            n => Err(UnknownRules(n)),
+            0 => Ok(Rules::V1),
+            n => Rules::try_from(n),
         }
     }
 
@@ -85,7 +101,8 @@ impl Rules {
         match self {
             Rules::V1 => &V1_BOUNDS,
             Rules::V2 => &V2_BOUNDS,
-            Rules::V3 => &V3_BOUNDS,
+            // V4 adds an event type and a check, not bounds.
+            Rules::V3 | Rules::V4 => &V3_BOUNDS,
         }
     }
 
@@ -142,6 +159,7 @@ impl TryFrom<u32> for Rules {
             1 => Ok(Rules::V1),
             2 => Ok(Rules::V2),
             3 => Ok(Rules::V3),
+            4 => Ok(Rules::V4),
             n => Err(UnknownRules(n)),
         }
     }

@@ -2,13 +2,15 @@
 //! sled state machine (`store/`), over plain maps in tests, and later in the client SDK.
 //!
 //! Contract: `apply` calls the `put_*` methods only after it has decided to accept an
-//! event, and then calls `put_event` once, then (rules `V3`) `expire_closed`. A rejected or
+//! event, and then calls `put_event` once, then (rules `V4`) `keep_id` if the id needs it,
+//! then (rules `V3`) `expire_closed`. A rejected or
 //! duplicate event performs none of these calls, so nothing is ever half-applied.
 
 use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
+use super::archive::Archive;
 use super::device::Revocation;
 use super::event::{Event, Realm};
 use super::inventory::Stock;
@@ -39,6 +41,17 @@ pub trait State {
     /// Puts a device on the deny-list (replacing its earlier entry). No rule reads the
     /// deny-list back: hubs read it to refuse tokens (`StateReader::revocation`).
     fn put_revocation(&mut self, revocation: Revocation) -> Result<(), Self::Error>;
+    /// The store's archive mark (rules `V4`), if it has one.
+    fn archive(&self) -> Result<Option<Archive>, Self::Error>;
+    fn put_archive(&mut self, archive: Archive) -> Result<(), Self::Error>;
+    /// Keeps `event_id` (accepted at `seq`) for `seq_of` for good, past the deletion of
+    /// its event from the history (rules `V4`: ids the retention refusal cannot cover,
+    /// `archive::outlives_its_history`). A state that never deletes history (it answers
+    /// `seq_of` from every event it holds) has nothing to do.
+    fn keep_id(&mut self, event_id: Uuid, seq: u64) -> Result<(), Self::Error> {
+        let _ = (event_id, seq);
+        Ok(())
+    }
     /// Appends an accepted event: `event.seq` is `last_seq() + 1` and `event.hub_time`
     /// is set. Afterwards `last_seq()` is that seq and `seq_of(event_id)` finds it.
     fn put_event(&mut self, event_id: Uuid, event: Event) -> Result<(), Self::Error>;
@@ -70,6 +83,7 @@ pub struct MemState {
     pub stock: BTreeMap<String, Stock>,
     /// The deny-list, by device id.
     pub revoked: BTreeMap<String, Revocation>,
+    pub archive: Option<Archive>,
     /// The store's clock (`State::lamport`), kept as events are put.
     pub lamport: u64,
 }
@@ -84,6 +98,7 @@ impl MemState {
             tickets: BTreeMap::new(),
             stock: BTreeMap::new(),
             revoked: BTreeMap::new(),
+            archive: None,
             lamport: 0,
         }
     }
@@ -157,6 +172,15 @@ impl State for MemState {
     fn put_revocation(&mut self, revocation: Revocation) -> Result<(), Self::Error> {
         self.revoked
             .insert(revocation.device_id.clone(), revocation);
+        Ok(())
+    }
+
+    fn archive(&self) -> Result<Option<Archive>, Self::Error> {
+        Ok(self.archive.clone())
+    }
+
+    fn put_archive(&mut self, archive: Archive) -> Result<(), Self::Error> {
+        self.archive = Some(archive);
         Ok(())
     }
 

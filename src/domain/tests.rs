@@ -1,6 +1,7 @@
 //! Unit tests of `apply`: shared event builders, the example flow and storage round trips
 //! here; every rejection code in `rejects`; accepted paths in `flows`.
 
+mod archive;
 mod expiry;
 mod flows;
 mod rejects;

@@ -36,6 +36,15 @@ pub const PREFIX_REVOKED: u8 = b'r';
 /// Closed orders and done tickets by the seq that closed them: `x` + seq + the record's
 /// own key, empty value. Rules `V3` remove records through it (`State::expire_closed`).
 pub const PREFIX_CLOSED: u8 = b'x';
+/// The store's archive mark (`domain::archive`, rules `V4`), if it has one.
+pub const KEY_ARCHIVE: &[u8] = b"m";
+/// EventIds dedupe must know after their events are deleted (`State::keep_id`): `k` + the
+/// id's 16 bytes, the seq as value.
+pub const PREFIX_KEPT_ID: u8 = b'k';
+
+pub fn kept_id_key(event_id: &uuid::Uuid) -> Vec<u8> {
+    prefixed(PREFIX_KEPT_ID, event_id.as_bytes())
+}
 /// Present (empty value) once every closed record of the tree is in the `x` index: trees
 /// written before the index get it at open (`migrate::index_closed`).
 pub const KEY_CLOSED_INDEXED: &[u8] = b"X";

@@ -9,6 +9,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::KnownDevice;
+use crate::domain::archive::Archive;
 use crate::domain::device::Revocation;
 use crate::domain::inventory::Stock;
 use crate::domain::order::Order;
@@ -213,10 +214,19 @@ impl State for SledState<'_> {
         }
         // The history may hold events past this state (appended before a crash rolled the
         // state machine back): those are not applied yet, so not duplicates.
-        Ok(self
+        if let Some(seq) = self
             .history
             .seq_of(event_id)?
-            .filter(|seq| *seq <= self.last_seq))
+            .filter(|seq| *seq <= self.last_seq)
+        {
+            return Ok(Some(seq));
+        }
+        // Ids kept in the live state for when their events are deleted (rules `V4`).
+        self.get("kept eventId", &keys::kept_id_key(event_id))
+    }
+
+    fn keep_id(&mut self, event_id: Uuid, seq: u64) -> Result<(), StoreError> {
+        self.put("kept eventId", keys::kept_id_key(&event_id), &seq)
     }
 
     fn order(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
@@ -266,6 +276,14 @@ impl State for SledState<'_> {
             keys::prefixed(keys::PREFIX_REVOKED, revocation.device_id.as_bytes()),
             &revocation,
         )
+    }
+
+    fn archive(&self) -> Result<Option<Archive>, StoreError> {
+        self.get("archive mark", keys::KEY_ARCHIVE)
+    }
+
+    fn put_archive(&mut self, archive: Archive) -> Result<(), StoreError> {
+        self.put("archive mark", keys::KEY_ARCHIVE.to_vec(), &archive)
     }
 
     fn put_event(&mut self, event_id: Uuid, event: Event) -> Result<(), StoreError> {

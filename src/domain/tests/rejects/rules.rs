@@ -3,10 +3,11 @@
 
 use serde_json::json;
 
+use super::super::super::archive::DAY_MS;
 use super::super::super::outcome::{Outcome, RejectCode};
 use super::super::super::rules::Rules;
 use super::super::super::state::MemState;
-use super::super::{o1_after, paid_in_cash};
+use super::super::{archive, o1_after, paid_in_cash};
 use super::{
     Case, T0, T1, create_o1, create_with_items, created, empty, ev, inv_ev, kds, kds_created, on,
     order_ev, paid_ev, state_with,
@@ -55,6 +56,15 @@ fn pay(amount: i64) -> serde_json::Value {
 pub(super) fn cases() -> Vec<Case> {
     use super::RejectCode::*;
     vec![
+        (
+            EventBeyondRetention,
+            "made before the retention horizon",
+            || {
+                let mut state = state_with(&[create_o1(1)]);
+                state.apply(&archive::mark(2, 1, 7), T0);
+                on(state, archive::made_at(3, T1 - 8 * DAY_MS))
+            },
+        ),
         (AggregateNotFound, "update of absent order", || {
             on(
                 empty(),
