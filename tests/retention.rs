@@ -17,18 +17,17 @@ use pos_hub::proto::pb;
 const DAY_MS: u64 = 86_400_000;
 const WAIT: Duration = Duration::from_secs(30);
 
-/// `pos-hub cluster archive-mark ARGS…` against `hub` with `token`, to completion.
+/// `pos-hub cluster archive-mark ARGS…` against `hub` with `token` (none if empty), to
+/// completion.
 async fn archive_mark(hub: String, token: String, args: &[&str]) -> std::process::Output {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        std::process::Command::new(common::BIN)
-            .args([
-                "cluster",
-                "--hub",
-                &format!("http://{hub}"),
-                "--token",
-                &token,
-            ])
+        let mut command = std::process::Command::new(common::BIN);
+        command.args(["cluster", "--hub", &format!("http://{hub}")]);
+        if !token.is_empty() {
+            command.args(["--token", &token]);
+        }
+        command
             .arg("archive-mark")
             .args(&args)
             .env("RUST_LOG", "warn")
@@ -212,4 +211,190 @@ async fn uuid_of(cluster: &Cluster, token: &str, seq: u64) -> String {
             return event.event_id;
         }
     }
+}
+
+/// `.hist` files in node `id`'s history.
+fn history_files(cluster: &Cluster, id: u64) -> usize {
+    std::fs::read_dir(cluster.node(id).data_dir.join("history"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "hist"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_after_retention_deleted_history_serves_every_cursor_inside_it() {
+    // Small history files, and a clock ten days back while the events go in: ten days
+    // later (the clock set right), they are past a 7-day retention.
+    let ten_days_back = format!("--clock-offset-ms=-{}", 10 * DAY_MS);
+    // Snapshots often and a short log, so that a node added later catches up by snapshot
+    // (and fetches the history it lacks from a peer), not by replaying the log.
+    let options = Options {
+        snapshot_every: Some(5),
+        extra_args: vec![
+            "--keep-log-entries".into(),
+            "10".into(),
+            "--history-segment-kib".into(),
+            "64".into(),
+            ten_days_back.clone(),
+        ],
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start_with(3, options).await;
+    let mut client = cluster.client(1);
+    for batch in 0..20u64 {
+        let events = (0..100)
+            .map(|i| inventory_event("FRIES", 1, &format!("till-{}", i % 4), batch * 100 + i + 1))
+            .collect();
+        append_accepted(&mut client, events, WAIT).await;
+    }
+    let last = 2000;
+    cluster.wait_same_last_seq(&[1, 2, 3], last, WAIT).await;
+    let all = subscribe_ids(&mut cluster.client(2), 0, last, WAIT)
+        .await
+        .expect("the whole log");
+    let files = history_files(&cluster, 2);
+    assert!(files > 4, "{files} history files");
+
+    // The clock set right: every node restarts ten days later.
+    cluster.options_mut().extra_args = vec![
+        "--keep-log-entries".into(),
+        "10".into(),
+        "--history-segment-kib".into(),
+        "64".into(),
+    ];
+    for id in 1..=3 {
+        cluster.kill(id);
+        cluster.restart(id);
+    }
+    cluster.wait_leader(&[1, 2, 3], WAIT).await;
+
+    // Archived through seq 1500, kept 7 days: every file wholly behind 1500 goes.
+    let out = archive_mark(
+        cluster.client_addr(1),
+        String::new(),
+        &["1500", "--retain-days", "7"],
+    )
+    .await;
+    let said = common::succeeded(&out, "cluster archive-mark");
+    assert!(said.contains("archived through seq 1500"), "{said}");
+    for id in 1..=3 {
+        poll_until(Duration::from_secs(40), async || {
+            let now = history_files(&cluster, id);
+            if now < files {
+                Ok(now)
+            } else {
+                Err(format!("node {id}: {now} history files"))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("retention deleted nothing: {e}"));
+    }
+    // The files stop at the mark: no file past 1500 went.
+    let first = first_held(&cluster, 2).await;
+    assert!(first > 1 && first <= 1501, "node 2 holds from seq {first}");
+    eprintln!(
+        "retention: node 2 holds seqs {first}..={last} in {} of its {files} files",
+        history_files(&cluster, 2)
+    );
+
+    // Node 2 restarts on what retention left, and serves every cursor inside it, whole.
+    cluster.kill(2);
+    cluster.restart(2);
+    cluster.wait_same_last_seq(&[1, 2, 3], last + 1, WAIT).await;
+    let mut client = cluster.client(2);
+    let mut cursor = first - 1;
+    while cursor <= last {
+        let got = subscribe_ids(&mut client, cursor, last, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("cursor {cursor}: {e}"));
+        assert_eq!(got, all[cursor as usize..].to_vec(), "from cursor {cursor}");
+        cursor += if cursor < first + 40 || cursor > last - 40 {
+            1
+        } else {
+            37
+        };
+    }
+    // Below it: a clear code, not a silent jump.
+    let below = client
+        .subscribe(pb::SubscribeRequest { cursor: first - 2 })
+        .await;
+    let status = match below {
+        Err(status) => status,
+        Ok(stream) => stream
+            .into_inner()
+            .message()
+            .await
+            .expect_err("no event below retention"),
+    };
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("CURSOR_BELOW_RETENTION")
+            && status
+                .message()
+                .contains(&format!("up to seq {}", first - 1)),
+        "{}",
+        status.message()
+    );
+    // A blank node added now gets the live state and the history its peers still hold: it
+    // begins where theirs does, and serves every cursor inside it.
+    cluster.spawn_blank_node(4);
+    poll_until(WAIT, async || cluster.hello(4).await.map(drop))
+        .await
+        .unwrap_or_else(|e| panic!("blank node 4 does not answer: {e}"));
+    let leader = cluster.leader_id().await;
+    let add = pb::AddNodeRequest {
+        id: 4,
+        peer_addr: cluster.peer_addr(4),
+        client_addr: cluster.client_addr(4),
+    };
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        cluster.cluster_client(leader).add_node(add),
+    )
+    .await
+    .expect("AddNode answers")
+    .unwrap_or_else(|s| panic!("AddNode failed: {s:?}"));
+    poll_until(WAIT, async || match cluster.hello(4).await {
+        Ok(h) if h.last_seq > last => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("node 4 never caught up: {e}"));
+    let first4 = first_held(&cluster, 4).await;
+    assert!(
+        first4 > 1 && first4 <= 1501,
+        "node 4 holds from seq {first4}"
+    );
+    let got = subscribe_ids(&mut cluster.client(4), first4 - 1, last, WAIT)
+        .await
+        .expect("node 4 streams from its first seq");
+    assert_eq!(got, all[(first4 - 1) as usize..].to_vec());
+    eprintln!("retention: node 4, added after it, holds from seq {first4}");
+}
+
+/// The first seq node `id` serves: where Subscribe from cursor 0 is refused, the seq it
+/// names plus one.
+async fn first_held(cluster: &Cluster, id: u64) -> u64 {
+    let status = match cluster
+        .client(id)
+        .subscribe(pb::SubscribeRequest { cursor: 0 })
+        .await
+    {
+        Err(status) => status,
+        Ok(stream) => match stream.into_inner().message().await {
+            Err(status) => status,
+            Ok(_) => return 1,
+        },
+    };
+    let words = status.message();
+    let through: u64 = words
+        .split("up to seq ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no seq in {words:?}"));
+    through + 1
 }

@@ -97,6 +97,12 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidRequest(&'static str),
     #[error(
+        "CURSOR_BELOW_RETENTION: cursor {cursor} is below this store's retention: the events \
+         up to seq {deleted_through} were archived and deleted from the hubs. Read the live \
+         state (orders, tickets, stock) and subscribe from the seq it was read at"
+    )]
+    CursorBelowRetention { cursor: u64, deleted_through: u64 },
+    #[error(
         "order {0:?} does not exist (a paid or cancelled order leaves the live state {kept} \
          events after it closed; its events stay in the history: `pos-hub log dump`)",
         kept = crate::domain::rules::CLOSED_KEPT_EVENTS
@@ -225,6 +231,7 @@ impl From<ApiError> for Status {
                 Status::failed_precondition(message)
             }
             ApiError::CatchUpTimeout(_) => Status::deadline_exceeded(message),
+            ApiError::CursorBelowRetention { .. } => Status::out_of_range(message),
             ApiError::LostElection { .. } => Status::aborted(message),
             ApiError::Peer { status, .. } => Status::new(status.code(), message),
             ApiError::Storage(err) => {
@@ -243,6 +250,14 @@ mod tests {
     #[test]
     fn each_refusal_has_its_code_and_a_message_that_names_the_problem() {
         let cases: Vec<(ApiError, tonic::Code, &str)> = vec![
+            (
+                ApiError::CursorBelowRetention {
+                    cursor: 10,
+                    deleted_through: 4096,
+                },
+                tonic::Code::OutOfRange,
+                "CURSOR_BELOW_RETENTION: cursor 10 is below this store's retention: the events up to seq 4096 were archived",
+            ),
             (
                 TokenError::Missing.into(),
                 tonic::Code::Unauthenticated,

@@ -96,6 +96,16 @@ async fn catch_up(
     cursor: &mut u64,
     tx: &mut Out<'_>,
 ) -> Result<Result<(), Stop>, Status> {
+    // The first call of a stream and every later one (a lagging subscriber reads storage
+    // again): retention may have deleted what the cursor needs since.
+    let first = node.reader.history_first_seq();
+    if *cursor + 1 < first {
+        return Err(ApiError::CursorBelowRetention {
+            cursor: *cursor,
+            deleted_through: first - 1,
+        }
+        .into());
+    }
     loop {
         let mut frames = EventFrames::default();
         let mut last_seq = None;

@@ -57,6 +57,8 @@ pub struct ServeConfig {
     pub wan_probe: Option<String>,
     /// Shifts this node's wall clock reading (ms); 0 except in tests (`--clock-offset-ms`).
     pub clock_offset_ms: i64,
+    /// Where history files close (`store::HISTORY_SEGMENT_BYTES`; smaller in tests).
+    pub history_segment_bytes: u64,
     /// How long after expiry a known device's token still works, in seconds.
     pub offline_grace_s: u64,
     /// The peer port's TLS dir (store CA, node certificate): mutual TLS between nodes.

@@ -33,6 +33,7 @@ pub(super) async fn open(config: &ServeConfig) -> Result<Arc<Node>, AppError> {
         config.feed_batches,
         config.durability,
         config.commit_window,
+        config.history_segment_bytes,
     )
     .await?;
     if config.durability == store::Durability::UnsafeNoFsync {
@@ -90,6 +91,7 @@ pub(super) async fn open(config: &ServeConfig) -> Result<Arc<Node>, AppError> {
     .await?;
     // Ends by itself once Raft stops.
     tokio::spawn(compaction::run(raft.clone(), log_view, config.log_bounds));
+    tokio::spawn(compaction::retain(raft.clone(), reader.clone()));
     let signals = crate::raft::signals::watch(&raft, config.timing);
     let node = Arc::new(Node {
         id: config.node_id,

@@ -116,6 +116,11 @@ pub struct ServeArgs {
     /// past), to show what a node whose clock is wrong does. Never in a shop.
     #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
     clock_offset_ms: i64,
+    /// TESTS ONLY: close history files at this many KiB instead of 16 MiB, so that a test
+    /// sees retention delete files without writing gigabytes.
+    #[arg(long, hide = true, default_value_t = crate::store::HISTORY_SEGMENT_BYTES >> 10,
+          value_parser = clap::value_parser!(u64).range(64..))]
+    history_segment_kib: u64,
     /// How long after expiry a token of a device known to the log still works, in days: a
     /// store without internet cannot refresh tokens (spec §6.6). Unknown devices get none,
     /// revoked ones none, and none is given while the --wan-probe address answers.
@@ -379,6 +384,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         feed_batches: args.feed_batches as usize,
         public_keys: public_key,
         clock_offset_ms: args.clock_offset_ms,
+        history_segment_bytes: args.history_segment_kib << 10,
         wan_probe: args.wan_probe,
         offline_grace_s: args.offline_grace_days.saturating_mul(86_400),
         subscriptions_per_device: args.subscriptions_per_device,

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::raft_types::Raft;
-use crate::store::LogStore;
+use crate::store::{LogStore, StateReader};
 
 /// Log bytes behind the last snapshot that call for the next one.
 pub const SNAPSHOT_LOG_BYTES: u64 = 32 << 20;
@@ -30,6 +30,34 @@ impl Default for LogBounds {
         Self {
             snapshot_bytes: SNAPSHOT_LOG_BYTES,
             keep_bytes: KEEP_LOG_BYTES,
+        }
+    }
+}
+
+/// How often retention looks for history files it may delete.
+const RETENTION_TICK: Duration = Duration::from_secs(10);
+
+/// Retention (`StateReader::apply_retention`): every `RETENTION_TICK`, deletes the history
+/// files the store's archive mark lets go. Runs until Raft stops.
+pub async fn retain(raft: Raft, reader: StateReader) {
+    loop {
+        tokio::time::sleep(RETENTION_TICK).await;
+        if raft.metrics().borrow().running_state.is_err() {
+            return;
+        }
+        let reader = reader.clone();
+        match tokio::task::spawn_blocking(move || reader.apply_retention()).await {
+            Ok(Ok(deleted)) => {
+                for (first, last) in deleted {
+                    tracing::info!(
+                        first,
+                        last,
+                        "retention deleted a history file (archived, and older than the store keeps)"
+                    );
+                }
+            }
+            Ok(Err(err)) => tracing::error!(%err, "retention could not delete history files"),
+            Err(err) => tracing::error!(%err, "the retention task failed"),
         }
     }
 }

@@ -111,9 +111,13 @@ pub async fn open_with_feed(
         feed_batches,
         Durability::Fsync,
         std::time::Duration::ZERO,
+        HISTORY_SEGMENT_BYTES,
     )
     .await
 }
+
+/// Where history files close (`history::SEGMENT_BYTES`).
+pub const HISTORY_SEGMENT_BYTES: u64 = history::SEGMENT_BYTES;
 
 /// `open_with_feed` with a chosen durability and commit window (how long the log waits,
 /// after an append, for more to share its fsync; see `flusher`).
@@ -123,6 +127,7 @@ pub async fn open_with(
     feed_batches: usize,
     durability: Durability,
     commit_window: std::time::Duration,
+    history_segment_bytes: u64,
 ) -> Result<(LogStore, StateMachine), StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|e| StoreError::io(data_dir, e))?;
     let db_path = data_dir.join("db");
@@ -169,9 +174,11 @@ pub async fn open_with(
     }));
     let (disk, log) = opened.map_err(damaged)??;
     let history_dir = data_dir.join("history");
-    let history = tokio::task::spawn_blocking(move || history::History::open(&history_dir))
-        .await
-        .map_err(|e| StoreError::corrupt("history", format!("open task failed: {e}")))??;
+    let history = tokio::task::spawn_blocking(move || {
+        history::History::open_sized(&history_dir, history_segment_bytes)
+    })
+    .await
+    .map_err(|e| StoreError::corrupt("history", format!("open task failed: {e}")))??;
     let state_machine =
         futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(StateMachine::open(
             disk,

@@ -10,6 +10,11 @@
 //! A segment past `SEGMENT_BYTES` is fdatasynced and closed, its eventId index written
 //! beside it (`ids.rs`), and the next begins.
 //!
+//! Retention (`delete_behind`) deletes the oldest segments once the store's archive mark
+//! lets them go (`domain::archive`); the history then begins later (`first_seq`), and a
+//! node filling its history from a peer whose history begins later starts its own there
+//! (`restart_at`).
+//!
 //! Appends are not synced one by one: `sync` makes everything appended durable, and the
 //! state machine calls it before anything may depend on it (before a snapshot is written,
 //! before an install switches generations). At open every record of every segment is read back and checked. In
@@ -125,6 +130,13 @@ struct EventKey {
     seq: u64,
 }
 
+/// A stored event's hub time alone, which retention reads (`delete_behind`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredHubTime {
+    #[prost(uint64, tag = "14")]
+    hub_time: u64,
+}
+
 /// A stored event's seq alone, the one field `read_encoded` checks.
 #[derive(Clone, PartialEq, prost::Message)]
 struct StoredSeq {
@@ -154,6 +166,12 @@ pub(in crate::store) fn last_record_seq(records: &[u8]) -> Option<u64> {
     if at == records.len() { last } else { None }
 }
 
+/// The seq of the first of `read_records`' records, if there is a whole header.
+pub(in crate::store) fn first_record_seq(records: &[u8]) -> Option<u64> {
+    let header = records.get(..HEADER)?;
+    Some(u64::from_le_bytes(header[8..16].try_into().ok()?))
+}
+
 fn encode_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&seq.to_le_bytes());
@@ -166,12 +184,14 @@ fn encode_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
 
 impl History {
     /// Opens (or creates) the history in `dir`, checking every record.
+    #[cfg(test)]
     pub fn open(dir: &Path) -> Result<History, StoreError> {
         Self::open_sized(dir, SEGMENT_BYTES)
     }
 
-    /// `open`, closing segments at `segment_bytes`.
-    pub(super) fn open_sized(dir: &Path, segment_bytes: u64) -> Result<History, StoreError> {
+    /// Opens (or creates) the history in `dir`, checking every record, closing segments
+    /// at `segment_bytes` (`SEGMENT_BYTES`, smaller in tests).
+    pub(crate) fn open_sized(dir: &Path, segment_bytes: u64) -> Result<History, StoreError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let mut firsts = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io(dir))? {
@@ -413,6 +433,76 @@ impl History {
         inner.dir_dirty = true;
         inner.unsynced = true;
         Ok(())
+    }
+
+    /// The first seq the history holds (1 until retention deletes its oldest files).
+    pub fn first_seq(&self) -> u64 {
+        self.read_inner().segments.first().map_or(1, |s| s.first)
+    }
+
+    /// Retention: deletes the oldest segment files, one after the other, while each is
+    /// wholly at or behind `through_seq` and its last event's hub time is at most
+    /// `hub_time_max`. The segment being appended to always stays. Returns the (first,
+    /// last) seqs of the segments deleted. Each goes from memory first, then its eventId
+    /// index file, then its records (a crash in between leaves records whose index is
+    /// rebuilt at open, and deleted again later), then the directory entry is synced.
+    pub fn delete_behind(
+        &self,
+        through_seq: u64,
+        hub_time_max: u64,
+    ) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut deleted = Vec::new();
+        loop {
+            let (first, last, path) = {
+                let inner = self.read_inner();
+                match inner.segments.as_slice() {
+                    [oldest, _, ..]
+                        if oldest.last <= through_seq && oldest.last >= oldest.first =>
+                    {
+                        (oldest.first, oldest.last, oldest.path.clone())
+                    }
+                    _ => break,
+                }
+            };
+            let mut hub_time = None;
+            self.scan_after(last - 1, last, 1, usize::MAX, |seq, payload, at, offset| {
+                let held = StoredHubTime::decode(payload)
+                    .map_err(|e| corrupt(at, offset, format!("seq {seq}: {e}")))?;
+                hub_time = Some(held.hub_time);
+                Ok(())
+            })?;
+            if hub_time.is_none_or(|t| t > hub_time_max) {
+                break;
+            }
+            {
+                let mut inner = self.write_inner();
+                if inner.segments.first().map(|s| s.first) != Some(first) {
+                    break;
+                }
+                inner.segments.remove(0);
+            }
+            remove_if_there(&ids::path_for(&path))?;
+            remove_if_there(&path)?;
+            sync_dir(&self.dir)?;
+            deleted.push((first, last));
+        }
+        Ok(deleted)
+    }
+
+    /// Empties the history and makes it begin at seq `first`: for a node that fills its
+    /// history from a peer whose own begins there (retention deleted what came before,
+    /// after it was archived), so what this node held before cannot be joined to it.
+    pub fn restart_at(&self, first: u64) -> Result<(), StoreError> {
+        let mut inner = self.write_inner();
+        for segment in inner.segments.drain(..) {
+            remove_if_there(&ids::path_for(&segment.path))?;
+            remove_if_there(&segment.path)?;
+        }
+        inner.open_ids.clear();
+        sync_dir(&self.dir)?;
+        self.begin_segment(&mut inner, first.max(1))?;
+        drop(inner);
+        self.sync()
     }
 
     /// Makes every append so far durable: an fdatasync of the last segment, and of the
@@ -745,6 +835,13 @@ fn load_segment(dir: &Path, first: u64, tail: bool) -> Result<Segment, StoreErro
         segment.len = offset;
     }
     Ok(segment)
+}
+
+fn remove_if_there(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
 }
 
 fn empty_segment(first: u64, path: PathBuf, file: File) -> Segment {

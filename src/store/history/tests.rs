@@ -272,3 +272,114 @@ fn records_that_are_damaged_or_do_not_follow_are_refused_and_nothing_is_written(
     assert_eq!(to.append_records(&whole).expect("appends"), 15);
     assert_eq!(to.last_seq(), 20);
 }
+
+/// The (first, last) seqs of each segment file, from their names and contents.
+fn spans(history: &History) -> Vec<(u64, u64)> {
+    history
+        .read_inner()
+        .segments
+        .iter()
+        .map(|s| (s.first, s.last))
+        .collect()
+}
+
+#[test]
+fn retention_deletes_whole_old_files_behind_the_mark_and_never_the_last() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = History::open_sized(dir.path(), 4096).expect("opens");
+    history.append(&events(1, 300)).expect("appends");
+    history.sync().expect("syncs");
+    let before = spans(&history);
+    assert!(before.len() > 4, "{before:?}");
+    let (second_first, second_last) = before[1];
+    let third_last = before[2].1;
+
+    // Nothing behind the mark yet, or nothing old enough: nothing goes.
+    assert_eq!(
+        history
+            .delete_behind(before[0].1 - 1, u64::MAX)
+            .expect("runs"),
+        vec![]
+    );
+    let hub_time_of = |seq: u64| event(seq, 0).hub_time;
+    assert_eq!(
+        history
+            .delete_behind(third_last, hub_time_of(before[0].1) - 1)
+            .expect("runs"),
+        vec![]
+    );
+    // The mark inside the third file, the second file's last event old enough: two go.
+    let deleted = history
+        .delete_behind(third_last - 1, hub_time_of(second_last))
+        .expect("runs");
+    assert_eq!(deleted, before[..2].to_vec());
+    assert_eq!(history.first_seq(), second_last + 1);
+    assert_eq!(segment_files(dir.path()).len(), before.len() - 2);
+    assert!(
+        !ids::path_for(&dir.path().join(segment_name(second_first))).exists(),
+        "its eventId index goes with it"
+    );
+    // Reads begin at the first held seq; ids of deleted events are no longer found.
+    let page = history.read_after(0, 3, usize::MAX).expect("reads");
+    assert_eq!(
+        seqs(&page),
+        vec![second_last + 1, second_last + 2, second_last + 3]
+    );
+    let id = |seq: u64| uuid::Uuid::parse_str(&event(seq, 0).event_id).expect("a uuid");
+    assert_eq!(history.seq_of(&id(1)).expect("looks up"), None);
+    assert_eq!(history.seq_of(&id(300)).expect("looks up"), Some(300));
+
+    // Everything old and archived: all but the last file go.
+    let deleted = history.delete_behind(300, u64::MAX).expect("runs");
+    assert_eq!(deleted.len(), before.len() - 3);
+    assert_eq!(spans(&history), vec![*before.last().expect("a last")]);
+    drop(history);
+
+    // A reopen starts where the files do, and appends go on.
+    let history = History::open_sized(dir.path(), 4096).expect("reopens");
+    assert_eq!(history.first_seq(), before.last().expect("a last").0);
+    assert_eq!(history.last_seq(), 300);
+    history.append(&events(301, 310)).expect("appends");
+    assert_eq!(
+        seqs(
+            &history
+                .read_after(299, usize::MAX, usize::MAX)
+                .expect("reads")
+        ),
+        (300..=310).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_history_restarted_at_a_peers_first_seq_takes_its_records_from_there() {
+    let (from, to) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let peer = History::open_sized(from.path(), 4096).expect("opens");
+    peer.append(&events(1, 200)).expect("appends");
+    peer.delete_behind(150, u64::MAX).expect("retention");
+    let first = peer.first_seq();
+    assert!(first > 1);
+
+    let node = History::open_sized(to.path(), 4096).expect("opens");
+    node.append(&events(1, 20))
+        .expect("appends: an old copy, far behind");
+    let records = peer.read_records(20, 200, usize::MAX).expect("reads");
+    assert_eq!(super::first_record_seq(&records), Some(first));
+    assert!(
+        node.append_records(&records).is_err(),
+        "not joined across the gap"
+    );
+    node.restart_at(first).expect("restarts");
+    assert_eq!((node.first_seq(), node.last_seq()), (first, first - 1));
+    node.append_records(&records)
+        .expect("appends from the peer's first");
+    drop(node);
+    let node = History::open_sized(to.path(), 4096).expect("reopens");
+    assert_eq!((node.first_seq(), node.last_seq()), (first, 200));
+    assert_eq!(
+        node.read_after(0, usize::MAX, usize::MAX).expect("reads"),
+        peer.read_after(0, usize::MAX, usize::MAX).expect("reads")
+    );
+}

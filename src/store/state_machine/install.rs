@@ -92,6 +92,23 @@ impl StateMachine {
             if let Some(previous) = appending.take() {
                 join_append(previous).await?;
             }
+            let first = crate::store::history::first_record_seq(&records).unwrap_or(asked + 1);
+            if first > asked + 1 {
+                // The peer's history begins past ours: retention deleted what lies between
+                // once it was archived. Ours cannot be joined to it; begin where it does.
+                tracing::warn!(
+                    held = asked,
+                    peer_begins = first,
+                    "the peer's history begins past this node's: restarting this node's \
+                     history there (the events between were archived and deleted)"
+                );
+                let history = self.history.clone();
+                tokio::task::spawn_blocking(move || history.restart_at(first))
+                    .await
+                    .map_err(|e| {
+                        StoreError::corrupt("history", format!("restart task failed: {e}"))
+                    })??;
+            }
             asked = crate::store::history::last_record_seq(&records).ok_or_else(|| {
                 refuse(format!(
                     "a peer sent history records after seq {asked} that do not parse"

@@ -7,9 +7,11 @@ use tokio::sync::broadcast;
 
 use super::{Applied, EventBatch, KnownDevice, SledState, read_applied};
 use crate::clock::HubClock;
+use crate::domain::archive::Archive;
 use crate::domain::device::Revocation;
 use crate::domain::inventory::Stock;
 use crate::domain::order::Order;
+use crate::domain::rules::ID_CLOCK_AHEAD_MS;
 use crate::domain::ticket::{Ticket, TicketKind};
 use crate::domain::{Realm, State};
 use crate::proto::pb;
@@ -93,6 +95,33 @@ impl StateReader {
         max_bytes: usize,
     ) -> Result<Vec<u8>, StoreError> {
         self.history.read_records(after, upto, max_bytes)
+    }
+
+    /// The first seq this node's history holds: 1, until retention deleted older files.
+    pub fn history_first_seq(&self) -> u64 {
+        self.history.first_seq()
+    }
+
+    /// The store's archive mark (rules `V4`), if it has one.
+    pub fn archive(&self) -> Result<Option<Archive>, StoreError> {
+        let tree = self.tree();
+        SledState::new(&tree, &self.history, &self.realm, 0, 0).archive()
+    }
+
+    /// Retention: deletes the history files the archive mark lets go at the applied hub
+    /// time (`domain::archive`): wholly at or behind the mark, and their last event at
+    /// least `ID_CLOCK_AHEAD_MS` older than the refusal's horizon. Returns the (first,
+    /// last) seqs of each file deleted; nothing without a mark.
+    pub fn apply_retention(&self) -> Result<Vec<(u64, u64)>, StoreError> {
+        let Some(archive) = self.archive()? else {
+            return Ok(Vec::new());
+        };
+        let applied = self.applied()?;
+        let hub_time_max = archive
+            .horizon_ms(applied.hub_time_ms)
+            .saturating_sub(ID_CLOCK_AHEAD_MS);
+        self.history
+            .delete_behind(archive.through_seq, hub_time_max)
     }
 
     /// The last seq this node's history holds.
