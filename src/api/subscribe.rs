@@ -108,6 +108,7 @@ async fn catch_up(
     }
     loop {
         let mut frames = EventFrames::default();
+        let mut first_seq = None;
         let mut last_seq = None;
         let view = tx.view;
         node.reader
@@ -121,14 +122,23 @@ async fn catch_up(
                             what: "history",
                             detail: format!("seq {seq}: {err}"),
                         })?;
+                    first_seq.get_or_insert(seq);
                     last_seq = Some(seq);
                     Ok(())
                 },
             )
             .map_err(ApiError::from)?;
-        let Some(last_seq) = last_seq else {
+        let (Some(first_seq), Some(last_seq)) = (first_seq, last_seq) else {
             return Ok(Ok(()));
         };
+        if first_seq != *cursor + 1 {
+            // Retention deleted the next events while this stream read the ones before.
+            return Err(ApiError::CursorBelowRetention {
+                cursor: *cursor,
+                deleted_through: first_seq - 1,
+            }
+            .into());
+        }
         if let Err(stop) = tx
             .send_message(pb::SubscribeResponse::encoded(frames))
             .await

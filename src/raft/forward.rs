@@ -113,13 +113,18 @@ impl Forwarder {
     }
 
     /// The oldest waiting Appends for `leader`, in order, up to one call's bounds (the
-    /// first always). Appends for another leader stay for their own callers.
+    /// first always). Appends for another leader stay for their own callers. Appends whose
+    /// callers went away (their device hung up) are dropped, not sent: nobody would hear
+    /// the answer, and the device sends them again, same eventIds, when it is back.
     fn take(&self, leader: NodeId) -> Vec<Job> {
         let mut queue = self.lock();
         let mut taken: Vec<Job> = Vec::new();
         let (mut events, mut bytes) = (0usize, 0usize);
         let mut kept = VecDeque::with_capacity(queue.len());
         while let Some(job) = queue.pop_front() {
+            if job.reply.is_closed() {
+                continue;
+            }
             let fits = taken.is_empty()
                 || (events + job.events.len() <= APPEND_EVENTS_MAX
                     && bytes + job.bytes <= FORWARD_MERGE_BYTES);
@@ -136,7 +141,7 @@ impl Forwarder {
             bytes += job.bytes;
             taken.push(job);
         }
-        kept.extend(queue.drain(..));
+        kept.extend(queue.drain(..).filter(|job| !job.reply.is_closed()));
         *queue = kept;
         taken
     }
@@ -255,6 +260,17 @@ mod tests {
             "another leader's stays"
         );
         assert!(forwarder.take(1).is_empty());
+    }
+
+    #[test]
+    fn appends_whose_callers_went_away_are_dropped_not_sent() {
+        let forwarder = Forwarder::default();
+        let mut answers = queued(&forwarder, vec![(1, 1, 10), (2, 2, 10), (1, 3, 10)]);
+        // The callers of the first two hang up.
+        drop(answers.remove(0));
+        drop(answers.remove(0));
+        assert_eq!(sizes(&forwarder.take(1)), vec![(1, 3)]);
+        assert!(forwarder.lock().is_empty(), "leader 2's is gone too");
     }
 
     #[test]

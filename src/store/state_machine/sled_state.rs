@@ -41,6 +41,9 @@ pub(in crate::store) struct SledState<'a> {
     /// them is due, not once per event.
     closed_floor: Option<Option<u64>>,
     pending_closed_min: Option<u64>,
+    /// The archive mark, read once per apply (`None`: not read yet): rules `V4` consult it
+    /// for every event.
+    archive: std::cell::RefCell<Option<Option<Archive>>>,
 }
 
 impl<'a> SledState<'a> {
@@ -62,6 +65,7 @@ impl<'a> SledState<'a> {
             accepted_ids: HashMap::new(),
             closed_floor: None,
             pending_closed_min: None,
+            archive: std::cell::RefCell::new(None),
         }
     }
 
@@ -279,11 +283,18 @@ impl State for SledState<'_> {
     }
 
     fn archive(&self) -> Result<Option<Archive>, StoreError> {
-        self.get("archive mark", keys::KEY_ARCHIVE)
+        if let Some(known) = self.archive.borrow().as_ref() {
+            return Ok(known.clone());
+        }
+        let stored: Option<Archive> = self.get("archive mark", keys::KEY_ARCHIVE)?;
+        *self.archive.borrow_mut() = Some(stored.clone());
+        Ok(stored)
     }
 
     fn put_archive(&mut self, archive: Archive) -> Result<(), StoreError> {
-        self.put("archive mark", keys::KEY_ARCHIVE.to_vec(), &archive)
+        self.put("archive mark", keys::KEY_ARCHIVE.to_vec(), &archive)?;
+        *self.archive.get_mut() = Some(Some(archive));
+        Ok(())
     }
 
     fn put_event(&mut self, event_id: Uuid, event: Event) -> Result<(), StoreError> {
