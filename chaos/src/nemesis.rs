@@ -394,8 +394,8 @@ impl Nemesis {
             .context("unknown node")?
             .to_path_buf();
         group.kill(victim);
-        // sled's file (read models, vote), the snapshot, the newest log segment and the
-        // newest history segment.
+        // sled's file (read models, commit index), the vote, the snapshot, the newest log
+        // segment and the newest history segment.
         let newest = |dir: &str| {
             let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(data.join(dir))
                 .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -405,6 +405,7 @@ impl Nemesis {
         };
         let candidates = [
             Some(data.join("db").join("db")),
+            Some(data.join("raft.vote")),
             Some(data.join("snapshots").join("current.snap")),
             newest("log"),
             newest("history"),

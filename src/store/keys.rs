@@ -3,7 +3,8 @@
 
 /// Raft log entries, keyed by log index.
 pub const TREE_LOG: &str = "raft.log";
-/// Raft metadata: vote, committed log id, last purged log id.
+/// Raft metadata: committed log id, last purged log id (and the vote, in data dirs from
+/// before `raft.vote`: moved out at open).
 pub const TREE_RAFT_META: &str = "raft.meta";
 /// State machine metadata that outlives a generation: the realm and the live generation.
 pub const TREE_SM_META: &str = "sm.meta";

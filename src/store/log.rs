@@ -17,14 +17,15 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId};
 use super::disk::{Disk, DurableSnapshot, LogMark};
 use super::flusher::Flusher;
 use super::keys::{KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, TREE_LOG, TREE_RAFT_META};
+use super::vote::VoteFile;
 use super::wal::{self, Wal};
 use super::{StoreError, decode, encode, storage_error};
 use crate::raft_types::TypeConfig;
 use crate::raft_types::{Entry, LogFlushed, LogId, LogState, StorageError, Vote};
 
-/// openraft's log storage: entries in segment files (`wal`), vote and purge point in a
-/// sled tree. Cloning shares them, which is how openraft gets a concurrent reader
-/// (`get_log_reader`).
+/// openraft's log storage: entries in segment files (`wal`), the vote in a file of its own
+/// (`vote`), the commit index and purge point in a sled tree. Cloning shares them, which
+/// is how openraft gets a concurrent reader (`get_log_reader`).
 #[derive(Clone)]
 pub struct LogStore {
     disk: Disk,
@@ -41,6 +42,8 @@ pub struct LogStore {
     mark: Arc<LogMark>,
     /// Makes appends durable and acknowledges them, off openraft's core (`flusher`).
     flusher: Arc<Flusher>,
+    /// The vote (`raft.vote`).
+    vote: Arc<VoteFile>,
 }
 
 impl LogStore {
@@ -64,8 +67,10 @@ impl LogStore {
             snapshot,
             committed: Arc::new(AtomicU64::new(0)),
             no_fsync: durability == super::Durability::UnsafeNoFsync,
+            vote: Arc::new(VoteFile::open(data_dir)?),
         };
         store.migrate_from_sled()?;
+        store.move_vote_out_of_sled()?;
         if let Some(purged) = store.read_meta::<LogId>(KEY_LAST_PURGED)? {
             // Segments that only held purged entries, left by a crash mid-purge.
             store.wal().purge(purged.index)?;
@@ -75,6 +80,22 @@ impl LogStore {
             .committed
             .store(committed.map_or(0, |id| id.index), Ordering::Relaxed);
         Ok(store)
+    }
+
+    /// Data dirs written before the vote moved out of sled keep it in the meta tree: saved
+    /// to `raft.vote` (durably) first, then removed from the tree. A crash in between
+    /// leaves both, and the file is the one read.
+    fn move_vote_out_of_sled(&self) -> Result<(), StoreError> {
+        let Some(stored) = self.read_meta::<Vote>(KEY_VOTE)? else {
+            return Ok(());
+        };
+        if self.vote.get().is_none() {
+            self.vote.save(&stored)?;
+            tracing::info!(vote = %stored, "moved the vote from sled into raft.vote");
+        }
+        self.meta.remove(KEY_VOTE)?;
+        self.disk.flush_blocking()?;
+        Ok(())
     }
 
     /// Data dirs written before the log moved out of sled keep their entries in a sled
@@ -186,7 +207,7 @@ impl LogStore {
     ///   damage that cannot be repaired here (an older vote could let this node vote twice
     ///   in a term): the start is refused, naming what to do.
     pub(super) fn check_raft_state(&self, applied: Option<LogId>) -> Result<(), StoreError> {
-        let vote: Option<Vote> = self.read_meta(KEY_VOTE)?;
+        let vote = self.vote.get();
         let newest = self.last_log_id()?.max(applied);
         // (No vote at all is not told apart from a store that never voted: tools and
         // tests write logs without one.)
@@ -285,19 +306,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let write = async {
-            self.meta.insert(KEY_VOTE, encode("vote", vote)?)?;
-            // The vote must be on disk before we answer: forgetting it could mean voting twice.
-            self.flush().await
-        };
-        write
+        // Synced before we answer: forgetting a vote could mean voting twice in a term.
+        let file = self.vote.clone();
+        let vote = *vote;
+        tokio::task::spawn_blocking(move || file.save(&vote))
             .await
+            .map_err(|e| StoreError::corrupt("vote", format!("save task failed: {e}")))
+            .and_then(|saved| saved)
             .map_err(|e| storage_error(ErrorVerb::Write, ErrorSubject::Vote, &e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.read_meta(KEY_VOTE)
-            .map_err(|e| storage_error(ErrorVerb::Read, ErrorSubject::Vote, &e))
+        Ok(self.vote.get())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {

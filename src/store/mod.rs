@@ -19,6 +19,7 @@ pub mod keys;
 mod log;
 mod snapshot;
 mod state_machine;
+mod vote;
 mod wal;
 
 use std::path::{Path, PathBuf};

@@ -889,6 +889,37 @@ async fn a_vote_older_than_the_log_is_refused_at_start() {
     );
 }
 
+/// A data dir from before `raft.vote` keeps its vote in sled: it moves to the file at
+/// open, and leaves sled.
+#[tokio::test]
+async fn a_vote_kept_in_sled_moves_into_its_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(log_of_twenty(dir.path()).await);
+    let vote = crate::raft_types::Vote::new_committed(4, 3);
+    {
+        let db = sled::open(dir.path().join("db")).expect("opens sled");
+        let meta = db.open_tree(keys::TREE_RAFT_META).expect("the meta tree");
+        meta.insert(keys::KEY_VOTE, encode("vote", &vote).expect("encodes"))
+            .expect("inserts");
+        db.flush().expect("flushes");
+    }
+    std::fs::remove_file(dir.path().join("raft.vote")).expect("no vote file yet");
+    {
+        let (mut log, _sm) = open(dir.path(), &realm()).await.expect("reopens");
+        assert_eq!(log.read_vote().await.expect("reads"), Some(vote));
+    }
+    assert!(dir.path().join("raft.vote").exists());
+    let db = sled::open(dir.path().join("db")).expect("opens sled");
+    let meta = db.open_tree(keys::TREE_RAFT_META).expect("the meta tree");
+    assert_eq!(
+        meta.get(keys::KEY_VOTE).expect("reads"),
+        None,
+        "gone from sled"
+    );
+    let file = super::vote::VoteFile::open(dir.path()).expect("opens the file");
+    assert_eq!(file.get(), Some(vote), "and in its file");
+}
+
 async fn log_of_twenty(dir: &std::path::Path) -> (LogStore, StateMachine) {
     use openraft::storage::RaftLogStorageExt;
     let (mut log, sm) = open(dir, &realm()).await.expect("opens");
