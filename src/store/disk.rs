@@ -44,6 +44,18 @@ pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ 
     move |e| StoreError::io(path, e)
 }
 
+/// Opens a small state file of a data dir (`log.mark`, `raft.vote`) to read and write in
+/// place, creating it empty if it is not there.
+pub(super) fn open_state_file(path: &Path) -> Result<File, StoreError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io(path))
+}
+
 /// fsyncs a file or a directory (a new or renamed entry in it) by path.
 pub(super) fn fsync_path(path: &Path) -> Result<(), StoreError> {
     File::open(path)
@@ -267,13 +279,7 @@ impl LogMark {
     pub(super) fn open(data_dir: &Path) -> Result<LogMark, StoreError> {
         use std::io::Read;
         let path = data_dir.join("log.mark");
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io(&path))?;
+        let mut file = open_state_file(&path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io(&path))?;
         let value = match bytes.len() {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::StoreError;
-use super::disk::{fsync_path, io};
+use super::disk::{fsync_path, io, open_state_file};
 use crate::raft_types::Vote;
 
 const SLOT_BYTES: usize = 32;
@@ -39,13 +39,7 @@ impl VoteFile {
     /// Opens (or creates) `raft.vote` in `data_dir`.
     pub(super) fn open(data_dir: &Path) -> Result<VoteFile, StoreError> {
         let path = data_dir.join(FILE_NAME);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io(&path))?;
+        let file = open_state_file(&path)?;
         let len = file.metadata().map_err(io(&path))?.len();
         let mut best: Option<(u64, Vote)> = None;
         for slot in 0..2 {
