@@ -31,6 +31,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod codec;
 pub mod discovery;
 pub mod domain;
 pub mod http;

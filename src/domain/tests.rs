@@ -193,7 +193,7 @@ fn example_order_flow() {
 }
 
 #[test]
-fn models_round_trip_through_bincode() {
+fn models_round_trip_through_the_codec() {
     let mut state = state_with(&[
         create_o1(1),
         order_ev(2, 2, "order.locked", "till-1", json!({})),
@@ -212,7 +212,7 @@ fn models_round_trip_through_bincode() {
     let order = state.orders.remove("o-1").expect("order");
     assert!(order.lock.is_some() && !order.tickets.is_empty());
     let back: super::order::Order =
-        bincode::deserialize(&bincode::serialize(&order).expect("ser")).expect("de");
+        crate::codec::from_slice(&crate::codec::to_vec(&order).expect("ser")).expect("de");
     assert_eq!(back, order);
 
     let ticket = state
@@ -220,11 +220,12 @@ fn models_round_trip_through_bincode() {
         .remove(&(TicketKind::Kds, "kt-1".to_owned()))
         .expect("ticket");
     let back: super::ticket::Ticket =
-        bincode::deserialize(&bincode::serialize(&ticket).expect("ser")).expect("de");
+        crate::codec::from_slice(&crate::codec::to_vec(&ticket).expect("ser")).expect("de");
     assert_eq!(back, ticket);
 
     let stock = state.stock.remove("BURGER").expect("stock");
-    let back: Stock = bincode::deserialize(&bincode::serialize(&stock).expect("ser")).expect("de");
+    let back: Stock =
+        crate::codec::from_slice(&crate::codec::to_vec(&stock).expect("ser")).expect("de");
     assert_eq!(back, stock);
     assert_eq!(back.total(), 4);
 }

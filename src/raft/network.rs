@@ -1,7 +1,8 @@
 //! The client side of the peer port: openraft's `RaftNetwork` over tonic, one lazily
 //! connected channel per peer, reused across RPCs.
 //!
-//! openraft's requests and responses travel bincode-encoded inside `RaftMessage.data`;
+//! openraft's requests and responses travel inside `RaftMessage.data`, encoded by `codec`
+//! in the format `RaftMessage.format` names;
 //! a remote `RaftError` comes back inside the response, so that openraft sees exactly the
 //! error the peer's Raft returned.
 
@@ -45,13 +46,20 @@ pub enum PeerError {
     #[error("cannot encode {what} for a peer: {source}")]
     Encode {
         what: &'static str,
-        source: bincode::Error,
+        source: crate::codec::CodecError,
     },
     #[error("cannot decode {what} from a peer: {source}")]
     Decode {
         what: &'static str,
-        source: bincode::Error,
+        source: crate::codec::CodecError,
     },
+    #[error(
+        "{what} from a peer is in message format {found}, this node speaks format {}: \
+         the group runs two pos-hub versions (format 0 is a release before format 2); \
+         finish upgrading its nodes",
+        crate::codec::FORMAT
+    )]
+    Format { what: &'static str, found: u32 },
     #[error("peer call failed: {0}")]
     Status(#[from] tonic::Status),
     #[error("peer did not answer within {0:?}")]
@@ -118,7 +126,8 @@ fn keep_prefix_within(entries: &mut Vec<Entry>, max_bytes: u64) -> Option<LogId>
     let mut keep = entries.len();
     for (i, entry) in entries.iter().enumerate() {
         // An entry that cannot be sized cannot be encoded either: the send reports it.
-        total = total.saturating_add(bincode::serialized_size(entry).unwrap_or(0));
+        let size = crate::codec::encoded_len(entry).unwrap_or(0) as u64;
+        total = total.saturating_add(size);
         if total > max_bytes && i > 0 {
             keep = i;
             break;
@@ -132,15 +141,24 @@ fn keep_prefix_within(entries: &mut Vec<Entry>, max_bytes: u64) -> Option<LogId>
 }
 
 pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<pb::RaftMessage, PeerError> {
-    let data = bincode::serialize(value).map_err(|source| PeerError::Encode { what, source })?;
-    Ok(pb::RaftMessage { data })
+    let data = crate::codec::to_vec(value).map_err(|source| PeerError::Encode { what, source })?;
+    Ok(pb::RaftMessage {
+        data,
+        format: crate::codec::FORMAT,
+    })
 }
 
 pub fn decode<T: DeserializeOwned>(
     what: &'static str,
     msg: &pb::RaftMessage,
 ) -> Result<T, PeerError> {
-    bincode::deserialize(&msg.data).map_err(|source| PeerError::Decode { what, source })
+    if msg.format != crate::codec::FORMAT {
+        return Err(PeerError::Format {
+            what,
+            found: msg.format,
+        });
+    }
+    crate::codec::from_slice(&msg.data).map_err(|source| PeerError::Decode { what, source })
 }
 
 /// openraft's network factory: one `PeerConnection` per replication target.

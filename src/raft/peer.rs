@@ -15,7 +15,7 @@ use openraft::raft::{
 };
 use tonic::{Request, Response, Status};
 
-use super::network::{decode, encode};
+use super::network::{PeerError, decode, encode};
 use super::node::Node;
 use crate::proto::pb;
 use crate::proto::pb::peer_server::Peer;
@@ -82,8 +82,13 @@ impl PeerService {
     }
 }
 
-fn bad_request(err: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(err.to_string())
+/// A peer message this node cannot read: FAILED_PRECONDITION when it is in another
+/// format (the group runs two versions), INVALID_ARGUMENT when its bytes are bad.
+fn bad_request(err: PeerError) -> Status {
+    match err {
+        PeerError::Format { .. } => Status::failed_precondition(err.to_string()),
+        _ => Status::invalid_argument(err.to_string()),
+    }
 }
 
 fn encode_reply<T: serde::Serialize>(

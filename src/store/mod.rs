@@ -14,6 +14,7 @@
 
 mod disk;
 mod flusher;
+mod format;
 mod history;
 pub mod keys;
 mod log;
@@ -46,8 +47,14 @@ pub enum StoreError {
     #[error("cannot encode {what}: {source}")]
     Encode {
         what: &'static str,
-        source: bincode::Error,
+        source: crate::codec::CodecError,
     },
+    #[error(
+        "{path} is in data format {found}; this build reads format {} and moves format 1 \
+         over at open: run the pos-hub release that wrote it, or a newer one",
+        crate::codec::FORMAT
+    )]
+    FormatUnknown { path: PathBuf, found: String },
     #[error("corrupt {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },
     #[error("this data dir holds the log of realm {stored}, not {requested}")]
@@ -131,6 +138,11 @@ pub async fn open_with(
     history_segment_bytes: u64,
 ) -> Result<(LogStore, StateMachine), StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|e| StoreError::io(data_dir, e))?;
+    let found = format::check(data_dir)?;
+    if found == format::Found::Legacy {
+        tracing::info!(data_dir = %data_dir.display(), "moving a data dir of format 1 to format {}", crate::codec::FORMAT);
+        format::migrate_files(data_dir)?;
+    }
     let db_path = data_dir.join("db");
     let config = sled::Config::new()
         .path(&db_path)
@@ -161,6 +173,9 @@ pub async fn open_with(
     let db = open_db(&config, &db_path).await?.map_err(damaged)?;
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let disk = disk::Disk::open(db, &db_path)?;
+        if found == format::Found::Legacy {
+            format::migrate_db(&disk)?;
+        }
         let mark = disk::LogMark::open(data_dir)?;
         let log = LogStore::open(
             disk.clone(),
@@ -192,6 +207,11 @@ pub async fn open_with(
         .await
         .map_err(damaged)??;
     log.check_raft_state(state_machine.last_applied())?;
+    if found == format::Found::Legacy {
+        // Everything is in this format now (the open rebuilt a snapshot of format 1).
+        format::commit(data_dir)?;
+        tracing::info!(data_dir = %data_dir.display(), "the data dir is in format {}", crate::codec::FORMAT);
+    }
     Ok((log, state_machine))
 }
 
@@ -227,17 +247,17 @@ async fn open_db(
     }
 }
 
-/// Bincode-encodes a record for a tree.
+/// Encodes a record for a tree or a file (`codec`, the data dir's format).
 fn encode<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
-    bincode::serialize(value).map_err(|source| StoreError::Encode { what, source })
+    crate::codec::to_vec(value).map_err(|source| StoreError::Encode { what, source })
 }
 
-/// Bincode-decodes a record read from a tree; a failure means the bytes on disk are bad.
+/// Decodes a record read from a tree or a file; a failure means the bytes on disk are bad.
 fn decode<T: serde::de::DeserializeOwned>(
     what: &'static str,
     bytes: &[u8],
 ) -> Result<T, StoreError> {
-    bincode::deserialize(bytes).map_err(|e| StoreError::corrupt(what, e))
+    crate::codec::from_slice(bytes).map_err(|e| StoreError::corrupt(what, e))
 }
 
 /// Turns a store failure into the error type openraft's storage traits return.

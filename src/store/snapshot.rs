@@ -7,14 +7,17 @@
 //! MAGIC (16 bytes) | record(header) | record … record | crc32 (4 bytes)
 //! record = u32 length | bytes
 //! ```
-//! The CRC-32 covers every byte before it. Two formats, told apart by the magic:
-//! - **live state** (`pos-hub snap v2`, written since issue 18): the header is bincode
-//!   `LiveHeader`; each record is one key and value of the state machine's tree
+//! The CRC-32 covers every byte before it. Three formats, told apart by the magic:
+//! - **live state** (`pos-hub snap v3`, data format 2): the header is `LiveHeader` by
+//!   `codec`; each record is one key and value of the state machine's tree
 //!   (`u32 key length | key | value`), the `Applied` record among them. Installing loads
 //!   them into a fresh generation. The events up to the snapshot's seq are not in it: a
 //!   node whose history ends before that seq first fetches the missing events from a peer
 //!   (`HistorySource`), so that its history (and with it Subscribe and the eventId index
 //!   that dedupe reads) never has a hole.
+//! - **live state of data format 1** (`pos-hub snap v2`): the same, with the header and
+//!   the values in bincode. Installed (from a peer of the release before) with each value
+//!   re-encoded (`format::reencode_value`); one found at open is rebuilt, never sent.
 //! - **events** (`pos-hub snap v1`, from releases before): the header is bincode
 //!   `SnapshotHeader`, the records the events 1..=last_seq as protobuf `pos.v1.Event`;
 //!   installing replays them through the domain rules, each under the rules that accepted
@@ -32,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedRwLockReadGuard;
 
 use super::disk::{Disk, DurableSnapshot};
+use super::format::{legacy, reencode_value};
 use super::history::History;
 use super::keys;
 use super::state_machine::{Applied, SledState, extend_history};
@@ -42,7 +46,8 @@ use crate::raft_types::TypeConfig;
 use crate::raft_types::{LogId, Snapshot, SnapshotMeta, StorageError};
 
 const MAGIC_EVENTS: &[u8; 16] = b"pos-hub snap v1\n";
-const MAGIC_LIVE: &[u8; 16] = b"pos-hub snap v2\n";
+const MAGIC_LIVE_V1: &[u8; 16] = b"pos-hub snap v2\n";
+const MAGIC_LIVE: &[u8; 16] = b"pos-hub snap v3\n";
 /// The live snapshot. Others in the directory are work in progress (`*.tmp`).
 const CURRENT: &str = "current.snap";
 const BUILDING: &str = "building.tmp";
@@ -83,10 +88,12 @@ pub(super) enum Format {
     Live,
 }
 
-/// Either format's header, as the rest of this module reads it.
+/// Any format's header, as the rest of this module reads it.
 #[derive(Debug, Clone)]
 pub(super) struct Header {
     pub format: Format,
+    /// Written in data format 1 (bincode): a live state's values are re-encoded to load.
+    legacy: bool,
     meta: SnapshotMeta,
     realm: Realm,
     pub last_seq: u64,
@@ -99,6 +106,7 @@ impl From<SnapshotHeader> for Header {
     fn from(h: SnapshotHeader) -> Self {
         Header {
             format: Format::Events,
+            legacy: true,
             records: h.last_seq,
             meta: h.meta,
             realm: h.realm,
@@ -112,6 +120,7 @@ impl From<LiveHeader> for Header {
     fn from(h: LiveHeader) -> Self {
         Header {
             format: Format::Live,
+            legacy: false,
             records: h.records,
             meta: h.meta,
             realm: h.realm,
@@ -252,8 +261,12 @@ fn open_reader(path: &Path) -> Result<(CrcReader<BufReader<File>>, Header), Stor
     reader.read(&mut magic)?;
     let header = if &magic == MAGIC_LIVE {
         decode::<LiveHeader>("snapshot header", &reader.record()?)?.into()
+    } else if &magic == MAGIC_LIVE_V1 {
+        let mut header: Header = legacy::<LiveHeader>("snapshot header", &reader.record()?)?.into();
+        header.legacy = true;
+        header
     } else if &magic == MAGIC_EVENTS {
-        decode::<SnapshotHeader>("snapshot header", &reader.record()?)?.into()
+        legacy::<SnapshotHeader>("snapshot header", &reader.record()?)?.into()
     } else {
         return Err(StoreError::corrupt(
             "snapshot",
@@ -467,6 +480,13 @@ fn load(
     for n in 1..=header.records {
         let record = reader.record()?;
         let (key, value) = split_live_record(&record)?;
+        let reencoded;
+        let value = if header.legacy {
+            reencoded = reencode_value(key, value)?;
+            reencoded.as_slice()
+        } else {
+            value
+        };
         if key == keys::applied_key() {
             applied = Some(decode::<Applied>("applied state", value)?);
         }
@@ -541,6 +561,15 @@ pub(super) fn promote_installed(dir: &Path) -> Result<(), StoreError> {
     let current = dir.join(CURRENT);
     fs::rename(dir.join(INSTALLING), &current).map_err(io_err(&current))?;
     sync_dir(dir)
+}
+
+/// Whether the current snapshot was written in data format 1 (to be rebuilt, not sent).
+pub(super) fn current_is_legacy(dir: &Path) -> Result<bool, StoreError> {
+    let path = dir.join(CURRENT);
+    if !path.exists() {
+        return Ok(false);
+    }
+    Ok(open_reader(&path)?.1.legacy)
 }
 
 /// Reads the current snapshot whole and checks every record and its checksum. `Ok` when

@@ -815,7 +815,8 @@ fn only_segment(data_dir: &std::path::Path) -> std::path::PathBuf {
 /// The byte offset just after the first `records` records of a segment.
 fn record_boundary(segment: &std::path::Path, records: usize) -> u64 {
     let bytes = std::fs::read(segment).expect("reads the segment");
-    let mut offset = 0usize;
+    // After the segment's 8-byte head.
+    let mut offset = 8usize;
     for _ in 0..records {
         let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
         offset += 8 + len as usize;
@@ -1046,7 +1047,21 @@ fn copy_dir(from: &Path, to: &Path) {
 #[tokio::test]
 async fn a_data_dir_written_before_rules_versions_opens_replays_and_installs_identically() {
     let dir = data_v1_copy();
+    // The snapshot the old release built, opened before the open moves the dir to data
+    // format 2 (and builds the snapshot again in it).
+    let old_snapshot = snapshot::open_current(&dir.path().join("snapshots"))
+        .await
+        .expect("reads the old snapshot")
+        .expect("the fixture has a snapshot");
     let (mut log, mut old) = open(dir.path(), &realm()).await.expect("opens");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("FORMAT")).expect("FORMAT"),
+        "pos-hub data format 2\n"
+    );
+    assert!(
+        !snapshot::current_is_legacy(&dir.path().join("snapshots")).expect("reads"),
+        "the open built the snapshot again in format 2"
+    );
     let written = contents(&old.reader());
     assert_eq!(written.3, 9, "the nine events of the fixture");
     let clocks: Vec<u64> = written
@@ -1078,7 +1093,6 @@ async fn a_data_dir_written_before_rules_versions_opens_replays_and_installs_ide
     assert_eq!(contents(&replayed.reader()), written, "replay under V1");
 
     // Install the snapshot the old release built, then the entries after it.
-    let old_snapshot = current_snapshot(&mut old).await;
     let since = old_snapshot
         .meta
         .last_log_id

@@ -7,8 +7,11 @@
 //! 8-byte header each, then one `fdatasync`; the state machine stays in sled, flushed in
 //! the background (a crash only makes openraft re-apply entries from this log).
 //!
-//! Layout: `<data dir>/log/<first index, 20 digits>.seg`. A record is
-//! `[u32 length][u32 CRC-32 of the payload][payload: the bincode entry]`, little-endian.
+//! Layout: `<data dir>/log/<first index, 20 digits>.seg`. A segment begins with `MAGIC`,
+//! whose last byte is the format version (`codec::FORMAT`), then records:
+//! `[u32 length][u32 CRC-32 of the payload][payload: the entry, by codec]`, little-endian.
+//! Segments of format 1 (bincode, no magic) are rewritten at first open
+//! (`rewrite_headless`, from `store::format`).
 //! Appends go to the last segment; a segment past `SEGMENT_BYTES` is closed and a new one
 //! begun. A purge deletes whole segments that end at or before the purge point; a
 //! truncation cuts the segment that holds the index and deletes later ones.
@@ -39,6 +42,149 @@ pub(super) const SEGMENT_BYTES: u64 = 16 << 20;
 /// events; an event is at most 64 KiB).
 const RECORD_MAX: u32 = 128 << 20;
 const HEADER: usize = 8;
+/// The head of every segment: `POSWAL`, a zero byte, the format version. A format-1
+/// segment begins with a record's length instead, which as `POSW` would be 1.4 GB: over
+/// `RECORD_MAX`, so the two never pass for each other.
+const MAGIC: [u8; 8] = *b"POSWAL\0\x02";
+const MAGIC_ID: &[u8] = b"POSWAL\0";
+
+/// What reading a segment's records found.
+struct Scan {
+    /// Each whole record's offset and payload length, in order.
+    records: Vec<(usize, u32)>,
+    /// Where reading stopped: the end, or the first bad record.
+    end: usize,
+    /// The bad record, and whether it can only be an append a crash cut short (nothing
+    /// whole comes after it).
+    damage: Option<(String, bool)>,
+}
+
+/// Reads the records of a segment's bytes from `offset` until the end or the first bad
+/// one, checking lengths and checksums (not what the payloads hold).
+fn scan(bytes: &[u8], mut offset: usize) -> Scan {
+    let mut records = Vec::new();
+    let damage = loop {
+        if offset == bytes.len() {
+            break None;
+        }
+        let rest = &bytes[offset..];
+        let zeros = rest.iter().all(|b| *b == 0);
+        let Some(header) = rest.get(..HEADER) else {
+            break Some(("a record header cut short".to_owned(), true));
+        };
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len == 0 || len > RECORD_MAX {
+            // A file that grew before its data reached the disk reads as zeros.
+            break Some((format!("a record length of {len} bytes"), zeros));
+        }
+        let end = HEADER + len as usize;
+        let Some(payload) = rest.get(HEADER..end) else {
+            break Some(("a record cut short".to_owned(), true));
+        };
+        if crc32fast::hash(payload) != crc {
+            let last = end == rest.len();
+            break Some((
+                "a record whose checksum does not match".to_owned(),
+                last || zeros,
+            ));
+        }
+        records.push((offset, len));
+        offset += end;
+    };
+    Scan {
+        records,
+        end: offset,
+        damage,
+    }
+}
+
+/// The error for damage found in a segment where a crash cannot have put it.
+fn damaged(path: &Path, what: &str, offset: usize) -> StoreError {
+    StoreError::corrupt(
+        "raft log",
+        format!(
+            "{} has {what} at byte {offset}; restore the data dir from a backup, or wipe it \
+             and add the node to its group again",
+            path.display()
+        ),
+    )
+}
+
+/// The segment files in `dir`, by first index.
+fn segment_firsts(dir: &Path) -> Result<Vec<u64>, StoreError> {
+    let mut firsts = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(first) = name
+            .strip_suffix(".seg")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            firsts.push(first);
+        }
+    }
+    firsts.sort_unstable();
+    Ok(firsts)
+}
+
+/// Turns a record's payload of format 1 into this format's.
+pub(super) type Convert = dyn Fn(&[u8]) -> Result<Vec<u8>, StoreError>;
+
+/// Rewrites every segment in `dir` that has no `MAGIC` (format 1) in this format: each
+/// record's payload through `convert`, into a new file that is synced and then renamed
+/// over the old one, so a crash leaves each segment whole in one format or the other and
+/// the next call finishes the rest. A torn record at the end of the last segment is left
+/// out, as an open cuts it; damage anywhere else is an error and nothing is rewritten.
+pub(super) fn rewrite_headless(
+    dir: &Path,
+    convert: &Convert,
+) -> Result<usize, StoreError> {
+    if !dir.exists() {
+        return Ok(0);
+    }
+    let firsts = segment_firsts(dir)?;
+    let count = firsts.len();
+    let mut rewritten = 0;
+    for (i, first) in firsts.into_iter().enumerate() {
+        let path = dir.join(segment_name(first));
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        if bytes.starts_with(MAGIC_ID) {
+            continue;
+        }
+        let found = scan(&bytes, 0);
+        if let Some((what, torn)) = &found.damage
+            && !(i + 1 == count && *torn)
+        {
+            return Err(damaged(&path, what, found.end));
+        }
+        let mut out = Vec::with_capacity(bytes.len() + MAGIC.len());
+        out.extend_from_slice(&MAGIC);
+        for (offset, len) in found.records {
+            let payload = &bytes[offset + HEADER..offset + HEADER + len as usize];
+            let converted = convert(payload)?;
+            let len = u32::try_from(converted.len())
+                .ok()
+                .filter(|l| *l <= RECORD_MAX)
+                .ok_or_else(|| {
+                    StoreError::corrupt("log entry", format!("{} bytes", converted.len()))
+                })?;
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&crc32fast::hash(&converted).to_le_bytes());
+            out.extend_from_slice(&converted);
+        }
+        let tmp = dir.join(format!("{}.tmp", segment_name(first)));
+        std::fs::write(&tmp, &out).map_err(io(&tmp))?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        sync_dir(dir)?;
+        rewritten += 1;
+    }
+    Ok(rewritten)
+}
 
 struct Segment {
     first: u64,
@@ -79,19 +225,7 @@ impl Wal {
     /// Opens (or creates) the log in `dir`, reading every record back.
     pub(super) fn open(dir: &Path) -> Result<Wal, StoreError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let mut firsts = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-            let entry = entry.map_err(io(dir))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if let Some(first) = name
-                .strip_suffix(".seg")
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                firsts.push(first);
-            }
-        }
-        firsts.sort_unstable();
+        let firsts = segment_firsts(dir)?;
         // The directory itself must survive a crash once segments count on it.
         if let Some(parent) = dir.parent() {
             sync_dir(parent)?;
@@ -131,36 +265,32 @@ impl Wal {
                 ),
             ));
         }
-        let mut offset = 0usize;
-        let mut expected = first;
-        // Reads records until the end or the first bad one; `torn` says whether the bad
-        // one can only be an append a crash cut short (nothing whole comes after it).
-        let damage: Option<(String, bool)> = loop {
-            if offset == bytes.len() {
-                break None;
-            }
-            let rest = &bytes[offset..];
-            let zeros = rest.iter().all(|b| *b == 0);
-            let Some(header) = rest.get(..HEADER) else {
-                break Some(("a record header cut short".to_owned(), true));
-            };
-            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-            let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-            if len == 0 || len > RECORD_MAX {
-                // A file that grew before its data reached the disk reads as zeros.
-                break Some((format!("a record length of {len} bytes"), zeros));
-            }
-            let end = HEADER + len as usize;
-            let Some(payload) = rest.get(HEADER..end) else {
-                break Some(("a record cut short".to_owned(), true));
-            };
-            if crc32fast::hash(payload) != crc {
-                let last = end == rest.len();
-                break Some((
-                    "a record whose checksum does not match".to_owned(),
-                    last || zeros,
+        if !bytes.starts_with(&MAGIC) {
+            if last_segment && bytes.len() < MAGIC.len() && MAGIC.starts_with(&bytes) {
+                // Created by a crash before its head reached the disk: nothing in it counts.
+                tracing::warn!(segment = %path.display(), "rewriting the head of a raft log segment a crash cut short");
+                write_magic(&file, &path)?;
+                bytes = MAGIC.to_vec();
+            } else if let Some(version) = bytes.strip_prefix(MAGIC_ID).and_then(|v| v.first()) {
+                return Err(StoreError::FormatUnknown {
+                    path,
+                    found: version.to_string(),
+                });
+            } else {
+                return Err(StoreError::corrupt(
+                    "raft log",
+                    format!(
+                        "{} does not begin as a raft log segment of format {} does (a \
+                         segment of format 1 is rewritten before the log opens)",
+                        path.display(),
+                        crate::codec::FORMAT
+                    ),
                 ));
             }
+        }
+        let found = scan(&bytes, MAGIC.len());
+        for (expected, &(offset, len)) in (first..).zip(&found.records) {
+            let payload = &bytes[offset + HEADER..offset + HEADER + len as usize];
             let entry: Entry = decode("log entry", payload)?;
             if entry.get_log_id().index != expected {
                 return Err(StoreError::corrupt(
@@ -177,19 +307,11 @@ impl Wal {
                 offset: offset as u64,
                 len,
             });
-            expected += 1;
-            offset += end;
-        };
-        if let Some((what, torn)) = damage {
+        }
+        let offset = found.end;
+        if let Some((what, torn)) = found.damage {
             if !(last_segment && torn) {
-                return Err(StoreError::corrupt(
-                    "raft log",
-                    format!(
-                        "{} has {what} at byte {offset}; restore the data dir from a backup, \
-                         or wipe it and add the node to its group again",
-                        path.display()
-                    ),
-                ));
+                return Err(damaged(&path, &what, offset));
             }
             // The tail of the last segment: an append cut off by a crash, never
             // acknowledged (it is synced before it is). Cut it away.
@@ -363,13 +485,14 @@ impl Wal {
             .truncate(true)
             .open(&path)
             .map_err(io(&path))?;
+        write_magic(&file, &path)?;
         // The new file's name must survive a crash before anything in it counts.
         sync_dir(&self.dir)?;
         self.segments.push(Segment {
             first,
             path,
             file: Arc::new(file),
-            len: 0,
+            len: MAGIC.len() as u64,
         });
         Ok(())
     }
@@ -468,6 +591,13 @@ impl Wal {
         }
         Ok(())
     }
+}
+
+/// Writes a segment's head, durably, over whatever the file held.
+fn write_magic(file: &File, path: &Path) -> Result<(), StoreError> {
+    file.set_len(0).map_err(io(path))?;
+    file.write_all_at(&MAGIC, 0).map_err(io(path))?;
+    file.sync_data().map_err(io(path))
 }
 
 /// Makes the written records durable.

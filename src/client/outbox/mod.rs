@@ -6,9 +6,10 @@
 //! Keys, in one store so that every change is one atomic `kv::Batch`:
 //! - `q` + number (u64 BE) → a queued event (JSON) and, once a hub answered, its seq;
 //! - `x` + number → a dead letter (JSON): the event, the hub's code, message and lock holder;
-//! - `o` + order id, `t` + kind + ticket id, `s` + sku → committed aggregates (bincode);
+//! - `o` + order id, `t` + kind + ticket id, `s` + sku → committed aggregates (`codec`;
+//!   bincode in stores without `m/format`, re-encoded at their first open);
 //! - `e` + event id (16 bytes) → the seq of a committed event;
-//! - `m/cursor`, `m/lamport`, `m/store-lamport`, `m/next` → u64 BE.
+//! - `m/cursor`, `m/lamport`, `m/store-lamport`, `m/next`, `m/format` → u64 BE.
 //!
 //! Only queueing (and the app's own `resolve`, and a reset) is synced to disk before it
 //! returns (the app was told "saved"); every other write may be lost in a crash and is then
@@ -111,6 +112,12 @@ const LAMPORT: &[u8] = b"m/lamport";
 /// The committed layer's clock (the store's clock as of the cursor).
 const STORE_LAMPORT: &[u8] = b"m/store-lamport";
 const NEXT: &[u8] = b"m/next";
+/// The encoding of the aggregates' values: `codec::FORMAT`. Absent in stores written
+/// before it (bincode 1): `open` re-encodes them and writes it, in one atomic batch.
+const FORMAT: &[u8] = b"m/format";
+
+/// Keys and values to write.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + rest.len());
@@ -200,7 +207,16 @@ impl Outbox {
             kv: Mutex::new(kv),
             path,
         };
-        let loaded = outbox.load()?;
+        let (loaded, reencoded) = outbox.load()?;
+        if let Some(reencoded) = reencoded {
+            // One synced batch: the values and the marker change together or not at all.
+            let mut batch = Batch::default();
+            for (k, v) in reencoded {
+                batch.insert(k, v);
+            }
+            batch.insert(FORMAT, u64::from(crate::codec::FORMAT).to_be_bytes());
+            outbox.kv().apply(batch, true)?;
+        }
         Ok((outbox, loaded))
     }
 
@@ -240,7 +256,9 @@ impl Outbox {
         Ok(u64::from_be_bytes(raw))
     }
 
-    fn load(&self) -> Result<Loaded, OutboxError> {
+    /// What the store holds; and, in a store of format 1 (or a new one), its aggregates
+    /// re-encoded, for `open` to write back with the format.
+    fn load(&self) -> Result<(Loaded, Option<Pairs>), OutboxError> {
         let kv = self.kv();
         // A device dir written before the store's clock was kept: the device's own clock
         // is at least the store's as of the cursor, which is all the rules ask of it (they
@@ -256,6 +274,36 @@ impl Outbox {
         };
         let mut queued = BTreeMap::new();
         let mut dead = BTreeMap::new();
+        let format = self.u64_at(&kv, FORMAT)?;
+        let legacy = match format {
+            0 => true,
+            f if f == u64::from(crate::codec::FORMAT) => false,
+            f => {
+                return Err(self.corrupt(
+                    FORMAT,
+                    format!(
+                        "format {f}; this build reads format {} (and moves bincode over)",
+                        crate::codec::FORMAT
+                    ),
+                ));
+            }
+        };
+        // In a store of format 1, every aggregate re-encoded, for `open` to write back.
+        let mut reencoded = legacy.then(Vec::new);
+        let mut aggregate = |k: &[u8], v: &[u8]| -> Result<Vec<u8>, OutboxError> {
+            if !legacy {
+                return Ok(v.to_vec());
+            }
+            let again = match k.first() {
+                Some(b'o') => self.reencode::<crate::domain::order::Order>(k, v)?,
+                Some(b't') => self.reencode::<crate::domain::ticket::Ticket>(k, v)?,
+                _ => self.reencode::<crate::domain::inventory::Stock>(k, v)?,
+            };
+            if let Some(out) = reencoded.as_mut() {
+                out.push((k.to_vec(), again.clone()));
+            }
+            Ok(again)
+        };
         for (k, v) in kv.iter() {
             match k.first() {
                 Some(b'q') => {
@@ -269,20 +317,19 @@ impl Outbox {
                     dead.insert(self.number(k)?, entry);
                 }
                 Some(b'o') => {
-                    let order: crate::domain::order::Order =
-                        bincode::deserialize(v).map_err(|e| self.corrupt(k, e))?;
+                    let order: crate::domain::order::Order = self.decode(k, &aggregate(k, v)?)?;
                     committed.orders.insert(order.id.clone(), order);
                 }
                 Some(b't') => {
                     let ticket: crate::domain::ticket::Ticket =
-                        bincode::deserialize(v).map_err(|e| self.corrupt(k, e))?;
+                        self.decode(k, &aggregate(k, v)?)?;
                     committed
                         .tickets
                         .insert((ticket.kind, ticket.id.clone()), ticket);
                 }
                 Some(b's') => {
                     let stock: crate::domain::inventory::Stock =
-                        bincode::deserialize(v).map_err(|e| self.corrupt(k, e))?;
+                        self.decode(k, &aggregate(k, v)?)?;
                     committed.stock.insert(stock.sku.clone(), stock);
                 }
                 Some(b'e') => {
@@ -297,13 +344,33 @@ impl Outbox {
             }
         }
         committed.index_closed();
-        Ok(Loaded {
+        let loaded = Loaded {
             committed,
             queued,
             dead,
             lamport: self.u64_at(&kv, LAMPORT)?,
             next: self.u64_at(&kv, NEXT)?.max(1),
-        })
+        };
+        Ok((loaded, reencoded))
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<T, OutboxError> {
+        crate::codec::from_slice(bytes).map_err(|e| self.corrupt(key, e))
+    }
+
+    /// A value of format 1 (bincode 1) in this build's encoding.
+    fn reencode<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<Vec<u8>, OutboxError> {
+        let value: T =
+            bincode::deserialize(bytes).map_err(|e| self.corrupt(key, format!("format 1: {e}")))?;
+        crate::codec::to_vec(&value).map_err(|e| self.corrupt(key, e))
     }
 
     fn json<T: Serialize>(&self, key: &[u8], value: &T) -> Result<Vec<u8>, OutboxError> {
@@ -351,17 +418,17 @@ impl Outbox {
         let mut batch = Batch::default();
         for order in &changes.orders {
             let k = key(b'o', order.id.as_bytes());
-            let v = bincode::serialize(order).map_err(|e| self.corrupt(&k, e))?;
+            let v = crate::codec::to_vec(order).map_err(|e| self.corrupt(&k, e))?;
             batch.insert(k, v);
         }
         for ticket in &changes.tickets {
             let k = ticket_key(ticket.kind, &ticket.id);
-            let v = bincode::serialize(ticket).map_err(|e| self.corrupt(&k, e))?;
+            let v = crate::codec::to_vec(ticket).map_err(|e| self.corrupt(&k, e))?;
             batch.insert(k, v);
         }
         for stock in &changes.stock {
             let k = key(b's', stock.sku.as_bytes());
-            let v = bincode::serialize(stock).map_err(|e| self.corrupt(&k, e))?;
+            let v = crate::codec::to_vec(stock).map_err(|e| self.corrupt(&k, e))?;
             batch.insert(k, v);
         }
         for id in &changes.expired_orders {

@@ -121,11 +121,42 @@ fn a_sled_era_store_is_moved_into_the_file_at_first_open_losing_nothing() {
         .expect("queues");
     drop(outbox);
 
-    let (_, loaded) = Outbox::open(dir.path()).expect("reopens");
+    let (outbox, loaded) = Outbox::open(dir.path()).expect("reopens");
     assert_eq!(loaded.queued.len(), 3);
     assert_eq!(loaded.queued[&4], extra);
     assert_eq!(loaded.dead.len(), 1);
     assert_eq!((loaded.lamport, loaded.next), (10, 5));
+    // The aggregates were bincode (format 1): the first open wrote them back in this
+    // format, with the marker, and they read the same.
+    assert_eq!(
+        loaded.committed, committed,
+        "the committed layer, re-encoded"
+    );
+    let kv = outbox.kv();
+    assert_eq!(kv.get(FORMAT), Some(&2u64.to_be_bytes()[..]));
+    let order = committed.orders.values().next().expect("an order");
+    let stored = kv
+        .get(&key(b'o', order.id.as_bytes()))
+        .expect("the order's value");
+    assert_eq!(stored, crate::codec::to_vec(order).expect("encodes"));
+}
+
+#[test]
+fn a_store_of_a_format_this_build_does_not_know_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (outbox, _) = Outbox::open(dir.path()).expect("opens");
+    let mut batch = Batch::default();
+    batch.insert(FORMAT, 9u64.to_be_bytes());
+    outbox.kv().apply(batch, true).expect("writes");
+    drop(outbox);
+    let err = Outbox::open(dir.path())
+        .err()
+        .expect("a store of format 9 is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("format 9; this build reads format 2"),
+        "{text}"
+    );
 }
 
 #[test]

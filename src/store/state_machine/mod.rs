@@ -43,7 +43,7 @@ use crate::raft_types::{Entry, LogId, StoredMembership};
 
 pub use reader::StateReader;
 pub(super) use sled_state::SledState;
-use sled_state::seq_from_bytes;
+pub(super) use sled_state::seq_from_bytes;
 
 /// What the state machine has applied, written with every apply in the same batch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -224,19 +224,33 @@ impl StateMachine {
     /// machine, which holds every event it covers, so it is never sent to a follower nor
     /// trusted at open. With nothing applied there is nothing to build from: the damaged
     /// file is set aside and the node has no snapshot, as a blank node.
+    ///
+    /// A whole snapshot of data format 1 is rebuilt the same way (replaced, not set
+    /// aside): peers of this release read only format 2.
     pub(super) async fn repair_current_snapshot(&mut self) -> Result<(), StoreError> {
-        let Err(damage) = snapshot::check_current(&self.snapshot_dir).await else {
-            return Ok(());
-        };
-        let aside = snapshot::set_aside_current(&self.snapshot_dir)?;
-        tracing::error!(
-            %damage,
-            aside = %aside.display(),
-            "the current snapshot is damaged: set aside; building a new one from the state machine"
-        );
-        self.snapshot.set(None);
-        if self.applied.last_applied.is_none() {
-            return Ok(());
+        match snapshot::check_current(&self.snapshot_dir).await {
+            Ok(()) => {
+                if !snapshot::current_is_legacy(&self.snapshot_dir)?
+                    || self.applied.last_applied.is_none()
+                {
+                    return Ok(());
+                }
+                tracing::info!(
+                    "the current snapshot is of data format 1: building it again in format 2"
+                );
+            }
+            Err(damage) => {
+                let aside = snapshot::set_aside_current(&self.snapshot_dir)?;
+                tracing::error!(
+                    %damage,
+                    aside = %aside.display(),
+                    "the current snapshot is damaged: set aside; building a new one from the state machine"
+                );
+                self.snapshot.set(None);
+                if self.applied.last_applied.is_none() {
+                    return Ok(());
+                }
+            }
         }
         let mut builder = self.get_snapshot_builder().await;
         builder

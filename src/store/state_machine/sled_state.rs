@@ -372,7 +372,7 @@ impl State for SledState<'_> {
     }
 }
 
-pub(super) fn seq_from_bytes(bytes: &[u8]) -> Result<u64, StoreError> {
+pub(in crate::store) fn seq_from_bytes(bytes: &[u8]) -> Result<u64, StoreError> {
     let raw: [u8; 8] = bytes
         .try_into()
         .map_err(|_| StoreError::corrupt("eventId index", format!("{bytes:?}")))?;

@@ -1,0 +1,240 @@
+//! The data dir's format, and the move of a format-1 data dir to this one at first open.
+//!
+//! `<data dir>/FORMAT` names the format of everything in the dir (`pos-hub data format 2`).
+//! Format 1 is every data dir written before the file existed: bincode 1 in the Raft log's
+//! segments, in sled's values and in the snapshot's header and values. Format 2 encodes
+//! them with `codec` (postcard) and gives each WAL segment and snapshot a magic that names
+//! its format. A dir whose `FORMAT` names a format this build does not know is refused by
+//! name: it was written by a newer release.
+//!
+//! The move, in an order where a SIGKILL at any point loses nothing and the next open
+//! finishes it:
+//! 1. each WAL segment without a magic is rewritten into a new file, synced, and renamed
+//!    over the old one (`wal::rewrite_headless`): each segment is whole in one format;
+//! 2. every value in sled is re-encoded in one transaction that also writes
+//!    `raft.meta/format`: all of it moved, or none;
+//! 3. the store opens; a snapshot of format 1 is rebuilt from the state machine (it is
+//!    never sent; `StateMachine::repair_current_snapshot`);
+//! 4. `FORMAT` is written (temporary file, synced, renamed, dir synced): the commit point.
+//!
+//! Only this module reads bincode, and only to move format 1 over.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+use super::disk::{Disk, fsync_path, io};
+use super::keys;
+use super::state_machine::{Applied, KnownDevice};
+use super::{StoreError, encode};
+use crate::codec::FORMAT;
+use crate::domain::Realm;
+use crate::domain::archive::Archive;
+use crate::domain::device::Revocation;
+use crate::domain::inventory::Stock;
+use crate::domain::order::Order;
+use crate::domain::ticket::Ticket;
+use crate::raft_types::{Entry, LogId};
+
+const FILE: &str = "FORMAT";
+const PREFIX: &str = "pos-hub data format ";
+/// In `raft.meta`, once step 2 is done: the tree's values are in `codec`'s encoding.
+const KEY_DB_FORMAT: &[u8] = b"format";
+/// What a data dir of this store holds; any of them makes a dir without `FORMAT` one of
+/// format 1.
+const STORE_ENTRIES: &[&str] = &["db", "log", "history", "snapshots", "raft.vote", "log.mark"];
+
+/// Keys and values to write.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What `check` found in a data dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Found {
+    /// No store yet: `FORMAT` has been written, before anything else.
+    Fresh,
+    /// Format 2.
+    Current,
+    /// Format 1: `migrate_files`, `migrate_db`, then `commit` once the store is open.
+    Legacy,
+}
+
+/// Reads the data dir's format (creating `FORMAT` in a dir with no store yet).
+pub(super) fn check(data_dir: &Path) -> Result<Found, StoreError> {
+    let path = data_dir.join(FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let found = text.trim_end();
+            match found.strip_prefix(PREFIX).map(str::parse::<u32>) {
+                Some(Ok(FORMAT)) => Ok(Found::Current),
+                _ => Err(StoreError::FormatUnknown {
+                    path,
+                    found: found.chars().take(64).collect(),
+                }),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if STORE_ENTRIES
+                .iter()
+                .any(|name| data_dir.join(name).exists())
+            {
+                Ok(Found::Legacy)
+            } else {
+                commit(data_dir)?;
+                Ok(Found::Fresh)
+            }
+        }
+        Err(e) => Err(StoreError::io(&path, e)),
+    }
+}
+
+/// Writes `FORMAT` durably: the last step of a move, the first of a new store.
+pub(super) fn commit(data_dir: &Path) -> Result<(), StoreError> {
+    let path = data_dir.join(FILE);
+    let tmp = data_dir.join("FORMAT.tmp");
+    std::fs::write(&tmp, format!("{PREFIX}{FORMAT}\n")).map_err(io(&tmp))?;
+    fsync_path(&tmp)?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    fsync_path(data_dir)
+}
+
+/// Step 1: the WAL's segments of format 1 rewritten.
+pub(super) fn migrate_files(data_dir: &Path) -> Result<(), StoreError> {
+    let rewritten = super::wal::rewrite_headless(&data_dir.join("log"), &|payload| {
+        encode("log entry", &legacy::<Entry>("log entry", payload)?)
+    })?;
+    if rewritten > 0 {
+        tracing::info!(
+            segments = rewritten,
+            "rewrote raft log segments of data format 1 in format {FORMAT}"
+        );
+    }
+    Ok(())
+}
+
+/// Step 2: every value in sled re-encoded, in one transaction with the marker.
+pub(super) fn migrate_db(disk: &Disk) -> Result<(), StoreError> {
+    use sled::Transactional;
+    let db = disk.db();
+    let raft_meta = db.open_tree(keys::TREE_RAFT_META)?;
+    if raft_meta.contains_key(KEY_DB_FORMAT)? {
+        return Ok(());
+    }
+    let sm_meta = db.open_tree(keys::TREE_SM_META)?;
+    let generation = match sm_meta.get(keys::KEY_GENERATION)? {
+        Some(bytes) => super::state_machine::seq_from_bytes(&bytes)?,
+        None => 0,
+    };
+    let live = db.open_tree(keys::state_machine_tree(generation))?;
+    let raft_log = db.open_tree(keys::TREE_LOG)?;
+    let moved = [
+        reencode_tree(&raft_log, |_, v| {
+            encode("log entry", &legacy::<Entry>("log entry", v)?)
+        })?,
+        reencode_tree(&raft_meta, reencode_raft_meta)?,
+        reencode_tree(&sm_meta, reencode_sm_meta)?,
+        reencode_tree(&live, reencode_value)?,
+    ];
+    let values: usize = moved.iter().map(Vec::len).sum();
+    (&raft_log, &raft_meta, &sm_meta, &live)
+        .transaction(|(log_t, raft_t, meta_t, live_t)| {
+            for (tree, pairs) in [log_t, raft_t, meta_t, live_t].into_iter().zip(&moved) {
+                for (key, value) in pairs {
+                    tree.insert(key.as_slice(), value.as_slice())?;
+                }
+            }
+            raft_t.insert(KEY_DB_FORMAT, &FORMAT.to_le_bytes())?;
+            Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+        })
+        .map_err(|e| StoreError::corrupt("database", format!("re-encoding its values: {e:?}")))?;
+    disk.flush_blocking()?;
+    tracing::info!(
+        values,
+        "re-encoded the database's values of data format 1 in format {FORMAT}"
+    );
+    Ok(())
+}
+
+/// Every key of `tree` with its value re-encoded by `reencode`.
+fn reencode_tree(
+    tree: &sled::Tree,
+    reencode: impl Fn(&[u8], &[u8]) -> Result<Vec<u8>, StoreError>,
+) -> Result<Pairs, StoreError> {
+    let mut out = Vec::with_capacity(tree.len());
+    for item in tree.iter() {
+        let (key, value) = item?;
+        let value = reencode(&key, &value)?;
+        out.push((key.to_vec(), value));
+    }
+    Ok(out)
+}
+
+fn reencode_raft_meta(key: &[u8], value: &[u8]) -> Result<Vec<u8>, StoreError> {
+    match key {
+        keys::KEY_VOTE => encode("vote", &legacy::<crate::raft_types::Vote>("vote", value)?),
+        keys::KEY_COMMITTED | keys::KEY_LAST_PURGED => {
+            encode("raft metadata", &legacy::<LogId>("raft metadata", value)?)
+        }
+        _ => Err(unknown_key("raft.meta", key)),
+    }
+}
+
+fn reencode_sm_meta(key: &[u8], value: &[u8]) -> Result<Vec<u8>, StoreError> {
+    match key {
+        keys::KEY_REALM => encode("realm", &legacy::<Realm>("realm", value)?),
+        // Big-endian bytes, not bincode.
+        keys::KEY_GENERATION => Ok(value.to_vec()),
+        _ => Err(unknown_key("sm.meta", key)),
+    }
+}
+
+/// One value of a state machine tree (or of a format-1 snapshot of live state), from
+/// format 1 to this one, by what its key's prefix says it holds.
+pub(super) fn reencode_value(key: &[u8], value: &[u8]) -> Result<Vec<u8>, StoreError> {
+    fn again<T: serde::Serialize + DeserializeOwned>(
+        what: &'static str,
+        value: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        encode(what, &legacy::<T>(what, value)?)
+    }
+    if key == keys::KEY_ARCHIVE {
+        return again::<Archive>("archive mark", value);
+    }
+    if key == keys::KEY_CLOSED_INDEXED {
+        return Ok(value.to_vec());
+    }
+    match key.first().copied() {
+        Some(keys::PREFIX_APPLIED) => again::<Applied>("applied state", value),
+        Some(keys::PREFIX_ORDER) => again::<Order>("order", value),
+        Some(keys::PREFIX_TICKET) => again::<Ticket>("ticket", value),
+        Some(keys::PREFIX_STOCK) => again::<Stock>("stock", value),
+        Some(keys::PREFIX_DEVICE) => again::<KnownDevice>("device", value),
+        Some(keys::PREFIX_REVOKED) => again::<Revocation>("revocation", value),
+        Some(keys::PREFIX_KEPT_ID) => again::<u64>("kept eventId", value),
+        // Protobuf events and index entries the open moves out; the closed index's values
+        // are empty.
+        Some(keys::PREFIX_EVENT | keys::PREFIX_EVENT_ID | keys::PREFIX_CLOSED) => {
+            Ok(value.to_vec())
+        }
+        _ => Err(unknown_key("state machine", key)),
+    }
+}
+
+fn unknown_key(tree: &str, key: &[u8]) -> StoreError {
+    StoreError::corrupt(
+        "database",
+        format!(
+            "moving data format 1 over: the {tree} tree holds key {:?}, which this build \
+             does not know; nothing was changed",
+            String::from_utf8_lossy(key)
+        ),
+    )
+}
+
+/// Decodes a value of format 1 (bincode 1).
+pub(super) fn legacy<T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    bincode::deserialize(bytes)
+        .map_err(|e| StoreError::corrupt(what, format!("data format 1: {e}")))
+}
