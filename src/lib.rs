@@ -35,6 +35,7 @@ pub mod codec;
 pub mod discovery;
 pub mod domain;
 pub mod http;
+pub mod kv;
 pub mod menu;
 pub mod metrics;
 pub mod proto;

@@ -394,8 +394,9 @@ impl Nemesis {
             .context("unknown node")?
             .to_path_buf();
         group.kill(victim);
-        // sled's file (read models, commit index), the vote, the snapshot, the newest log
-        // segment and the newest history segment.
+        // The live state machine's file (read models), the meta tree's (commit index,
+        // purge point), the vote, the snapshot, the newest log segment and the newest
+        // history segment.
         let newest = |dir: &str| {
             let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(data.join(dir))
                 .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -403,8 +404,20 @@ impl Nemesis {
             files.sort();
             files.pop()
         };
+        let live_tree = std::fs::read_dir(data.join("state"))
+            .map(|dir| {
+                dir.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
+                    let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                    name.is_some_and(|n| {
+                        n.starts_with("sm.") && n.ends_with(".kv") && n != "sm.meta.kv"
+                    })
+                })
+            })
+            .ok()
+            .flatten();
         let candidates = [
-            Some(data.join("db").join("db")),
+            live_tree,
+            Some(data.join("state").join("raft.meta.kv")),
             Some(data.join("raft.vote")),
             Some(data.join("snapshots").join("current.snap")),
             newest("log"),
@@ -432,8 +445,8 @@ impl Nemesis {
         }
         let outcome = if group.is_running(victim) {
             // It did not notice at start. What it served meanwhile is checked (its
-            // Subscribe stream against the final log); sled may only find the damage when
-            // it reads the page, so rebuild it now rather than wait for that.
+            // Subscribe stream against the final log); damage in a file's unsynced tail is
+            // cut at open as a torn write, so rebuild it now rather than reason about it.
             tokio::time::sleep(self.hold).await;
             group.unexpected_exits.retain(|(n, _)| *n != victim);
             self.rejoin(group, victim).await?;

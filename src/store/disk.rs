@@ -1,43 +1,26 @@
-//! Making sled's writes durable, and knowing which snapshot is.
+//! Making the state machine's writes durable, and knowing which snapshot is.
 //!
-//! sled 0.34's `flush` writes its buffers with `pwrite` and then calls `sync_file_range`.
-//! On Linux that starts and waits for the page writeback of the range, but it neither
-//! commits the file's metadata (its size, when the log grew) nor flushes the drive's
-//! volatile cache. sled never fsyncs the blob files it writes for large values either, nor
-//! the directory entries of the files it creates. After a power cut, a write that sled
-//! reported flushed can be gone. The chaos harness's `lose-unsynced` fault found that as
-//! lost acknowledged events (see `docs/reliability.md`).
-//!
-//! `Disk::flush` therefore follows every sled flush with an `fdatasync` of sled's data
-//! file, an fsync of each blob file that appeared since the last flush, and an fsync of a
-//! directory whose entries changed.
+//! `Disk` is the handle on the data dir's trees (`tree::Db`): `flush` syncs every write
+//! made to them so far (each tree's file is fdatasynced; see `crate::kv`). Before data
+//! format 2 this was sled, whose own flush did not fsync (it waited with
+//! `sync_file_range`), so `Disk` followed it with fsyncs of sled's files.
 
-use std::collections::BTreeSet;
-use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::StoreError;
+use super::tree::Db;
 use crate::raft_types::LogId;
 
-/// sled's database handle plus what it takes to make its writes survive a power cut.
+/// The data dir's trees.
 #[derive(Clone)]
 pub(super) struct Disk {
-    db: sled::Db,
-    files: Arc<Files>,
-}
-
-struct Files {
-    /// sled's single data file (`<db>/db`).
-    data: File,
-    db_dir: PathBuf,
-    blobs_dir: PathBuf,
-    /// The entries of `db_dir` and `blobs_dir` as of the last flush.
-    listed: Mutex<(BTreeSet<OsString>, BTreeSet<OsString>)>,
+    db: Db,
 }
 
 pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -63,95 +46,27 @@ pub(super) fn fsync_path(path: &Path) -> Result<(), StoreError> {
         .map_err(io(path))
 }
 
-fn list(dir: &Path) -> Result<BTreeSet<OsString>, StoreError> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .map(|e| e.map(|e| e.file_name()).map_err(io(dir)))
-            .collect(),
-        // sled creates `blobs/` lazily on some paths; nothing there is nothing to sync.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
-        Err(e) => Err(StoreError::io(dir, e)),
-    }
-}
-
 impl Disk {
-    /// Wraps the database opened at `db_dir`, and makes what sled created on opening it
-    /// (its config file, its directories) durable.
-    pub(super) fn open(db: sled::Db, db_dir: &Path) -> Result<Self, StoreError> {
-        let data_path = db_dir.join("db");
-        let data = File::open(&data_path).map_err(io(&data_path))?;
-        let blobs_dir = db_dir.join("blobs");
-        let conf = db_dir.join("conf");
-        if conf.exists() {
-            fsync_path(&conf)?;
-        }
-        data.sync_all().map_err(io(&data_path))?;
-        if blobs_dir.exists() {
-            fsync_path(&blobs_dir)?;
-        }
-        fsync_path(db_dir)?;
-        if let Some(parent) = db_dir.parent() {
-            fsync_path(parent)?;
-        }
-        let listed = (list(db_dir)?, list(&blobs_dir)?);
-        Ok(Self {
-            db,
-            files: Arc::new(Files {
-                data,
-                db_dir: db_dir.to_owned(),
-                blobs_dir,
-                listed: Mutex::new(listed),
-            }),
-        })
+    pub(super) fn new(db: Db) -> Self {
+        Self { db }
     }
 
-    pub(super) fn db(&self) -> &sled::Db {
+    pub(super) fn db(&self) -> &Db {
         &self.db
     }
 
-    /// Everything written to the database before this call is on stable storage when it
+    /// Everything written to the trees before this call is on stable storage when it
     /// returns.
     pub(super) async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        let files = self.files.clone();
-        tokio::task::spawn_blocking(move || files.sync())
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
             .await
             .map_err(|e| StoreError::corrupt("database", format!("fsync task failed: {e}")))?
     }
 
     /// `flush` for blocking contexts.
     pub(super) fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        self.files.sync()
-    }
-}
-
-impl Files {
-    fn sync(&self) -> Result<(), StoreError> {
-        // One sync at a time keeps the listings consistent; concurrent flushes are rare
-        // (the log's group commit, a snapshot build) and each is one fdatasync.
-        let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
-        self.data.sync_data().map_err(io(&self.db_dir.join("db")))?;
-        let blobs = list(&self.blobs_dir)?;
-        let new_blobs: Vec<&OsString> = blobs.difference(&listed.1).collect();
-        for name in &new_blobs {
-            let path = self.blobs_dir.join(name);
-            match File::open(&path) {
-                Ok(file) => file.sync_all().map_err(io(&path))?,
-                // Collected by sled since we listed it: nothing left to make durable.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io(&path, e)),
-            }
-        }
-        if blobs != listed.1 {
-            fsync_path(&self.blobs_dir)?;
-        }
-        let entries = list(&self.db_dir)?;
-        if entries != listed.0 {
-            fsync_path(&self.db_dir)?;
-        }
-        *listed = (entries, blobs);
-        Ok(())
+        self.db.flush()
     }
 }
 

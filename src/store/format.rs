@@ -1,29 +1,32 @@
 //! The data dir's format, and the move of a format-1 data dir to this one at first open.
 //!
 //! `<data dir>/FORMAT` names the format of everything in the dir (`pos-hub data format 2`).
-//! Format 1 is every data dir written before the file existed: bincode 1 in the Raft log's
-//! segments, in sled's values and in the snapshot's header and values. Format 2 encodes
-//! them with `codec` (postcard) and gives each WAL segment and snapshot a magic that names
-//! its format. A dir whose `FORMAT` names a format this build does not know is refused by
+//! Format 1 is every data dir written before the file existed: the state machine in a sled
+//! database, and bincode 1 in the Raft log's segments, in sled's values and in the
+//! snapshot's header and values. Format 2 keeps the state machine in files of our own
+//! (`tree`), encodes with `codec` (postcard), and gives each WAL segment and snapshot a
+//! magic that names its format. A dir whose `FORMAT` names a format this build does not know is refused by
 //! name: it was written by a newer release.
 //!
 //! The move, in an order where a SIGKILL at any point loses nothing and the next open
 //! finishes it:
 //! 1. each WAL segment without a magic is rewritten into a new file, synced, and renamed
 //!    over the old one (`wal::rewrite_headless`): each segment is whole in one format;
-//! 2. every value in sled is re-encoded in one transaction that also writes
-//!    `raft.meta/format`: all of it moved, or none;
+//! 2. sled's trees are written as our own state files (`tree`), every value re-encoded,
+//!    each file whole and renamed into place; sled is only read, so this is done again
+//!    from the same data after a crash;
 //! 3. the store opens; a snapshot of format 1 is rebuilt from the state machine (it is
 //!    never sent; `StateMachine::repair_current_snapshot`);
-//! 4. `FORMAT` is written (temporary file, synced, renamed, dir synced): the commit point.
+//! 4. `FORMAT` is written (temporary file, synced, renamed, dir synced): the commit point;
+//! 5. sled's directory is removed (again at the next open, if a crash cut that short).
 //!
-//! Only this module reads bincode, and only to move format 1 over.
+//! Only this module reads bincode and sled, and only to move format 1 over.
 
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
-use super::disk::{Disk, fsync_path, io};
+use super::disk::{fsync_path, io};
 use super::keys;
 use super::state_machine::{Applied, KnownDevice};
 use super::{StoreError, encode};
@@ -38,11 +41,10 @@ use crate::raft_types::{Entry, LogId};
 
 const FILE: &str = "FORMAT";
 const PREFIX: &str = "pos-hub data format ";
-/// In `raft.meta`, once step 2 is done: the tree's values are in `codec`'s encoding.
-const KEY_DB_FORMAT: &[u8] = b"format";
 /// What a data dir of this store holds; any of them makes a dir without `FORMAT` one of
 /// format 1.
 const STORE_ENTRIES: &[&str] = &["db", "log", "history", "snapshots", "raft.vote", "log.mark"];
+// (`state/` is format 2's own: a dir holding it has `FORMAT`.)
 
 /// Keys and values to write.
 type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -111,47 +113,107 @@ pub(super) fn migrate_files(data_dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Step 2: every value in sled re-encoded, in one transaction with the marker.
-pub(super) fn migrate_db(disk: &Disk) -> Result<(), StoreError> {
-    use sled::Transactional;
-    let db = disk.db();
-    let raft_meta = db.open_tree(keys::TREE_RAFT_META)?;
-    if raft_meta.contains_key(KEY_DB_FORMAT)? {
+/// Step 2: sled's trees (the live state machine's, its metadata's, and a Raft log kept
+/// in sled by releases before the WAL) written as trees of our own in `state_dir`, every
+/// value re-encoded. Each file is written whole and renamed into place; sled is only
+/// read, so a move interrupted anywhere is done again from the same data.
+pub(super) fn migrate_db(data_dir: &Path, state_dir: &Path) -> Result<(), StoreError> {
+    let db_path = data_dir.join("db");
+    if !db_path.exists() {
         return Ok(());
     }
+    let db = open_sled(&db_path)?;
+    let raft_meta = db.open_tree(keys::TREE_RAFT_META)?;
     let sm_meta = db.open_tree(keys::TREE_SM_META)?;
     let generation = match sm_meta.get(keys::KEY_GENERATION)? {
         Some(bytes) => super::state_machine::seq_from_bytes(&bytes)?,
         None => 0,
     };
-    let live = db.open_tree(keys::state_machine_tree(generation))?;
+    let live_name = keys::state_machine_tree(generation);
+    let live = db.open_tree(&live_name)?;
     let raft_log = db.open_tree(keys::TREE_LOG)?;
-    let moved = [
-        reencode_tree(&raft_log, |_, v| {
-            encode("log entry", &legacy::<Entry>("log entry", v)?)
-        })?,
-        reencode_tree(&raft_meta, reencode_raft_meta)?,
-        reencode_tree(&sm_meta, reencode_sm_meta)?,
-        reencode_tree(&live, reencode_value)?,
+    let trees = [
+        (
+            keys::TREE_LOG.to_owned(),
+            reencode_tree(&raft_log, |_, v| {
+                encode("log entry", &legacy::<Entry>("log entry", v)?)
+            })?,
+        ),
+        (
+            keys::TREE_RAFT_META.to_owned(),
+            reencode_tree(&raft_meta, reencode_raft_meta)?,
+        ),
+        (
+            keys::TREE_SM_META.to_owned(),
+            reencode_tree(&sm_meta, reencode_sm_meta)?,
+        ),
+        (live_name, reencode_tree(&live, reencode_value)?),
     ];
-    let values: usize = moved.iter().map(Vec::len).sum();
-    (&raft_log, &raft_meta, &sm_meta, &live)
-        .transaction(|(log_t, raft_t, meta_t, live_t)| {
-            for (tree, pairs) in [log_t, raft_t, meta_t, live_t].into_iter().zip(&moved) {
-                for (key, value) in pairs {
-                    tree.insert(key.as_slice(), value.as_slice())?;
-                }
-            }
-            raft_t.insert(KEY_DB_FORMAT, &FORMAT.to_le_bytes())?;
-            Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
-        })
-        .map_err(|e| StoreError::corrupt("database", format!("re-encoding its values: {e:?}")))?;
-    disk.flush_blocking()?;
+    drop(db);
+    let mut values = 0;
+    for (name, pairs) in &trees {
+        super::tree::write_tree(state_dir, name, pairs)?;
+        values += pairs.len();
+    }
     tracing::info!(
         values,
-        "re-encoded the database's values of data format 1 in format {FORMAT}"
+        "moved the sled database of data format 1 into the state files"
     );
     Ok(())
+}
+
+/// After the move is committed: sled's directory goes (at every open, so a removal that a
+/// crash cut short is finished).
+pub(super) fn remove_sled(data_dir: &Path) -> Result<(), StoreError> {
+    let db_path = data_dir.join("db");
+    if !db_path.exists() || !data_dir.join(FILE).exists() {
+        return Ok(());
+    }
+    std::fs::remove_dir_all(&db_path).map_err(io(&db_path))?;
+    fsync_path(data_dir)?;
+    tracing::info!(db = %db_path.display(), "removed the sled database the move to format 2 left");
+    Ok(())
+}
+
+/// How long the move waits for sled's lock (released a moment after another process
+/// that held it exits).
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the sled database of a format-1 data dir, waiting a moment for its lock. sled
+/// 0.34 panics on some damaged files: that is an error naming the dir, not a crash.
+fn open_sled(db_path: &Path) -> Result<sled::Db, StoreError> {
+    let config = sled::Config::new().path(db_path);
+    let deadline = std::time::Instant::now() + SLED_LOCK_WAIT;
+    loop {
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+        match opened {
+            // sled words its lock failure as an `Other` error with this text.
+            Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::InUse(db_path.to_owned()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Ok(Ok(db)) => return Ok(db),
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                return Err(StoreError::corrupt(
+                    "database",
+                    format!(
+                        "{} is damaged (sled: {why}); restore the data dir from a backup, or \
+                         wipe it and add the node to its group again to rebuild it from its \
+                         peers",
+                        db_path.display()
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// Every key of `tree` with its value re-encoded by `reencode`.

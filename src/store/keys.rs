@@ -23,7 +23,7 @@ pub fn state_machine_tree(generation: u64) -> String {
 }
 
 /// Prefixes inside a state machine tree. One tree, so that a whole apply is one atomic
-/// `sled::Batch`.
+/// `crate::kv::Batch`.
 pub const PREFIX_APPLIED: u8 = b'a';
 pub const PREFIX_EVENT: u8 = b'e';
 pub const PREFIX_EVENT_ID: u8 = b'i';

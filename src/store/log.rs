@@ -33,7 +33,7 @@ pub struct LogStore {
     snapshot: DurableSnapshot,
     wal: Arc<Mutex<Wal>>,
     wal_dir: Arc<Path>,
-    meta: sled::Tree,
+    meta: crate::store::tree::Tree,
     /// The last committed log index as openraft last saved it, for status reports.
     committed: Arc<AtomicU64>,
     /// `Durability::UnsafeNoFsync`: skip every flush (a deliberately broken mode).

@@ -1,14 +1,16 @@
-//! Durable storage for one node: the Raft log in segment files, the Raft vote and the state
-//! machine (the store's event log with its read models) in one sled database, and snapshot
-//! files.
+//! Durable storage for one node: the Raft log in segment files, the Raft vote in its file,
+//! the committed events in history files, the state machine (live read models) in trees
+//! of our own key-value files, and snapshot files.
 //!
 //! Layout:
-//! - `keys`: tree names and key encodings (big-endian integers, so sled iterates in order);
+//! - `keys`: tree names and key encodings (big-endian integers, so trees iterate in order);
+//! - `tree`: the trees (`<data dir>/state/<tree>.kv`, each an ordered map in memory);
 //! - `wal`: the log's segment files (append, truncate, purge, checked reads);
 //! - `log`: `LogStore`, openraft's `RaftLogStorage` (log entries, vote, committed);
 //! - `state_machine`: `StateMachine`, openraft's `RaftStateMachine`, and `SledState`, the
-//!   domain's `State` over sled with a write overlay so one apply is one atomic batch;
-//! - `snapshot`: the snapshot file format, its builder and its installer.
+//!   domain's `State` over a tree with a write overlay so one apply is one atomic batch;
+//! - `snapshot`: the snapshot file format, its builder and its installer;
+//! - `format`: the data dir's format, and the move of older ones (sled, bincode).
 //!
 //! See `DESIGN.md` beside this file for why it is laid out this way.
 
@@ -20,6 +22,7 @@ pub mod keys;
 mod log;
 mod snapshot;
 mod state_machine;
+mod tree;
 mod vote;
 mod wal;
 
@@ -37,7 +40,7 @@ use crate::domain::Realm;
 /// `Outcome`s decided by the domain.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("sled database: {0}")]
+    #[error("sled database (data format 1): {0}")]
     Sled(#[from] sled::Error),
     #[error("{path}: {source}")]
     Io {
@@ -61,7 +64,7 @@ pub enum StoreError {
     RealmMismatch { stored: Realm, requested: Realm },
     #[error("snapshot {snapshot_id}: {detail}")]
     Snapshot { snapshot_id: String, detail: String },
-    #[error("{0} is in use by another pos-hub process (sled holds a lock on it)")]
+    #[error("{0} is in use by another pos-hub process (it holds the lock)")]
     InUse(PathBuf),
     #[error(
         "the raft log ends at index {held}, but this node acknowledged index {acknowledged} \
@@ -143,109 +146,50 @@ pub async fn open_with(
         tracing::info!(data_dir = %data_dir.display(), "moving a data dir of format 1 to format {}", crate::codec::FORMAT);
         format::migrate_files(data_dir)?;
     }
-    let db_path = data_dir.join("db");
-    let config = sled::Config::new()
-        .path(&db_path)
-        // Durability comes from explicit flushes at the points that need them (see log.rs);
-        // the background flush only bounds how much un-acknowledged work a crash can lose.
-        .flush_every_ms((durability == Durability::Fsync).then_some(500))
-        // sled caches up to 1 GiB of pages by default: a node holding a million events sat
-        // at 525 MB resident. A Pi shares its memory with the till's browser.
-        .cache_capacity(SLED_CACHE_BYTES);
-    // sled 0.34 panics on some damaged files instead of returning an error; a node must
-    // refuse to start with an error that says what is wrong, not die with a stack trace.
-    let damaged = |panic: Box<dyn std::any::Any + Send>| {
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".into());
-        StoreError::corrupt(
-            "database",
-            format!(
-                "{} is damaged (sled: {why}); restore the data dir from a backup, or wipe it \
-                 and add the node to its group again to rebuild it from its peers",
-                db_path.display()
-            ),
-        )
-    };
+    let state_dir = data_dir.join(STATE_DIR);
+    let db = tree::Db::open(&state_dir)?;
+    if found == format::Found::Legacy {
+        format::migrate_db(data_dir, &state_dir)?;
+    }
     let snapshot = disk::DurableSnapshot::new(None);
-    let db = open_db(&config, &db_path).await?.map_err(damaged)?;
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let disk = disk::Disk::open(db, &db_path)?;
-        if found == format::Found::Legacy {
-            format::migrate_db(&disk)?;
-        }
-        let mark = disk::LogMark::open(data_dir)?;
-        let log = LogStore::open(
-            disk.clone(),
-            snapshot.clone(),
-            mark,
-            data_dir,
-            durability,
-            commit_window,
-        )?;
-        log.check_mark()?;
-        Ok::<_, StoreError>((disk, log))
-    }));
-    let (disk, log) = opened.map_err(damaged)??;
+    let disk = disk::Disk::new(db);
+    let mark = disk::LogMark::open(data_dir)?;
+    let log = LogStore::open(
+        disk.clone(),
+        snapshot.clone(),
+        mark,
+        data_dir,
+        durability,
+        commit_window,
+    )?;
+    log.check_mark()?;
     let history_dir = data_dir.join("history");
     let history = tokio::task::spawn_blocking(move || {
         history::History::open_sized(&history_dir, history_segment_bytes)
     })
     .await
     .map_err(|e| StoreError::corrupt("history", format!("open task failed: {e}")))??;
-    let state_machine =
-        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(StateMachine::open(
-            disk,
-            std::sync::Arc::new(history),
-            snapshot,
-            data_dir.join("snapshots"),
-            realm,
-            feed_batches,
-        )))
-        .await
-        .map_err(damaged)??;
+    let state_machine = StateMachine::open(
+        disk,
+        std::sync::Arc::new(history),
+        snapshot,
+        data_dir.join("snapshots"),
+        realm,
+        feed_batches,
+    )
+    .await?;
     log.check_raft_state(state_machine.last_applied())?;
     if found == format::Found::Legacy {
         // Everything is in this format now (the open rebuilt a snapshot of format 1).
         format::commit(data_dir)?;
         tracing::info!(data_dir = %data_dir.display(), "the data dir is in format {}", crate::codec::FORMAT);
     }
+    format::remove_sled(data_dir)?;
     Ok((log, state_machine))
 }
 
-/// sled's page cache, at most. Reads of recent events and live read models stay hot; a
-/// Subscribe from cursor 0 over a long log reads through it.
-pub const SLED_CACHE_BYTES: u64 = 64 << 20;
-
-/// How long `open` waits for the lock on a database: sled releases it from background
-/// threads a moment after the last handle of the same process is dropped.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Opens the sled database, waiting a moment for its lock. A panic of sled's on a damaged
-/// file is returned inside `Ok` for the caller to turn into an error.
-async fn open_db(
-    config: &sled::Config,
-    db_path: &Path,
-) -> Result<std::thread::Result<sled::Db>, StoreError> {
-    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
-    loop {
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
-        match opened {
-            // sled words its lock failure as an `Other` error with this text.
-            Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(StoreError::InUse(db_path.to_owned()));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            Ok(Err(e)) => return Err(e.into()),
-            Ok(Ok(db)) => return Ok(Ok(db)),
-            Err(panic) => return Ok(Err(panic)),
-        }
-    }
-}
+/// Where the state machine's trees live in a data dir (`tree`).
+const STATE_DIR: &str = "state";
 
 /// Encodes a record for a tree or a file (`codec`, the data dir's format).
 fn encode<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {

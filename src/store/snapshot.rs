@@ -281,7 +281,7 @@ fn open_reader(path: &Path) -> Result<(CrcReader<BufReader<File>>, Header), Stor
 fn write_snapshot(
     dir: &Path,
     header: &LiveHeader,
-    live: &[(sled::IVec, sled::IVec)],
+    live: &[(Vec<u8>, Vec<u8>)],
 ) -> Result<(), StoreError> {
     let tmp = dir.join(BUILDING);
     let file = File::create(&tmp).map_err(io_err(&tmp))?;
@@ -344,7 +344,7 @@ pub(super) async fn create_receiving_file(
 
 /// The result of an install: the new generation's tree and what it has applied.
 pub(super) struct Installed {
-    pub tree: sled::Tree,
+    pub tree: crate::store::tree::Tree,
     pub applied: Applied,
 }
 
@@ -459,7 +459,7 @@ fn copy_durably(mut from: File, to: &Path) -> Result<(), StoreError> {
 /// Writes a snapshot's live state into `tree`: every key and value as it was on the node
 /// that built it. The history must already hold every event the snapshot covers.
 fn load(
-    tree: &sled::Tree,
+    tree: &crate::store::tree::Tree,
     history: &History,
     meta: &SnapshotMeta,
     mut reader: CrcReader<BufReader<File>>,
@@ -476,7 +476,7 @@ fn load(
         )));
     }
     let mut applied = None;
-    let mut batch = sled::Batch::default();
+    let mut batch = crate::kv::Batch::default();
     for n in 1..=header.records {
         let record = reader.record()?;
         let (key, value) = split_live_record(&record)?;
@@ -509,7 +509,7 @@ fn load(
 
 /// Replays a snapshot of events into `tree`, each under the rules that accepted it.
 fn replay(
-    tree: &sled::Tree,
+    tree: &crate::store::tree::Tree,
     history: &History,
     realm: &Realm,
     meta: &SnapshotMeta,
@@ -551,7 +551,7 @@ fn replay(
         lamport: state.lamport(),
     };
     let mut batch = state.take_batch();
-    batch.insert(&keys::applied_key(), encode("applied state", &applied)?);
+    batch.insert(keys::applied_key(), encode("applied state", &applied)?);
     tree.apply_batch(batch)?;
     Ok(applied)
 }
@@ -680,7 +680,7 @@ pub struct SnapshotBuilder {
     header: LiveHeader,
     /// The tree's keys and values, copied when the builder was made (the state machine
     /// goes on applying meanwhile); or why they could not be read.
-    live: Option<Result<Vec<(sled::IVec, sled::IVec)>, StoreError>>,
+    live: Option<Result<crate::store::tree::Pairs, StoreError>>,
     dir: PathBuf,
     _generation: OwnedRwLockReadGuard<()>,
 }
@@ -688,9 +688,9 @@ pub struct SnapshotBuilder {
 /// Every key and value of `tree` now: what a snapshot of it holds. Memory and time grow
 /// with the live state (closed orders leave it, rules `V3`), not with the history.
 pub(super) fn copy_live_state(
-    tree: &sled::Tree,
-) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
-    tree.iter().map(|kv| kv.map_err(StoreError::from)).collect()
+    tree: &crate::store::tree::Tree,
+) -> Result<crate::store::tree::Pairs, StoreError> {
+    tree.iter().collect()
 }
 
 impl SnapshotBuilder {
@@ -701,7 +701,7 @@ impl SnapshotBuilder {
         history: Arc<History>,
         realm: Realm,
         applied: Applied,
-        live: Result<Vec<(sled::IVec, sled::IVec)>, StoreError>,
+        live: Result<crate::store::tree::Pairs, StoreError>,
         dir: PathBuf,
         generation: OwnedRwLockReadGuard<()>,
     ) -> Self {

@@ -477,10 +477,10 @@ async fn a_snapshot_of_another_realm_is_refused() {
     assert_eq!(other.reader().applied().expect("applied").last_seq, 0);
 }
 
-/// Found by the chaos harness's corrupt fault: sled panics on some damaged files (an index
-/// out of bounds, "tried to serialize Uninitialized") instead of returning an error, so a
-/// node with a damaged data dir died with a stack trace. Opening must fail with an error
-/// that names the damage, for every kind of damage.
+/// Found by the chaos harness's corrupt fault when the state machine was in sled: sled
+/// panicked on some damaged files instead of returning an error, so a node with a damaged
+/// data dir died with a stack trace. Opening a damaged state file must fail with an error
+/// that names the damage, or cut a tail that was never synced: never panic.
 #[tokio::test]
 async fn a_damaged_database_file_is_refused_with_an_error_not_a_panic() {
     let mut refused = 0;
@@ -491,8 +491,8 @@ async fn a_damaged_database_file_is_refused_with_an_error_not_a_panic() {
                 let (_log, mut sm) = open(dir.path(), &realm()).await.expect("opens");
                 apply_events(&mut sm, adjustments(2000), 50, 1).await;
             }
-            let file = dir.path().join("db").join("db");
-            let mut bytes = std::fs::read(&file).expect("reads the db file");
+            let file = dir.path().join(STATE_DIR).join("sm.0.kv");
+            let mut bytes = std::fs::read(&file).expect("reads the state file");
             if flip {
                 let len = bytes.len();
                 for i in 0..64 {
@@ -513,13 +513,12 @@ async fn a_damaged_database_file_is_refused_with_an_error_not_a_panic() {
                     refused += 1;
                     let text = err.to_string();
                     assert!(
-                        text.contains("damaged")
-                            || text.contains("corrupt")
-                            || text.contains("sled"),
+                        text.contains("damaged") || text.contains("corrupt"),
                         "{text}"
                     );
                 }
-                // sled may recover an earlier state from a damaged tail: no panic either way.
+                // A damaged tail that was never synced is cut: the state goes back to an
+                // earlier apply, which openraft applies again from the log.
                 Ok(Ok(())) => {}
             }
         }
@@ -890,15 +889,15 @@ async fn a_vote_older_than_the_log_is_refused_at_start() {
     );
 }
 
-/// A data dir from before `raft.vote` keeps its vote in sled: it moves to the file at
-/// open, and leaves sled.
+/// A data dir from before `raft.vote` kept its vote in sled (moved into the meta tree by
+/// the move to format 2): it moves to the file at open, and leaves the tree.
 #[tokio::test]
-async fn a_vote_kept_in_sled_moves_into_its_file() {
+async fn a_vote_kept_in_the_meta_tree_moves_into_its_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     drop(log_of_twenty(dir.path()).await);
     let vote = crate::raft_types::Vote::new_committed(4, 3);
     {
-        let db = sled::open(dir.path().join("db")).expect("opens sled");
+        let db = state_db(dir.path());
         let meta = db.open_tree(keys::TREE_RAFT_META).expect("the meta tree");
         meta.insert(keys::KEY_VOTE, encode("vote", &vote).expect("encodes"))
             .expect("inserts");
@@ -910,12 +909,12 @@ async fn a_vote_kept_in_sled_moves_into_its_file() {
         assert_eq!(log.read_vote().await.expect("reads"), Some(vote));
     }
     assert!(dir.path().join("raft.vote").exists());
-    let db = sled::open(dir.path().join("db")).expect("opens sled");
+    let db = state_db(dir.path());
     let meta = db.open_tree(keys::TREE_RAFT_META).expect("the meta tree");
     assert_eq!(
         meta.get(keys::KEY_VOTE).expect("reads"),
         None,
-        "gone from sled"
+        "gone from the tree"
     );
     let file = super::vote::VoteFile::open(dir.path()).expect("opens the file");
     assert_eq!(file.get(), Some(vote), "and in its file");
@@ -979,16 +978,16 @@ async fn a_damaged_record_inside_the_log_is_refused_with_the_file_named() {
     assert_eq!(std::fs::read(&segment).expect("reads"), bytes);
 }
 
-/// A data dir from before the log moved out of sled: its entries move into segment
-/// files at the first open (finishing a migration a crash interrupted), and the log reads
-/// the same.
+/// A data dir from before the log moved out of sled (its entries in a tree, moved into the
+/// state files by the move to format 2): its entries move into segment files at the first
+/// open (finishing a migration a crash interrupted), and the log reads the same.
 #[tokio::test]
-async fn a_log_kept_in_sled_moves_into_segment_files() {
+async fn a_log_kept_in_a_tree_moves_into_segment_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     drop(open(dir.path(), &realm()).await.expect("creates"));
     let entries = one_adjustment_each(7);
     {
-        let db = sled::open(dir.path().join("db")).expect("opens sled");
+        let db = state_db(dir.path());
         let tree = db.open_tree(keys::TREE_LOG).expect("the log tree");
         for entry in &entries {
             let index = openraft::RaftLogId::get_log_id(entry).index;
@@ -1014,7 +1013,7 @@ async fn a_log_kept_in_sled_moves_into_segment_files() {
         .expect("reads");
     assert_eq!(read, entries);
     drop((log, _sm));
-    let db = sled::open(dir.path().join("db")).expect("opens sled");
+    let db = state_db(dir.path());
     assert!(db.open_tree(keys::TREE_LOG).expect("tree").is_empty());
     drop(db);
     assert_eq!(last_index(dir.path()).await, Some(7));
@@ -1190,32 +1189,25 @@ async fn a_snapshot_damaged_while_the_node_runs_is_rebuilt_before_it_is_sent() {
     assert_installs_as(sent, &sm).await;
 }
 
-/// The state machine trees of the sled database in `data_dir` (the store must be closed).
-fn state_machine_trees(data_dir: &Path) -> (sled::Db, Vec<sled::Tree>) {
-    // sled lets go of its lock from background threads a moment after the store closes.
-    let mut tries = 0;
-    let db = loop {
-        match sled::open(data_dir.join("db")) {
-            Ok(db) => break db,
-            Err(e) if tries < 40 => {
-                tries += 1;
-                eprintln!("waiting for the closed store's database: {e}");
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(e) => panic!("opens the closed store's database: {e}"),
-        }
-    };
+/// The trees of the data dir `data_dir` (the store must be closed).
+fn state_db(data_dir: &Path) -> super::tree::Db {
+    super::tree::Db::open(&data_dir.join(STATE_DIR)).expect("opens the closed store's trees")
+}
+
+/// The state machine trees of `data_dir` (the store must be closed).
+fn state_machine_trees(data_dir: &Path) -> (super::tree::Db, Vec<super::tree::Tree>) {
+    let db = state_db(data_dir);
     let trees = db
         .tree_names()
+        .expect("lists the trees")
         .into_iter()
-        .map(|name| String::from_utf8_lossy(&name).into_owned())
         .filter(|name| name.starts_with("sm.") && name != keys::TREE_SM_META)
         .map(|name| db.open_tree(name).expect("opens a tree"))
         .collect();
     (db, trees)
 }
 
-fn event_keys(tree: &sled::Tree) -> usize {
+fn event_keys(tree: &super::tree::Tree) -> usize {
     tree.scan_prefix([keys::PREFIX_EVENT]).count()
 }
 
@@ -1427,7 +1419,7 @@ fn paid_orders(orders: std::ops::Range<u64>) -> Vec<pb::Event> {
         .collect()
 }
 
-fn closed_index_keys(tree: &sled::Tree) -> usize {
+fn closed_index_keys(tree: &super::tree::Tree) -> usize {
     tree.scan_prefix([keys::PREFIX_CLOSED]).count()
 }
 

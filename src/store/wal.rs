@@ -137,10 +137,7 @@ pub(super) type Convert = dyn Fn(&[u8]) -> Result<Vec<u8>, StoreError>;
 /// over the old one, so a crash leaves each segment whole in one format or the other and
 /// the next call finishes the rest. A torn record at the end of the last segment is left
 /// out, as an open cuts it; damage anywhere else is an error and nothing is rewritten.
-pub(super) fn rewrite_headless(
-    dir: &Path,
-    convert: &Convert,
-) -> Result<usize, StoreError> {
+pub(super) fn rewrite_headless(dir: &Path, convert: &Convert) -> Result<usize, StoreError> {
     if !dir.exists() {
         return Ok(0);
     }

@@ -20,7 +20,6 @@
 //! Versions before this one kept the same keys in a sled database (`device.sled`); the
 //! first open moves them over (`sled_import`).
 
-mod kv;
 mod sled_import;
 
 use std::collections::BTreeMap;
@@ -34,7 +33,7 @@ use super::RefusalCode;
 use super::model::{Changes, Layer};
 use crate::domain::Event;
 use crate::domain::ticket::TicketKind;
-use kv::{Batch, Kv, KvError};
+use crate::kv::{self, Batch, Kv, KvError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -202,7 +201,7 @@ impl Outbox {
                 .and_then(|d| d.sync_all())
                 .map_err(io)?;
         }
-        let kv = Kv::open(&path, lock)?;
+        let kv = Kv::open(&path, Some(lock))?;
         let outbox = Outbox {
             kv: Mutex::new(kv),
             path,

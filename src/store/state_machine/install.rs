@@ -160,13 +160,12 @@ impl StateMachine {
     async fn switch_to(
         &mut self,
         generation: u64,
-        tree: sled::Tree,
+        tree: crate::store::tree::Tree,
         applied: crate::store::Applied,
     ) -> Result<(), StoreError> {
         // Filled by the domain's rules, which index every record they close.
-        tree.insert(keys::KEY_CLOSED_INDEXED, &[])?;
-        self.meta
-            .insert(KEY_GENERATION, &generation.to_be_bytes())?;
+        tree.insert(keys::KEY_CLOSED_INDEXED, [])?;
+        self.meta.insert(KEY_GENERATION, generation.to_be_bytes())?;
         // The switch must be durable before the old generation goes away.
         self.disk.flush().await?;
         self.generation = generation;

@@ -21,7 +21,7 @@ const MOVE_BATCH: usize = 4096;
 
 pub(super) async fn events_out_of_tree(
     disk: &Disk,
-    tree: &sled::Tree,
+    tree: &crate::store::tree::Tree,
     history: &History,
 ) -> Result<(), StoreError> {
     let start = keys::event_key(1);
@@ -79,7 +79,7 @@ pub(super) async fn events_out_of_tree(
         if chunk.is_empty() {
             break;
         }
-        let mut delete = sled::Batch::default();
+        let mut delete = crate::kv::Batch::default();
         for key in chunk {
             delete.remove(key);
         }
@@ -97,7 +97,10 @@ pub(super) async fn events_out_of_tree(
 /// Deletes the tree's eventId index (`i` + eventId), which the history's own index
 /// replaced. Run after the events are in the history; a crash part way leaves keys that
 /// nothing reads, deleted at the next open.
-pub(super) async fn ids_out_of_tree(disk: &Disk, tree: &sled::Tree) -> Result<(), StoreError> {
+pub(super) async fn ids_out_of_tree(
+    disk: &Disk,
+    tree: &crate::store::tree::Tree,
+) -> Result<(), StoreError> {
     let mut deleted = 0usize;
     loop {
         let chunk = tree
@@ -109,7 +112,7 @@ pub(super) async fn ids_out_of_tree(disk: &Disk, tree: &sled::Tree) -> Result<()
             break;
         }
         deleted += chunk.len();
-        let mut delete = sled::Batch::default();
+        let mut delete = crate::kv::Batch::default();
         for key in chunk {
             delete.remove(key);
         }
@@ -129,11 +132,14 @@ pub(super) async fn ids_out_of_tree(disk: &Disk, tree: &sled::Tree) -> Result<()
 /// (`keys::PREFIX_CLOSED`), by the head seq that closed each, so that rules `V3` remove
 /// them like the ones they close themselves. The marker is written last: a crash part way
 /// runs it again, and each key it writes is the same the second time.
-pub(super) async fn index_closed(disk: &Disk, tree: &sled::Tree) -> Result<(), StoreError> {
+pub(super) async fn index_closed(
+    disk: &Disk,
+    tree: &crate::store::tree::Tree,
+) -> Result<(), StoreError> {
     if tree.contains_key(keys::KEY_CLOSED_INDEXED)? {
         return Ok(());
     }
-    let mut batch = sled::Batch::default();
+    let mut batch = crate::kv::Batch::default();
     let mut indexed = 0usize;
     let orders = closed_seqs::<Order>(tree, keys::PREFIX_ORDER, "order", |o| {
         o.status.is_closed().then_some(o.head.seq)
@@ -143,13 +149,13 @@ pub(super) async fn index_closed(disk: &Disk, tree: &sled::Tree) -> Result<(), S
     });
     for found in orders.chain(tickets) {
         let (seq, record_key) = found?;
-        batch.insert(keys::closed_key(seq, &record_key), &[]);
+        batch.insert(keys::closed_key(seq, &record_key), []);
         indexed += 1;
         if indexed.is_multiple_of(MOVE_BATCH) {
             tree.apply_batch(std::mem::take(&mut batch))?;
         }
     }
-    batch.insert(keys::KEY_CLOSED_INDEXED, &[]);
+    batch.insert(keys::KEY_CLOSED_INDEXED, []);
     tree.apply_batch(batch)?;
     disk.flush().await?;
     if indexed > 0 {
@@ -163,7 +169,7 @@ pub(super) async fn index_closed(disk: &Disk, tree: &sled::Tree) -> Result<(), S
 
 /// (closing seq, record key) of each record under `prefix` that `closed_at` says is closed.
 fn closed_seqs<'a, T: DeserializeOwned>(
-    tree: &'a sled::Tree,
+    tree: &'a crate::store::tree::Tree,
     prefix: u8,
     what: &'static str,
     closed_at: impl Fn(&T) -> Option<u64> + 'a,
@@ -171,7 +177,7 @@ fn closed_seqs<'a, T: DeserializeOwned>(
     tree.scan_prefix([prefix]).filter_map(move |item| {
         let (key, bytes) = match item {
             Ok(kv) => kv,
-            Err(e) => return Some(Err(e.into())),
+            Err(e) => return Some(Err(e)),
         };
         match decode::<T>(what, &bytes) {
             Ok(record) => closed_at(&record).map(|seq| Ok((seq, key.to_vec()))),

@@ -3,7 +3,7 @@
 //!
 //! Each `apply` call (one or more committed Raft entries) runs the domain rules over a
 //! `SledState` — sled plus an in-memory overlay of this call's writes — and then writes
-//! the overlay and the new last-applied id in one atomic `sled::Batch`. A crash therefore
+//! the overlay and the new last-applied id in one atomic `crate::kv::Batch`. A crash therefore
 //! leaves the state machine at some whole entry boundary; openraft re-applies the rest
 //! from the durable log.
 //!
@@ -89,7 +89,7 @@ pub struct FeedBatch {
 /// reads storage instead. Bounded because the feed holds them in memory.
 pub const EVENT_FEED_BATCHES: usize = 256;
 
-pub(super) fn read_applied(tree: &sled::Tree) -> Result<Applied, StoreError> {
+pub(super) fn read_applied(tree: &crate::store::tree::Tree) -> Result<Applied, StoreError> {
     match tree.get(keys::applied_key())? {
         Some(bytes) => decode("applied state", &bytes),
         None => Ok(Applied::default()),
@@ -101,16 +101,16 @@ pub struct StateMachine {
     disk: Disk,
     /// The snapshot on disk, as the log sees it (see `disk::DurableSnapshot`).
     snapshot: DurableSnapshot,
-    meta: sled::Tree,
+    meta: crate::store::tree::Tree,
     generation: u64,
-    tree: sled::Tree,
+    tree: crate::store::tree::Tree,
     /// The committed events (`history`); the tree holds none of them.
     history: Arc<History>,
     realm: Realm,
     applied: Applied,
     snapshot_dir: PathBuf,
     /// Shared with `StateReader`s so that queries follow snapshot installs.
-    shared_tree: Arc<StdRwLock<sled::Tree>>,
+    shared_tree: Arc<StdRwLock<crate::store::tree::Tree>>,
     /// Held (read) by a snapshot builder for as long as it streams the tree, and taken
     /// (write) by an install before it swaps generations, so a build never reads a tree
     /// that an install is dropping.
@@ -165,8 +165,7 @@ impl StateMachine {
         let live = keys::state_machine_tree(generation);
         // Generations other than the live one are left-overs of an install that crashed
         // before its switch (or of the old tree after it): drop them.
-        for name in db.tree_names() {
-            let name = String::from_utf8_lossy(&name).into_owned();
+        for name in db.tree_names()? {
             if name.starts_with("sm.") && name != TREE_SM_META && name != live {
                 tracing::info!(tree = %name, "dropping a state machine generation that is not live");
                 db.drop_tree(name.as_bytes())?;
@@ -318,7 +317,7 @@ impl StateMachine {
         // the state machine, which re-applies (and checks) them.
         let frames = extend_history(&self.history, &accepted)?;
         let mut batch = state.take_batch();
-        batch.insert(&keys::applied_key(), encode("applied state", &applied)?);
+        batch.insert(keys::applied_key(), encode("applied state", &applied)?);
         // One atomic batch: events, eventId index, read models and last-applied together.
         // Not flushed here: the Raft log is durable, and a crash rolls this back to a whole
         // earlier entry that openraft re-applies.

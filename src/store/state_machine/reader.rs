@@ -23,7 +23,7 @@ use crate::store::{StoreError, decode};
 /// API). It follows snapshot installs: it always reads the current generation.
 #[derive(Clone)]
 pub struct StateReader {
-    pub(super) tree: Arc<StdRwLock<sled::Tree>>,
+    pub(super) tree: Arc<StdRwLock<crate::store::tree::Tree>>,
     pub(super) history: Arc<History>,
     pub(super) realm: Realm,
     pub(super) feed: broadcast::Sender<EventBatch>,
@@ -31,7 +31,7 @@ pub struct StateReader {
 }
 
 impl StateReader {
-    fn tree(&self) -> sled::Tree {
+    fn tree(&self) -> crate::store::tree::Tree {
         // A poisoned lock only means a writer panicked after swapping in a valid tree handle.
         match self.tree.read() {
             Ok(tree) => tree.clone(),
@@ -196,7 +196,8 @@ impl StateReader {
             start.push(0);
         }
         Listing {
-            iter: self.tree().range(start..),
+            // Up to the next prefix: only this kind's records.
+            iter: self.tree().range(start..vec![prefix.saturating_add(1)]),
             prefix,
             what,
             item: std::marker::PhantomData,
@@ -220,7 +221,7 @@ impl StateReader {
 /// Read models of one kind in key order, each with its cursor (its key after the prefix),
 /// for paged listings.
 pub struct Listing<T> {
-    iter: sled::Iter,
+    iter: crate::store::tree::Iter,
     prefix: u8,
     what: &'static str,
     item: std::marker::PhantomData<T>,
@@ -232,7 +233,7 @@ impl<T: serde::de::DeserializeOwned> Iterator for Listing<T> {
     fn next(&mut self) -> Option<Self::Item> {
         let (key, bytes) = match self.iter.next()? {
             Ok(kv) => kv,
-            Err(e) => return Some(Err(e.into())),
+            Err(e) => return Some(Err(e)),
         };
         if key.first() != Some(&self.prefix) {
             return None;

@@ -24,7 +24,7 @@ use crate::store::{StoreError, decode, encode};
 /// The domain's `State` over one state machine tree, with this apply's writes buffered in
 /// `pending` (read back before the tree) until `take_batch`.
 pub(in crate::store) struct SledState<'a> {
-    tree: &'a sled::Tree,
+    tree: &'a crate::store::tree::Tree,
     /// Holds the eventId index (`History::seq_of`).
     history: &'a History,
     realm: &'a Realm,
@@ -48,7 +48,7 @@ pub(in crate::store) struct SledState<'a> {
 
 impl<'a> SledState<'a> {
     pub(in crate::store) fn new(
-        tree: &'a sled::Tree,
+        tree: &'a crate::store::tree::Tree,
         history: &'a History,
         realm: &'a Realm,
         last_seq: u64,
@@ -93,7 +93,7 @@ impl<'a> SledState<'a> {
         let mut floor = None;
         for key in self.tree.scan_prefix([keys::PREFIX_CLOSED]).keys() {
             let key = key?;
-            if matches!(self.pending.get(key.as_ref()), Some(None)) {
+            if matches!(self.pending.get(key.as_slice()), Some(None)) {
                 continue;
             }
             floor = key
@@ -153,8 +153,8 @@ impl<'a> SledState<'a> {
     }
 
     /// Moves the buffered writes into a batch (the caller adds `Applied` and applies it).
-    pub(in crate::store) fn take_batch(&mut self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
+    pub(in crate::store) fn take_batch(&mut self) -> crate::kv::Batch {
+        let mut batch = crate::kv::Batch::default();
         for (key, value) in std::mem::take(&mut self.pending) {
             match value {
                 Some(value) => batch.insert(key, value),
@@ -344,7 +344,7 @@ impl State for SledState<'_> {
         let mut expired = BTreeSet::new();
         for item in self.tree.range(start.as_slice()..end.as_slice()) {
             let (key, _) = item?;
-            if !matches!(self.pending.get(key.as_ref()), Some(None)) {
+            if !matches!(self.pending.get(key.as_slice()), Some(None)) {
                 expired.insert(key.to_vec());
             }
         }

@@ -1,5 +1,6 @@
 //! A small key-value store of our own: one append-only file, replayed into a `BTreeMap` at
-//! open. The device's outbox lives in it (`super` names the keys).
+//! open. The device's outbox lives in it (`client::outbox` names its keys), and so does
+//! the hub's state machine (`store::tree`: one file per tree).
 //!
 //! The file: an 8-byte header (`MAGIC`, whose last byte is the format version), then
 //! records. A record is one atomic batch of puts and deletes:
@@ -24,7 +25,9 @@
 //! is cut like one.)
 //!
 //! Compaction writes the live entries to a new file, fdatasyncs it, renames it over the
-//! log and fsyncs the dir. A lock file (`flock`) keeps a second process out.
+//! log and fsyncs the dir. A lock file (`flock`) keeps a second process out: one per
+//! file on a device, one per data dir on a hub (`Kv::open` takes it, or `None` when the
+//! caller holds the dir's).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -281,13 +284,14 @@ pub struct Kv {
     live: u64,
     /// Set when a write failed in a way that leaves the file's end unknown.
     broken: Option<String>,
-    _lock: Lock,
+    _lock: Option<Lock>,
 }
 
 impl Kv {
     /// Opens the log at `path` (created empty if absent) under `lock`, replaying it; a
-    /// torn tail is cut off, damage before it is an error.
-    pub fn open(path: &Path, lock: Lock) -> Result<Kv, KvError> {
+    /// torn tail is cut off, damage before it is an error. `None`: the caller holds a
+    /// lock that covers the file (the hub's data dir lock).
+    pub fn open(path: &Path, lock: Option<Lock>) -> Result<Kv, KvError> {
         if !path.exists() {
             write_fresh(path, std::iter::empty())?;
         }
@@ -336,7 +340,7 @@ impl Kv {
                         offset,
                         dropped = bytes.len() - offset,
                         %why,
-                        "device store: cutting a torn tail (a crash before it was synced)"
+                        "key-value file: cutting a torn tail (a crash before it was synced)"
                     );
                     break;
                 }
@@ -371,6 +375,25 @@ impl Kv {
 
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.map.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
+    }
+
+    /// The entries with keys in `range`, in key order.
+    pub fn range<R: std::ops::RangeBounds<Vec<u8>>>(
+        &self,
+        range: R,
+    ) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.map
+            .range(range)
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+    }
+
+    /// How many keys the store holds.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 
     /// The log file's length and the encoded size of the live entries.
@@ -458,7 +481,7 @@ impl Kv {
         };
         self.len = len;
         self.synced = len;
-        tracing::debug!(path = %self.path.display(), before, after = len, "device store compacted");
+        tracing::debug!(path = %self.path.display(), before, after = len, "key-value file compacted");
         Ok(())
     }
 }

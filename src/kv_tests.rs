@@ -12,7 +12,7 @@ fn log(dir: &Path) -> PathBuf {
 
 fn open(dir: &Path) -> Result<Kv, KvError> {
     let lock = Lock::acquire(&dir.join("kv.lock"), Duration::ZERO)?;
-    Kv::open(&log(dir), lock)
+    Kv::open(&log(dir), Some(lock))
 }
 
 fn put(kv: &mut Kv, key: &str, value: &str, sync: bool) {
