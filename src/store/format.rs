@@ -115,14 +115,22 @@ pub(super) fn migrate_files(data_dir: &Path) -> Result<(), StoreError> {
 
 /// Step 2: sled's trees (the live state machine's, its metadata's, and a Raft log kept
 /// in sled by releases before the WAL) written as trees of our own in `state_dir`, every
-/// value re-encoded. Each file is written whole and renamed into place; sled is only
-/// read, so a move interrupted anywhere is done again from the same data.
+/// value re-encoded. Each file is written whole and renamed into place.
+///
+/// sled is opened on a copy of its directory (`db.read`), never on `db` itself: sled
+/// writes when it opens (its recovery snapshot), and a SIGKILL during that left it unable
+/// to read its own files ("Read corrupted data", `tests/format_migration.rs`). So `db`
+/// stays as the release before left it, and a move interrupted anywhere is done again
+/// from the same data.
 pub(super) fn migrate_db(data_dir: &Path, state_dir: &Path) -> Result<(), StoreError> {
     let db_path = data_dir.join("db");
     if !db_path.exists() {
         return Ok(());
     }
-    let db = open_sled(&db_path)?;
+    let scratch = data_dir.join(SLED_COPY);
+    remove_dir_if_present(&scratch)?;
+    copy_dir(&db_path, &scratch)?;
+    let db = open_sled(&scratch)?;
     let raft_meta = db.open_tree(keys::TREE_RAFT_META)?;
     let sm_meta = db.open_tree(keys::TREE_SM_META)?;
     let generation = match sm_meta.get(keys::KEY_GENERATION)? {
@@ -155,6 +163,7 @@ pub(super) fn migrate_db(data_dir: &Path, state_dir: &Path) -> Result<(), StoreE
         super::tree::write_tree(state_dir, name, pairs)?;
         values += pairs.len();
     }
+    remove_dir_if_present(&scratch)?;
     tracing::info!(
         values,
         "moved the sled database of data format 1 into the state files"
@@ -165,13 +174,46 @@ pub(super) fn migrate_db(data_dir: &Path, state_dir: &Path) -> Result<(), StoreE
 /// After the move is committed: sled's directory goes (at every open, so a removal that a
 /// crash cut short is finished).
 pub(super) fn remove_sled(data_dir: &Path) -> Result<(), StoreError> {
-    let db_path = data_dir.join("db");
-    if !db_path.exists() || !data_dir.join(FILE).exists() {
+    if !data_dir.join(FILE).exists() {
         return Ok(());
     }
-    std::fs::remove_dir_all(&db_path).map_err(io(&db_path))?;
-    fsync_path(data_dir)?;
-    tracing::info!(db = %db_path.display(), "removed the sled database the move to format 2 left");
+    remove_dir_if_present(&data_dir.join(SLED_COPY))?;
+    let db_path = data_dir.join("db");
+    if remove_dir_if_present(&db_path)? {
+        tracing::info!(db = %db_path.display(), "removed the sled database the move to format 2 left");
+    }
+    Ok(())
+}
+
+/// The copy of sled's directory the move reads (see `migrate_db`).
+const SLED_COPY: &str = "db.read";
+
+/// Removes `dir` and all in it, durably; whether it was there.
+fn remove_dir_if_present(dir: &Path) -> Result<bool, StoreError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {
+            if let Some(parent) = dir.parent() {
+                fsync_path(parent)?;
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StoreError::io(dir, e)),
+    }
+}
+
+/// Copies a directory tree (sled's: files and a `blobs` dir).
+fn copy_dir(from: &Path, to: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(to).map_err(io(to))?;
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let entry = entry.map_err(io(from))?;
+        let target = to.join(entry.file_name());
+        if entry.file_type().map_err(io(from))?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).map_err(io(&target))?;
+        }
+    }
     Ok(())
 }
 
