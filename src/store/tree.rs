@@ -208,26 +208,22 @@ impl Tree {
         self.len() == 0
     }
 
-    /// Every key and value, in key order (as of the call).
+    /// Every key and value, in key order.
     pub(super) fn iter(&self) -> Iter {
-        Iter::of(
-            self.kv()
-                .iter()
-                .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .collect(),
-        )
+        self.range::<Vec<u8>, _>(..)
     }
 
     /// The keys and values whose key starts with `prefix`, in key order.
     pub(super) fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Iter {
-        let prefix = prefix.as_ref();
-        Iter::of(
-            self.kv()
-                .range(prefix.to_vec()..)
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .collect(),
-        )
+        let prefix = prefix.as_ref().to_vec();
+        Iter {
+            tree: self.clone(),
+            next: Bound::Included(prefix.clone()),
+            end: Bound::Unbounded,
+            prefix: Some(prefix),
+            buffer: std::collections::VecDeque::new(),
+            done: false,
+        }
     }
 
     /// The keys and values in `range`, in key order.
@@ -237,31 +233,56 @@ impl Tree {
             Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
             Bound::Unbounded => Bound::Unbounded,
         };
-        let bounds = (owned(range.start_bound()), owned(range.end_bound()));
-        Iter::of(
-            self.kv()
-                .range(bounds)
-                .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .collect(),
-        )
+        Iter {
+            tree: self.clone(),
+            next: owned(range.start_bound()),
+            end: owned(range.end_bound()),
+            prefix: None,
+            buffer: std::collections::VecDeque::new(),
+            done: false,
+        }
     }
 }
 
-/// Keys and values read from a tree, as sled's iterators gave them (each item a
-/// `Result`, though reading memory does not fail).
+/// Entries an iterator copies out of the tree per lock: the iterator is lazy, as sled's
+/// were (a caller that stops after the first key copies one chunk, not the tree).
+const ITER_CHUNK: usize = 64;
+
+/// Keys and values read from a tree in key order, a chunk at a time (each item a `Result`,
+/// as sled's iterators gave them, though reading memory does not fail). Like sled's, it
+/// sees writes made while it runs past the chunk it holds.
 pub(super) struct Iter {
-    inner: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
+    tree: Tree,
+    /// Where the next chunk starts.
+    next: Bound<Vec<u8>>,
+    end: Bound<Vec<u8>>,
+    /// Only keys with this prefix (ends at the first key without it).
+    prefix: Option<Vec<u8>>,
+    buffer: std::collections::VecDeque<(Vec<u8>, Vec<u8>)>,
+    done: bool,
 }
 
 impl Iter {
-    fn of(pairs: Pairs) -> Self {
-        Self {
-            inner: pairs.into_iter(),
-        }
+    pub(super) fn keys(self) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> {
+        self.map(|item| item.map(|(k, _)| k))
     }
 
-    pub(super) fn keys(self) -> impl DoubleEndedIterator<Item = Result<Vec<u8>, StoreError>> {
-        self.inner.map(|(k, _)| Ok(k))
+    fn fill(&mut self) {
+        let kv = self.tree.kv();
+        let chunk: Vec<(Vec<u8>, Vec<u8>)> = kv
+            .range((self.next.clone(), self.end.clone()))
+            .take_while(|(k, _)| self.prefix.as_ref().is_none_or(|p| k.starts_with(p)))
+            .take(ITER_CHUNK)
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        drop(kv);
+        if chunk.len() < ITER_CHUNK {
+            self.done = true;
+        }
+        if let Some((last, _)) = chunk.last() {
+            self.next = Bound::Excluded(last.clone());
+        }
+        self.buffer.extend(chunk);
     }
 }
 
@@ -269,13 +290,10 @@ impl Iterator for Iter {
     type Item = Result<(Vec<u8>, Vec<u8>), StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next().map(Ok)
-    }
-}
-
-impl DoubleEndedIterator for Iter {
-    fn next_back(&mut self) -> Option<Self::Item> {
-        self.inner.next_back().map(Ok)
+        if self.buffer.is_empty() && !self.done {
+            self.fill();
+        }
+        self.buffer.pop_front().map(Ok)
     }
 }
 
