@@ -89,6 +89,18 @@ pub fn last_in(text: &str) -> (Option<SnapshotLine>, Option<SnapshotLine>) {
     (built, installed)
 }
 
+/// Every `built snapshot` line of a log file, in order; a file that cannot be read has none.
+pub fn builds_in_file(path: &Path) -> Vec<SnapshotLine> {
+    match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(parse_line)
+            .filter(|l| l.kind == SnapshotKind::Built)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// The same, of a log file; a file that cannot be read has none.
 pub fn last_in_file(path: &Path) -> (Option<SnapshotLine>, Option<SnapshotLine>) {
     match std::fs::read(path) {

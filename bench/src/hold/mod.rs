@@ -92,6 +92,65 @@ pub struct NodeSnapshot {
     pub history_ms: Option<f64>,
 }
 
+/// The times of the snapshots built while the group held at most a quarter of the fill,
+/// and of those built once it held three quarters or more, over every node's log: one
+/// build is one sample on a shared machine (its time moved 17–53 ms from build to build
+/// at the same live state), so the target compares medians.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct BuildTimes {
+    pub early: Option<TimeStats>,
+    pub late: Option<TimeStats>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TimeStats {
+    pub builds: usize,
+    pub median_ms: f64,
+    pub max_ms: f64,
+}
+
+impl TimeStats {
+    fn of(mut ms: Vec<f64>) -> Option<TimeStats> {
+        if ms.is_empty() {
+            return None;
+        }
+        ms.sort_by(f64::total_cmp);
+        let mid = ms.len() / 2;
+        let median_ms = if ms.len() % 2 == 0 {
+            (ms[mid - 1] + ms[mid]) / 2.0
+        } else {
+            ms[mid]
+        };
+        Some(TimeStats {
+            builds: ms.len(),
+            median_ms,
+            max_ms: ms[ms.len() - 1],
+        })
+    }
+}
+
+/// See `BuildTimes`.
+fn build_times(cluster: &LocalCluster, events: u64) -> BuildTimes {
+    let lines: Vec<SnapshotLine> = cluster
+        .nodes
+        .iter()
+        .flat_map(|node| snaplog::builds_in_file(&node.log))
+        .collect();
+    let times = |keep: &dyn Fn(u64) -> bool| {
+        TimeStats::of(
+            lines
+                .iter()
+                .filter(|l| keep(l.last_seq))
+                .filter_map(|l| l.elapsed_ms)
+                .collect(),
+        )
+    };
+    BuildTimes {
+        early: times(&|seq| seq <= events / 4),
+        late: times(&|seq| seq >= events / 4 * 3),
+    }
+}
+
 /// The last snapshot built and the last installed, over the nodes' logs, up to a moment.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct SnapshotFigures {
@@ -125,6 +184,7 @@ pub struct HoldReport {
     pub catch_up: CatchUp,
     pub snapshots_quarter: SnapshotFigures,
     pub snapshots: SnapshotFigures,
+    pub build_times: BuildTimes,
     pub join: JoinReport,
     /// Issue 18's targets, each with what was measured and its verdict.
     pub targets: Vec<TargetCheck>,
@@ -237,6 +297,7 @@ pub async fn run(
 
     let join = join::fresh_node(cluster, last_seq).await?;
     let snapshots = snapshots(cluster);
+    let build_times = build_times(cluster, plan.events);
     join::leave(cluster, &join).await?;
 
     let min = counters.json_min.load(Ordering::Relaxed);
@@ -261,6 +322,7 @@ pub async fn run(
         nodes,
         catch_up,
         snapshots_quarter,
+        build_times,
         snapshots,
         join,
         targets: Vec::new(),
@@ -362,4 +424,18 @@ async fn settle(cluster: &LocalCluster) -> f64 {
         last = now;
     }
     started.elapsed().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TimeStats;
+
+    #[test]
+    fn build_times_give_the_median_and_the_slowest() {
+        assert_eq!(TimeStats::of(Vec::new()), None);
+        let odd = TimeStats::of(vec![40.0, 12.0, 25.0]).expect("three builds");
+        assert_eq!((odd.builds, odd.median_ms, odd.max_ms), (3, 25.0, 40.0));
+        let even = TimeStats::of(vec![30.0, 10.0, 20.0, 87.0]).expect("four builds");
+        assert_eq!((even.builds, even.median_ms, even.max_ms), (4, 25.0, 87.0));
+    }
 }

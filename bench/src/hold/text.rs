@@ -99,11 +99,25 @@ pub fn targets(r: &HoldReport) -> Vec<TargetCheck> {
         format!("{:.0}k events/s", rate / 1000.0),
         Verdict::of(rate >= CATCH_UP_MIN_PER_S),
     ));
-    out.push(snapshot_growth(
-        "snapshot build",
-        &r.snapshots_quarter.built,
-        &r.snapshots.built,
-    ));
+    out.push(match (&r.build_times.early, &r.build_times.late) {
+        (Some(early), Some(late)) if early.builds >= 3 && late.builds >= 3 => {
+            let ratio = late.median_ms / early.median_ms.max(0.001);
+            check(
+                &format!("snapshot build at the end ≤ {SNAPSHOT_GROWTH_MAX}× its time at 25%"),
+                format!(
+                    "{ratio:.2}× (medians: {:.0} ms of {} builds ≥ 75%, {:.0} ms of {} ≤ 25%)",
+                    late.median_ms, late.builds, early.median_ms, early.builds
+                ),
+                Verdict::of(ratio <= SNAPSHOT_GROWTH_MAX),
+            )
+        }
+        // Too few builds for a median: the last one against the one at 25%.
+        _ => snapshot_growth(
+            "snapshot build",
+            &r.snapshots_quarter.built,
+            &r.snapshots.built,
+        ),
+    });
     out.push(snapshot_growth(
         "snapshot install",
         &r.snapshots_quarter.installed,
@@ -225,6 +239,18 @@ impl fmt::Display for HoldReport {
             snapshot_text(&self.snapshots.built),
             snapshot_text(&self.snapshots_quarter.built)
         )?;
+        for (name, times) in [
+            ("≤ 25%", &self.build_times.early),
+            ("≥ 75%", &self.build_times.late),
+        ] {
+            if let Some(t) = times {
+                writeln!(
+                    f,
+                    "  snapshot builds with last_seq {name} of the fill: {}, median {:.0} ms, slowest {:.0} ms",
+                    t.builds, t.median_ms, t.max_ms
+                )?;
+            }
+        }
         writeln!(
             f,
             "  snapshot install, last: {} (at 25%: {})",
