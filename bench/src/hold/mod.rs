@@ -116,7 +116,7 @@ impl TimeStats {
         }
         ms.sort_by(f64::total_cmp);
         let mid = ms.len() / 2;
-        let median_ms = if ms.len() % 2 == 0 {
+        let median_ms = if ms.len().is_multiple_of(2) {
             (ms[mid - 1] + ms[mid]) / 2.0
         } else {
             ms[mid]
