@@ -13,23 +13,11 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::BIN;
 use common::cluster::*;
+use common::{BIN, Rng};
 
 const KILLS: usize = 20;
 const ATTEMPTS_MAX: usize = 300;
-
-/// xorshift64*: a small deterministic generator for the kill schedule.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_till_killed_at_random_points_loses_and_duplicates_nothing_it_confirmed() {

@@ -15,6 +15,20 @@ use pos_hub::auth::token::{AUDIENCE, Claims, Role};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pos-hub");
 
+/// xorshift64*: a small deterministic generator for the kill schedules of
+/// `device_kill.rs` and `format_migration.rs` (a seed replays the same schedule).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number in `0..bound` (0 when `bound` is 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound.max(1)
+    }
+}
+
 /// Marks the start of a test's next step in its output.
 pub fn phase(what: &str) {
     eprintln!("--- {what}");
