@@ -1,4 +1,4 @@
-//! A data dir of format 1 (`tests/fixtures/data-v2`, written by the release before data
+//! A data dir of format 1 (`tests/fixtures/data-format1`, written by the release before data
 //! format 2: 2,250 order-flow events, a snapshot, the Raft log, the history) moves to
 //! format 2 at its first open, and a SIGKILL at random points of that move loses nothing:
 //! after every run of kills, the dir reads exactly as the old release read it, and takes
@@ -29,7 +29,7 @@ fn fresh_copy(to: &Path) {
     let _ = std::fs::remove_dir_all(to);
     let copied = Command::new("cp")
         .arg("-a")
-        .arg(fixtures().join("data-v2"))
+        .arg(fixtures().join("data-format1"))
         .arg(to)
         .status()
         .expect("runs cp");
@@ -81,7 +81,7 @@ fn a_data_dir_of_format_1_moves_over_and_a_sigkill_anywhere_in_the_move_loses_no
     eprintln!("seed {seed:#x} (POS_HUB_MIGRATION_KILL_SEED)");
     let mut rng = Rng(seed.max(1));
     let expected =
-        std::fs::read_to_string(fixtures().join("data-v2.dump.txt")).expect("reads the dump");
+        std::fs::read_to_string(fixtures().join("data-format1.dump.txt")).expect("reads the dump");
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("data");
 
@@ -149,7 +149,7 @@ fn a_data_dir_of_format_1_moves_over_and_a_sigkill_anywhere_in_the_move_loses_no
 
     phase("the moved dir takes new events after the old ones, and knows the old ids");
     let file = tmp.path().join("new.jsonl");
-    let old_first = std::fs::read_to_string(fixtures().join("data-v2.events.jsonl"))
+    let old_first = std::fs::read_to_string(fixtures().join("data-format1.events.jsonl"))
         .expect("reads the fixture's events")
         .lines()
         .next()
