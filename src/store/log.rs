@@ -196,6 +196,11 @@ impl LogStore {
         Ok(())
     }
 
+    /// The log's purge point: the entries up to it are gone.
+    pub(super) fn last_purged(&self) -> Result<Option<LogId>, StoreError> {
+        self.read_meta(KEY_LAST_PURGED)
+    }
+
     /// At open, against what the state machine applied (`applied`): the stored Raft state
     /// must not be older than the log and the state it describes. sled, finding a damaged
     /// page, can hand back an earlier copy of a value without a word (the five-node chaos

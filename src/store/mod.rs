@@ -178,6 +178,10 @@ pub async fn open_with(
         feed_batches,
     )
     .await?;
+    let mut state_machine = state_machine;
+    state_machine
+        .catch_up_purge_point(log.last_purged()?)
+        .await?;
     log.check_raft_state(state_machine.last_applied())?;
     if found == format::Found::Legacy {
         // Everything is in this format now (the open rebuilt a snapshot of format 1).

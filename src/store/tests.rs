@@ -236,14 +236,15 @@ async fn apply_events(
 }
 
 /// Everything a reader can see, for comparing two state machines.
-fn contents(
-    reader: &StateReader,
-) -> (
+/// What `contents` reads.
+type Contents = (
     Vec<pb::Event>,
     Vec<crate::domain::order::Order>,
     Vec<crate::domain::inventory::Stock>,
     u64,
-) {
+);
+
+fn contents(reader: &StateReader) -> Contents {
     let events = reader
         .events_after(0, usize::MAX, usize::MAX)
         .expect("events");
@@ -1187,6 +1188,56 @@ async fn a_snapshot_damaged_while_the_node_runs_is_rebuilt_before_it_is_sent() {
             .exists()
     );
     assert_installs_as(sent, &sm).await;
+}
+
+/// A store whose log is purged up to its snapshot, and whose state machine file is then
+/// cut back to nothing applied (damage the file's checksums could not tell from a torn
+/// write). Returns the dir, the snapshot's last log id and the state before the damage.
+async fn state_cut_behind_the_purge_point() -> (TempDir, crate::raft_types::LogId, Contents) {
+    let (dir, sm, built) = built_snapshot(300).await;
+    let expected = contents(&sm.reader());
+    drop(sm);
+    let last = built.meta.last_log_id.expect("a snapshot of entries");
+    {
+        let (mut log, _sm) = open(dir.path(), &realm()).await.expect("reopens");
+        log.purge(last).await.expect("purges up to the snapshot");
+    }
+    let (db, trees) = state_machine_trees(dir.path());
+    for tree in &trees {
+        tree.clear().expect("clears");
+    }
+    db.flush().expect("flushes");
+    drop((db, trees));
+    (dir, last, expected)
+}
+
+/// Found by the five-node chaos run on the state files: a truncated state machine file came
+/// back behind the log's purge point, and openraft, asked to apply entries the log no longer
+/// held, stopped the node with "Failed to get log entries". The open now rebuilds the state
+/// from the snapshot, which covers the purged entries.
+#[tokio::test]
+async fn a_state_machine_cut_back_behind_the_purge_point_is_rebuilt_from_the_snapshot() {
+    let (dir, last, expected) = state_cut_behind_the_purge_point().await;
+    let (log, reopened) = open(dir.path(), &realm())
+        .await
+        .expect("reopens and rebuilds");
+    assert_eq!(reopened.last_applied(), Some(last));
+    assert_eq!(contents(&reopened.reader()), expected);
+    assert_eq!(purged(&log).await, Some(last));
+}
+
+/// Without a snapshot that reaches the purge point, the start is refused by name.
+#[tokio::test]
+async fn a_state_machine_behind_the_purge_point_with_no_snapshot_to_rebuild_from_is_refused() {
+    let (dir, _last, _) = state_cut_behind_the_purge_point().await;
+    std::fs::remove_file(dir.path().join("snapshots").join("current.snap"))
+        .expect("removes the snapshot");
+    let err = open(dir.path(), &realm()).await.err().expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("the state cannot be rebuilt here") && text.contains("purged up to"),
+        "{text}"
+    );
 }
 
 /// The trees of the data dir `data_dir` (the store must be closed).

@@ -203,6 +203,49 @@ impl StateMachine {
             "the state machine is ahead of the history files: rebuilding it from the \
              snapshot and the log"
         );
+        self.rebuild_from_current_snapshot().await
+    }
+
+    /// At open: a state machine that came back behind the log's purge point (its file
+    /// damaged and cut back to an earlier apply) cannot be brought forward by the log,
+    /// whose entries up to that point are gone: it is rebuilt from the current snapshot,
+    /// which covers them (the log is purged only behind a snapshot), and openraft applies
+    /// the log after it. Without a snapshot that reaches the purge point, the start is
+    /// refused by name.
+    pub(in crate::store) async fn catch_up_purge_point(
+        &mut self,
+        purged: Option<crate::raft_types::LogId>,
+    ) -> Result<(), StoreError> {
+        if purged.is_none() || self.applied.last_applied >= purged {
+            return Ok(());
+        }
+        tracing::warn!(
+            applied = ?self.applied.last_applied,
+            purged = ?purged,
+            "the state machine is behind the log's purge point (its file was damaged): \
+             rebuilding it from the current snapshot"
+        );
+        let covered = snapshot::current_last_log_id(&self.snapshot_dir)
+            .ok()
+            .flatten();
+        if covered < purged {
+            return Err(StoreError::corrupt(
+                "state machine",
+                format!(
+                    "it applied the log up to {:?}, the log is purged up to {purged:?} and \
+                     the snapshot covers {covered:?}: the state cannot be rebuilt here; \
+                     wipe this data dir and add the node to its group again to rebuild it \
+                     from its peers",
+                    self.applied.last_applied
+                ),
+            ));
+        }
+        self.rebuild_from_current_snapshot().await
+    }
+
+    /// Replaces the state machine with the current snapshot's state (or an empty one when
+    /// there is none); openraft then applies the log after it.
+    async fn rebuild_from_current_snapshot(&mut self) -> Result<(), StoreError> {
         match snapshot::stage_current_for_replay(&self.snapshot_dir)? {
             Some(meta) => self.replay_received(meta).await,
             None => {
