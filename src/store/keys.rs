@@ -1,4 +1,4 @@
-//! Tree names and key encodings. Integers are big-endian so that sled's byte order is
+//! Tree names and key encodings. Integers are big-endian so that the trees' byte order is
 //! numeric order: log entries and events iterate by index and by seq.
 
 /// Raft log entries, keyed by log index.

@@ -56,7 +56,7 @@ const INSTALLING: &str = "installing.tmp";
 const DAMAGED: &str = "current.snap.damaged";
 /// A record longer than this is corruption, not an event: refuse before allocating it.
 const SNAPSHOT_RECORD_BYTES_MAX: u32 = 64 << 20;
-/// Replayed events, or loaded keys, are written to sled in batches of this many.
+/// Replayed events, or loaded keys, are written to the tree in batches of this many.
 const INSTALL_BATCH_EVENTS: u64 = 1024;
 
 /// The header of a snapshot of events (`MAGIC_EVENTS`, releases before issue 18).

@@ -1,5 +1,5 @@
 //! The state machine: the store's event log (by seq), the eventId index and the read
-//! models, kept in one sled tree per generation and changed only by `apply`.
+//! models, kept in one tree (`store::tree`) per generation and changed only by `apply`.
 //!
 //! Each `apply` call (one or more committed Raft entries) runs the domain rules over a
 //! `SledState` — sled plus an in-memory overlay of this call's writes — and then writes
@@ -96,7 +96,7 @@ pub(super) fn read_applied(tree: &crate::store::tree::Tree) -> Result<Applied, S
     }
 }
 
-/// openraft's state machine over sled. Snapshots are files in `snapshot_dir`.
+/// openraft's state machine over the trees (`store::tree`). Snapshots are files in `snapshot_dir`.
 pub struct StateMachine {
     disk: Disk,
     /// The snapshot on disk, as the log sees it (see `disk::DurableSnapshot`).
