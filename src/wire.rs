@@ -10,6 +10,10 @@ pub const APPEND_EVENTS_MAX: usize = 1024;
 /// Largest client message, in bytes (an Append of many events, with payloads).
 pub const CLIENT_MESSAGE_BYTES_MAX: usize = 4 << 20;
 
+/// The code at the head of Subscribe's OUT_OF_RANGE message when the cursor is below the
+/// store's retention: the device must bootstrap from the live state (`Hub/Bootstrap`).
+pub const CURSOR_BELOW_RETENTION: &str = "CURSOR_BELOW_RETENTION";
+
 /// Metadata key carrying the retry delay, in milliseconds, on RESOURCE_EXHAUSTED.
 pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
 

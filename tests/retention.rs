@@ -12,6 +12,8 @@ use std::time::Duration;
 use common::cluster::*;
 use common::{claims, with_token};
 use pos_hub::auth::token::{self, Role};
+use pos_hub::client::{Device, DeviceConfig, Draft, Final, HubConfig};
+use pos_hub::domain::Realm;
 use pos_hub::proto::pb;
 
 const DAY_MS: u64 = 86_400_000;
@@ -418,4 +420,156 @@ async fn first_held(cluster: &Cluster, id: u64) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no seq in {words:?}"));
     through + 1
+}
+
+/// A device SDK handle on `dir`, talking to every node of `cluster`.
+fn device(cluster: &Cluster, dir: &std::path::Path, id: &str) -> Device {
+    let addrs = cluster
+        .members()
+        .iter()
+        .map(|n| cluster.client_addr(*n))
+        .collect();
+    Device::open(DeviceConfig {
+        data_dir: dir.join(id),
+        device_id: id.to_owned(),
+        user_id: None,
+        hub: HubConfig::new(addrs, Realm::new(TENANT, STORE)),
+    })
+    .expect("opens the device")
+}
+
+/// Waits until `device`'s committed cursor reaches `seq`.
+async fn followed_to(device: &Device, seq: u64, within: Duration) {
+    poll_until(within, async || match device.cursor() {
+        cursor if cursor >= seq => Ok(()),
+        cursor => Err(format!(
+            "{} at cursor {cursor} of {seq}",
+            device.device_id()
+        )),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Asserts that `device`'s committed copy is the hub's live state at the same seq.
+async fn holds_the_hubs_state(cluster: &mut Cluster, device: &Device) {
+    let live = bootstrap(&mut cluster.client(1), pb::Consistency::Linearizable).await;
+    let (orders, tickets, stocks) = as_sent(device.committed(), live.seq);
+    assert_eq!(orders, live.orders, "{}: orders", device.device_id());
+    assert_eq!(
+        tickets,
+        sorted_tickets(live.tickets),
+        "{}: tickets",
+        device.device_id()
+    );
+    assert_eq!(stocks, live.stocks, "{}: stock", device.device_id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_cursor_retention_passed_bootstraps_from_the_live_state_and_follows_on() {
+    let segments = ["--history-segment-kib".to_owned(), "64".to_owned()];
+    let mut args = segments.to_vec();
+    args.push(format!("--clock-offset-ms=-{}", 10 * DAY_MS));
+    let options = Options {
+        extra_args: args,
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start_with(3, options).await;
+    let dirs = tempfile::tempdir().expect("tempdir");
+
+    common::phase("till-1 follows the first 40 orders, then is switched off");
+    let till = device(&cluster, dirs.path(), "till-1");
+    let running = till.start();
+    let mut client = cluster.client(1);
+    let mut lamport = 1;
+    let mut order = 0;
+    let mut flows = async |client: &mut _, orders: u64| {
+        for _ in 0..orders {
+            let events = order_flow(&format!("o-{order}"), "till-9", lamport, order % 3 != 0);
+            lamport += 10;
+            order += 1;
+            append_accepted(client, events, WAIT).await;
+        }
+    };
+    flows(&mut client, 40).await;
+    let first_part = same_last_seq(&cluster, "").await;
+    followed_to(&till, first_part, WAIT).await;
+    drop(running);
+    let switched_off_at = till.cursor();
+    drop(till);
+
+    common::phase("the store goes on: 2,000 stock counts and 40 more orders");
+    for batch in 0..20u64 {
+        let events = (0..100)
+            // A counting device per hundred: each stays under the per-device rate limit.
+            .map(|i| {
+                let device = format!("stock-{batch}");
+                inventory_event("FRIES", 1, &device, 10_000 + batch * 100 + i)
+            })
+            .collect();
+        append_accepted(&mut client, events, WAIT).await;
+        flows(&mut client, 2).await;
+    }
+    let last = same_last_seq(&cluster, "").await;
+
+    common::phase("ten days later, the history past till-1's cursor is archived and deleted");
+    cluster.options_mut().extra_args = segments.to_vec();
+    for id in 1..=3 {
+        cluster.kill(id);
+        cluster.restart(id);
+    }
+    cluster.wait_leader(&[1, 2, 3], WAIT).await;
+    let through = (last - 100).to_string();
+    let out = archive_mark(
+        cluster.client_addr(1),
+        String::new(),
+        &[&through, "--retain-days", "7"],
+    )
+    .await;
+    common::succeeded(&out, "cluster archive-mark");
+    for id in 1..=3 {
+        poll_until(Duration::from_secs(40), async || {
+            match first_held(&cluster, id).await {
+                first if first > switched_off_at + 1 => Ok(()),
+                first => Err(format!("node {id} still holds from seq {first}")),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("retention did not pass till-1's cursor: {e}"));
+    }
+    let last = same_last_seq(&cluster, "").await;
+
+    common::phase("till-1 comes back below retention: it bootstraps, and holds the hub's state");
+    let till = device(&cluster, dirs.path(), "till-1");
+    assert_eq!(
+        till.cursor(),
+        switched_off_at,
+        "the copy it was switched off with"
+    );
+    let _running = till.start();
+    followed_to(&till, last, WAIT).await;
+    holds_the_hubs_state(&mut cluster, &till).await;
+
+    common::phase("a new till starts from the live state too, with no history to replay");
+    let fresh = device(&cluster, dirs.path(), "till-2");
+    let _fresh_running = fresh.start();
+    followed_to(&fresh, last, WAIT).await;
+    holds_the_hubs_state(&mut cluster, &fresh).await;
+
+    common::phase("and both follow what comes next");
+    let appended = till
+        .append(Draft::order(
+            "o-new",
+            "order.created",
+            serde_json::json!({"tableNumber": "3", "guestCount": 1, "currency": "EUR", "items": []}),
+        ))
+        .expect("queued");
+    let outcome = till.wait_outcome(appended.number, WAIT).await;
+    assert!(
+        matches!(outcome, Some(Final::Committed { seq }) if seq == last + 1),
+        "{outcome:?}"
+    );
+    followed_to(&fresh, last + 1, WAIT).await;
+    assert!(fresh.committed_order("o-new").is_some());
+    assert!(till.dead_letters().is_empty() && fresh.dead_letters().is_empty());
 }

@@ -47,12 +47,72 @@ fn the_browser_app_works_against_a_real_group_in_chromium() {
             .arg("scripts/check-built.mjs")
             .current_dir(&web),
     );
-    run(
-        "the Playwright tests (web/e2e)",
-        Command::new("npx")
-            .args(["playwright", "test"])
-            .current_dir(&web)
-            .env("POS_HUB_BIN", BIN)
-            .env("CHROMIUM", &chromium),
-    );
+    let status = Command::new("npx")
+        .args(["playwright", "test"])
+        .current_dir(&web)
+        .env("POS_HUB_BIN", BIN)
+        .env("CHROMIUM", &chromium)
+        .status()
+        .unwrap_or_else(|err| panic!("cannot start the Playwright tests: {err}"));
+    if !status.success() {
+        let report = web.join("test-results").join("report.json");
+        let failures = match std::fs::read_to_string(&report) {
+            Ok(text) => failures(&text),
+            Err(err) => format!("(no report at {}: {err})", report.display()),
+        };
+        panic!("the Playwright tests (web/e2e) failed ({status}):\n{failures}");
+    }
+}
+
+/// Each failed test of a Playwright JSON report: its title, its errors and what it
+/// printed, without terminal colours.
+fn failures(report: &str) -> String {
+    let report: serde_json::Value = match serde_json::from_str(report) {
+        Ok(report) => report,
+        Err(err) => return format!("(the report is not JSON: {err})"),
+    };
+    let mut out = String::new();
+    let mut suites: Vec<&serde_json::Value> =
+        report["suites"].as_array().into_iter().flatten().collect();
+    while let Some(suite) = suites.pop() {
+        suites.extend(suite["suites"].as_array().into_iter().flatten());
+        for spec in suite["specs"].as_array().into_iter().flatten() {
+            let results = spec["tests"].as_array().into_iter().flatten();
+            for result in results.flat_map(|t| t["results"].as_array().into_iter().flatten()) {
+                if matches!(result["status"].as_str(), Some("passed" | "skipped")) {
+                    continue;
+                }
+                let title = spec["title"].as_str().unwrap_or("?");
+                let file = spec["file"].as_str().unwrap_or("?");
+                out.push_str(&format!("=== FAILED {file}: {title}\n"));
+                for error in result["errors"].as_array().into_iter().flatten() {
+                    let message = error["message"].as_str().unwrap_or("");
+                    out.push_str(&uncoloured(message));
+                    out.push('\n');
+                }
+                for line in result["stdout"].as_array().into_iter().flatten() {
+                    out.push_str(&uncoloured(line["text"].as_str().unwrap_or("")));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `text` without ANSI colour sequences (ESC [ … m).
+fn uncoloured(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -10,7 +10,9 @@ export default defineConfig({
   retries: 0,
   timeout: 180_000,
   expect: { timeout: 15_000 },
-  reporter: [["list"]],
+  // The JSON report is what tests/web_e2e.rs prints the failures from, last, so that a
+  // CI log's tail names the failed assertion.
+  reporter: [["list"], ["json", { outputFile: "test-results/report.json" }]],
   outputDir: "test-results",
   use: {
     viewport: { width: 1280, height: 800 },

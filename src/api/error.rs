@@ -97,9 +97,10 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidRequest(&'static str),
     #[error(
-        "CURSOR_BELOW_RETENTION: cursor {cursor} is below this store's retention: the events \
-         up to seq {deleted_through} were archived and deleted from the hubs. Read the live \
-         state (orders, tickets, stock) and subscribe from the seq it was read at"
+        "{code}: cursor {cursor} is below this store's retention: the events up to seq \
+         {deleted_through} were archived and deleted from the hubs. Read the live state \
+         (Bootstrap) and subscribe from the seq it names",
+        code = crate::wire::CURSOR_BELOW_RETENTION
     )]
     CursorBelowRetention { cursor: u64, deleted_through: u64 },
     #[error(

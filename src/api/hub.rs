@@ -9,6 +9,7 @@ use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
 use super::auth::{caller, check_admin_events, check_events};
+use super::bootstrap;
 use super::error::ApiError;
 use super::limits::{RateLimiter, ReadLimiter, SubscriptionSlots};
 use super::paging;
@@ -84,6 +85,7 @@ impl HubService {
     }
 }
 
+type BootstrapStream = Pin<Box<dyn Stream<Item = Result<pb::BootstrapResponse, Status>> + Send>>;
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -270,5 +272,20 @@ impl Hub for HubService {
         // Every role may read the menu: a kitchen screen shows the same names as the till.
         self.read_caller(&request)?;
         Ok(Response::new(convert::menu(&self.menu)))
+    }
+
+    type BootstrapStream = BootstrapStream;
+
+    async fn bootstrap(
+        &self,
+        request: Request<pb::BootstrapRequest>,
+    ) -> Result<Response<BootstrapStream>, Status> {
+        let view = View::of(self.read_caller(&request)?);
+        self.read_barrier(request.into_inner().consistency).await?;
+        let live = self.node.reader.live_state().map_err(ApiError::from)?;
+        let messages = bootstrap::messages(live, view);
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            messages.into_iter().map(Ok),
+        ))))
     }
 }

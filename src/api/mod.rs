@@ -3,7 +3,7 @@
 //! - `auth`: the caller check, an interceptor in front of both services, and the Append
 //!   rule that a device writes only its own events;
 //! - `error`: `ApiError`, every refusal, and the one place it becomes a gRPC status;
-//! - `hub`, `cluster`, `subscribe`: the handlers. They stay thin: writes and linearizable
+//! - `hub`, `cluster`, `subscribe`, `bootstrap`: the handlers. They stay thin: writes and linearizable
 //!   reads go through `raft::node::Node`; conversions are `proto::convert`'s;
 //! - `limits`: per-device append rate and Subscribe stream caps;
 //! - `paging`: listings answered a page at a time, bounded in count and bytes;
@@ -11,6 +11,7 @@
 //!   markers in place of payment-carrying events on Subscribe).
 
 pub mod auth;
+mod bootstrap;
 pub mod cluster;
 pub mod error;
 pub mod hub;

@@ -589,6 +589,58 @@ impl HubClient {
     }
 }
 
+impl HubClient {
+    /// The live state as of one seq (`Hub/Bootstrap`), every page of it gathered into one
+    /// answer; a stream that breaks off before its last page, or whose pages name two
+    /// seqs, is an attempt failed, and the next node is tried. Fails over like `call`.
+    pub async fn bootstrap(&self) -> Result<pb::BootstrapResponse, CallError> {
+        self.call(|mut grpc, addr, deadline| {
+            let request = self.request(
+                pb::BootstrapRequest {
+                    consistency: pb::Consistency::Local as i32,
+                },
+                Some(deadline),
+            );
+            async move {
+                let mut stream = grpc
+                    .bootstrap(request)
+                    .await
+                    .map_err(attempt_failed)?
+                    .into_inner();
+                let mut whole: Option<pb::BootstrapResponse> = None;
+                while let Some(page) = stream.message().await.map_err(attempt_failed)? {
+                    let last = page.last;
+                    let all = whole.get_or_insert_with(|| pb::BootstrapResponse {
+                        seq: page.seq,
+                        lamport: page.lamport,
+                        ..pb::BootstrapResponse::default()
+                    });
+                    if page.seq != all.seq {
+                        return Err(Attempt::Failed(CallError::Retry(format!(
+                            "{addr}: bootstrap pages name seqs {} and {}",
+                            all.seq, page.seq
+                        ))));
+                    }
+                    all.orders.extend(page.orders);
+                    all.tickets.extend(page.tickets);
+                    all.stocks.extend(page.stocks);
+                    if last {
+                        all.last = true;
+                        break;
+                    }
+                }
+                match whole {
+                    Some(whole) if whole.last => Ok(whole),
+                    _ => Err(Attempt::Failed(CallError::Retry(format!(
+                        "{addr}: the bootstrap stream ended before its last page"
+                    )))),
+                }
+            }
+        })
+        .await
+    }
+}
+
 /// A status as an attempt's end: the deadline passing (on either side), or an answer.
 fn attempt_failed(status: Status) -> Attempt {
     let timed_out = status.code() == Code::DeadlineExceeded

@@ -461,6 +461,14 @@ impl ReadModel {
             .or_else(|| self.committed.stock.get(sku))
     }
 
+    /// Takes `committed` (a hub's live state, `Hub/Bootstrap`) as the committed layer; the
+    /// queued events are replayed on it at the next read.
+    pub fn replace_committed(&mut self, committed: Layer) {
+        let hub_clock = self.hub_clock;
+        *self = ReadModel::new(self.realm.clone(), committed);
+        self.hub_clock = hub_clock;
+    }
+
     /// Forgets everything committed (a diverged copy): the next subscription starts at 0.
     pub fn reset(&mut self) {
         *self = ReadModel::new(self.realm.clone(), Layer::default());

@@ -74,6 +74,7 @@ impl Ctx<'_> {
             lamport: self.event.clock.lamport,
             event_id: self.event_id,
             seq: self.seq,
+            hub_time_ms: self.hub_time_ms,
         }
     }
 }

@@ -19,6 +19,7 @@ mod apply;
 pub mod archive;
 pub mod device;
 pub mod event;
+pub mod format1;
 pub mod inventory;
 pub mod kind;
 pub mod lock;
@@ -55,4 +56,7 @@ pub struct Head {
     pub event_id: Uuid,
     /// Seq of the last accepted event on this aggregate.
     pub seq: u64,
+    /// Its hub time (ms since the Unix epoch): when the aggregate last changed. 0 for an
+    /// aggregate moved over from data format 1, which did not record it.
+    pub hub_time_ms: u64,
 }

@@ -116,6 +116,9 @@ pub struct Order {
     /// Tickets raised for this order, sorted by (kind, id): a kitchen and a bar ticket
     /// may share an id without overwriting each other.
     pub tickets: Vec<TicketRef>,
+    /// Hub time of the `order.created` (ms since the Unix epoch; 0 for an order moved over
+    /// from data format 1). When it last changed is `head.hub_time_ms`.
+    pub created_ms: u64,
 }
 
 impl Order {
@@ -302,6 +305,7 @@ fn create(draft: OrderDraft, ctx: &Ctx) -> Result<Order, Rejection> {
         head,
         lock: None,
         tickets: Vec::new(),
+        created_ms: ctx.hub_time_ms,
     })
 }
 

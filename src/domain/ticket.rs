@@ -93,6 +93,10 @@ pub struct Ticket {
     pub items: Vec<TicketItem>,
     pub status: TicketStatus,
     pub head: Head,
+    /// Hub time of its `*.ticket.created` (ms since the Unix epoch; 0 for a ticket moved
+    /// over from data format 1). When it last changed (and, done, when it was done) is
+    /// `head.hub_time_ms`.
+    pub created_ms: u64,
 }
 
 /// `*.ticket.created`'s validated payload.
@@ -157,6 +161,7 @@ pub(crate) fn decide(
                 items: draft.items,
                 status: TicketStatus::Created,
                 head,
+                created_ms: ctx.hub_time_ms,
             }
         }
         (None, _) => return Err(version::not_found(ctx, what, kind.create_type())),

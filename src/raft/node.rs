@@ -39,6 +39,10 @@ pub enum WriteError {
     NoLeader { node: NodeId },
     #[error("node {node} leads but has not heard from a majority for {silent_ms} ms: no quorum")]
     NoQuorum { node: NodeId, silent_ms: u64 },
+    /// One round of heartbeats did not confirm the leadership (a follower slow to answer,
+    /// one gone): the next round may; a read retries while its budget lasts.
+    #[error("node {node} leads but a majority did not confirm it in time for this read ({detail})")]
+    QuorumUnconfirmed { node: NodeId, detail: String },
     #[error("not the leader (leader: {leader:?})")]
     NotLeader {
         leader: Option<NodeId>,
@@ -67,6 +71,7 @@ impl From<WriteError> for tonic::Status {
         match err {
             WriteError::NoLeader { .. }
             | WriteError::NoQuorum { .. }
+            | WriteError::QuorumUnconfirmed { .. }
             | WriteError::Timeout(_)
             | WriteError::Stopped
             | WriteError::Overloaded => tonic::Status::unavailable(message),
@@ -368,7 +373,10 @@ impl Node {
                 Err(self.not_leader(to.leader_id))
             }
             Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
-                Err(WriteError::Raft(e.to_string()))
+                Err(WriteError::QuorumUnconfirmed {
+                    node: self.id,
+                    detail: e.to_string(),
+                })
             }
             Ok(Err(RaftError::Fatal(_))) => Err(WriteError::Stopped),
         }
@@ -402,7 +410,8 @@ impl Node {
     }
 
     /// `read_barrier`, giving up after `budget`.
-    /// Asks again, while `budget` lasts, when the leadership moves under the question.
+    /// Asks again, while `budget` lasts, when the leadership moves under the question or a
+    /// round of heartbeats did not confirm it.
     pub async fn read_barrier_within(&self, budget: Duration) -> Result<(), WriteError> {
         let started = Instant::now();
         let heartbeat = Duration::from_millis(self.timing.heartbeat_ms);
@@ -417,8 +426,11 @@ impl Node {
                 self.read_index_from(leader, left).await
             };
             match asked {
-                Err(WriteError::NotLeader { .. } | WriteError::Forward { .. })
-                    if started.elapsed() + heartbeat < budget =>
+                Err(
+                    WriteError::NotLeader { .. }
+                    | WriteError::Forward { .. }
+                    | WriteError::QuorumUnconfirmed { .. },
+                ) if started.elapsed() + heartbeat < budget =>
                 {
                     tokio::time::sleep(heartbeat).await;
                 }
@@ -433,5 +445,26 @@ impl Node {
                 .map_err(|_| WriteError::Timeout(budget))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_whose_leadership_one_round_did_not_confirm_is_unavailable_not_internal() {
+        let status = tonic::Status::from(WriteError::QuorumUnconfirmed {
+            node: 2,
+            detail: "not enough for a quorum, got: {2}".into(),
+        });
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(
+            status
+                .message()
+                .starts_with("node 2 leads but a majority did not confirm it"),
+            "{}",
+            status.message()
+        );
     }
 }

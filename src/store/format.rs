@@ -34,6 +34,7 @@ use crate::codec::FORMAT;
 use crate::domain::Realm;
 use crate::domain::archive::Archive;
 use crate::domain::device::Revocation;
+use crate::domain::format1::{Order1, Ticket1};
 use crate::domain::inventory::Stock;
 use crate::domain::order::Order;
 use crate::domain::ticket::Ticket;
@@ -308,8 +309,12 @@ pub(super) fn reencode_value(key: &[u8], value: &[u8]) -> Result<Vec<u8>, StoreE
     }
     match key.first().copied() {
         Some(keys::PREFIX_APPLIED) => again::<Applied>("applied state", value),
-        Some(keys::PREFIX_ORDER) => again::<Order>("order", value),
-        Some(keys::PREFIX_TICKET) => again::<Ticket>("ticket", value),
+        Some(keys::PREFIX_ORDER) => {
+            encode("order", &Order::from(legacy::<Order1>("order", value)?))
+        }
+        Some(keys::PREFIX_TICKET) => {
+            encode("ticket", &Ticket::from(legacy::<Ticket1>("ticket", value)?))
+        }
         Some(keys::PREFIX_STOCK) => again::<Stock>("stock", value),
         Some(keys::PREFIX_DEVICE) => again::<KnownDevice>("device", value),
         Some(keys::PREFIX_REVOKED) => again::<Revocation>("revocation", value),

@@ -31,7 +31,8 @@ use std::path::{Path, PathBuf};
 pub use history::HistorySource;
 pub use log::LogStore;
 pub use state_machine::{
-    Applied, EVENT_FEED_BATCHES, EventBatch, FeedBatch, KnownDevice, StateMachine, StateReader,
+    Applied, EVENT_FEED_BATCHES, EventBatch, FeedBatch, KnownDevice, LiveState, StateMachine,
+    StateReader,
 };
 
 use crate::domain::Realm;

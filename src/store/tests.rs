@@ -256,6 +256,15 @@ fn contents(reader: &StateReader) -> Contents {
     )
 }
 
+/// `contents` with the orders' times as data format 1 left them: not recorded (0).
+fn times_unrecorded(mut contents: Contents) -> Contents {
+    for order in &mut contents.1 {
+        order.created_ms = 0;
+        order.head.hub_time_ms = 0;
+    }
+    contents
+}
+
 #[tokio::test]
 async fn applying_the_example_flow_assigns_seqs_and_builds_read_models() {
     let (_dir, _log, mut sm) = fresh().await;
@@ -1090,7 +1099,30 @@ async fn a_data_dir_written_before_rules_versions_opens_replays_and_installs_ide
     );
     let (_d, _l, mut replayed) = fresh().await;
     replayed.apply(entries.clone()).await.expect("replays");
-    assert_eq!(contents(&replayed.reader()), written, "replay under V1");
+    // Format 1 did not record when an order was created or last changed: the open moves
+    // them over as 0, where a replay records the events' hub times.
+    let replayed_orders = replayed.reader().orders().expect("orders");
+    for order in &replayed_orders {
+        let last = written
+            .0
+            .iter()
+            .find(|e| e.seq == order.head.seq)
+            .expect("the order's last event");
+        assert_eq!(order.head.hub_time_ms, last.hub_time, "{}", order.id);
+        assert!(order.created_ms > 0 && order.created_ms <= order.head.hub_time_ms);
+    }
+    assert!(
+        written
+            .1
+            .iter()
+            .all(|o| o.created_ms == 0 && o.head.hub_time_ms == 0),
+        "moved over from format 1 without times"
+    );
+    assert_eq!(
+        times_unrecorded(contents(&replayed.reader())),
+        written,
+        "replay under V1"
+    );
 
     // Install the snapshot the old release built, then the entries after it.
     let since = old_snapshot
@@ -1112,7 +1144,11 @@ async fn a_data_dir_written_before_rules_versions_opens_replays_and_installs_ide
         .filter(|e| e.log_id.index > since.index)
         .collect();
     installed.apply(after).await.expect("applies the rest");
-    assert_eq!(contents(&installed.reader()), written, "old snapshot + log");
+    assert_eq!(
+        times_unrecorded(contents(&installed.reader())),
+        written,
+        "old snapshot + log"
+    );
 
     // And a snapshot this release builds of the same state.
     let built = old
@@ -1129,7 +1165,11 @@ async fn a_data_dir_written_before_rules_versions_opens_replays_and_installs_ide
         .install_snapshot(&built.meta, receiving)
         .await
         .expect("installs the new snapshot");
-    assert_eq!(contents(&rebuilt.reader()), written, "new snapshot");
+    assert_eq!(
+        times_unrecorded(contents(&rebuilt.reader())),
+        written,
+        "new snapshot"
+    );
     assert_eq!(rebuilt.reader().applied().expect("applied").lamport, 8);
 }
 

@@ -208,6 +208,23 @@ impl Tree {
         self.len() == 0
     }
 
+    /// The keys and values under each of `prefixes`, in that order and key order, copied
+    /// under one lock: one batch is applied whole or not at all, so the copy is the tree as
+    /// it was between two of them.
+    pub(super) fn copy_prefixes(&self, prefixes: &[u8]) -> Pairs {
+        let kv = self.kv();
+        let mut out = Vec::new();
+        for &prefix in prefixes {
+            let start = Bound::Included(vec![prefix]);
+            out.extend(
+                kv.range((start, Bound::Unbounded))
+                    .take_while(|(k, _)| k.first() == Some(&prefix))
+                    .map(|(k, v)| (k.to_vec(), v.to_vec())),
+            );
+        }
+        out
+    }
+
     /// Every key and value, in key order.
     pub(super) fn iter(&self) -> Iter {
         self.range::<Vec<u8>, _>(..)

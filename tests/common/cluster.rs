@@ -852,6 +852,128 @@ pub fn inventory_event(sku: &str, delta: i64, device: &str, lamport: u64) -> pb:
     ))
 }
 
+/// One order as a shop makes it, by `device` from Lamport clock `lamport` on: created with
+/// fries, updated, a kitchen ticket raised and acknowledged; when `paid`, paid in full and
+/// its ticket done. Each event a fresh UUIDv7.
+pub fn order_flow(order_id: &str, device: &str, lamport: u64, paid: bool) -> Vec<pb::Event> {
+    let ticket_id = format!("kt-{order_id}");
+    let line = |quantity: i64| {
+        serde_json::json!([{"id": "li-1", "sku": "FRIES", "name": "Fries",
+            "unitPrice": 350, "quantity": quantity}])
+    };
+    let order = ("order", order_id);
+    let ticket = ("kds", ticket_id.as_str());
+    let mut steps = vec![
+        (
+            order,
+            1,
+            "order.created",
+            serde_json::json!({"tableNumber": "7",
+            "guestCount": 2, "currency": "EUR", "items": line(1)}),
+        ),
+        (
+            order,
+            2,
+            "order.updated",
+            serde_json::json!({"items": line(2)}),
+        ),
+        (
+            ticket,
+            1,
+            "kds.ticket.created",
+            serde_json::json!({"orderId": order_id,
+            "station": "grill", "items": [{"sku": "FRIES", "name": "Fries", "quantity": 2}]}),
+        ),
+        (ticket, 2, "kds.ticket.ack", serde_json::json!({})),
+    ];
+    if paid {
+        steps.push((
+            order,
+            3,
+            "order.paid",
+            serde_json::json!({"payments":
+            [{"method": "card", "amount": 700}], "total": 700, "currency": "EUR"}),
+        ));
+        steps.push((ticket, 3, "kds.ticket.done", serde_json::json!({})));
+    }
+    steps
+        .into_iter()
+        .zip(lamport..)
+        .map(|((aggregate, version, event_type, payload), clock)| {
+            let id = uuid::Uuid::now_v7().to_string();
+            to_pb(&super::event(
+                &id, aggregate, version, event_type, device, clock, payload,
+            ))
+        })
+        .collect()
+}
+
+/// How long a test waits for a whole Bootstrap.
+const BOOTSTRAP_WAIT: Duration = Duration::from_secs(30);
+
+/// Every page of a Bootstrap, checked (one seq, only the final page `last`) and merged.
+pub async fn bootstrap(
+    client: &mut HubClient<Channel>,
+    consistency: pb::Consistency,
+) -> pb::BootstrapResponse {
+    let request = pb::BootstrapRequest {
+        consistency: consistency as i32,
+    };
+    let mut stream = tokio::time::timeout(BOOTSTRAP_WAIT, client.bootstrap(request))
+        .await
+        .expect("Bootstrap answers")
+        .expect("Bootstrap")
+        .into_inner();
+    let mut whole: Option<pb::BootstrapResponse> = None;
+    while let Some(page) = stream.message().await.expect("a page") {
+        let all = whole.get_or_insert_with(|| pb::BootstrapResponse {
+            seq: page.seq,
+            lamport: page.lamport,
+            ..Default::default()
+        });
+        assert!(!all.last, "a page after the last one");
+        assert_eq!((page.seq, page.lamport), (all.seq, all.lamport));
+        all.orders.extend(page.orders);
+        all.tickets.extend(page.tickets);
+        all.stocks.extend(page.stocks);
+        all.last = page.last;
+    }
+    let whole = whole.expect("at least one page");
+    assert!(whole.last, "the stream ended with its last page");
+    whole
+}
+
+/// `layer` as Bootstrap sends a state: orders by id, tickets by kind then id, stock by SKU.
+pub fn as_sent(
+    layer: pos_hub::client::model::Layer,
+    seq: u64,
+) -> (Vec<pb::Order>, Vec<pb::Ticket>, Vec<pb::Stock>) {
+    assert_eq!(layer.last_seq, seq);
+    let orders = layer
+        .orders
+        .into_values()
+        .map(pos_hub::proto::convert::order)
+        .collect();
+    let tickets = sorted_tickets(
+        layer
+            .tickets
+            .into_values()
+            .map(pos_hub::proto::convert::ticket)
+            .collect(),
+    );
+    let stocks = layer
+        .stock
+        .into_values()
+        .map(pos_hub::proto::convert::stock)
+        .collect();
+    (orders, tickets, stocks)
+}
+
+pub fn sorted_tickets(mut tickets: Vec<pb::Ticket>) -> Vec<pb::Ticket> {
+    tickets.sort_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
+    tickets
+}
+
 /// The 15 events of `examples/order-flow.jsonl`.
 pub fn example_events() -> Vec<pb::Event> {
     std::fs::read_to_string(EXAMPLE)

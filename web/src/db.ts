@@ -149,6 +149,19 @@ export class Db {
     });
   }
 
+  /** Replaces the committed copy with a hub's live state as of `cursor` (Bootstrap), and
+   * drops the outbox entries it settled, in one transaction. */
+  replaceModel(cursor: number, orders: OrderView[], tickets: TicketView[], settled: number[]): Promise<void> {
+    return this.tx(["meta", "orders", "tickets", "outbox"], "readwrite", (t) => {
+      t.objectStore("orders").clear();
+      t.objectStore("tickets").clear();
+      for (const o of orders) t.objectStore("orders").put(o);
+      for (const k of tickets) t.objectStore("tickets").put(k);
+      for (const n of settled) t.objectStore("outbox").delete(n);
+      t.objectStore("meta").put(cursor, "cursor");
+    });
+  }
+
   /** Forgets the committed copy (the hub's log was reset): the outbox stays. */
   resetModel(): Promise<void> {
     return this.tx(["meta", "orders", "tickets"], "readwrite", (t) => {

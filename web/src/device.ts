@@ -4,13 +4,13 @@
 // is answered DUPLICATE, never applied twice); a subscribe loop follows the committed
 // log from the persisted cursor and replaces the optimistic state with the hub's truth.
 
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { create, fromBinary, toBinary, type JsonObject } from "@bufbuild/protobuf";
 import { EventSchema, type Event } from "./gen/pos/v1/events_pb";
-import { AppendStatus, GetMenuResponseSchema, type GetMenuResponse, type HelloResponse, type NodeInfo } from "./gen/pos/v1/hub_pb";
+import { AppendStatus, type BootstrapResponse, GetMenuResponseSchema, type GetMenuResponse, type HelloResponse, type NodeInfo } from "./gen/pos/v1/hub_pb";
 import { Db, type Pairing, type Queued, type Refused } from "./db";
 import { AuthError, CALL_DEADLINE_MAX_MS, HubLink, OfflineError, authErrorOf, describe } from "./hub";
-import { Model, factOf, type Fact, type OrderView, type TicketView } from "./model";
+import { Model, factOf, orderFromHub, ticketFromHub, type Fact, type OrderView, type TicketView } from "./model";
 import { uuidv7 } from "./uuid";
 
 /** Events per Append. */
@@ -76,6 +76,8 @@ export class Device {
   private running = true;
   private stream?: AbortController;
   private appendChain: Promise<unknown> = Promise.resolve();
+  /** Subscribe said the cursor is below the store's retention: bootstrap first. */
+  private belowRetention = false;
   menu?: GetMenuResponse;
 
   private constructor(
@@ -355,6 +357,9 @@ export class Device {
         );
         await this.greeted(hello);
         const url = this.link.node;
+        // Nothing committed here yet, or a cursor the store's retention passed: start from
+        // the live state at one seq instead of replaying the history.
+        if (this.cursor === 0 || this.belowRetention) await this.bootstrap(url);
         const abort = new AbortController();
         this.stream = abort;
         const stream = this.link.client(url).subscribe({ cursor: BigInt(this.cursor) }, { signal: abort.signal });
@@ -381,6 +386,12 @@ export class Device {
         this.link.rotate();
       } catch (err) {
         if (!this.running) return;
+        if (isBelowRetention(err)) {
+          // The hub deleted (archived) the events after this cursor: bootstrap, at once.
+          this.belowRetention = true;
+          this.lastError = describe(err);
+          continue;
+        }
         if (err instanceof OfflineError || authErrorOf(err) || err instanceof AuthError) {
           this.failed(err);
         } else if (silent) {
@@ -396,6 +407,62 @@ export class Device {
         delay = Math.min(RETRY_MAX_MS, delay * 2);
       }
     }
+  }
+
+  /** Replaces the committed copy with `url`'s live state (Bootstrap) and settles the
+   * queued edits the hub answered at or below its seq. A hub without Bootstrap (an older
+   * release) leaves the copy as it is: the page follows its log from the cursor. */
+  private async bootstrap(url: string): Promise<void> {
+    let seq: number | undefined;
+    let lamport = 0;
+    let complete = false;
+    const orders: OrderView[] = [];
+    let pages: BootstrapResponse[];
+    try {
+      pages = await this.bootstrapPages(url);
+    } catch (err) {
+      if (err instanceof ConnectError && err.code === Code.Unimplemented) return;
+      throw err;
+    }
+    for (const page of pages) {
+      if (seq === undefined) {
+        seq = Number(page.seq);
+        lamport = clockOf(page.lamport);
+      } else if (Number(page.seq) !== seq) {
+        throw new Error(`${url}: bootstrap pages name seqs ${seq} and ${page.seq}`);
+      }
+      for (const o of page.orders) {
+        const view = orderFromHub(o);
+        if (view) orders.push(view);
+      }
+      complete ||= page.last;
+    }
+    if (seq === undefined || !complete) throw new Error(`${url}: the bootstrap stream ended before its last page`);
+    const byId = new Map(orders.map((o) => [o.id, o]));
+    const tickets = pages.flatMap((p) => p.tickets).flatMap((t) => ticketFromHub(t, byId) ?? []);
+    const upTo = seq;
+    const settled = this.outbox.filter((e) => e.ackedSeq !== undefined && e.ackedSeq <= upTo);
+    await this.db.replaceModel(seq, orders, tickets, settled.map((e) => e.n ?? -1));
+    this.committed.orders = byId;
+    this.committed.tickets = new Map(tickets.map((t) => [t.key, t]));
+    this.cursor = seq;
+    this.lamport = Math.max(this.lamport, lamport);
+    this.belowRetention = false;
+    const gone = new Set(settled.map((e) => e.n));
+    this.outbox = this.outbox.filter((e) => !gone.has(e.n));
+    this.rebuildView();
+    this.notify();
+  }
+
+  /** Every page of `url`'s Bootstrap stream, up to the last one. */
+  private async bootstrapPages(url: string): Promise<BootstrapResponse[]> {
+    const pages: BootstrapResponse[] = [];
+    const stream = this.link.client(url).bootstrap({}, { timeoutMs: CALL_DEADLINE_MAX_MS });
+    for await (const page of stream) {
+      pages.push(page);
+      if (page.last) break;
+    }
+    return pages;
   }
 
   private async greeted(hello: HelloResponse): Promise<void> {
@@ -519,3 +586,7 @@ function stampOf(entry: Queued): bigint {
   return fromBinary(EventSchema, entry.bytes).clock?.lamport ?? 0n;
 }
 
+/** Subscribe's answer to a cursor the store's retention passed (`wire::CURSOR_BELOW_RETENTION`). */
+function isBelowRetention(err: unknown): boolean {
+  return err instanceof ConnectError && err.code === Code.OutOfRange && err.rawMessage.startsWith("CURSOR_BELOW_RETENTION");
+}

@@ -11,6 +11,13 @@
 
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import type { Event } from "./gen/pos/v1/events_pb";
+import {
+  OrderStatus as PbOrderStatus,
+  TicketKind as PbTicketKind,
+  TicketStatus as PbTicketStatus,
+  type Order as PbOrder,
+  type Ticket as PbTicket,
+} from "./gen/pos/v1/hub_pb";
 
 export type OrderStatus = "active" | "parked" | "paid" | "cancelled";
 export type TicketKind = "kds" | "bds";
@@ -247,6 +254,80 @@ export class Model {
     }
     return {};
   }
+}
+
+const ORDER_STATUS: Record<number, OrderStatus> = {
+  [PbOrderStatus.ACTIVE]: "active",
+  [PbOrderStatus.PARKED]: "parked",
+  [PbOrderStatus.PAID]: "paid",
+  [PbOrderStatus.CANCELLED]: "cancelled",
+};
+const TICKET_KIND: Record<number, TicketKind> = { [PbTicketKind.KDS]: "kds", [PbTicketKind.BDS]: "bds" };
+const TICKET_STATUS: Record<number, TicketStatus> = {
+  [PbTicketStatus.CREATED]: "created",
+  [PbTicketStatus.ACKED]: "acked",
+  [PbTicketStatus.DONE]: "done",
+};
+
+/** An order of a hub's live state (Bootstrap) as the screens show it; undefined for a
+ * status this app does not know. Hub times of 0 were not recorded (an order moved over
+ * from the hub's first data format). */
+export function orderFromHub(o: PbOrder): OrderView | undefined {
+  const status = ORDER_STATUS[o.status];
+  if (!status) return undefined;
+  const tickets: OrderView["tickets"] = [];
+  for (const t of o.tickets) {
+    const kind = TICKET_KIND[t.kind];
+    const ticketStatus = TICKET_STATUS[t.status];
+    if (kind && ticketStatus) tickets.push({ kind, id: t.id, status: ticketStatus });
+  }
+  return {
+    id: o.id,
+    status,
+    tableNumber: o.tableNumber,
+    guestCount: Number(o.guestCount),
+    currency: o.currency,
+    items: o.items.map((it) => ({
+      id: it.id,
+      sku: it.sku,
+      name: it.name,
+      unitPrice: Number(it.unitPrice),
+      quantity: Number(it.quantity),
+      category: it.category,
+      modifiers: it.modifiers.map((m) => ({ id: m.id, name: m.name, price: Number(m.price) })),
+    })),
+    total: Number(o.total),
+    payments: o.payments.map((p) => ({ method: p.method, amount: Number(p.amount) })),
+    version: Number(o.version),
+    lock: o.lock
+      ? { holder: o.lock.holder, userId: o.lock.userId, expiresAt: Number(o.lock.expiresAtMs) }
+      : undefined,
+    tickets,
+    createdAt: Number(o.createdAtMs),
+    updatedAt: Number(o.updatedAtMs),
+    // The live state does not say which device created an order.
+    createdBy: "",
+  };
+}
+
+/** A ticket of a hub's live state (see `orderFromHub`). */
+export function ticketFromHub(t: PbTicket, orders: Map<string, OrderView>): TicketView | undefined {
+  const kind = TICKET_KIND[t.kind];
+  const status = TICKET_STATUS[t.status];
+  if (!kind || !status) return undefined;
+  return {
+    key: ticketKey(kind, t.id),
+    kind,
+    id: t.id,
+    orderId: t.orderId,
+    station: t.station,
+    tableNumber: orders.get(t.orderId)?.tableNumber ?? "",
+    items: t.items.map((i) => ({ sku: i.sku, name: i.name, quantity: Number(i.quantity), notes: i.notes })),
+    status,
+    version: Number(t.version),
+    createdAt: Number(t.createdAtMs),
+    doneAt: status === "done" ? Number(t.updatedAtMs) : 0,
+  };
 }
 
 /** Σ (unitPrice + modifier prices) × quantity, in minor units, as the hub computes it. */

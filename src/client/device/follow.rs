@@ -1,25 +1,43 @@
 //! The follow loop: the committed log from the device's cursor, applied to the read model
 //! and settling the queued events it contains; a silent, stalled or ended subscription
-//! moves to another node.
+//! moves to another node. A device with nothing committed, or whose cursor the store's
+//! retention passed, first takes the live state at one seq (`Hub/Bootstrap`) and follows
+//! from there.
 
 use tokio::time::Instant;
 
-use uuid::Uuid;
-
 use super::backoff::Backoff;
-use super::{Device, Final, STALL_CHECK_EVERY, SUBSCRIPTION_SILENCE, SUBSCRIPTION_STALL};
+use super::{Device, STALL_CHECK_EVERY, SUBSCRIPTION_SILENCE, SUBSCRIPTION_STALL};
 use crate::client::ClientError;
-use crate::client::model::Changes;
+use crate::client::hub::CallError;
+use crate::client::model::{Changes, Layer};
 use crate::domain::rules::LAMPORT_MAX;
 use crate::proto::{convert, pb};
 
 impl Device {
     pub(super) async fn follow_loop(self) {
         let mut backoff = Backoff::new();
+        // A device with nothing committed starts from the live state, not from seq 1; so
+        // does one whose cursor the store's retention passed.
+        let mut bootstrap = self.cursor() == 0;
         loop {
+            if bootstrap {
+                if let Err(err) = self.bootstrap().await {
+                    tracing::info!(%err, "bootstrap failed; trying again");
+                    self.publish(None, Some(Some(err.to_string())));
+                    tokio::time::sleep(backoff.next()).await;
+                    continue;
+                }
+                bootstrap = false;
+            }
             let cursor = self.cursor();
             let mut subscription = match self.inner.hub.subscribe(cursor).await {
                 Ok(subscription) => subscription,
+                Err(CallError::Refused(status)) if below_retention(&status) => {
+                    self.cursor_below_retention(cursor, &status);
+                    bootstrap = true;
+                    continue;
+                }
                 Err(err) => {
                     self.publish(None, Some(Some(err.to_string())));
                     tokio::time::sleep(backoff.next()).await;
@@ -32,6 +50,7 @@ impl Device {
                     "the hub's log is behind this device's copy; starting over"
                 );
                 self.reset_model();
+                bootstrap = true;
                 continue;
             }
             self.publish(Some(Some(subscription.node.clone())), None);
@@ -81,6 +100,7 @@ impl Device {
                         if let Err(err) = self.apply_committed(&batch.events) {
                             tracing::warn!(%err, "resetting the device's read model");
                             self.reset_model();
+                            bootstrap = true;
                             break;
                         }
                     }
@@ -88,6 +108,11 @@ impl Device {
                         // The node ended the stream (shutting down): another one, after a pause.
                         self.inner.hub.failed(&subscription.node);
                         tokio::time::sleep(backoff.next()).await;
+                        break;
+                    }
+                    Err(status) if below_retention(&status) => {
+                        self.cursor_below_retention(self.cursor(), &status);
+                        bootstrap = true;
                         break;
                     }
                     Err(status) => {
@@ -100,6 +125,79 @@ impl Device {
                 }
             }
         }
+    }
+
+    /// Replaces the committed model with a hub's live state (`Hub/Bootstrap`) and settles
+    /// the queued events the hub answered at or below its seq. A hub without Bootstrap (an
+    /// older release) leaves the model as it is: the device follows from its cursor.
+    async fn bootstrap(&self) -> Result<(), CallError> {
+        let live = match self.inner.hub.bootstrap().await {
+            Ok(live) => live,
+            Err(CallError::Refused(status)) if status.code() == tonic::Code::Unimplemented => {
+                tracing::info!("the hub has no Bootstrap; following its log from the cursor");
+                return Ok(());
+            }
+            Err(err) => return Err(err),
+        };
+        let seq = live.seq;
+        let diverged =
+            |e: convert::WireModelError| CallError::Retry(format!("bootstrap at seq {seq}: {e}"));
+        let mut layer = Layer {
+            last_seq: live.seq,
+            lamport: live.lamport.min(LAMPORT_MAX),
+            ..Layer::default()
+        };
+        for order in live.orders {
+            let order = convert::order_from_pb(order).map_err(diverged)?;
+            layer.orders.insert(order.id.clone(), order);
+        }
+        for ticket in live.tickets {
+            let ticket = convert::ticket_from_pb(ticket).map_err(diverged)?;
+            layer
+                .tickets
+                .insert((ticket.kind, ticket.id.clone()), ticket);
+        }
+        for stock in live.stocks {
+            let stock = convert::stock_from_pb(stock);
+            layer.stock.insert(stock.sku.clone(), stock);
+        }
+        let (orders, tickets) = (layer.orders.len(), layer.tickets.len());
+        {
+            let mut state = self.state();
+            let lamport = state.lamport.max(layer.lamport);
+            let settled: Vec<(u64, u64)> = state
+                .queued
+                .values()
+                .filter_map(|entry| entry.seq.filter(|s| *s <= seq).map(|s| (entry.number, s)))
+                .collect();
+            let numbers: Vec<u64> = settled.iter().map(|(n, _)| *n).collect();
+            if let Err(err) = self
+                .inner
+                .outbox
+                .replace_committed(&layer, lamport, &numbers)
+            {
+                return Err(CallError::Retry(format!("storing the live state: {err}")));
+            }
+            state.model.replace_committed(layer);
+            state.lamport = lamport;
+            state.settle(settled);
+        }
+        tracing::info!(
+            seq,
+            orders,
+            tickets,
+            "bootstrapped from the hub's live state"
+        );
+        self.publish(None, Some(None));
+        Ok(())
+    }
+
+    fn cursor_below_retention(&self, cursor: u64, status: &tonic::Status) {
+        tracing::warn!(
+            cursor,
+            reason = status.message(),
+            "the store's retention passed this device's cursor; bootstrapping from the live state"
+        );
     }
 
     fn reset_model(&self) {
@@ -153,17 +251,17 @@ impl Device {
             .outbox
             .committed(&changes, cursor, lamport, &numbers)?;
         state.lamport = lamport;
-        for (number, seq) in settled {
-            if let Some(entry) = state.queued.remove(&number)
-                && let Ok(id) = Uuid::parse_str(&entry.event.event_id)
-            {
-                state.by_id.remove(&id);
-            }
-            state.acked_seq = state.acked_seq.max(seq);
-            state.remember(number, Final::Committed { seq });
-        }
+        state.settle(settled);
         drop(state);
         self.publish(None, Some(None));
         Ok(())
     }
+}
+
+/// Subscribe's answer to a cursor the store's retention passed (`wire::CURSOR_BELOW_RETENTION`).
+fn below_retention(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::OutOfRange
+        && status
+            .message()
+            .starts_with(crate::wire::CURSOR_BELOW_RETENTION)
 }

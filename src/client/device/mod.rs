@@ -175,6 +175,19 @@ impl DeviceState {
         self.recent.push_back((number, outcome));
     }
 
+    /// Drops settled queued entries (number, seq): committed at that seq.
+    fn settle(&mut self, settled: Vec<(u64, u64)>) {
+        for (number, seq) in settled {
+            if let Some(entry) = self.queued.remove(&number)
+                && let Ok(id) = Uuid::parse_str(&entry.event.event_id)
+            {
+                self.by_id.remove(&id);
+            }
+            self.acked_seq = self.acked_seq.max(seq);
+            self.remember(number, Final::Committed { seq });
+        }
+    }
+
     /// The view, rebuilt if the committed layer or the outbox changed under it.
     fn fresh_model(&mut self) -> &ReadModel {
         if self.model.is_stale() {
@@ -335,6 +348,11 @@ impl Device {
 
     pub fn stock(&self, sku: &str) -> Option<Stock> {
         self.state().fresh_model().stock(sku).cloned()
+    }
+
+    /// The committed read model whole (a copy): the hub's truth up to `cursor()`.
+    pub fn committed(&self) -> super::model::Layer {
+        self.state().model.committed().clone()
     }
 
     /// The committed part of the read model only: the hub's truth up to `cursor()`.

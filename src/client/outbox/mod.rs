@@ -32,7 +32,10 @@ use uuid::Uuid;
 use super::RefusalCode;
 use super::model::{Changes, Layer};
 use crate::domain::Event;
-use crate::domain::ticket::TicketKind;
+use crate::domain::format1::{Order1, Ticket1};
+use crate::domain::inventory::Stock;
+use crate::domain::order::Order;
+use crate::domain::ticket::{Ticket, TicketKind};
 use crate::kv::{self, Batch, Kv, KvError};
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +126,16 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     key.push(prefix);
     key.extend_from_slice(rest);
     key
+}
+
+/// Removes every record of the committed model (orders, tickets, stock, eventIds) in
+/// `batch`.
+fn clear_committed(kv: &Kv, batch: &mut Batch) {
+    for (k, _) in kv.iter() {
+        if matches!(k.first(), Some(b'o' | b't' | b's' | b'e')) {
+            batch.remove(k);
+        }
+    }
 }
 
 fn ticket_key(kind: TicketKind, id: &str) -> Vec<u8> {
@@ -294,9 +307,9 @@ impl Outbox {
                 return Ok(v.to_vec());
             }
             let again = match k.first() {
-                Some(b'o') => self.reencode::<crate::domain::order::Order>(k, v)?,
-                Some(b't') => self.reencode::<crate::domain::ticket::Ticket>(k, v)?,
-                _ => self.reencode::<crate::domain::inventory::Stock>(k, v)?,
+                Some(b'o') => self.reencode::<Order1, Order>(k, v)?,
+                Some(b't') => self.reencode::<Ticket1, Ticket>(k, v)?,
+                _ => self.reencode::<Stock, Stock>(k, v)?,
             };
             if let Some(out) = reencoded.as_mut() {
                 out.push((k.to_vec(), again.clone()));
@@ -361,15 +374,15 @@ impl Outbox {
         crate::codec::from_slice(bytes).map_err(|e| self.corrupt(key, e))
     }
 
-    /// A value of format 1 (bincode 1) in this build's encoding.
-    fn reencode<T: serde::Serialize + serde::de::DeserializeOwned>(
+    /// A value of format 1 (bincode 1, laid out as `Old`) in this build's encoding.
+    fn reencode<Old: serde::de::DeserializeOwned, T: serde::Serialize + From<Old>>(
         &self,
         key: &[u8],
         bytes: &[u8],
     ) -> Result<Vec<u8>, OutboxError> {
-        let value: T =
+        let value: Old =
             bincode::deserialize(bytes).map_err(|e| self.corrupt(key, format!("format 1: {e}")))?;
-        crate::codec::to_vec(&value).map_err(|e| self.corrupt(key, e))
+        crate::codec::to_vec(&T::from(value)).map_err(|e| self.corrupt(key, e))
     }
 
     fn json<T: Serialize>(&self, key: &[u8], value: &T) -> Result<Vec<u8>, OutboxError> {
@@ -415,21 +428,12 @@ impl Outbox {
         settled: &[u64],
     ) -> Result<(), OutboxError> {
         let mut batch = Batch::default();
-        for order in &changes.orders {
-            let k = key(b'o', order.id.as_bytes());
-            let v = crate::codec::to_vec(order).map_err(|e| self.corrupt(&k, e))?;
-            batch.insert(k, v);
-        }
-        for ticket in &changes.tickets {
-            let k = ticket_key(ticket.kind, &ticket.id);
-            let v = crate::codec::to_vec(ticket).map_err(|e| self.corrupt(&k, e))?;
-            batch.insert(k, v);
-        }
-        for stock in &changes.stock {
-            let k = key(b's', stock.sku.as_bytes());
-            let v = crate::codec::to_vec(stock).map_err(|e| self.corrupt(&k, e))?;
-            batch.insert(k, v);
-        }
+        self.put_records(
+            &mut batch,
+            &changes.orders,
+            &changes.tickets,
+            &changes.stock,
+        )?;
         for id in &changes.expired_orders {
             batch.remove(key(b'o', id.as_bytes()));
         }
@@ -450,15 +454,65 @@ impl Outbox {
         Ok(self.kv().apply(batch, false)?)
     }
 
+    /// Replaces the committed model with `layer` (a hub's live state as of
+    /// `layer.last_seq`, `Hub/Bootstrap`): its records, its seq as the cursor, its clock as
+    /// the store's, `lamport` as the device's own, and the queued entries in `settled`
+    /// dropped, in one synced write. The eventIds of events before it are not known.
+    pub fn replace_committed(
+        &self,
+        layer: &Layer,
+        lamport: u64,
+        settled: &[u64],
+    ) -> Result<(), OutboxError> {
+        let mut kv = self.kv();
+        let mut batch = Batch::default();
+        clear_committed(&kv, &mut batch);
+        self.put_records(
+            &mut batch,
+            layer.orders.values(),
+            layer.tickets.values(),
+            layer.stock.values(),
+        )?;
+        for number in settled {
+            batch.remove(key(b'q', &number.to_be_bytes()));
+        }
+        batch.insert(CURSOR, layer.last_seq.to_be_bytes());
+        batch.insert(LAMPORT, lamport.to_be_bytes());
+        batch.insert(STORE_LAMPORT, layer.lamport.to_be_bytes());
+        Ok(kv.apply(batch, true)?)
+    }
+
+    /// Writes orders, tickets and stock records into `batch`.
+    fn put_records<'a>(
+        &self,
+        batch: &mut Batch,
+        orders: impl IntoIterator<Item = &'a Order>,
+        tickets: impl IntoIterator<Item = &'a Ticket>,
+        stock: impl IntoIterator<Item = &'a Stock>,
+    ) -> Result<(), OutboxError> {
+        for order in orders {
+            let k = key(b'o', order.id.as_bytes());
+            let v = crate::codec::to_vec(order).map_err(|e| self.corrupt(&k, e))?;
+            batch.insert(k, v);
+        }
+        for ticket in tickets {
+            let k = ticket_key(ticket.kind, &ticket.id);
+            let v = crate::codec::to_vec(ticket).map_err(|e| self.corrupt(&k, e))?;
+            batch.insert(k, v);
+        }
+        for stock in stock {
+            let k = key(b's', stock.sku.as_bytes());
+            let v = crate::codec::to_vec(stock).map_err(|e| self.corrupt(&k, e))?;
+            batch.insert(k, v);
+        }
+        Ok(())
+    }
+
     /// Forgets the committed model (the device's copy diverged from the hub's log).
     pub fn reset_committed(&self) -> Result<(), OutboxError> {
         let mut kv = self.kv();
         let mut batch = Batch::default();
-        for (k, _) in kv.iter() {
-            if matches!(k.first(), Some(b'o' | b't' | b's' | b'e')) {
-                batch.remove(k);
-            }
-        }
+        clear_committed(&kv, &mut batch);
         batch.insert(CURSOR, 0u64.to_be_bytes());
         batch.insert(STORE_LAMPORT, 0u64.to_be_bytes());
         Ok(kv.apply(batch, true)?)

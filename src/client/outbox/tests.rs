@@ -48,7 +48,7 @@ fn write_sled_era_store(dir: &Path, queued: &[Queued], dead: &[DeadLetter]) -> L
             .expect("inserts");
     }
     for order in &changes.orders {
-        let v = bincode::serialize(order).expect("bincode");
+        let v = bincode::serialize(&crate::domain::format1::Order1::from(order)).expect("bincode");
         db.insert(key(b'o', order.id.as_bytes()), v)
             .expect("inserts");
     }
@@ -62,7 +62,13 @@ fn write_sled_era_store(dir: &Path, queued: &[Queued], dead: &[DeadLetter]) -> L
         .expect("inserts");
     db.insert(NEXT, &4u64.to_be_bytes()).expect("inserts");
     db.flush().expect("flushes");
-    model.committed().clone()
+    // What the store holds once moved over: format 1 recorded no times.
+    let mut committed = model.committed().clone();
+    for order in committed.orders.values_mut() {
+        order.created_ms = 0;
+        order.head.hub_time_ms = 0;
+    }
+    committed
 }
 
 fn sled_era_entries() -> (Vec<Queued>, Vec<DeadLetter>) {

@@ -18,7 +18,7 @@ pub use outcome::{
     outcome_to_result, read_result,
 };
 pub use read_model::{
-    UnknownEnumValue, get_order_request, is_linearizable, menu, order, order_status,
-    order_status_filter, stock, ticket, ticket_kind, ticket_kind_filter, ticket_status,
-    ticket_status_filter,
+    UnknownEnumValue, WireModelError, get_order_request, is_linearizable, menu, order,
+    order_from_pb, order_status, order_status_filter, stock, stock_from_pb, ticket, ticket_from_pb,
+    ticket_kind, ticket_kind_filter, ticket_status, ticket_status_filter,
 };

@@ -1,9 +1,11 @@
 //! Read models to their wire form (orders, tickets, stock, the menu), and the read filters
 //! of the wire back to the domain's enums.
 
+use crate::domain::Head;
 use crate::domain::inventory::Stock;
-use crate::domain::order::{Order, OrderStatus};
-use crate::domain::ticket::{Ticket, TicketKind, TicketStatus};
+use crate::domain::lock::Lock;
+use crate::domain::order::{LineItem, Modifier, Order, OrderStatus, Payment, TicketRef};
+use crate::domain::ticket::{Ticket, TicketItem, TicketKind, TicketStatus};
 use crate::menu::Menu;
 use crate::proto::pb;
 
@@ -160,6 +162,9 @@ pub fn order(order: Order) -> pb::Order {
             })
             .collect(),
         last_seq: order.head.seq,
+        head_event_id: order.head.event_id.to_string(),
+        created_at_ms: order.created_ms,
+        updated_at_ms: order.head.hub_time_ms,
     }
 }
 
@@ -181,6 +186,11 @@ pub fn ticket(ticket: Ticket) -> pb::Ticket {
             .collect(),
         status: ticket_status(ticket.status) as i32,
         version: ticket.head.version,
+        lamport: ticket.head.lamport,
+        last_seq: ticket.head.seq,
+        head_event_id: ticket.head.event_id.to_string(),
+        created_at_ms: ticket.created_ms,
+        updated_at_ms: ticket.head.hub_time_ms,
     }
 }
 
@@ -190,6 +200,179 @@ pub fn stock(stock: Stock) -> pb::Stock {
         sku: stock.sku,
         increments: stock.increments.into_iter().collect(),
         decrements: stock.decrements.into_iter().collect(),
+    }
+}
+
+/// A read model on the wire that cannot be the hub's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireModelError {
+    #[error(transparent)]
+    Enum(#[from] UnknownEnumValue),
+    #[error("{what} {id:?}: head_event_id {value:?} is not a UUID")]
+    EventId {
+        what: &'static str,
+        id: String,
+        value: String,
+    },
+}
+
+/// An empty wire string is an absent value (proto3 strings cannot tell them apart).
+fn optional(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn head_from_pb(
+    what: &'static str,
+    id: &str,
+    version: u64,
+    lamport: u64,
+    seq: u64,
+    event_id: &str,
+    hub_time_ms: u64,
+) -> Result<Head, WireModelError> {
+    let event_id = uuid::Uuid::parse_str(event_id).map_err(|_| WireModelError::EventId {
+        what,
+        id: id.to_owned(),
+        value: event_id.to_owned(),
+    })?;
+    Ok(Head {
+        version,
+        lamport,
+        event_id,
+        seq,
+        hub_time_ms,
+    })
+}
+
+fn order_status_from_pb(status: i32) -> Result<OrderStatus, UnknownEnumValue> {
+    order_status_filter(status)?.ok_or(UnknownEnumValue {
+        what: "order status",
+        value: status,
+    })
+}
+
+fn ticket_kind_from_pb(kind: i32) -> Result<TicketKind, UnknownEnumValue> {
+    ticket_kind_filter(kind)?.ok_or(UnknownEnumValue {
+        what: "ticket kind",
+        value: kind,
+    })
+}
+
+fn ticket_status_from_pb(status: i32) -> Result<TicketStatus, UnknownEnumValue> {
+    ticket_status_filter(status)?.ok_or(UnknownEnumValue {
+        what: "ticket status",
+        value: status,
+    })
+}
+
+/// An order as a hub sent it (`order`'s inverse, but for strings the wire cannot tell
+/// empty from absent).
+pub fn order_from_pb(o: pb::Order) -> Result<Order, WireModelError> {
+    let head = head_from_pb(
+        "order",
+        &o.id,
+        o.version,
+        o.lamport,
+        o.last_seq,
+        &o.head_event_id,
+        o.updated_at_ms,
+    )?;
+    let tickets = o
+        .tickets
+        .into_iter()
+        .map(|t| {
+            Ok(TicketRef {
+                kind: ticket_kind_from_pb(t.kind)?,
+                id: t.id,
+                status: ticket_status_from_pb(t.status)?,
+            })
+        })
+        .collect::<Result<_, UnknownEnumValue>>()?;
+    Ok(Order {
+        status: order_status_from_pb(o.status)?,
+        id: o.id,
+        table_number: optional(o.table_number),
+        guest_count: (o.guest_count != 0).then_some(o.guest_count),
+        currency: optional(o.currency),
+        items: o
+            .items
+            .into_iter()
+            .map(|i| LineItem {
+                id: i.id,
+                sku: i.sku,
+                name: i.name,
+                unit_price: i.unit_price,
+                quantity: i.quantity,
+                category: optional(i.category),
+                modifiers: i
+                    .modifiers
+                    .into_iter()
+                    .map(|m| Modifier {
+                        id: optional(m.id),
+                        name: m.name,
+                        price: m.price,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        total: o.total,
+        payments: o
+            .payments
+            .into_iter()
+            .map(|p| Payment {
+                method: p.method,
+                amount: p.amount,
+            })
+            .collect(),
+        head,
+        lock: o.lock.map(|l| Lock {
+            holder: l.holder,
+            user_id: optional(l.user_id),
+            expires_at_ms: l.expires_at_ms,
+        }),
+        tickets,
+        created_ms: o.created_at_ms,
+    })
+}
+
+/// A ticket as a hub sent it (see `order_from_pb`).
+pub fn ticket_from_pb(t: pb::Ticket) -> Result<Ticket, WireModelError> {
+    let head = head_from_pb(
+        "ticket",
+        &t.id,
+        t.version,
+        t.lamport,
+        t.last_seq,
+        &t.head_event_id,
+        t.updated_at_ms,
+    )?;
+    Ok(Ticket {
+        kind: ticket_kind_from_pb(t.kind)?,
+        status: ticket_status_from_pb(t.status)?,
+        id: t.id,
+        order_id: t.order_id,
+        station: optional(t.station),
+        items: t
+            .items
+            .into_iter()
+            .map(|i| TicketItem {
+                sku: optional(i.sku),
+                name: i.name,
+                quantity: i.quantity,
+                notes: optional(i.notes),
+            })
+            .collect(),
+        head,
+        created_ms: t.created_at_ms,
+    })
+}
+
+/// Stock as a hub sent it (its total is derived, so not read).
+pub fn stock_from_pb(s: pb::Stock) -> Stock {
+    Stock {
+        sku: s.sku,
+        increments: s.increments.into_iter().collect(),
+        decrements: s.decrements.into_iter().collect(),
     }
 }
 

@@ -41,7 +41,7 @@ use crate::proto::subscribe::{EventFrames, SharedFrames};
 use crate::raft_types::Response;
 use crate::raft_types::{Entry, LogId, StoredMembership};
 
-pub use reader::StateReader;
+pub use reader::{LiveState, StateReader};
 pub(super) use sled_state::SledState;
 pub(super) use sled_state::seq_from_bytes;
 

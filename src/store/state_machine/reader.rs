@@ -164,6 +164,30 @@ impl StateReader {
         )
     }
 
+    /// The orders, tickets and stock as of one applied event (`LiveState`), read in one
+    /// step: no apply falls between them.
+    pub fn live_state(&self) -> Result<LiveState, StoreError> {
+        let applied_key = keys::applied_key();
+        let pairs = self.tree().copy_prefixes(&[
+            applied_key[0],
+            keys::PREFIX_ORDER,
+            keys::PREFIX_TICKET,
+            keys::PREFIX_STOCK,
+        ]);
+        let mut live = LiveState::default();
+        for (key, value) in pairs {
+            match key.first().copied() {
+                _ if key == applied_key => live.applied = decode("applied state", &value)?,
+                Some(keys::PREFIX_ORDER) => live.orders.push(decode("order", &value)?),
+                Some(keys::PREFIX_TICKET) => live.tickets.push(decode("ticket", &value)?),
+                Some(keys::PREFIX_STOCK) => live.stocks.push(decode("stock", &value)?),
+                // Other keys under the applied prefix (none today).
+                _ => {}
+            }
+        }
+        Ok(live)
+    }
+
     /// Every order, by id.
     pub fn orders(&self) -> Result<Vec<Order>, StoreError> {
         self.scan(keys::PREFIX_ORDER, "order")
@@ -216,6 +240,18 @@ impl StateReader {
         }
         Ok(out)
     }
+}
+
+/// The live state as of `applied.last_seq`: what a device bootstraps from.
+#[derive(Debug, Default)]
+pub struct LiveState {
+    pub applied: Applied,
+    /// By id.
+    pub orders: Vec<Order>,
+    /// By kind, then id.
+    pub tickets: Vec<Ticket>,
+    /// By SKU.
+    pub stocks: Vec<Stock>,
 }
 
 /// Read models of one kind in key order, each with its cursor (its key after the prefix),

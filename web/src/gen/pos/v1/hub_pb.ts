@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pos/v1/hub.proto.
  */
 export const file_pos_v1_hub: GenFile = /*@__PURE__*/
-  fileDesc("ChBwb3MvdjEvaHViLnByb3RvEgZwb3MudjEiWgoITm9kZUluZm8SCgoCaWQYASABKAQSEwoLY2xpZW50X2FkZHIYAiABKAkSEQoJcGVlcl9hZGRyGAMgASgJEhoKBHJvbGUYBCABKA4yDC5wb3MudjEuUm9sZSIxCgxIZWxsb1JlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJEg4KBmN1cnNvchgCIAEoBCKRAQoNSGVsbG9SZXNwb25zZRIRCglsZWFkZXJfaWQYASABKAQSHwoFbm9kZXMYAiADKAsyEC5wb3MudjEuTm9kZUluZm8SEAoIbGFzdF9zZXEYAyABKAQSDwoHbGFtcG9ydBgEIAEoBBIQCghodWJfdGltZRgFIAEoBBIXCg9zbmFwc2hvdF9uZWVkZWQYBiABKAgiLgoNQXBwZW5kUmVxdWVzdBIdCgZldmVudHMYASADKAsyDS5wb3MudjEuRXZlbnQihwEKDEFwcGVuZFJlc3VsdBIQCghldmVudF9pZBgBIAEoCRIkCgZzdGF0dXMYAiABKA4yFC5wb3MudjEuQXBwZW5kU3RhdHVzEgsKA3NlcRgDIAEoBBIMCgRjb2RlGAQgASgJEg8KB21lc3NhZ2UYBSABKAkSEwoLbG9ja19ob2xkZXIYBiABKAkiNwoOQXBwZW5kUmVzcG9uc2USJQoHcmVzdWx0cxgBIAMoCzIULnBvcy52MS5BcHBlbmRSZXN1bHQiIgoQU3Vic2NyaWJlUmVxdWVzdBIOCgZjdXJzb3IYASABKAQiMgoRU3Vic2NyaWJlUmVzcG9uc2USHQoGZXZlbnRzGAEgAygLMg0ucG9zLnYxLkV2ZW50IjMKCE1vZGlmaWVyEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFcHJpY2UYAyABKAMijgEKCExpbmVJdGVtEgoKAmlkGAEgASgJEgsKA3NrdRgCIAEoCRIMCgRuYW1lGAMgASgJEhIKCnVuaXRfcHJpY2UYBCABKAMSEAoIcXVhbnRpdHkYBSABKAMSEAoIY2F0ZWdvcnkYBiABKAkSIwoJbW9kaWZpZXJzGAcgAygLMhAucG9zLnYxLk1vZGlmaWVyIikKB1BheW1lbnQSDgoGbWV0aG9kGAEgASgJEg4KBmFtb3VudBgCIAEoAyI+CgRMb2NrEg4KBmhvbGRlchgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhUKDWV4cGlyZXNfYXRfbXMYAyABKAQiXwoJVGlja2V0UmVmEiAKBGtpbmQYASABKA4yEi5wb3MudjEuVGlja2V0S2luZBIKCgJpZBgCIAEoCRIkCgZzdGF0dXMYAyABKA4yFC5wb3MudjEuVGlja2V0U3RhdHVzIrwCCgVPcmRlchIKCgJpZBgBIAEoCRIjCgZzdGF0dXMYAiABKA4yEy5wb3MudjEuT3JkZXJTdGF0dXMSFAoMdGFibGVfbnVtYmVyGAMgASgJEhMKC2d1ZXN0X2NvdW50GAQgASgDEhAKCGN1cnJlbmN5GAUgASgJEh8KBWl0ZW1zGAYgAygLMhAucG9zLnYxLkxpbmVJdGVtEg0KBXRvdGFsGAcgASgDEiEKCHBheW1lbnRzGAggAygLMg8ucG9zLnYxLlBheW1lbnQSDwoHdmVyc2lvbhgJIAEoBBIPCgdsYW1wb3J0GAogASgEEhoKBGxvY2sYCyABKAsyDC5wb3MudjEuTG9jaxIiCgd0aWNrZXRzGAwgAygLMhEucG9zLnYxLlRpY2tldFJlZhIQCghsYXN0X3NlcRgNIAEoBCJICgpUaWNrZXRJdGVtEgsKA3NrdRgBIAEoCRIMCgRuYW1lGAIgASgJEhAKCHF1YW50aXR5GAMgASgDEg0KBW5vdGVzGAQgASgJIrMBCgZUaWNrZXQSIAoEa2luZBgBIAEoDjISLnBvcy52MS5UaWNrZXRLaW5kEgoKAmlkGAIgASgJEhAKCG9yZGVyX2lkGAMgASgJEg8KB3N0YXRpb24YBCABKAkSIQoFaXRlbXMYBSADKAsyEi5wb3MudjEuVGlja2V0SXRlbRIkCgZzdGF0dXMYBiABKA4yFC5wb3MudjEuVGlja2V0U3RhdHVzEg8KB3ZlcnNpb24YByABKAQi7wEKBVN0b2NrEgsKA3NrdRgBIAEoCRINCgV0b3RhbBgCIAEoAxIxCgppbmNyZW1lbnRzGAMgAygLMh0ucG9zLnYxLlN0b2NrLkluY3JlbWVudHNFbnRyeRIxCgpkZWNyZW1lbnRzGAQgAygLMh0ucG9zLnYxLlN0b2NrLkRlY3JlbWVudHNFbnRyeRoxCg9JbmNyZW1lbnRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgEOgI4ARoxCg9EZWNyZW1lbnRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgEOgI4ASJNCg9HZXRPcmRlclJlcXVlc3QSEAoIb3JkZXJfaWQYASABKAkSKAoLY29uc2lzdGVuY3kYAiABKA4yEy5wb3MudjEuQ29uc2lzdGVuY3kiMAoQR2V0T3JkZXJSZXNwb25zZRIcCgVvcmRlchgBIAEoCzINLnBvcy52MS5PcmRlciKAAQoRTGlzdE9yZGVyc1JlcXVlc3QSIwoGc3RhdHVzGAEgASgOMhMucG9zLnYxLk9yZGVyU3RhdHVzEigKC2NvbnNpc3RlbmN5GAIgASgOMhMucG9zLnYxLkNvbnNpc3RlbmN5Eg0KBWxpbWl0GAMgASgNEg0KBWFmdGVyGAQgASgJIkEKEkxpc3RPcmRlcnNSZXNwb25zZRIdCgZvcmRlcnMYASADKAsyDS5wb3MudjEuT3JkZXISDAoEbmV4dBgCIAEoCSJqChNHZXRJbnZlbnRvcnlSZXF1ZXN0EgsKA3NrdRgBIAEoCRIoCgtjb25zaXN0ZW5jeRgCIAEoDjITLnBvcy52MS5Db25zaXN0ZW5jeRINCgVsaW1pdBgDIAEoDRINCgVhZnRlchgEIAEoCSJDChRHZXRJbnZlbnRvcnlSZXNwb25zZRIdCgZzdG9ja3MYASADKAsyDS5wb3MudjEuU3RvY2sSDAoEbmV4dBgCIAEoCSKkAQoSTGlzdFRpY2tldHNSZXF1ZXN0EiAKBGtpbmQYASABKA4yEi5wb3MudjEuVGlja2V0S2luZBIkCgZzdGF0dXMYAiABKA4yFC5wb3MudjEuVGlja2V0U3RhdHVzEigKC2NvbnNpc3RlbmN5GAMgASgOMhMucG9zLnYxLkNvbnNpc3RlbmN5Eg0KBWxpbWl0GAQgASgNEg0KBWFmdGVyGAUgASgJIkQKE0xpc3RUaWNrZXRzUmVzcG9uc2USHwoHdGlja2V0cxgBIAMoCzIOLnBvcy52MS5UaWNrZXQSDAoEbmV4dBgCIAEoCSI3CgxNZW51TW9kaWZpZXISCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRINCgVwcmljZRgDIAEoAyKAAQoITWVudUl0ZW0SCwoDc2t1GAEgASgJEgwKBG5hbWUYAiABKAkSDQoFcHJpY2UYAyABKAMSEAoIY2F0ZWdvcnkYBCABKAkSDwoHc3RhdGlvbhgFIAEoCRInCgltb2RpZmllcnMYBiADKAsyFC5wb3MudjEuTWVudU1vZGlmaWVyIhAKDkdldE1lbnVSZXF1ZXN0IlIKD0dldE1lbnVSZXNwb25zZRIQCghjdXJyZW5jeRgBIAEoCRIfCgVpdGVtcxgCIAMoCzIQLnBvcy52MS5NZW51SXRlbRIMCgRuYW1lGAMgASgJIhYKFENsdXN0ZXJTdGF0dXNSZXF1ZXN0IqsBChVDbHVzdGVyU3RhdHVzUmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoBBIRCglsZWFkZXJfaWQYAiABKAQSDAoEdGVybRgDIAEoBBIfCgVub2RlcxgEIAMoCzIQLnBvcy52MS5Ob2RlSW5mbxIWCg5sYXN0X2xvZ19pbmRleBgFIAEoBBIVCg1hcHBsaWVkX2luZGV4GAYgASgEEhAKCGxhc3Rfc2VxGAcgASgEIkQKDkFkZE5vZGVSZXF1ZXN0EgoKAmlkGAEgASgEEhEKCXBlZXJfYWRkchgCIAEoCRITCgtjbGllbnRfYWRkchgDIAEoCSIfChFSZW1vdmVOb2RlUmVxdWVzdBIKCgJpZBgBIAEoBCIjChVUcmFuc2ZlckxlYWRlclJlcXVlc3QSCgoCdG8YASABKAQqZgoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDwoLUk9MRV9MRUFERVIQARIRCg1ST0xFX0ZPTExPV0VSEAISEAoMUk9MRV9MRUFSTkVSEAMSEgoOUk9MRV9DQU5ESURBVEUQBCqCAQoMQXBwZW5kU3RhdHVzEh0KGUFQUEVORF9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZBUFBFTkRfU1RBVFVTX0FDQ0VQVEVEEAESGwoXQVBQRU5EX1NUQVRVU19EVVBMSUNBVEUQAhIaChZBUFBFTkRfU1RBVFVTX1JFSkVDVEVEEAMqQgoLQ29uc2lzdGVuY3kSFQoRQ09OU0lTVEVOQ1lfTE9DQUwQABIcChhDT05TSVNURU5DWV9MSU5FQVJJWkFCTEUQASqQAQoLT3JkZXJTdGF0dXMSHAoYT1JERVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTT1JERVJfU1RBVFVTX0FDVElWRRABEhcKE09SREVSX1NUQVRVU19QQVJLRUQQAhIVChFPUkRFUl9TVEFUVVNfUEFJRBADEhoKFk9SREVSX1NUQVRVU19DQU5DRUxMRUQQBCpTCgpUaWNrZXRLaW5kEhsKF1RJQ0tFVF9LSU5EX1VOU1BFQ0lGSUVEEAASEwoPVElDS0VUX0tJTkRfS0RTEAESEwoPVElDS0VUX0tJTkRfQkRTEAIqeQoMVGlja2V0U3RhdHVzEh0KGVRJQ0tFVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVUSUNLRVRfU1RBVFVTX0NSRUFURUQQARIXChNUSUNLRVRfU1RBVFVTX0FDS0VEEAISFgoSVElDS0VUX1NUQVRVU19ET05FEAMyiwQKA0h1YhI0CgVIZWxsbxIULnBvcy52MS5IZWxsb1JlcXVlc3QaFS5wb3MudjEuSGVsbG9SZXNwb25zZRI3CgZBcHBlbmQSFS5wb3MudjEuQXBwZW5kUmVxdWVzdBoWLnBvcy52MS5BcHBlbmRSZXNwb25zZRJCCglTdWJzY3JpYmUSGC5wb3MudjEuU3Vic2NyaWJlUmVxdWVzdBoZLnBvcy52MS5TdWJzY3JpYmVSZXNwb25zZTABEj0KCEdldE9yZGVyEhcucG9zLnYxLkdldE9yZGVyUmVxdWVzdBoYLnBvcy52MS5HZXRPcmRlclJlc3BvbnNlEkMKCkxpc3RPcmRlcnMSGS5wb3MudjEuTGlzdE9yZGVyc1JlcXVlc3QaGi5wb3MudjEuTGlzdE9yZGVyc1Jlc3BvbnNlEkkKDEdldEludmVudG9yeRIbLnBvcy52MS5HZXRJbnZlbnRvcnlSZXF1ZXN0GhwucG9zLnYxLkdldEludmVudG9yeVJlc3BvbnNlEkYKC0xpc3RUaWNrZXRzEhoucG9zLnYxLkxpc3RUaWNrZXRzUmVxdWVzdBobLnBvcy52MS5MaXN0VGlja2V0c1Jlc3BvbnNlEjoKB0dldE1lbnUSFi5wb3MudjEuR2V0TWVudVJlcXVlc3QaFy5wb3MudjEuR2V0TWVudVJlc3BvbnNlMqoCCgdDbHVzdGVyEkUKBlN0YXR1cxIcLnBvcy52MS5DbHVzdGVyU3RhdHVzUmVxdWVzdBodLnBvcy52MS5DbHVzdGVyU3RhdHVzUmVzcG9uc2USQAoHQWRkTm9kZRIWLnBvcy52MS5BZGROb2RlUmVxdWVzdBodLnBvcy52MS5DbHVzdGVyU3RhdHVzUmVzcG9uc2USRgoKUmVtb3ZlTm9kZRIZLnBvcy52MS5SZW1vdmVOb2RlUmVxdWVzdBodLnBvcy52MS5DbHVzdGVyU3RhdHVzUmVzcG9uc2USTgoOVHJhbnNmZXJMZWFkZXISHS5wb3MudjEuVHJhbnNmZXJMZWFkZXJSZXF1ZXN0Gh0ucG9zLnYxLkNsdXN0ZXJTdGF0dXNSZXNwb25zZWIGcHJvdG8z", [file_pos_v1_events]);
+  fileDesc("ChBwb3MvdjEvaHViLnByb3RvEgZwb3MudjEiWgoITm9kZUluZm8SCgoCaWQYASABKAQSEwoLY2xpZW50X2FkZHIYAiABKAkSEQoJcGVlcl9hZGRyGAMgASgJEhoKBHJvbGUYBCABKA4yDC5wb3MudjEuUm9sZSIxCgxIZWxsb1JlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJEg4KBmN1cnNvchgCIAEoBCKRAQoNSGVsbG9SZXNwb25zZRIRCglsZWFkZXJfaWQYASABKAQSHwoFbm9kZXMYAiADKAsyEC5wb3MudjEuTm9kZUluZm8SEAoIbGFzdF9zZXEYAyABKAQSDwoHbGFtcG9ydBgEIAEoBBIQCghodWJfdGltZRgFIAEoBBIXCg9zbmFwc2hvdF9uZWVkZWQYBiABKAgiLgoNQXBwZW5kUmVxdWVzdBIdCgZldmVudHMYASADKAsyDS5wb3MudjEuRXZlbnQihwEKDEFwcGVuZFJlc3VsdBIQCghldmVudF9pZBgBIAEoCRIkCgZzdGF0dXMYAiABKA4yFC5wb3MudjEuQXBwZW5kU3RhdHVzEgsKA3NlcRgDIAEoBBIMCgRjb2RlGAQgASgJEg8KB21lc3NhZ2UYBSABKAkSEwoLbG9ja19ob2xkZXIYBiABKAkiNwoOQXBwZW5kUmVzcG9uc2USJQoHcmVzdWx0cxgBIAMoCzIULnBvcy52MS5BcHBlbmRSZXN1bHQiIgoQU3Vic2NyaWJlUmVxdWVzdBIOCgZjdXJzb3IYASABKAQiMgoRU3Vic2NyaWJlUmVzcG9uc2USHQoGZXZlbnRzGAEgAygLMg0ucG9zLnYxLkV2ZW50IjMKCE1vZGlmaWVyEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFcHJpY2UYAyABKAMijgEKCExpbmVJdGVtEgoKAmlkGAEgASgJEgsKA3NrdRgCIAEoCRIMCgRuYW1lGAMgASgJEhIKCnVuaXRfcHJpY2UYBCABKAMSEAoIcXVhbnRpdHkYBSABKAMSEAoIY2F0ZWdvcnkYBiABKAkSIwoJbW9kaWZpZXJzGAcgAygLMhAucG9zLnYxLk1vZGlmaWVyIikKB1BheW1lbnQSDgoGbWV0aG9kGAEgASgJEg4KBmFtb3VudBgCIAEoAyI+CgRMb2NrEg4KBmhvbGRlchgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhUKDWV4cGlyZXNfYXRfbXMYAyABKAQiXwoJVGlja2V0UmVmEiAKBGtpbmQYASABKA4yEi5wb3MudjEuVGlja2V0S2luZBIKCgJpZBgCIAEoCRIkCgZzdGF0dXMYAyABKA4yFC5wb3MudjEuVGlja2V0U3RhdHVzIoEDCgVPcmRlchIKCgJpZBgBIAEoCRIjCgZzdGF0dXMYAiABKA4yEy5wb3MudjEuT3JkZXJTdGF0dXMSFAoMdGFibGVfbnVtYmVyGAMgASgJEhMKC2d1ZXN0X2NvdW50GAQgASgDEhAKCGN1cnJlbmN5GAUgASgJEh8KBWl0ZW1zGAYgAygLMhAucG9zLnYxLkxpbmVJdGVtEg0KBXRvdGFsGAcgASgDEiEKCHBheW1lbnRzGAggAygLMg8ucG9zLnYxLlBheW1lbnQSDwoHdmVyc2lvbhgJIAEoBBIPCgdsYW1wb3J0GAogASgEEhoKBGxvY2sYCyABKAsyDC5wb3MudjEuTG9jaxIiCgd0aWNrZXRzGAwgAygLMhEucG9zLnYxLlRpY2tldFJlZhIQCghsYXN0X3NlcRgNIAEoBBIVCg1oZWFkX2V2ZW50X2lkGA4gASgJEhUKDWNyZWF0ZWRfYXRfbXMYDyABKAQSFQoNdXBkYXRlZF9hdF9tcxgQIAEoBCJICgpUaWNrZXRJdGVtEgsKA3NrdRgBIAEoCRIMCgRuYW1lGAIgASgJEhAKCHF1YW50aXR5GAMgASgDEg0KBW5vdGVzGAQgASgJIpsCCgZUaWNrZXQSIAoEa2luZBgBIAEoDjISLnBvcy52MS5UaWNrZXRLaW5kEgoKAmlkGAIgASgJEhAKCG9yZGVyX2lkGAMgASgJEg8KB3N0YXRpb24YBCABKAkSIQoFaXRlbXMYBSADKAsyEi5wb3MudjEuVGlja2V0SXRlbRIkCgZzdGF0dXMYBiABKA4yFC5wb3MudjEuVGlja2V0U3RhdHVzEg8KB3ZlcnNpb24YByABKAQSDwoHbGFtcG9ydBgIIAEoBBIQCghsYXN0X3NlcRgJIAEoBBIVCg1oZWFkX2V2ZW50X2lkGAogASgJEhUKDWNyZWF0ZWRfYXRfbXMYCyABKAQSFQoNdXBkYXRlZF9hdF9tcxgMIAEoBCLvAQoFU3RvY2sSCwoDc2t1GAEgASgJEg0KBXRvdGFsGAIgASgDEjEKCmluY3JlbWVudHMYAyADKAsyHS5wb3MudjEuU3RvY2suSW5jcmVtZW50c0VudHJ5EjEKCmRlY3JlbWVudHMYBCADKAsyHS5wb3MudjEuU3RvY2suRGVjcmVtZW50c0VudHJ5GjEKD0luY3JlbWVudHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAQ6AjgBGjEKD0RlY3JlbWVudHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAQ6AjgBIjwKEEJvb3RzdHJhcFJlcXVlc3QSKAoLY29uc2lzdGVuY3kYASABKA4yEy5wb3MudjEuQ29uc2lzdGVuY3kingEKEUJvb3RzdHJhcFJlc3BvbnNlEgsKA3NlcRgBIAEoBBIPCgdsYW1wb3J0GAIgASgEEh0KBm9yZGVycxgDIAMoCzINLnBvcy52MS5PcmRlchIfCgd0aWNrZXRzGAQgAygLMg4ucG9zLnYxLlRpY2tldBIdCgZzdG9ja3MYBSADKAsyDS5wb3MudjEuU3RvY2sSDAoEbGFzdBgGIAEoCCJNCg9HZXRPcmRlclJlcXVlc3QSEAoIb3JkZXJfaWQYASABKAkSKAoLY29uc2lzdGVuY3kYAiABKA4yEy5wb3MudjEuQ29uc2lzdGVuY3kiMAoQR2V0T3JkZXJSZXNwb25zZRIcCgVvcmRlchgBIAEoCzINLnBvcy52MS5PcmRlciKAAQoRTGlzdE9yZGVyc1JlcXVlc3QSIwoGc3RhdHVzGAEgASgOMhMucG9zLnYxLk9yZGVyU3RhdHVzEigKC2NvbnNpc3RlbmN5GAIgASgOMhMucG9zLnYxLkNvbnNpc3RlbmN5Eg0KBWxpbWl0GAMgASgNEg0KBWFmdGVyGAQgASgJIkEKEkxpc3RPcmRlcnNSZXNwb25zZRIdCgZvcmRlcnMYASADKAsyDS5wb3MudjEuT3JkZXISDAoEbmV4dBgCIAEoCSJqChNHZXRJbnZlbnRvcnlSZXF1ZXN0EgsKA3NrdRgBIAEoCRIoCgtjb25zaXN0ZW5jeRgCIAEoDjITLnBvcy52MS5Db25zaXN0ZW5jeRINCgVsaW1pdBgDIAEoDRINCgVhZnRlchgEIAEoCSJDChRHZXRJbnZlbnRvcnlSZXNwb25zZRIdCgZzdG9ja3MYASADKAsyDS5wb3MudjEuU3RvY2sSDAoEbmV4dBgCIAEoCSKkAQoSTGlzdFRpY2tldHNSZXF1ZXN0EiAKBGtpbmQYASABKA4yEi5wb3MudjEuVGlja2V0S2luZBIkCgZzdGF0dXMYAiABKA4yFC5wb3MudjEuVGlja2V0U3RhdHVzEigKC2NvbnNpc3RlbmN5GAMgASgOMhMucG9zLnYxLkNvbnNpc3RlbmN5Eg0KBWxpbWl0GAQgASgNEg0KBWFmdGVyGAUgASgJIkQKE0xpc3RUaWNrZXRzUmVzcG9uc2USHwoHdGlja2V0cxgBIAMoCzIOLnBvcy52MS5UaWNrZXQSDAoEbmV4dBgCIAEoCSI3CgxNZW51TW9kaWZpZXISCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRINCgVwcmljZRgDIAEoAyKAAQoITWVudUl0ZW0SCwoDc2t1GAEgASgJEgwKBG5hbWUYAiABKAkSDQoFcHJpY2UYAyABKAMSEAoIY2F0ZWdvcnkYBCABKAkSDwoHc3RhdGlvbhgFIAEoCRInCgltb2RpZmllcnMYBiADKAsyFC5wb3MudjEuTWVudU1vZGlmaWVyIhAKDkdldE1lbnVSZXF1ZXN0IlIKD0dldE1lbnVSZXNwb25zZRIQCghjdXJyZW5jeRgBIAEoCRIfCgVpdGVtcxgCIAMoCzIQLnBvcy52MS5NZW51SXRlbRIMCgRuYW1lGAMgASgJIhYKFENsdXN0ZXJTdGF0dXNSZXF1ZXN0IqsBChVDbHVzdGVyU3RhdHVzUmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoBBIRCglsZWFkZXJfaWQYAiABKAQSDAoEdGVybRgDIAEoBBIfCgVub2RlcxgEIAMoCzIQLnBvcy52MS5Ob2RlSW5mbxIWCg5sYXN0X2xvZ19pbmRleBgFIAEoBBIVCg1hcHBsaWVkX2luZGV4GAYgASgEEhAKCGxhc3Rfc2VxGAcgASgEIkQKDkFkZE5vZGVSZXF1ZXN0EgoKAmlkGAEgASgEEhEKCXBlZXJfYWRkchgCIAEoCRITCgtjbGllbnRfYWRkchgDIAEoCSIfChFSZW1vdmVOb2RlUmVxdWVzdBIKCgJpZBgBIAEoBCIjChVUcmFuc2ZlckxlYWRlclJlcXVlc3QSCgoCdG8YASABKAQqZgoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDwoLUk9MRV9MRUFERVIQARIRCg1ST0xFX0ZPTExPV0VSEAISEAoMUk9MRV9MRUFSTkVSEAMSEgoOUk9MRV9DQU5ESURBVEUQBCqCAQoMQXBwZW5kU3RhdHVzEh0KGUFQUEVORF9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZBUFBFTkRfU1RBVFVTX0FDQ0VQVEVEEAESGwoXQVBQRU5EX1NUQVRVU19EVVBMSUNBVEUQAhIaChZBUFBFTkRfU1RBVFVTX1JFSkVDVEVEEAMqQgoLQ29uc2lzdGVuY3kSFQoRQ09OU0lTVEVOQ1lfTE9DQUwQABIcChhDT05TSVNURU5DWV9MSU5FQVJJWkFCTEUQASqQAQoLT3JkZXJTdGF0dXMSHAoYT1JERVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTT1JERVJfU1RBVFVTX0FDVElWRRABEhcKE09SREVSX1NUQVRVU19QQVJLRUQQAhIVChFPUkRFUl9TVEFUVVNfUEFJRBADEhoKFk9SREVSX1NUQVRVU19DQU5DRUxMRUQQBCpTCgpUaWNrZXRLaW5kEhsKF1RJQ0tFVF9LSU5EX1VOU1BFQ0lGSUVEEAASEwoPVElDS0VUX0tJTkRfS0RTEAESEwoPVElDS0VUX0tJTkRfQkRTEAIqeQoMVGlja2V0U3RhdHVzEh0KGVRJQ0tFVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVUSUNLRVRfU1RBVFVTX0NSRUFURUQQARIXChNUSUNLRVRfU1RBVFVTX0FDS0VEEAISFgoSVElDS0VUX1NUQVRVU19ET05FEAMyzwQKA0h1YhI0CgVIZWxsbxIULnBvcy52MS5IZWxsb1JlcXVlc3QaFS5wb3MudjEuSGVsbG9SZXNwb25zZRI3CgZBcHBlbmQSFS5wb3MudjEuQXBwZW5kUmVxdWVzdBoWLnBvcy52MS5BcHBlbmRSZXNwb25zZRJCCglTdWJzY3JpYmUSGC5wb3MudjEuU3Vic2NyaWJlUmVxdWVzdBoZLnBvcy52MS5TdWJzY3JpYmVSZXNwb25zZTABEj0KCEdldE9yZGVyEhcucG9zLnYxLkdldE9yZGVyUmVxdWVzdBoYLnBvcy52MS5HZXRPcmRlclJlc3BvbnNlEkMKCkxpc3RPcmRlcnMSGS5wb3MudjEuTGlzdE9yZGVyc1JlcXVlc3QaGi5wb3MudjEuTGlzdE9yZGVyc1Jlc3BvbnNlEkkKDEdldEludmVudG9yeRIbLnBvcy52MS5HZXRJbnZlbnRvcnlSZXF1ZXN0GhwucG9zLnYxLkdldEludmVudG9yeVJlc3BvbnNlEkYKC0xpc3RUaWNrZXRzEhoucG9zLnYxLkxpc3RUaWNrZXRzUmVxdWVzdBobLnBvcy52MS5MaXN0VGlja2V0c1Jlc3BvbnNlEjoKB0dldE1lbnUSFi5wb3MudjEuR2V0TWVudVJlcXVlc3QaFy5wb3MudjEuR2V0TWVudVJlc3BvbnNlEkIKCUJvb3RzdHJhcBIYLnBvcy52MS5Cb290c3RyYXBSZXF1ZXN0GhkucG9zLnYxLkJvb3RzdHJhcFJlc3BvbnNlMAEyqgIKB0NsdXN0ZXISRQoGU3RhdHVzEhwucG9zLnYxLkNsdXN0ZXJTdGF0dXNSZXF1ZXN0Gh0ucG9zLnYxLkNsdXN0ZXJTdGF0dXNSZXNwb25zZRJACgdBZGROb2RlEhYucG9zLnYxLkFkZE5vZGVSZXF1ZXN0Gh0ucG9zLnYxLkNsdXN0ZXJTdGF0dXNSZXNwb25zZRJGCgpSZW1vdmVOb2RlEhkucG9zLnYxLlJlbW92ZU5vZGVSZXF1ZXN0Gh0ucG9zLnYxLkNsdXN0ZXJTdGF0dXNSZXNwb25zZRJOCg5UcmFuc2ZlckxlYWRlchIdLnBvcy52MS5UcmFuc2ZlckxlYWRlclJlcXVlc3QaHS5wb3MudjEuQ2x1c3RlclN0YXR1c1Jlc3BvbnNlYgZwcm90bzM", [file_pos_v1_events]);
 
 /**
  * @generated from message pos.v1.NodeInfo
@@ -468,6 +468,26 @@ export type Order = Message<"pos.v1.Order"> & {
    * @generated from field: uint64 last_seq = 13;
    */
   lastSeq: bigint;
+
+  /**
+   * The eventId of that event: with `lamport`, what a forced edit must beat.
+   *
+   * @generated from field: string head_event_id = 14;
+   */
+  headEventId: string;
+
+  /**
+   * Hub times (ms since the Unix epoch) of the order.created and of the last change;
+   * 0 when not recorded (an order moved over from data format 1).
+   *
+   * @generated from field: uint64 created_at_ms = 15;
+   */
+  createdAtMs: bigint;
+
+  /**
+   * @generated from field: uint64 updated_at_ms = 16;
+   */
+  updatedAtMs: bigint;
 };
 
 /**
@@ -547,6 +567,36 @@ export type Ticket = Message<"pos.v1.Ticket"> & {
    * @generated from field: uint64 version = 7;
    */
   version: bigint;
+
+  /**
+   * Of the last event that changed the ticket, as on Order.
+   *
+   * @generated from field: uint64 lamport = 8;
+   */
+  lamport: bigint;
+
+  /**
+   * @generated from field: uint64 last_seq = 9;
+   */
+  lastSeq: bigint;
+
+  /**
+   * @generated from field: string head_event_id = 10;
+   */
+  headEventId: string;
+
+  /**
+   * Hub times (ms) of the ticket's creation and of its last change (when done: when it
+   * was done); 0 when not recorded.
+   *
+   * @generated from field: uint64 created_at_ms = 11;
+   */
+  createdAtMs: bigint;
+
+  /**
+   * @generated from field: uint64 updated_at_ms = 12;
+   */
+  updatedAtMs: bigint;
 };
 
 /**
@@ -589,6 +639,71 @@ export const StockSchema: GenMessage<Stock> = /*@__PURE__*/
   messageDesc(file_pos_v1_hub, 16);
 
 /**
+ * @generated from message pos.v1.BootstrapRequest
+ */
+export type BootstrapRequest = Message<"pos.v1.BootstrapRequest"> & {
+  /**
+   * @generated from field: pos.v1.Consistency consistency = 1;
+   */
+  consistency: Consistency;
+};
+
+/**
+ * Describes the message pos.v1.BootstrapRequest.
+ * Use `create(BootstrapRequestSchema)` to create a new message.
+ */
+export const BootstrapRequestSchema: GenMessage<BootstrapRequest> = /*@__PURE__*/
+  messageDesc(file_pos_v1_hub, 17);
+
+/**
+ * @generated from message pos.v1.BootstrapResponse
+ */
+export type BootstrapResponse = Message<"pos.v1.BootstrapResponse"> & {
+  /**
+   * The seq of the last event the state includes: subscribe with this cursor.
+   *
+   * @generated from field: uint64 seq = 1;
+   */
+  seq: bigint;
+
+  /**
+   * The store's clock at that seq (as HelloResponse.lamport).
+   *
+   * @generated from field: uint64 lamport = 2;
+   */
+  lamport: bigint;
+
+  /**
+   * @generated from field: repeated pos.v1.Order orders = 3;
+   */
+  orders: Order[];
+
+  /**
+   * @generated from field: repeated pos.v1.Ticket tickets = 4;
+   */
+  tickets: Ticket[];
+
+  /**
+   * @generated from field: repeated pos.v1.Stock stocks = 5;
+   */
+  stocks: Stock[];
+
+  /**
+   * Set on the final message: the state is complete.
+   *
+   * @generated from field: bool last = 6;
+   */
+  last: boolean;
+};
+
+/**
+ * Describes the message pos.v1.BootstrapResponse.
+ * Use `create(BootstrapResponseSchema)` to create a new message.
+ */
+export const BootstrapResponseSchema: GenMessage<BootstrapResponse> = /*@__PURE__*/
+  messageDesc(file_pos_v1_hub, 18);
+
+/**
  * @generated from message pos.v1.GetOrderRequest
  */
 export type GetOrderRequest = Message<"pos.v1.GetOrderRequest"> & {
@@ -608,7 +723,7 @@ export type GetOrderRequest = Message<"pos.v1.GetOrderRequest"> & {
  * Use `create(GetOrderRequestSchema)` to create a new message.
  */
 export const GetOrderRequestSchema: GenMessage<GetOrderRequest> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 17);
+  messageDesc(file_pos_v1_hub, 19);
 
 /**
  * @generated from message pos.v1.GetOrderResponse
@@ -625,7 +740,7 @@ export type GetOrderResponse = Message<"pos.v1.GetOrderResponse"> & {
  * Use `create(GetOrderResponseSchema)` to create a new message.
  */
 export const GetOrderResponseSchema: GenMessage<GetOrderResponse> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 18);
+  messageDesc(file_pos_v1_hub, 20);
 
 /**
  * @generated from message pos.v1.ListOrdersRequest
@@ -662,7 +777,7 @@ export type ListOrdersRequest = Message<"pos.v1.ListOrdersRequest"> & {
  * Use `create(ListOrdersRequestSchema)` to create a new message.
  */
 export const ListOrdersRequestSchema: GenMessage<ListOrdersRequest> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 19);
+  messageDesc(file_pos_v1_hub, 21);
 
 /**
  * @generated from message pos.v1.ListOrdersResponse
@@ -686,7 +801,7 @@ export type ListOrdersResponse = Message<"pos.v1.ListOrdersResponse"> & {
  * Use `create(ListOrdersResponseSchema)` to create a new message.
  */
 export const ListOrdersResponseSchema: GenMessage<ListOrdersResponse> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 20);
+  messageDesc(file_pos_v1_hub, 22);
 
 /**
  * @generated from message pos.v1.GetInventoryRequest
@@ -723,7 +838,7 @@ export type GetInventoryRequest = Message<"pos.v1.GetInventoryRequest"> & {
  * Use `create(GetInventoryRequestSchema)` to create a new message.
  */
 export const GetInventoryRequestSchema: GenMessage<GetInventoryRequest> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 21);
+  messageDesc(file_pos_v1_hub, 23);
 
 /**
  * @generated from message pos.v1.GetInventoryResponse
@@ -747,7 +862,7 @@ export type GetInventoryResponse = Message<"pos.v1.GetInventoryResponse"> & {
  * Use `create(GetInventoryResponseSchema)` to create a new message.
  */
 export const GetInventoryResponseSchema: GenMessage<GetInventoryResponse> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 22);
+  messageDesc(file_pos_v1_hub, 24);
 
 /**
  * @generated from message pos.v1.ListTicketsRequest
@@ -787,7 +902,7 @@ export type ListTicketsRequest = Message<"pos.v1.ListTicketsRequest"> & {
  * Use `create(ListTicketsRequestSchema)` to create a new message.
  */
 export const ListTicketsRequestSchema: GenMessage<ListTicketsRequest> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 23);
+  messageDesc(file_pos_v1_hub, 25);
 
 /**
  * @generated from message pos.v1.ListTicketsResponse
@@ -811,7 +926,7 @@ export type ListTicketsResponse = Message<"pos.v1.ListTicketsResponse"> & {
  * Use `create(ListTicketsResponseSchema)` to create a new message.
  */
 export const ListTicketsResponseSchema: GenMessage<ListTicketsResponse> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 24);
+  messageDesc(file_pos_v1_hub, 26);
 
 /**
  * @generated from message pos.v1.MenuModifier
@@ -840,7 +955,7 @@ export type MenuModifier = Message<"pos.v1.MenuModifier"> & {
  * Use `create(MenuModifierSchema)` to create a new message.
  */
 export const MenuModifierSchema: GenMessage<MenuModifier> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 25);
+  messageDesc(file_pos_v1_hub, 27);
 
 /**
  * @generated from message pos.v1.MenuItem
@@ -888,7 +1003,7 @@ export type MenuItem = Message<"pos.v1.MenuItem"> & {
  * Use `create(MenuItemSchema)` to create a new message.
  */
 export const MenuItemSchema: GenMessage<MenuItem> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 26);
+  messageDesc(file_pos_v1_hub, 28);
 
 /**
  * @generated from message pos.v1.GetMenuRequest
@@ -901,7 +1016,7 @@ export type GetMenuRequest = Message<"pos.v1.GetMenuRequest"> & {
  * Use `create(GetMenuRequestSchema)` to create a new message.
  */
 export const GetMenuRequestSchema: GenMessage<GetMenuRequest> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 27);
+  messageDesc(file_pos_v1_hub, 29);
 
 /**
  * @generated from message pos.v1.GetMenuResponse
@@ -932,7 +1047,7 @@ export type GetMenuResponse = Message<"pos.v1.GetMenuResponse"> & {
  * Use `create(GetMenuResponseSchema)` to create a new message.
  */
 export const GetMenuResponseSchema: GenMessage<GetMenuResponse> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 28);
+  messageDesc(file_pos_v1_hub, 30);
 
 /**
  * @generated from message pos.v1.ClusterStatusRequest
@@ -945,7 +1060,7 @@ export type ClusterStatusRequest = Message<"pos.v1.ClusterStatusRequest"> & {
  * Use `create(ClusterStatusRequestSchema)` to create a new message.
  */
 export const ClusterStatusRequestSchema: GenMessage<ClusterStatusRequest> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 29);
+  messageDesc(file_pos_v1_hub, 31);
 
 /**
  * @generated from message pos.v1.ClusterStatusResponse
@@ -992,7 +1107,7 @@ export type ClusterStatusResponse = Message<"pos.v1.ClusterStatusResponse"> & {
  * Use `create(ClusterStatusResponseSchema)` to create a new message.
  */
 export const ClusterStatusResponseSchema: GenMessage<ClusterStatusResponse> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 30);
+  messageDesc(file_pos_v1_hub, 32);
 
 /**
  * @generated from message pos.v1.AddNodeRequest
@@ -1019,7 +1134,7 @@ export type AddNodeRequest = Message<"pos.v1.AddNodeRequest"> & {
  * Use `create(AddNodeRequestSchema)` to create a new message.
  */
 export const AddNodeRequestSchema: GenMessage<AddNodeRequest> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 31);
+  messageDesc(file_pos_v1_hub, 33);
 
 /**
  * @generated from message pos.v1.RemoveNodeRequest
@@ -1036,7 +1151,7 @@ export type RemoveNodeRequest = Message<"pos.v1.RemoveNodeRequest"> & {
  * Use `create(RemoveNodeRequestSchema)` to create a new message.
  */
 export const RemoveNodeRequestSchema: GenMessage<RemoveNodeRequest> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 32);
+  messageDesc(file_pos_v1_hub, 34);
 
 /**
  * @generated from message pos.v1.TransferLeaderRequest
@@ -1053,7 +1168,7 @@ export type TransferLeaderRequest = Message<"pos.v1.TransferLeaderRequest"> & {
  * Use `create(TransferLeaderRequestSchema)` to create a new message.
  */
 export const TransferLeaderRequestSchema: GenMessage<TransferLeaderRequest> = /*@__PURE__*/
-  messageDesc(file_pos_v1_hub, 33);
+  messageDesc(file_pos_v1_hub, 35);
 
 /**
  * @generated from enum pos.v1.Role
@@ -1318,6 +1433,20 @@ export const Hub: GenService<{
     methodKind: "unary";
     input: typeof GetMenuRequestSchema;
     output: typeof GetMenuResponseSchema;
+  },
+  /**
+   * The live state (open orders and those closed a short while ago, tickets, stock) as of
+   * one seq, in pages: a device starts from it and subscribes from that seq, instead of
+   * replaying the history from seq 1 (which retention may have deleted: Subscribe then
+   * answers OUT_OF_RANGE with code CURSOR_BELOW_RETENTION). Every message names the same
+   * seq; only a stream that ends with `last` set is the whole state.
+   *
+   * @generated from rpc pos.v1.Hub.Bootstrap
+   */
+  bootstrap: {
+    methodKind: "server_streaming";
+    input: typeof BootstrapRequestSchema;
+    output: typeof BootstrapResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_pos_v1_hub, 0);
