@@ -1,7 +1,7 @@
 //! The browser app end to end: `web/e2e/*.spec.ts` drive Debian's Chromium through
 //! Playwright against real 3-node groups of this build's `pos-hub` (till → kitchen, a
 //! node killed mid-edit, a reload with every node down, two tills on one order, refused
-//! tokens). Run by the README's test command, so the app cannot rot.
+//! tokens, a till whose cursor the store's retention passed). Run by the README's test command, so the app cannot rot.
 //!
 //! It first checks that the committed `web/src/gen` and `web/dist` are what `web/`'s
 //! sources build: the binary serves `web/dist`, so a stale bundle would be tested and

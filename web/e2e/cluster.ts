@@ -4,7 +4,7 @@
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createPrivateKey, sign } from "node:crypto";
-import { mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -56,9 +56,13 @@ export class Cluster {
   /** `open`: the nodes check no tokens (`--insecure-no-auth`, as `serve --dev`). */
   private open = false;
 
-  static async start(size = 3, opts: { open?: boolean } = {}): Promise<Cluster> {
+  /** More `serve` flags, for every start from now on. */
+  extraArgs: string[] = [];
+
+  static async start(size = 3, opts: { open?: boolean; args?: string[] } = {}): Promise<Cluster> {
     const c = new Cluster();
     c.open = opts.open ?? false;
+    c.extraArgs = opts.args ?? [];
     for (let id = 1; id <= size; id++) c.nodes.push({ id, client: await freePort(), peer: await freePort() });
     run(["keygen", "--out-dir", c.dir]);
     for (const n of c.nodes) c.startNode(n.id);
@@ -101,6 +105,7 @@ export class Cluster {
         ...(this.open ? ["--insecure-no-auth"] : ["--public-key", join(this.dir, "store.pub.pem")]),
         "--menu", MENU,
         "--no-mdns",
+        ...this.extraArgs,
       ],
       { stdio: ["ignore", log, log], env: { ...process.env, RUST_LOG: "warn,pos_hub=info" } },
     );
@@ -196,6 +201,58 @@ export class Cluster {
     return `${input}.${sign(null, Buffer.from(input), key).toString("base64url")}`;
   }
 
+  /** Appends `events` (the spec's JSON shape) through `pos-hub client append`, as
+   * `device` with a token of `role`; none may be refused (a batch the CLI sent again after
+   * a timeout is answered DUPLICATE: in the log once). */
+  appendJson(events: object[], device: string, role: string): void {
+    const file = join(this.dir, `append-${Date.now()}.jsonl`);
+    writeFileSync(file, events.map((e) => JSON.stringify(e)).join("\n") + "\n");
+    const out = run(["client", "--hub", this.url(this.liveId()), ...this.bearer(device, role), "append", file, "--batch", "100"]);
+    // `run` throws on a refusal (the command exits non-zero); its last line tallies.
+    const tally = out.split("\n").pop() ?? "";
+    if (!tally.startsWith(`${events.length} events:`) || !tally.endsWith(" 0 rejected")) {
+      throw new Error(`pos-hub client append: ${tally}`);
+    }
+  }
+
+  /** `pos-hub cluster archive-mark SEQ --retain-days DAYS`, as an admin. */
+  archiveMark(seq: bigint, retainDays: number): string {
+    return run([
+      "cluster", "--hub", this.url(this.liveId()), ...this.bearer("e2e-admin", "admin"),
+      "archive-mark", String(seq), "--retain-days", String(retainDays),
+    ]);
+  }
+
+  /** `--token T` for the CLI as `device`, none when the nodes check no tokens. */
+  private bearer(device: string, role: string): string[] {
+    return this.open ? [] : ["--token", this.token(device, role)];
+  }
+
+  /** The first seq node `id` still holds: 1 unless retention deleted older history (then
+   * Subscribe from cursor 0 is refused naming the last seq deleted). */
+  async firstHeld(id: number): Promise<bigint> {
+    const client = this.api(id);
+    const abort = new AbortController();
+    try {
+      for await (const _ of client.subscribe({ cursor: 0n }, { signal: abort.signal, timeoutMs: 10_000 })) {
+        return 1n;
+      }
+      return 1n;
+    } catch (err) {
+      const through = /up to seq (\d+)/.exec(String(err));
+      if (!through) throw err;
+      return BigInt(through[1]) + 1n;
+    } finally {
+      abort.abort();
+    }
+  }
+
+  private liveId(): number {
+    const live = this.nodes.find((n) => n.proc);
+    if (!live) throw new Error("no node is running");
+    return live.id;
+  }
+
   /** Every committed event, read through the API from any live node. */
   async committed(): Promise<Event[]> {
     const client = this.api();
@@ -228,18 +285,16 @@ export class Cluster {
     return order;
   }
 
-  /** A client of the first live node, as an admin device. */
-  api() {
-    const live = this.nodes.find((n) => n.proc);
-    if (!live) throw new Error("no node is running");
-    const token = this.adminToken ?? (this.adminToken = this.token("e2e-admin", "admin"));
+  /** A client of node `id` (the first live node unless told), as an admin device. */
+  api(id = this.liveId()) {
+    const token = this.open ? "" : (this.adminToken ??= this.token("e2e-admin", "admin"));
     return createClient(
       Hub,
       createGrpcWebTransport({
-        baseUrl: this.url(live.id),
+        baseUrl: this.url(id),
         interceptors: [
           (next) => (req) => {
-            req.header.set("authorization", `Bearer ${token}`);
+            if (!this.open) req.header.set("authorization", `Bearer ${token}`);
             return next(req);
           },
         ],
