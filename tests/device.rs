@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use common::cluster::*;
@@ -16,17 +15,6 @@ use pos_hub::client::{ClientError, Device, DeviceConfig, Draft, Final, HubConfig
 use pos_hub::domain::{Realm, RejectCode};
 use pos_hub::proto::pb;
 use serde_json::json;
-
-fn device(c: &Cluster, dir: &Path, id: &str) -> Device {
-    let addrs = c.members().iter().map(|n| c.client_addr(*n)).collect();
-    Device::open(DeviceConfig {
-        data_dir: dir.join(id),
-        device_id: id.to_owned(),
-        user_id: None,
-        hub: HubConfig::new(addrs, Realm::new(TENANT, STORE)),
-    })
-    .expect("opens the device")
-}
 
 /// An order as the hub has it, confirmed with the leader.
 async fn hub_order(c: &Cluster, node: u64, order_id: &str) -> pb::Order {

@@ -12,8 +12,7 @@ use std::time::Duration;
 use common::cluster::*;
 use common::{claims, with_token};
 use pos_hub::auth::token::{self, Role};
-use pos_hub::client::{Device, DeviceConfig, Draft, Final, HubConfig};
-use pos_hub::domain::Realm;
+use pos_hub::client::{Device, Draft, Final};
 use pos_hub::proto::pb;
 
 const DAY_MS: u64 = 86_400_000;
@@ -420,22 +419,6 @@ async fn first_held(cluster: &Cluster, id: u64) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no seq in {words:?}"));
     through + 1
-}
-
-/// A device SDK handle on `dir`, talking to every node of `cluster`.
-fn device(cluster: &Cluster, dir: &std::path::Path, id: &str) -> Device {
-    let addrs = cluster
-        .members()
-        .iter()
-        .map(|n| cluster.client_addr(*n))
-        .collect();
-    Device::open(DeviceConfig {
-        data_dir: dir.join(id),
-        device_id: id.to_owned(),
-        user_id: None,
-        hub: HubConfig::new(addrs, Realm::new(TENANT, STORE)),
-    })
-    .expect("opens the device")
 }
 
 /// Waits until `device`'s committed cursor reaches `seq`.

@@ -430,8 +430,7 @@ impl Node {
                     WriteError::NotLeader { .. }
                     | WriteError::Forward { .. }
                     | WriteError::QuorumUnconfirmed { .. },
-                ) if started.elapsed() + heartbeat < budget =>
-                {
+                ) if started.elapsed() + heartbeat < budget => {
                     tokio::time::sleep(heartbeat).await;
                 }
                 other => break other?,

@@ -908,6 +908,22 @@ pub fn order_flow(order_id: &str, device: &str, lamport: u64, paid: bool) -> Vec
         .collect()
 }
 
+/// A device SDK handle on `dir/id`, knowing every member of `cluster`.
+pub fn device(cluster: &Cluster, dir: &Path, id: &str) -> pos_hub::client::Device {
+    let addrs = cluster
+        .members()
+        .iter()
+        .map(|n| cluster.client_addr(*n))
+        .collect();
+    pos_hub::client::Device::open(pos_hub::client::DeviceConfig {
+        data_dir: dir.join(id),
+        device_id: id.to_owned(),
+        user_id: None,
+        hub: pos_hub::client::HubConfig::new(addrs, pos_hub::domain::Realm::new(TENANT, STORE)),
+    })
+    .expect("opens the device")
+}
+
 /// How long a test waits for a whole Bootstrap.
 const BOOTSTRAP_WAIT: Duration = Duration::from_secs(30);
 
