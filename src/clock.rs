@@ -33,6 +33,16 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// `ms` since the Unix epoch as RFC 3339 in UTC with milliseconds (`now_rfc3339`'s form);
+/// the epoch itself for a time past what a date can hold.
+pub fn rfc3339_at(ms: u64) -> String {
+    let at = i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .unwrap_or_default();
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 fn since_epoch() -> Option<std::time::Duration> {
     SystemTime::now().duration_since(UNIX_EPOCH).ok()
 }
@@ -50,11 +60,28 @@ struct Floor {
     seen: Option<(u64, Instant)>,
     /// Added to the wall clock's reading: 0 except in tests that fake a wrong clock.
     offset_ms: i64,
+    /// Tests that compress days into minutes: the wall clock runs this many times as fast
+    /// from this instant (ms since the Unix epoch). `None`: real time.
+    rate: Option<(u64, u32)>,
+}
+
+/// The reading at wall time `now_ms` of a clock that runs `rate` times as fast as the
+/// wall clock from `epoch_ms` on (and reads the wall clock before it): what every node
+/// of a soak and its devices compute alike, so their clocks agree.
+pub fn dilated_ms(epoch_ms: u64, rate: u32, now_ms: u64) -> u64 {
+    match now_ms.checked_sub(epoch_ms) {
+        Some(since) => epoch_ms.saturating_add(since.saturating_mul(u64::from(rate))),
+        None => now_ms,
+    }
 }
 
 impl Floor {
     fn wall_ms(&self) -> u64 {
-        now_ms().saturating_add_signed(self.offset_ms)
+        let wall = match self.rate {
+            Some((epoch_ms, rate)) => dilated_ms(epoch_ms, rate, now_ms()),
+            None => now_ms(),
+        };
+        wall.saturating_add_signed(self.offset_ms)
     }
 
     fn floor_ms(&self) -> u64 {
@@ -73,6 +100,13 @@ impl HubClock {
     /// with its clock set wrong (`serve --clock-offset-ms`, hidden). Never in a shop.
     pub fn set_wall_offset_ms(&self, offset_ms: i64) {
         self.lock().offset_ms = offset_ms;
+    }
+
+    /// Makes this clock's wall-clock reading run `rate` times as fast from `epoch_ms` on
+    /// (`dilated_ms`): for soaks that put days of a store through in minutes
+    /// (`serve --clock-rate`, hidden). Never in a shop.
+    pub fn set_wall_rate(&self, epoch_ms: u64, rate: u32) {
+        self.lock().rate = (rate > 1).then_some((epoch_ms, rate));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Floor> {
@@ -129,6 +163,30 @@ mod tests {
     }
 
     const DAY_MS: i64 = 86_400_000;
+
+    #[test]
+    fn a_dilated_clock_reads_the_wall_clock_before_its_epoch_and_runs_faster_after() {
+        assert_eq!(dilated_ms(1_000, 288, 400), 400);
+        assert_eq!(dilated_ms(1_000, 288, 1_000), 1_000);
+        assert_eq!(dilated_ms(1_000, 288, 1_300), 1_000 + 300 * 288);
+        // 5 minutes of wall time are a day at 288 times.
+        assert_eq!(dilated_ms(0, 288, 300_000), DAY_MS as u64);
+        let clock = HubClock::new();
+        let epoch = now_ms();
+        clock.set_wall_rate(epoch, 1_000);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let read = clock.now_ms();
+        let wall = now_ms();
+        assert!(
+            read >= epoch + 20 * 1_000 && read > wall,
+            "{read} vs wall {wall}"
+        );
+        clock.set_wall_rate(epoch, 1);
+        assert!(
+            clock.now_ms().abs_diff(now_ms()) < 5_000,
+            "rate 1 is the wall clock"
+        );
+    }
 
     #[test]
     fn a_hub_clock_set_a_day_back_never_runs_behind_the_hub_time_it_has_seen() {

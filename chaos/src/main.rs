@@ -10,6 +10,7 @@ mod netfilter;
 mod powerfs;
 mod report;
 mod rng;
+mod soak;
 mod topology;
 mod workload;
 
@@ -76,6 +77,11 @@ struct RunArgs {
     /// `--unsafe-no-fsync`, to show the checker catching what a power cut then loses.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
     hub_args: Vec<String>,
+    /// A soak: put this many store-days through in `--minutes` (the nodes' and devices'
+    /// clocks run that much faster; an archiver keeps the log and moves the archive mark,
+    /// so retention deletes history as in a shop). 0: no soak.
+    #[arg(long, default_value_t = 0)]
+    store_days: u32,
     /// Run on loopback even where network namespaces are available.
     #[arg(long)]
     no_netns: bool,
@@ -203,6 +209,21 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
         .filter(|a| !a.is_empty())
         .cloned()
         .collect();
+    let plan = match args.store_days {
+        0 => None,
+        days => Some(soak::Plan::new(days, args.minutes)?),
+    };
+    if let Some(plan) = plan {
+        soak::set_clock(plan.epoch_ms, plan.rate);
+        group.hub_args.extend(plan.hub_args());
+        // History files of 1 MiB: retention deletes a day's events in several steps.
+        group.hub_args.push("--history-segment-kib=1024".into());
+        tracing::info!(
+            days = plan.days,
+            rate = plan.rate,
+            "soak: the clocks run faster"
+        );
+    }
     if faults.iter().any(|f| f == "disk-full") {
         let last = *ids.last().context("no nodes")?;
         group.mount_tmpfs(last, nemesis::TMPFS_MEGABYTES)?;
@@ -246,11 +267,26 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
             stop_rx.clone(),
         )));
     }
-    let outbox = tokio::spawn(workload::outbox_till(
-        out.join("outbox-till"),
-        addrs.values().cloned().collect(),
-        stop_rx.clone(),
-    ));
+    // The SDK stamps event ids with the wall clock: in a soak, a day later the hubs would
+    // refuse them as older than retention. The soak leaves the outbox till out.
+    let outbox = plan.is_none().then(|| {
+        tokio::spawn(workload::outbox_till(
+            out.join("outbox-till"),
+            addrs.values().cloned().collect(),
+            stop_rx.clone(),
+        ))
+    });
+    let archive = Arc::new(soak::Archive::default());
+    if let Some(plan) = plan {
+        tasks.push(tokio::spawn(soak::archiver(
+            workload.nodes.clone(),
+            plan,
+            archive.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let mut samples = Vec::new();
+    let mut next_sample = tokio::time::Instant::now();
 
     // The nemesis: faults in a seeded order, one at a time, until the time is up.
     let mut rng = Rng::new(args.seed);
@@ -274,6 +310,12 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
             harness_error = Some(format!("fault {fault}: {err:#}"));
             break;
         }
+        if let Some(plan) = plan
+            && tokio::time::Instant::now() >= next_sample
+        {
+            next_sample += plan.tick();
+            sample_nodes(&group, plan, &mut samples);
+        }
     }
 
     // Heal, stop the workload, let everything converge.
@@ -292,18 +334,27 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
     for task in tasks {
         let _ = task.await;
     }
-    let (device, confirmed) = outbox.await??;
-    let running = device.start();
-    let drained = device.settle(Duration::from_secs(90)).await;
-    drop(running);
-    // A till whose confirmed events never settle is a broken promise, not a harness
-    // failure: a hub that lost acknowledged events leaves it waiting for them forever.
-    let stuck = (!drained).then(|| {
-        format!(
-            "the outbox till did not drain within 90 s of healing: {:?}",
-            *device.progress().borrow()
-        )
-    });
+    let (confirmed, stuck) = match outbox {
+        Some(outbox) => {
+            let (device, confirmed) = outbox.await??;
+            let running = device.start();
+            let drained = device.settle(Duration::from_secs(90)).await;
+            drop(running);
+            // A till whose confirmed events never settle is a broken promise, not a harness
+            // failure: a hub that lost acknowledged events leaves it waiting for them forever.
+            let stuck = (!drained).then(|| {
+                format!(
+                    "the outbox till did not drain within 90 s of healing: {:?}",
+                    *device.progress().borrow()
+                )
+            });
+            (confirmed, stuck)
+        }
+        None => (Vec::new(), None),
+    };
+    if let Some(plan) = plan {
+        sample_nodes(&group, plan, &mut samples);
+    }
     // Nodes that never converge are still read, each up to its own last seq, so that the
     // checker names what differs.
     let last_seq = match group.wait_converged(Duration::from_secs(120)).await {
@@ -314,6 +365,7 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
         }
     };
     let mut states = BTreeMap::new();
+    let mut first_held_by = BTreeMap::new();
     let mut unreadable = Vec::new();
     for id in group.members.clone() {
         let own = if last_seq > 0 {
@@ -321,9 +373,10 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
         } else {
             group.hello(id).await.map_or(0, |h| h.last_seq)
         };
-        match read_node(&group.client_addr(id), own).await {
-            Ok(state) => {
+        match read_node(&group.client_addr(id), own, &archive).await {
+            Ok((state, first_held)) => {
                 states.insert(id, state);
+                first_held_by.insert(id, first_held);
             }
             // A node that cannot even be read is itself a finding: report it with the rest.
             Err(err) => unreadable.push((id, format!("{err:#}"))),
@@ -346,6 +399,14 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
     if let Some(detail) = stuck {
         outcome.violations.push(checker::Violation {
             check: "outbox-stuck",
+            detail,
+        });
+    }
+    if let Some(plan) = plan
+        && let Some(detail) = soak::retention_unexercised(plan, &first_held_by)
+    {
+        outcome.violations.push(checker::Violation {
+            check: "soak-retention",
             detail,
         });
     }
@@ -372,11 +433,32 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
         log_len: last_seq,
         outbox_confirmed: confirmed.len(),
         command: format!(
-            "pos-hub-chaos run --nodes {} --minutes {} --seed {} --faults {}",
-            args.nodes, args.minutes, args.seed, args.faults
+            "pos-hub-chaos run --nodes {} --minutes {} --seed {} --faults {}{}",
+            args.nodes,
+            args.minutes,
+            args.seed,
+            args.faults,
+            match args.store_days {
+                0 => String::new(),
+                days => format!(" --store-days {days}"),
+            }
         ),
     };
     let mut md = report::markdown(&info, &outcome);
+    if let Some(plan) = plan {
+        md.push_str(&soak::markdown(
+            plan,
+            &samples,
+            &archive,
+            last_seq,
+            &first_held_by,
+        ));
+        std::fs::write(out.join("soak.svg"), soak::svg(plan, &samples))?;
+        std::fs::write(
+            out.join("soak-samples.json"),
+            serde_json::to_vec_pretty(&samples)?,
+        )?;
+    }
     if let Some(err) = &harness_error {
         md.push_str(&format!("\n**The harness itself failed:** {err}\n"));
     }
@@ -397,26 +479,84 @@ async fn run_async(args: RunArgs, topology: Topology) -> anyhow::Result<ExitCode
     }
 }
 
-/// A node's whole log (Subscribe from 0 to `last_seq`) and its order read models.
-async fn read_node(addr: &str, last_seq: u64) -> anyhow::Result<NodeState> {
+/// Subscribe from `cursor`, with its first message (a refusal of the cursor comes as the
+/// call's or the first message's error).
+async fn first_message(
+    client: &mut HubClient<tonic::transport::Channel>,
+    cursor: u64,
+) -> Result<
+    (
+        Option<pb::SubscribeResponse>,
+        tonic::Streaming<pb::SubscribeResponse>,
+    ),
+    tonic::Status,
+> {
+    let mut stream = client
+        .subscribe(pb::SubscribeRequest { cursor })
+        .await?
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no first message within 30 s"))??;
+    Ok((first, stream))
+}
+
+/// Samples every running node (RSS, data dir, history files) for the soak's report.
+fn sample_nodes(group: &Group, plan: soak::Plan, samples: &mut Vec<soak::Sample>) {
+    let day = plan.day();
+    for id in group.ids() {
+        if let (Some(pid), Some(dir)) = (group.pid(id), group.data_dir(id)) {
+            samples.extend(soak::sample(day, id, pid, dir));
+        }
+    }
+}
+
+/// A node's whole log (Subscribe from 0 to `last_seq`) and its order read models, and the
+/// first seq the node still holds. Where retention deleted the node's oldest history (a
+/// soak), the events before it come from the archive, which must hold them.
+async fn read_node(
+    addr: &str,
+    last_seq: u64,
+    archive: &soak::Archive,
+) -> anyhow::Result<(NodeState, u64)> {
     let mut client =
         HubClient::new(group::channel(addr)).max_decoding_message_size(256 * 1024 * 1024);
-    let mut stream = client
-        .subscribe(pb::SubscribeRequest { cursor: 0 })
-        .await
-        .with_context(|| format!("Subscribe on {addr}"))?
-        .into_inner();
-    let mut log = Vec::new();
+    let (mut log, (mut pending, mut stream)) = match first_message(&mut client, 0).await {
+        Ok(opened) => (Vec::new(), opened),
+        Err(status) if status.code() == tonic::Code::OutOfRange => {
+            let through = status
+                .message()
+                .split("up to seq ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .with_context(|| format!("{addr}: {}", status.message()))?;
+            let prefix = archive.prefix(through).with_context(|| {
+                format!("{addr} deleted the history through seq {through}, which the archive does not hold")
+            })?;
+            let stream = first_message(&mut client, through)
+                .await
+                .map_err(|s| anyhow::anyhow!("Subscribe({through}) on {addr}: {s}"))?;
+            (prefix, stream)
+        }
+        Err(status) => bail!("Subscribe on {addr}: {status}"),
+    };
+    let prefix_len = log.len() as u64;
     while (log.len() as u64) < last_seq {
-        let batch = tokio::time::timeout(Duration::from_secs(30), stream.message())
-            .await
-            .with_context(|| format!("{addr}: the log stopped at {}", log.len()))??
-            .with_context(|| format!("{addr}: the stream ended at {}", log.len()))?;
+        let batch = match pending.take() {
+            Some(batch) => batch,
+            None => tokio::time::timeout(Duration::from_secs(30), stream.message())
+                .await
+                .with_context(|| format!("{addr}: the log stopped at {}", log.len()))??
+                .with_context(|| format!("{addr}: the stream ended at {}", log.len()))?,
+        };
         for event in &batch.events {
             log.push(convert::event_from_pb(event)?);
         }
     }
     log.truncate(last_seq as usize);
+    // What came from the archive, the node no longer holds.
+    let first_held = prefix_len + 1;
     // Every page of the listing.
     let mut orders = Vec::new();
     let mut after = String::new();
@@ -440,7 +580,7 @@ async fn read_node(addr: &str, last_seq: u64) -> anyhow::Result<NodeState> {
         }
         after = page.next;
     }
-    Ok(NodeState { log, orders })
+    Ok((NodeState { log, orders }, first_held))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -57,6 +57,9 @@ pub struct ServeConfig {
     pub wan_probe: Option<String>,
     /// Shifts this node's wall clock reading (ms); 0 except in tests (`--clock-offset-ms`).
     pub clock_offset_ms: i64,
+    /// (epoch ms, rate): this node's wall clock runs `rate` times as fast from the epoch
+    /// on; `None` except in soaks (`--clock-rate`).
+    pub clock_rate: Option<(u64, u32)>,
     /// Where history files close (`store::HISTORY_SEGMENT_BYTES`; smaller in tests).
     pub history_segment_bytes: u64,
     /// How long after expiry a known device's token still works, in seconds.

@@ -51,6 +51,14 @@ pub(super) async fn open(config: &ServeConfig) -> Result<Arc<Node>, AppError> {
         );
         clock.set_wall_offset_ms(config.clock_offset_ms);
     }
+    if let Some((epoch_ms, rate)) = config.clock_rate {
+        tracing::warn!(
+            epoch_ms,
+            rate,
+            "TEST ONLY: this node's wall clock runs faster than real time (--clock-rate)"
+        );
+        clock.set_wall_rate(epoch_ms, rate);
+    }
     if clock.behind_ms() > 0 {
         tracing::warn!(
             behind_ms = clock.behind_ms(),

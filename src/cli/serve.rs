@@ -116,6 +116,16 @@ pub struct ServeArgs {
     /// past), to show what a node whose clock is wrong does. Never in a shop.
     #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
     clock_offset_ms: i64,
+    /// TESTS ONLY: run this node's wall clock this many times as fast from
+    /// --clock-epoch-ms on, so that a soak puts days of a store through in minutes (every
+    /// node of the group and its devices with the same two values). Never in a shop.
+    #[arg(long, hide = true, default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    clock_rate: u32,
+    /// TESTS ONLY: where --clock-rate starts (ms since the Unix epoch; 0: when the node
+    /// starts).
+    #[arg(long, hide = true, default_value_t = 0)]
+    clock_epoch_ms: u64,
     /// TESTS ONLY: close history files at this many KiB instead of 16 MiB, so that a test
     /// sees retention delete files without writing gigabytes.
     #[arg(long, hide = true, default_value_t = crate::store::HISTORY_SEGMENT_BYTES >> 10,
@@ -384,6 +394,13 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         feed_batches: args.feed_batches as usize,
         public_keys: public_key,
         clock_offset_ms: args.clock_offset_ms,
+        clock_rate: (args.clock_rate > 1).then(|| {
+            let epoch_ms = match args.clock_epoch_ms {
+                0 => crate::clock::now_ms(),
+                given => given,
+            };
+            (epoch_ms, args.clock_rate)
+        }),
         history_segment_bytes: args.history_segment_kib << 10,
         wan_probe: args.wan_probe,
         offline_grace_s: args.offline_grace_days.saturating_mul(86_400),

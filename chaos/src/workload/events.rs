@@ -14,14 +14,15 @@ pub(super) fn event(
     payload: Value,
 ) -> pos_hub::domain::Event {
     pos_hub::domain::Event {
-        event_id: uuid::Uuid::now_v7().to_string(),
+        // The run's clock: in a soak, as fast as the nodes'.
+        event_id: crate::soak::event_id(),
         tenant_id: TENANT.into(),
         store_id: STORE.into(),
         aggregate_type: aggregate_type.into(),
         aggregate_id: aggregate.into(),
         version,
         event_type: event_type.into(),
-        at: pos_hub::clock::now_rfc3339(),
+        at: pos_hub::clock::rfc3339_at(crate::soak::now_ms()),
         actor: pos_hub::domain::Actor {
             device_id: device.into(),
             user_id: None,
