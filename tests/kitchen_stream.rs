@@ -336,3 +336,67 @@ async fn the_sdk_following_a_kitchen_stream_ends_with_the_order_paid_at_the_last
     assert_eq!(kitchen.cursor(), last);
     assert!(kitchen.dead_letters().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kitchen_screen_that_starts_late_bootstraps_the_orders_without_their_payments() {
+    let store = Store::start().await;
+    phase("till-1 sells o-1 and o-2 (seqs 1-4) before any kitchen screen is on");
+    store.till_appends(sale("o-1")).await;
+    store.till_appends(sale("o-2")).await;
+    let last = store.last_seq().await;
+
+    phase("Bootstrap by role: the till's orders carry payments, the kitchen's do not");
+    let read = |token: Option<String>| {
+        let mut client = store.cluster.client(1);
+        async move {
+            let request = pb::BootstrapRequest {
+                consistency: pb::Consistency::Linearizable as i32,
+            };
+            let mut stream = client
+                .bootstrap(with_token(request, token.as_deref()))
+                .await?
+                .into_inner();
+            let mut orders = Vec::new();
+            while let Some(page) = stream.message().await? {
+                assert_eq!(page.seq, last, "every page names the seq it was read at");
+                orders.extend(page.orders);
+            }
+            Ok::<_, tonic::Status>(orders)
+        }
+    };
+    let till = read(Some(store.token("till-1", Role::Till)))
+        .await
+        .expect("the till reads");
+    let kitchen = read(Some(store.token("kds-1", Role::Kds)))
+        .await
+        .expect("the kitchen reads");
+    assert_eq!(till.len(), 2);
+    assert!(till.iter().all(|o| o.payments.len() == 1));
+    assert_eq!(kitchen.len(), 2);
+    assert!(
+        kitchen
+            .iter()
+            .all(|o| o.payments.is_empty() && o.total == TOTAL)
+    );
+    let refused = read(None).await.expect_err("no token, no state");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+
+    phase("a kitchen device started now holds both orders, paid, without payments");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let device = kitchen_device(&store, dir.path());
+    let _running = device.start();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while device.cursor() < last {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            device.progress().borrow()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in ["o-1", "o-2"] {
+        let order = device.committed_order(id).expect("bootstrapped");
+        assert_eq!(order.status, OrderStatus::Paid, "{id}");
+        assert!(order.payments.is_empty(), "{id}");
+    }
+}
