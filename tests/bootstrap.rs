@@ -131,3 +131,37 @@ async fn a_bootstrap_with_an_unknown_consistency_is_refused_by_name() {
         status.message()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_never_takes_a_bootstrap_older_than_the_seq_its_device_holds() {
+    let cluster = Cluster::start(1).await;
+    let mut client = cluster.client(1);
+    let seqs = append_accepted(&mut client, order_flow("o-1", "till-1", 1, false), WAIT).await;
+    let last = *seqs.last().expect("seqs");
+    let hub = pos_hub::client::hub::HubClient::new(pos_hub::client::HubConfig::new(
+        vec![cluster.client_addr(1)],
+        Realm::new(TENANT, STORE),
+    ))
+    .expect("a client");
+
+    phase("a device holding the node's seq, or less, takes its state");
+    for at_least in [0, last] {
+        let live = hub.bootstrap(at_least).await.expect("the node's state");
+        assert_eq!(live.seq, last);
+        assert_eq!(live.orders.len(), 1);
+    }
+
+    phase("a device already past the node's seq is not taken back: the attempt fails");
+    let err = hub
+        .bootstrap(last + 1)
+        .await
+        .expect_err("a state older than the device's copy");
+    let err = err.to_string();
+    assert!(
+        err.contains(&format!(
+            "is behind this device: its live state is at seq {last}, the device holds seq {}",
+            last + 1
+        )),
+        "{err}"
+    );
+}

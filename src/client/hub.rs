@@ -592,8 +592,12 @@ impl HubClient {
 impl HubClient {
     /// The live state as of one seq (`Hub/Bootstrap`), every page of it gathered into one
     /// answer; a stream that breaks off before its last page, or whose pages name two
-    /// seqs, is an attempt failed, and the next node is tried. Fails over like `call`.
-    pub async fn bootstrap(&self) -> Result<pb::BootstrapResponse, CallError> {
+    /// seqs, is an attempt failed, and the next node is tried. So is a node whose state is
+    /// behind `at_least` (the seq the device already holds: a node just back from days off
+    /// would otherwise take the device's screens back in time). Fails over like `call`.
+    ///
+    /// Asked with LOCAL consistency, so a device cut off with one node can still start.
+    pub async fn bootstrap(&self, at_least: u64) -> Result<pb::BootstrapResponse, CallError> {
         self.call(|mut grpc, addr, deadline| {
             let request = self.request(
                 pb::BootstrapRequest {
@@ -615,6 +619,13 @@ impl HubClient {
                         lamport: page.lamport,
                         ..pb::BootstrapResponse::default()
                     });
+                    if all.seq < at_least {
+                        return Err(Attempt::Failed(CallError::Retry(format!(
+                            "{addr} is behind this device: its live state is at seq {}, \
+                             the device holds seq {at_least}",
+                            all.seq
+                        ))));
+                    }
                     if page.seq != all.seq {
                         return Err(Attempt::Failed(CallError::Retry(format!(
                             "{addr}: bootstrap pages name seqs {} and {}",

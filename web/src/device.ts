@@ -410,7 +410,8 @@ export class Device {
   }
 
   /** Replaces the committed copy with `url`'s live state (Bootstrap) and settles the
-   * queued edits the hub answered at or below its seq. A hub without Bootstrap (an older
+   * queued edits the hub answered at or below its seq; never with a state older than the
+   * page's copy. A hub without Bootstrap (an older
    * release) leaves the copy as it is: the page follows its log from the cursor. */
   private async bootstrap(url: string): Promise<void> {
     let seq: number | undefined;
@@ -430,6 +431,11 @@ export class Device {
         lamport = clockOf(page.lamport);
       } else if (Number(page.seq) !== seq) {
         throw new Error(`${url}: bootstrap pages name seqs ${seq} and ${page.seq}`);
+      }
+      // A node just back from days off may be behind this page's copy: never go back in
+      // time; the loop tries another node.
+      if (seq < this.cursor) {
+        throw new Error(`${url} is behind this page: its live state is at seq ${seq}, this page holds seq ${this.cursor}`);
       }
       for (const o of page.orders) {
         const view = orderFromHub(o);

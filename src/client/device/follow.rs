@@ -128,10 +128,11 @@ impl Device {
     }
 
     /// Replaces the committed model with a hub's live state (`Hub/Bootstrap`) and settles
-    /// the queued events the hub answered at or below its seq. A hub without Bootstrap (an
-    /// older release) leaves the model as it is: the device follows from its cursor.
+    /// the queued events the hub answered at or below its seq; never with a state older
+    /// than the device's copy (`HubClient::bootstrap`). A hub without Bootstrap (an older
+    /// release) leaves the model as it is: the device follows from its cursor.
     async fn bootstrap(&self) -> Result<(), CallError> {
-        let live = match self.inner.hub.bootstrap().await {
+        let live = match self.inner.hub.bootstrap(self.cursor()).await {
             Ok(live) => live,
             Err(CallError::Refused(status)) if status.code() == tonic::Code::Unimplemented => {
                 tracing::info!("the hub has no Bootstrap; following its log from the cursor");
