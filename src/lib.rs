@@ -36,6 +36,7 @@ pub mod discovery;
 pub mod domain;
 pub mod http;
 pub mod kv;
+pub mod memory;
 pub mod menu;
 pub mod metrics;
 pub mod proto;

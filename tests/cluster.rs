@@ -1155,6 +1155,15 @@ async fn health_status_metrics_and_grpc_web_answer_as_documented() {
             "node {id}"
         );
         assert!(metric(&text, "pos_hub_term") >= Some(1.0), "node {id}");
+        // A running hub uses heap; what it holds free is a number, zero after a trim.
+        assert!(
+            metric(&text, "pos_hub_heap_in_use_bytes") > Some(0.0),
+            "node {id}:\n{text}"
+        );
+        assert!(
+            metric(&text, "pos_hub_heap_free_held_bytes") >= Some(0.0),
+            "node {id}:\n{text}"
+        );
         assert!(
             metric(&text, "pos_hub_applied_index") >= Some(1.0),
             "node {id}"

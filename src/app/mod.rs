@@ -147,6 +147,8 @@ pub async fn serve(
     );
     // Advertised once serving; withdrawn when this is dropped at shutdown.
     let advertiser = client::advertise(&config);
+    // Ends with the runtime.
+    tokio::spawn(crate::memory::trim_every(crate::memory::TRIM_EVERY));
     shutdown::run(
         node.raft.clone(),
         shutdown,

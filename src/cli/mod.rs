@@ -111,6 +111,11 @@ pub fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    if matches!(cli.command, Command::Serve(_)) {
+        // Before the runtime's threads: fixed heap thresholds, so a node's freed memory
+        // goes back to the kernel (`crate::memory`).
+        crate::memory::configure();
+    }
     // A node reports what it does; one-shot commands only what goes wrong.
     let default_filter = match cli.command {
         Command::Serve(_) => "pos_hub=info,warn",

@@ -172,8 +172,25 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
             u64::try_from(m.subscribers.load(Ordering::Relaxed)).unwrap_or(0),
         ),
     ];
+    let heap = crate::memory::heap();
+    let heap_series = heap.iter().flat_map(|heap| {
+        [
+            (
+                "pos_hub_heap_in_use_bytes",
+                "Heap bytes in use (the C allocator's count).",
+                "gauge",
+                heap.in_use,
+            ),
+            (
+                "pos_hub_heap_free_held_bytes",
+                "Free heap bytes the allocator holds; given back every 30 s.",
+                "gauge",
+                heap.free_held,
+            ),
+        ]
+    });
     let mut out = String::new();
-    for (name, help, kind, value) in series {
+    for (name, help, kind, value) in series.into_iter().chain(heap_series) {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
