@@ -7,7 +7,7 @@
 //! - `tree`: the trees (`<data dir>/state/<tree>.kv`, each an ordered map in memory);
 //! - `wal`: the log's segment files (append, truncate, purge, checked reads);
 //! - `log`: `LogStore`, openraft's `RaftLogStorage` (log entries, vote, committed);
-//! - `state_machine`: `StateMachine`, openraft's `RaftStateMachine`, and `SledState`, the
+//! - `state_machine`: `StateMachine`, openraft's `RaftStateMachine`, and `TreeState`, the
 //!   domain's `State` over a tree with a write overlay so one apply is one atomic batch;
 //! - `snapshot`: the snapshot file format, its builder and its installer;
 //! - `format`: the data dir's format, and the move of older ones (sled, bincode).

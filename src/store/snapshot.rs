@@ -38,7 +38,7 @@ use super::disk::{Disk, DurableSnapshot};
 use super::format::{legacy, reencode_value};
 use super::history::History;
 use super::keys;
-use super::state_machine::{Applied, SledState, extend_history};
+use super::state_machine::{Applied, TreeState, extend_history};
 use super::{StoreError, decode, encode, storage_error};
 use crate::domain::{Outcome, Realm, Rules};
 use crate::proto::pb;
@@ -517,7 +517,7 @@ fn replay(
     header: &Header,
 ) -> Result<Applied, StoreError> {
     let refuse = |detail: String| refusal(meta, detail);
-    let mut state = SledState::new(tree, history, realm, 0, 0);
+    let mut state = TreeState::new(tree, history, realm, 0, 0);
     for seq in 1..=header.last_seq {
         let event = pb::Event::decode(reader.record()?.as_slice())
             .map_err(|e| StoreError::corrupt("snapshot event", e))?;

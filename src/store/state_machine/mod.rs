@@ -2,14 +2,14 @@
 //! models, kept in one tree (`store::tree`) per generation and changed only by `apply`.
 //!
 //! Each `apply` call (one or more committed Raft entries) runs the domain rules over a
-//! `SledState` — sled plus an in-memory overlay of this call's writes — and then writes
+//! `TreeState` — sled plus an in-memory overlay of this call's writes — and then writes
 //! the overlay and the new last-applied id in one atomic `crate::kv::Batch`. A crash therefore
 //! leaves the state machine at some whole entry boundary; openraft re-applies the rest
 //! from the durable log.
 //!
 //! This file holds what the state machine records (`Applied`, `KnownDevice`), the feed of
 //! accepted events, and `StateMachine` itself: opening it and applying entries. Beside it:
-//! - `sled_state`: `SledState`, the domain's `State` over sled with the write overlay;
+//! - `tree_state`: `TreeState`, the domain's `State` over sled with the write overlay;
 //! - `reader`: `StateReader`, the read-only view queries use;
 //! - `install`: installing a received snapshot, and finishing one a crash interrupted;
 //! - `raft_impl`: openraft's `RaftStateMachine` for `StateMachine`.
@@ -18,7 +18,7 @@ mod install;
 mod migrate;
 mod raft_impl;
 mod reader;
-mod sled_state;
+mod tree_state;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock as StdRwLock};
@@ -42,8 +42,8 @@ use crate::raft_types::Response;
 use crate::raft_types::{Entry, LogId, StoredMembership};
 
 pub use reader::{LiveState, StateReader};
-pub(super) use sled_state::SledState;
-pub(super) use sled_state::seq_from_bytes;
+pub(super) use tree_state::TreeState;
+pub(super) use tree_state::seq_from_bytes;
 
 /// What the state machine has applied, written with every apply in the same batch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -281,7 +281,7 @@ impl StateMachine {
         entries: impl IntoIterator<Item = Entry>,
     ) -> Result<Vec<Response>, StoreError> {
         let mut applied = self.applied.clone();
-        let mut state = SledState::new(
+        let mut state = TreeState::new(
             &self.tree,
             &self.history,
             &self.realm,

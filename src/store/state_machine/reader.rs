@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock as StdRwLock};
 
 use tokio::sync::broadcast;
 
-use super::{Applied, EventBatch, KnownDevice, SledState, read_applied};
+use super::{Applied, EventBatch, KnownDevice, TreeState, read_applied};
 use crate::clock::HubClock;
 use crate::domain::archive::Archive;
 use crate::domain::device::Revocation;
@@ -105,7 +105,7 @@ impl StateReader {
     /// The store's archive mark (rules `V4`), if it has one.
     pub fn archive(&self) -> Result<Option<Archive>, StoreError> {
         let tree = self.tree();
-        SledState::new(&tree, &self.history, &self.realm, 0, 0).archive()
+        TreeState::new(&tree, &self.history, &self.realm, 0, 0).archive()
     }
 
     /// Retention: deletes the history files the archive mark lets go at the applied hub
@@ -131,23 +131,23 @@ impl StateReader {
 
     pub fn order(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
         let tree = self.tree();
-        SledState::new(&tree, &self.history, &self.realm, 0, 0).order(order_id)
+        TreeState::new(&tree, &self.history, &self.realm, 0, 0).order(order_id)
     }
 
     pub fn ticket(&self, kind: TicketKind, ticket_id: &str) -> Result<Option<Ticket>, StoreError> {
         let tree = self.tree();
-        SledState::new(&tree, &self.history, &self.realm, 0, 0).ticket(kind, ticket_id)
+        TreeState::new(&tree, &self.history, &self.realm, 0, 0).ticket(kind, ticket_id)
     }
 
     pub fn stock(&self, sku: &str) -> Result<Option<Stock>, StoreError> {
         let tree = self.tree();
-        SledState::new(&tree, &self.history, &self.realm, 0, 0).stock(sku)
+        TreeState::new(&tree, &self.history, &self.realm, 0, 0).stock(sku)
     }
 
     /// The device, if it has an accepted event in the log.
     pub fn device(&self, device_id: &str) -> Result<Option<KnownDevice>, StoreError> {
         let tree = self.tree();
-        let state = SledState::new(&tree, &self.history, &self.realm, 0, 0);
+        let state = TreeState::new(&tree, &self.history, &self.realm, 0, 0);
         state.get(
             "device",
             &keys::prefixed(keys::PREFIX_DEVICE, device_id.as_bytes()),
@@ -157,7 +157,7 @@ impl StateReader {
     /// The device's deny-list entry, if an admin revoked it.
     pub fn revocation(&self, device_id: &str) -> Result<Option<Revocation>, StoreError> {
         let tree = self.tree();
-        let state = SledState::new(&tree, &self.history, &self.realm, 0, 0);
+        let state = TreeState::new(&tree, &self.history, &self.realm, 0, 0);
         state.get(
             "revocation",
             &keys::prefixed(keys::PREFIX_REVOKED, device_id.as_bytes()),

@@ -1,4 +1,4 @@
-//! `SledState`: the domain's `State` over one state machine tree, with the writes of one
+//! `TreeState`: the domain's `State` over one state machine tree, with the writes of one
 //! apply buffered in memory and read back before the tree, so that the whole apply can be
 //! written as one atomic batch.
 
@@ -23,7 +23,7 @@ use crate::store::{StoreError, decode, encode};
 
 /// The domain's `State` over one state machine tree, with this apply's writes buffered in
 /// `pending` (read back before the tree) until `take_batch`.
-pub(in crate::store) struct SledState<'a> {
+pub(in crate::store) struct TreeState<'a> {
     tree: &'a crate::store::tree::Tree,
     /// Holds the eventId index (`History::seq_of`).
     history: &'a History,
@@ -46,7 +46,7 @@ pub(in crate::store) struct SledState<'a> {
     archive: std::cell::RefCell<Option<Option<Archive>>>,
 }
 
-impl<'a> SledState<'a> {
+impl<'a> TreeState<'a> {
     pub(in crate::store) fn new(
         tree: &'a crate::store::tree::Tree,
         history: &'a History,
@@ -197,7 +197,7 @@ fn ticket_key(kind: TicketKind, ticket_id: &str) -> Vec<u8> {
     keys::prefixed(keys::PREFIX_TICKET, &id)
 }
 
-impl State for SledState<'_> {
+impl State for TreeState<'_> {
     type Error = StoreError;
 
     fn realm(&self) -> &Realm {
