@@ -14,6 +14,11 @@ use super::{SHARED_ORDERS, SKUS, Workload};
 use crate::history::Status;
 use crate::rng::Rng;
 
+/// Orders a device keeps open at once. Past it, the device pays its oldest open order
+/// instead of starting one, as a till does through a shift: a soak's live state then stays
+/// a shop's (a few hundred orders open), not every order ever started.
+const OPEN_PER_DEVICE: usize = 40;
+
 /// What a device knows of an order it writes to.
 #[derive(Debug, Clone)]
 struct Known {
@@ -54,7 +59,12 @@ impl Workload {
         let mut failed_at: BTreeMap<u64, f64> = BTreeMap::new();
         while !*stop.borrow() {
             let roll = rng.below(100);
-            let ok = if roll < 22 || own.is_empty() {
+            let open: Vec<usize> = (0..own.len()).filter(|i| !own[*i].closed).collect();
+            let ok = if roll < 22 && open.len() >= OPEN_PER_DEVICE {
+                // A till with its hands full settles its oldest order first.
+                self.edit_own(process, node, &device, &mut own[open[0]], &mut rng, true)
+                    .await
+            } else if roll < 22 || own.is_empty() {
                 let id = format!("o-{process}-{}", own.len() + 1);
                 let e = event(&device, "order", &id, 1, "order.created", items(1));
                 let answers = self.append(process, node, vec![e]).await;
@@ -68,8 +78,12 @@ impl Workload {
                 });
                 answers.is_some()
             } else if roll < 50 {
-                let i = rng.below(own.len() as u64) as usize;
-                self.edit_own(process, node, &device, &mut own[i], &mut rng)
+                let i = if open.is_empty() {
+                    rng.below(own.len() as u64) as usize
+                } else {
+                    open[rng.below(open.len() as u64) as usize]
+                };
+                self.edit_own(process, node, &device, &mut own[i], &mut rng, false)
                     .await
             } else if roll < 60 {
                 let sku = format!("SKU-{}", rng.below(SKUS as u64));
@@ -135,6 +149,7 @@ impl Workload {
         device: &str,
         order: &mut Known,
         rng: &mut Rng,
+        pay: bool,
     ) -> bool {
         if order.closed {
             return true;
@@ -142,14 +157,19 @@ impl Workload {
         let version = match order.version {
             Some(v) => v,
             None => match self.read(process, node, &order.id, true).await {
-                Some(0) | None => return false,
+                None => return false,
+                Some(0) => {
+                    // Its creation was refused or never committed: nothing to settle.
+                    order.closed = true;
+                    return true;
+                }
                 Some(v) => {
                     order.version = Some(v);
                     v
                 }
             },
         };
-        let (event_type, payload) = if rng.below(10) == 0 {
+        let (event_type, payload) = if pay || rng.below(10) == 0 {
             (
                 "order.paid",
                 json!({"payments": [{"method": "cash", "amount": 350 * (version % 7 + 1)}], "total": 350 * (version % 7 + 1)}),
