@@ -183,7 +183,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
             ),
             (
                 "pos_hub_heap_free_held_bytes",
-                "Free heap bytes the allocator holds; given back every 30 s.",
+                "Free heap bytes the allocator holds (their pages are given back every 5 s).",
                 "gauge",
                 heap.free_held,
             ),
